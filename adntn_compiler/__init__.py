@@ -1,0 +1,33 @@
+"""adntn-compiler: trace, optimise, compile and ship nonlinear tensor-network weight generators.
+
+    import adntn_compiler as adntn
+    gen = adntn.ttn((4096, 25088), rank=4, layout="interleaved", activation="tanh", seed=0)
+    W = adntn.materialize(gen)
+    layer = adntn.ADNTNLinear(gen, bias=True)
+
+torch is imported only when a torch name (ADNTNLinear, ADNTNConv2d, compress, report) is used.
+"""
+from . import ir
+from .errors import AdntnError, ConfigError, MemoryEstimateError, SerializationError, ShapeError, VerifyError
+from .generators import ARCHS, Generator, attn, brickwall, cp, dense, lowrank, make, mera, tt, ttn, tucker
+from .generators.search import config_for_ratio
+from .trace import materialize, trace
+
+__version__ = "0.1.0"
+
+_TORCH_NAMES = {"ADNTNLinear", "ADNTNConv2d", "compress", "report", "Report"}
+
+
+def __getattr__(name: str):
+    if name in _TORCH_NAMES:
+        from . import nn
+
+        return getattr(nn, name)
+    raise AttributeError(f"module 'adntn_compiler' has no attribute {name!r}")
+
+
+__all__ = [
+    "ARCHS", "AdntnError", "ConfigError", "Generator", "MemoryEstimateError", "SerializationError", "ShapeError",
+    "VerifyError", "attn", "brickwall", "config_for_ratio", "cp", "dense", "ir", "lowrank", "make", "materialize",
+    "mera", "trace", "tt", "ttn", "tucker", *sorted(_TORCH_NAMES),
+]

@@ -1,0 +1,84 @@
+"""Elementwise activations: numpy and torch implementations and derivatives, in one table.
+
+The numpy column is the definition; the torch column must agree with it (tests check both).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.special import erf
+
+from .errors import ConfigError
+
+LEAKY_SLOPE = 0.01  # torch's default negative slope
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free form
+
+
+def _gelu(z: np.ndarray) -> np.ndarray:
+    return 0.5 * z * (1.0 + erf(z / math.sqrt(2.0)))
+
+
+def _gelu_d(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + erf(z / math.sqrt(2.0))) + z * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    numpy: Callable[[np.ndarray], np.ndarray]
+    derivative: Callable[[np.ndarray], np.ndarray]  # d act / dz, evaluated at the pre-activation z
+    torch_name: str  # attribute of torch.nn.functional (or "identity")
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation("identity", lambda z: z, lambda z: np.ones_like(z), "identity"),
+        Activation("tanh", np.tanh, lambda z: 1.0 - np.tanh(z) ** 2, "tanh"),
+        Activation("relu", lambda z: np.maximum(z, 0), lambda z: (z > 0).astype(z.dtype), "relu"),
+        Activation(
+            "leaky_relu",
+            lambda z: np.where(z > 0, z, LEAKY_SLOPE * z),
+            lambda z: np.where(z > 0, 1.0, LEAKY_SLOPE).astype(z.dtype),
+            "leaky_relu",
+        ),
+        Activation("gelu", _gelu, _gelu_d, "gelu"),
+        Activation("sigmoid", _sigmoid, lambda z: _sigmoid(z) * (1.0 - _sigmoid(z)), "sigmoid"),
+        Activation("silu", lambda z: z * _sigmoid(z), lambda z: _sigmoid(z) * (1.0 + z * (1.0 - _sigmoid(z))), "silu"),
+    )
+}
+
+
+def get(name: str) -> Activation:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ConfigError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}") from None
+
+
+def torch_fn(name: str) -> Callable:
+    import torch
+    import torch.nn.functional as F
+
+    act = get(name)
+    if act.name == "identity":
+        return lambda z: z
+    if act.name == "tanh":
+        return torch.tanh
+    if act.name == "sigmoid":
+        return torch.sigmoid
+    if act.name == "leaky_relu":
+        return lambda z: F.leaky_relu(z, LEAKY_SLOPE)
+    return getattr(F, act.torch_name)
+
+
+def second_moment(name: str) -> float:
+    """E[act(z)^2] for z ~ N(0, 1), by Gauss-Hermite quadrature; used to keep init variance steady."""
+    x, w = np.polynomial.hermite_e.hermegauss(80)
+    return float(np.sum(w * get(name).numpy(x) ** 2) / np.sqrt(2.0 * np.pi))

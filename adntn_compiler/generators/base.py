@@ -1,0 +1,167 @@
+"""The generator base class: target shape, legs, cores (lazily initialised), parameter counts.
+
+A generator emits its weight program into an IR `Builder`: `emit(b, cores)` returns the weight in
+fine-axis form, a value plus one label per axis; label ("f", k, None) is fine axis k of `legs`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Hashable, NamedTuple, Sequence
+
+import numpy as np
+
+from .. import activations
+from ..errors import ConfigError, MemoryEstimateError, ShapeError
+from ..ir.builder import Builder
+from ..ir.graph import Value
+from ..memory import available_bytes, fmt_bytes
+from .legs import Legs
+
+Labels = list[Hashable]
+
+
+class Leg(NamedTuple):
+    """Placeholder label for physical leg j; expands to that leg's fine axes, tagged with `tag`."""
+    j: int
+    tag: Hashable = None
+
+
+def fine_label(f: int, tag: Hashable = None) -> tuple:
+    return ("f", f, tag)
+
+
+def normalize_shape(shape: Sequence[int]) -> tuple[tuple[int, ...], int, int]:
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ShapeError(f"target shape {shape!r} must be a tuple of integers") from None
+    if len(shape) not in (2, 4) or any(s < 1 for s in shape):
+        raise ShapeError(f"target shape {shape} must be (O, I) for Linear or (Cout, Cin, kh, kw) for Conv2d, "
+                         "all >= 1")
+    return shape, shape[0], math.prod(shape[1:])
+
+
+def check_rank(rank: int | Sequence[int], what: str = "rank") -> tuple[int, ...]:
+    ranks = (rank,) if isinstance(rank, (int, np.integer)) else tuple(rank)
+    if not ranks or any(not isinstance(r, (int, np.integer)) or r < 1 for r in ranks):
+        raise ConfigError(f"{what} must be an integer >= 1 (or a sequence of them), got {rank!r}")
+    return tuple(int(r) for r in ranks)
+
+
+def level_rank(ranks: tuple[int, ...], level: int) -> int:
+    return ranks[min(level, len(ranks) - 1)]
+
+
+class Generator:
+    arch: str = "?"
+    has_scale = True
+
+    def __init__(self, shape: Sequence[int], legs: Legs, activation: str, seed: int, config: dict[str, Any]):
+        self.shape, self.O, self.I = normalize_shape(shape)
+        self.legs = legs
+        activations.get(activation)
+        self.activation = activation
+        self.seed = seed
+        self.config = dict(config)  # the keyword arguments that rebuild this generator
+        self.core_shapes: dict[str, tuple[int, ...]] = {k: tuple(map(int, v)) for k, v in self.structure().items()}
+        if self.has_scale:
+            self.core_shapes["scale"] = ()
+        need = 8 * self.num_params
+        if need > available_bytes():
+            raise MemoryEstimateError(f"{self.arch} cores alone would need {fmt_bytes(need)} "
+                                      f"({self.num_params:,} parameters); {fmt_bytes(available_bytes())} is available")
+        self._cores: dict[str, np.ndarray] | None = None
+
+    # --- to be provided by each architecture ---------------------------------------------------
+    def structure(self) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def init_core(self, name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def emit(self, b: Builder, cores: dict[str, Value]) -> tuple[Value, Labels]:
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return "conv2d" if len(self.shape) == 4 else "linear"
+
+    @property
+    def num_params(self) -> int:
+        return sum(math.prod(s) for s in self.core_shapes.values())
+
+    @property
+    def dense_params(self) -> int:
+        return self.O * self.I
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.dense_params / self.num_params
+
+    @property
+    def padding_overhead(self) -> float:
+        """Generated elements / target elements (1.0 = no padding)."""
+        return self.legs.O_pad * self.legs.I_pad / (self.O * self.I)
+
+    @property
+    def target_std(self) -> float:
+        """Std of a default-initialised torch Linear/Conv2d weight: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+        return 1.0 / math.sqrt(3.0 * self.I)
+
+    @property
+    def cores(self) -> dict[str, np.ndarray]:
+        if self._cores is None:
+            self._cores = self._initial_cores()
+        return self._cores
+
+    def set_cores(self, cores: dict[str, np.ndarray]) -> None:
+        for k, s in self.core_shapes.items():
+            if k not in cores or tuple(np.shape(cores[k])) != s:
+                raise ShapeError(f"{self.arch}: core '{k}' must have shape {s}, "
+                                 f"got {None if k not in cores else np.shape(cores[k])}")
+        self._cores = {k: np.asarray(cores[k], dtype=np.float64) for k in self.core_shapes}
+
+    def _initial_cores(self) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        cores = {k: self.init_core(k, s, rng).astype(np.float64) for k, s in self.core_shapes.items() if k != "scale"}
+        if not self.has_scale:
+            return cores
+        # Calibrate the scale so that the generated weight has the std of a default dense layer.
+        from ..trace import materialize_cores
+
+        cores["scale"] = np.array(1.0)
+        W = materialize_cores(self, cores)
+        std = float(W.std())
+        cores["scale"] = np.array(self.target_std / std if std > 0 else 1.0)
+        return cores
+
+    def core(self, b: Builder, cores: dict[str, Value], name: str, labels: Sequence[Hashable],
+             path: str = "") -> tuple[Value, Labels]:
+        """A core's value with its physical axes (`Leg` labels) split into fine axes."""
+        v = cores[name]
+        shape: list[int] = []
+        out: Labels = []
+        for size, lab in zip(v.shape, labels):
+            if isinstance(lab, Leg):
+                for f in self.legs.legs[lab.j]:
+                    shape.append(self.legs.fine[f])
+                    out.append(fine_label(f, lab.tag))
+            else:
+                shape.append(size)
+                out.append(lab)
+        return b.reshape(v, shape, path), out
+
+    def leg_labels(self, j: int, tag: Hashable = None) -> Labels:
+        return [fine_label(f, tag) for f in self.legs.legs[j]]
+
+    def act(self, b: Builder, x: Value, path: str) -> Value:
+        return b.map(self.activation, x, path)
+
+    def gain2(self) -> float:
+        """1 / E[act(z)^2] for z ~ N(0,1): the variance lost by one activation."""
+        return 1.0 / activations.second_moment(self.activation)
+
+    def __repr__(self) -> str:
+        cfg = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{self.arch}({self.shape}, {cfg})"

@@ -1,0 +1,52 @@
+"""Choose a configuration (layout, legs, rank or depth) that reaches a target compression ratio.
+
+Only shapes are computed (no core is initialised), so the search is cheap. Among the candidates that
+reach the ratio, the one with the most parameters wins (the most expressive within the budget); ties go
+to less padding, then to the architecture's default layout. Rank 1 (a product) is a last resort.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Sequence
+
+from ..errors import AdntnError, ConfigError
+from . import ARCHS, LAYOUTS, make
+
+RANKS = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 1)  # rank 1 (a product) only as a last resort
+LEGS = (2, 3, 4, 5, 6, 8)
+
+
+def candidates(shape: Sequence[int], arch: str, **fixed: Any):
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+    params = inspect.signature(ARCHS[arch].__init__).parameters
+    layouts = [fixed.pop("layout")] if "layout" in fixed else [l for l in LAYOUTS if "layout" in params]
+    knob = "depth" if "depth" in params else "rank" if "rank" in params else None
+    values = [fixed.pop(knob)] if knob in fixed else (range(1, 17) if knob == "depth" else RANKS if knob else [None])
+    for layout in layouts or [None]:
+        leg_opts = [fixed.pop("legs")] if "legs" in fixed else (
+            [None] if layout in (None, "binary") or "legs" not in params else [None, *LEGS])
+        for legs in leg_opts:
+            for v in values:
+                cfg = {k: x for k, x in (("layout", layout), ("legs", legs), (knob, v)) if x is not None and k}
+                try:
+                    yield make(arch, shape, **cfg, **fixed), cfg
+                except AdntnError:
+                    continue
+
+
+def config_for_ratio(shape: Sequence[int], arch: str, ratio: float, **fixed: Any) -> dict[str, Any]:
+    """Keyword arguments for `make(arch, shape, ...)` giving a compression ratio >= `ratio`."""
+    default_layout = inspect.signature(ARCHS[arch].__init__).parameters.get("layout")
+    best, best_key = None, None
+    for gen, cfg in candidates(shape, arch, **dict(fixed)):
+        if gen.compression_ratio < ratio:
+            continue
+        key = (cfg.get("rank") != 1, gen.num_params, -gen.padding_overhead,
+               cfg.get("layout") == getattr(default_layout, "default", None))
+        if best_key is None or key > best_key:
+            best, best_key = cfg, key
+    if best is None:
+        raise ConfigError(f"{arch}: no configuration of shape {tuple(shape)} reaches a compression ratio of "
+                          f"{ratio:g}x")
+    return {**fixed, **best}

@@ -1,0 +1,190 @@
+"""TTN (bottom-up k-ary tree with activations, linear root) and aTTN (TTN + boundary disentanglers)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..ir.builder import Builder
+from ..ir.graph import Value
+from .base import Generator, Labels, Leg, check_rank, level_rank, normalize_shape
+from .legs import make_legs
+
+
+@dataclass(frozen=True)
+class TreeNode:
+    name: str  # core name
+    path: str  # e.g. "ttn.level2.node1"
+    level: int
+    children: tuple["TreeNode", ...]
+    leaves: tuple[int, ...]  # physical legs under this node, in order
+    bond: int  # 0 for the root
+
+
+class TTN(Generator):
+    arch = "ttn"
+
+    def __init__(self, shape, rank: int | Sequence[int] = 4, layout: str = "interleaved", activation: str = "tanh",
+                 seed: int = 0, legs=None, arity: int = 2, leaf_activation: bool = False,
+                 leg_order: Sequence[int] | None = None):
+        _, O, I = normalize_shape(shape)
+        self.ranks = check_rank(rank)
+        if not isinstance(arity, int) or arity < 2:
+            raise ConfigError(f"{self.arch}: arity must be an integer >= 2, got {arity!r}")
+        self.arity = arity
+        self.leaf_activation = leaf_activation
+        lg = make_legs(layout, O, I, legs, leg_order)
+        if len(lg.legs) < 2:
+            raise ConfigError(f"{self.arch}: needs at least 2 legs, layout {layout!r} gives {len(lg.legs)}")
+        self.legs = lg
+        self.root = self._build_tree()
+        super().__init__(shape, lg, activation, seed, dict(
+            rank=rank, layout=layout, activation=activation, seed=seed, legs=legs, arity=arity,
+            leaf_activation=leaf_activation, leg_order=leg_order))
+
+    # Separated layout: out-legs and in-legs get their own subtrees, joined at the root.
+    def _blocks(self) -> list[list[int]]:
+        n = len(self.legs.legs)
+        if self.legs.layout == "separated":
+            outs = [j for j in range(n) if all(f < len(self.legs.out_dims) for f in self.legs.legs[j])]
+            ins = [j for j in range(n) if j not in outs]
+            if outs and ins:
+                return [outs, ins]
+        return [list(range(n))]
+
+    def _build_tree(self) -> TreeNode:
+        dims = self.legs.dims
+        a = self.arch
+
+        def node(level: int, i: int, children: tuple[TreeNode, ...], root: bool) -> TreeNode:
+            leaves = tuple(j for c in children for j in c.leaves)
+            bond = 0 if root else min(level_rank(self.ranks, level), math.prod(dims[j] for j in leaves))
+            return TreeNode("root" if root else f"l{level}n{i}", f"{a}.root" if root else f"{a}.level{level}.node{i}",
+                            level, children, leaves, bond)
+
+        def group(nodes: list[TreeNode], level: int, counter: list[int]) -> list[TreeNode]:
+            out = []
+            for s in range(0, len(nodes), self.arity):
+                chunk = tuple(nodes[s:s + self.arity])
+                if len(chunk) == 1:
+                    out.append(chunk[0])  # carried up unchanged
+                else:
+                    out.append(node(level, counter[0], chunk, root=False))
+                    counter[0] += 1
+            return out
+
+        blocks = [[TreeNode(f"leaf{j}", f"{a}.leaf{j}", 0, (), (j,), min(level_rank(self.ranks, 0), dims[j]))
+                   for j in blk] for blk in self._blocks()]
+        level = 1
+        while True:
+            if len(blocks) == 1 and len(blocks[0]) <= self.arity:
+                return node(level, 0, tuple(blocks[0]), root=True)
+            if all(len(blk) == 1 for blk in blocks):  # each block is one subtree: join them
+                blocks = [[blk[0] for blk in blocks]]
+                continue
+            counter = [0]
+            blocks = [group(blk, level, counter) if len(blk) > 1 else blk for blk in blocks]
+            level += 1
+
+    def nodes(self) -> list[TreeNode]:
+        """All nodes, children before parents."""
+        out: list[TreeNode] = []
+
+        def walk(n: TreeNode) -> None:
+            for c in n.children:
+                walk(c)
+            out.append(n)
+
+        walk(self.root)
+        return out
+
+    def structure(self):
+        shapes = {}
+        for n in self.nodes():
+            if not n.children:
+                shapes[n.name] = (self.legs.dim(n.leaves[0]), n.bond)
+            else:
+                shapes[n.name] = tuple(c.bond for c in n.children) + ((n.bond,) if n.bond else ())
+        return shapes
+
+    def _out_m2(self, n: TreeNode) -> float:
+        """E[h^2] of a node's output under the init (1 before activation)."""
+        if not n.children:
+            return 1.0 / self.gain2() if self.leaf_activation else 1.0
+        return 1.0 / self.gain2()
+
+    def init_core(self, name, shape, rng):
+        n = next(n for n in self.nodes() if n.name == name)
+        if not n.children:
+            return rng.standard_normal(shape)
+        fan = math.prod(c.bond for c in n.children) * math.prod(self._out_m2(c) for c in n.children)
+        return rng.standard_normal(shape) / math.sqrt(fan)
+
+    def emit(self, b: Builder, cores: dict[str, Value]) -> tuple[Value, Labels]:
+        h: dict[str, tuple[Value, Labels]] = {}
+        for n in self.nodes():
+            if not n.children:
+                v, labels = self.core(b, cores, n.name, [Leg(n.leaves[0]), ("bond", n.name)], n.path)
+                h[n.name] = (self.act(b, v, n.path) if self.leaf_activation else v, labels)
+                continue
+            core_labels = [("bond", c.name) for c in n.children] + ([("bond", n.name)] if n.bond else [])
+            phys = [l for c in n.children for l in h[c.name][1] if l[0] == "f"]
+            z = b.contract([h[c.name] for c in n.children] + [(cores[n.name], core_labels)],
+                           phys + core_labels[len(n.children):], n.path)
+            h[n.name] = (z if n is self.root else self.act(b, z, n.path), phys + core_labels[len(n.children):])
+        return h[self.root.name]
+
+
+class ATTN(TTN):
+    """TTN whose output passes through linear disentanglers D[d_a, d_b, d_a', d_b'] on the leg pairs
+    (a, b) that sit in neighbouring lowest-level subtrees."""
+    arch = "attn"
+
+    def __init__(self, shape, rank: int | Sequence[int] = 4, layout: str = "binary", activation: str = "tanh",
+                 seed: int = 0, legs=None, arity: int = 2, leaf_activation: bool = False,
+                 leg_order: Sequence[int] | None = None):
+        super().__init__(shape, rank=rank, layout=layout, activation=activation, seed=seed, legs=legs, arity=arity,
+                         leaf_activation=leaf_activation, leg_order=leg_order)
+
+    def boundary_pairs(self) -> list[tuple[int, int]]:
+        groups: list[tuple[int, ...]] = []
+
+        def lowest(n: TreeNode) -> None:  # maximal subtrees whose children are all leaves
+            if not n.children or all(not c.children for c in n.children):
+                groups.append(n.leaves)
+            else:
+                for c in n.children:
+                    lowest(c)
+
+        lowest(self.root)
+        return [(g[-1], h[0]) for g, h in zip(groups, groups[1:])] if len(groups) > 1 else []
+
+    def structure(self):
+        shapes = super().structure()
+        d = self.legs.dims
+        for k, (a, c) in enumerate(self.boundary_pairs()):
+            shapes[f"dis{k}"] = (d[a], d[c], d[a], d[c])
+        return shapes
+
+    def init_core(self, name, shape, rng):
+        if not name.startswith("dis"):
+            return super().init_core(name, shape, rng)
+        da, db = shape[0], shape[1]
+        eye = np.eye(da * db).reshape(da, db, da, db)
+        return eye + 0.1 * rng.standard_normal(shape) / math.sqrt(da * db)
+
+    def emit(self, b, cores):
+        w, labels = super().emit(b, cores)
+        pairs = self.boundary_pairs()
+        if not pairs:
+            return w, labels
+        moved = {f for a, c in pairs for j in (a, c) for f in self.legs.legs[j]}
+        w_labels = [("f", l[1], "pre") if l[1] in moved else l for l in labels]
+        ops = [(w, w_labels)]
+        for k, (a, c) in enumerate(pairs):
+            ops.append(self.core(b, cores, f"dis{k}", [Leg(a, "pre"), Leg(c, "pre"), Leg(a), Leg(c)],
+                                 f"{self.arch}.disentangler{k}"))
+        return b.contract(ops, labels, f"{self.arch}.disentanglers"), labels

@@ -1,0 +1,87 @@
+"""Tracer: generator spec -> IR. The weight program maps cores to W; the layer program maps cores
+and x[B, I] to y = x @ W.T, with x pushed into W's fine axes so that later passes may avoid W."""
+from __future__ import annotations
+
+from typing import Literal, Mapping
+
+import numpy as np
+
+from .errors import ConfigError
+from .generators.base import Generator
+from .ir.builder import Builder
+from .ir.graph import Graph, Value
+from .ir.verify import verify
+
+
+def _emit_scaled(gen: Generator, b: Builder, tensors: Mapping[str, np.ndarray]) -> tuple[Value, list]:
+    cores = {k: b.param(k, np.asarray(tensors[k]), f"{gen.arch}.{k}") for k in gen.core_shapes}
+    w, labels = gen.emit(b, cores)
+    if gen.has_scale:  # W = scale * Z_root: still one linear einsum
+        w = b.contract([(w, labels), (cores["scale"], [])], labels, f"{gen.arch}.scale")
+    return w, labels
+
+
+def _structure_tensors(gen: Generator) -> dict[str, np.ndarray]:
+    """Zero-stride stand-ins: trace the structure without allocating the cores."""
+    return {k: np.broadcast_to(np.zeros((), np.float64), s) for k, s in gen.core_shapes.items()}
+
+
+def weight_program(gen: Generator, tensors: Mapping[str, np.ndarray] | None = None) -> Graph:
+    b = Builder()
+    w, labels = _emit_scaled(gen, b, gen.cores if tensors is None else tensors)
+    lg = gen.legs
+    order = [labels.index(("f", f, None)) for f in range(len(lg.fine))]
+    w = b.transpose(w, order, f"{gen.arch}.weight")
+    w = b.reshape(w, (lg.O_pad, lg.I_pad), f"{gen.arch}.weight")
+    w = b.slice(w, (0, 0), (gen.O, gen.I), f"{gen.arch}.crop")
+    w = b.reshape(w, gen.shape, f"{gen.arch}.weight")
+    b.output(w, "W")
+    return verify(b.build())
+
+
+def layer_program(gen: Generator, batch_size: int = 1, tensors: Mapping[str, np.ndarray] | None = None) -> Graph:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    b = Builder()
+    x = b.input("x", (batch_size, gen.I), "layer.x")
+    w, labels = _emit_scaled(gen, b, gen.cores if tensors is None else tensors)
+    lg = gen.legs
+    no = len(lg.out_dims)
+    x = b.pad(x, ((0, 0), (0, lg.I_pad - gen.I)), "layer.pad")
+    x = b.reshape(x, (batch_size,) + lg.in_dims, "layer.x")
+    out = ["batch"] + [("f", f, None) for f in range(no)]
+    x_labels = ["batch"] + [("f", no + f, None) for f in range(len(lg.in_dims))]
+    y = b.contract([(x, x_labels), (w, labels)], out, "layer.matmul")
+    y = b.reshape(y, (batch_size, lg.O_pad), "layer.y")
+    y = b.slice(y, (0, 0), (batch_size, gen.O), "layer.crop")
+    b.output(y, "y")
+    return verify(b.build())
+
+
+def trace(gen: Generator, program: Literal["layer", "weight"] = "layer", batch_size: int = 1,
+          structure_only: bool = False) -> Graph:
+    """IR of the layer program (y = x @ W.T; x is an input) or of the weight program (cores -> W).
+
+    structure_only=True traces without initialising the cores (their tensors are zero-stride stand-ins).
+    """
+    tensors = _structure_tensors(gen) if structure_only else None
+    if program == "layer":
+        return layer_program(gen, batch_size, tensors)
+    if program == "weight":
+        return weight_program(gen, tensors)
+    raise ConfigError(f"unknown program {program!r}; use 'layer' or 'weight'")
+
+
+def materialize_cores(gen: Generator, cores: Mapping[str, np.ndarray]) -> np.ndarray:
+    from .backends.reference import run
+
+    g = weight_program(gen, cores)
+    return run(g)[0]
+
+
+def materialize(gen: Generator) -> np.ndarray:
+    """The generated weight (float64 numpy, the target shape), via the reference interpreter."""
+    from .memory import check_fits
+
+    check_fits(trace(gen, "weight", structure_only=True), 8, f"materializing {gen!r}")
+    return materialize_cores(gen, gen.cores)

@@ -1,0 +1,41 @@
+"""Random small generators of every architecture, layout and activation (hypothesis strategies)."""
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+import adntn_compiler as adntn
+from adntn_compiler.activations import ACTIVATIONS
+from adntn_compiler.errors import AdntnError
+
+TREE_ARCHS = ("ttn", "attn", "mera", "brickwall")
+LINEAR_ARCHS = ("tt", "tucker", "cp", "lowrank", "dense")
+LAYOUTS = ("separated", "interleaved", "binary")
+
+
+@st.composite
+def generators(draw, archs=TREE_ARCHS + LINEAR_ARCHS, conv: bool | None = None):
+    arch = draw(st.sampled_from(archs))
+    if conv if conv is not None else draw(st.booleans().map(lambda b: b and draw(st.integers(0, 3)) == 0)):
+        shape = (draw(st.integers(2, 6)), draw(st.integers(1, 3)), draw(st.sampled_from([1, 2, 3])),
+                 draw(st.sampled_from([1, 2, 3])))
+    else:
+        shape = (draw(st.integers(2, 20)), draw(st.integers(2, 20)))
+    kw: dict = {"seed": draw(st.integers(0, 2**16))}
+    if arch in ("ttn", "attn", "mera", "tt", "tucker", "cp", "brickwall"):
+        kw["layout"] = draw(st.sampled_from(LAYOUTS))
+    if arch in ("ttn", "attn", "mera", "brickwall"):
+        kw["activation"] = draw(st.sampled_from(sorted(ACTIVATIONS)))
+    if arch == "brickwall":
+        kw["depth"] = draw(st.integers(1, 3))
+    elif arch != "dense":
+        kw["rank"] = draw(st.integers(1, 3))
+    if arch == "ttn":
+        kw["arity"] = draw(st.sampled_from([2, 2, 3]))
+        kw["leaf_activation"] = draw(st.booleans())
+    try:
+        return adntn.make(arch, shape, **kw)
+    except AdntnError as e:  # e.g. too few legs for this shape; hypothesis tries another
+        from hypothesis import assume
+
+        assume(False)
+        raise AssertionError(e)

@@ -1,0 +1,21 @@
+import json
+import subprocess
+import sys
+
+from adntn_compiler.cli import main
+
+
+def test_table_json(capsys):
+    assert main(["table", "--json", "--arch", "ttn"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    fc6 = [r for r in rows if r["layer"] == "vgg16.fc6"]
+    assert {r["target"] for r in fc6} == {2000, 20000, 77000}
+    assert all(r["ratio"] >= r["target"] for r in fc6)
+
+
+def test_demo_runs_end_to_end():
+    out = subprocess.run([sys.executable, "-m", "adntn_compiler.cli", "demo", "--batch", "2"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "OK: worst relative error" in out.stdout
+    assert "vgg16.fc6" in out.stdout and "total" in out.stdout
