@@ -11,6 +11,7 @@ from . import ir
 from .errors import AdntnError, ConfigError, MemoryEstimateError, SerializationError, ShapeError, VerifyError
 from .generators import ARCHS, Generator, attn, brickwall, cp, dense, lowrank, make, mera, tt, ttn, tucker
 from .generators.search import config_for_ratio
+from .plan import Plan, plan
 from .trace import materialize, trace
 
 __version__ = "0.1.0"
@@ -29,5 +30,5 @@ def __getattr__(name: str):
 __all__ = [
     "ARCHS", "AdntnError", "ConfigError", "Generator", "MemoryEstimateError", "SerializationError", "ShapeError",
     "VerifyError", "attn", "brickwall", "config_for_ratio", "cp", "dense", "ir", "lowrank", "make", "materialize",
-    "mera", "trace", "tt", "ttn", "tucker", *sorted(_TORCH_NAMES),
+    "mera", "Plan", "plan", "trace", "tt", "ttn", "tucker", *sorted(_TORCH_NAMES),
 ]

@@ -29,16 +29,19 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.1f} PiB"
 
 
-def peak_bytes(g: Graph, itemsize: int = 8) -> tuple[int, int]:
-    """(peak live bytes when run node by node, index of the node where the peak occurs)."""
+def peak_bytes(g: Graph, itemsize: int = 8, resident: bool = True) -> tuple[int, int]:
+    """(peak live bytes when run node by node, index of the node where the peak occurs).
+
+    resident=False leaves out PARAM/CONST values (counted elsewhere, as memory kept between calls)."""
     from .backends.reference import last_uses
+    from .ir.graph import Op
 
     drop = last_uses(g)
     sizes = {n.out.id: n.out.size for n in g.nodes}
     live, peak, at = 0, 0, 0
     for i, n in enumerate(g.nodes):
-        if n.inputs and n.inputs[0].id == n.out.id:
-            continue
+        if not resident and n.op in (Op.PARAM, Op.CONST):
+            sizes[n.out.id] = 0
         live += sizes[n.out.id]
         if live > peak:
             peak, at = live, i

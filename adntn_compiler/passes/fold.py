@@ -1,0 +1,60 @@
+"""fold: split a program into a load-time part (depends only on cores) and a per-call part.
+
+The load graph computes every constant value that the per-call part uses (its outputs are named
+`fold0`, `fold1`, ...); the call graph reads them as CONST nodes. Keeping them resident costs memory:
+`resident_bytes` reports it, and `plan` weighs it against the memory budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir.builder import Builder
+from ..ir.graph import Graph, Node, Op, Value
+from .rebuild import depends_on_input
+
+
+@dataclass(frozen=True)
+class Folded:
+    load: Graph  # params -> fold0, fold1, ...
+    call: Graph  # inputs + CONST fold0.. -> outputs
+
+    @property
+    def resident_bytes(self) -> int:
+        return 8 * sum(v.size for v in self.load.outputs)
+
+
+def fold(g: Graph) -> Folded:
+    varying = depends_on_input(g)
+    consts: dict[int, Value] = {}  # boundary values: constant, used by a per-call node
+    for n in g.nodes:
+        if n.out.id in varying or n.op is Op.OUTPUT:
+            for v in n.inputs:
+                if v.id not in varying:
+                    consts.setdefault(v.id, v)
+    lb = Builder()
+    lmap: dict[int, Value] = {}
+    for n in g.nodes:
+        if n.out.id in varying or n.op is Op.OUTPUT:
+            continue
+        if n.op in (Op.PARAM, Op.CONST):
+            lmap[n.out.id] = lb.param(n.attrs.name, g.tensors[n.attrs.name], n.path, const=n.op is Op.CONST)
+        else:
+            lmap[n.out.id] = lb._add(n.op, tuple(lmap[v.id] for v in n.inputs), n.attrs, n.path)
+    names = {vid: f"fold{k}" for k, vid in enumerate(consts)}
+    for vid, name in names.items():
+        lb.output(lmap[vid], name)
+    cb = Builder()
+    cmap: dict[int, Value] = {}
+    placeholder = {vid: np.broadcast_to(np.zeros((), np.float64), v.shape) for vid, v in consts.items()}
+    for vid, name in names.items():
+        cmap[vid] = cb.param(name, placeholder[vid], "fold", const=True)
+    for n in g.nodes:
+        if n.out.id not in varying and n.op is not Op.OUTPUT:
+            continue
+        cmap[n.out.id] = cb._add(n.op, tuple(cmap[v.id] for v in n.inputs), n.attrs, n.path,
+                                 n.out.shape if n.op is Op.INPUT else None)
+    return Folded(lb.build(), cb.build())
+
+

@@ -1,0 +1,132 @@
+"""Execution plans: a schedule per layer and batch size, chosen by a cost model of flops and memory.
+
+- materialize: W is generated once at load time; each call is one dense contraction x . W.
+- factored:    x joins the last linear segment; the contraction order decides whether W is ever formed.
+- auto:        the one with fewer flops per call whose memory (resident + peak) fits the budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Literal
+
+import numpy as np
+
+from .errors import ConfigError, MemoryEstimateError
+from .generators.base import Generator
+from .ir.graph import Graph, Op
+from .ir.ops import einsum_sizes
+from .memory import available_bytes, fmt_bytes, peak_bytes
+from .passes import Folded, fold, optimize, order, segment
+from .passes.order import step_flops
+from .trace import trace
+
+SCHEDULES = ("materialize", "factored")
+Schedule = Literal["auto", "materialize", "factored"]
+
+
+@dataclass(frozen=True)
+class Step:
+    where: str  # "load" or "call"
+    op: str
+    equation: str
+    flops: int
+    shape: tuple[int, ...]
+    path: str
+
+
+def graph_steps(g: Graph, where: str) -> list[Step]:
+    out = []
+    for n in g.nodes:
+        if n.op is Op.EINSUM:
+            sizes = einsum_sizes(n.attrs, [v.shape for v in n.inputs])
+            out.append(Step(where, "einsum", n.attrs.equation, step_flops(n.attrs.terms, n.attrs.out, sizes),
+                            n.out.shape, n.path))
+        elif n.op is Op.MAP:
+            out.append(Step(where, "map", n.attrs.fn, n.out.size, n.out.shape, n.path))
+    return out
+
+
+@dataclass
+class Plan:
+    gen: Generator
+    batch_size: int
+    schedule: str
+    program: Folded
+    _consts: dict | None = field(default=None, repr=False)
+
+    @property
+    def steps(self) -> list[Step]:
+        return graph_steps(self.program.load, "load") + graph_steps(self.program.call, "call")
+
+    @property
+    def flops_per_call(self) -> int:
+        return sum(s.flops for s in self.steps if s.where == "call")
+
+    @property
+    def load_flops(self) -> int:
+        return sum(s.flops for s in self.steps if s.where == "load")
+
+    @property
+    def peak_bytes(self) -> int:
+        """Peak live bytes of the per-call part (float64), input and output included, resident values not."""
+        return peak_bytes(self.program.call, 8, resident=False)[0]
+
+    @property
+    def resident_bytes(self) -> int:
+        """Bytes of load-time results kept between calls (float64)."""
+        return self.program.resident_bytes
+
+    def consts(self) -> dict[str, np.ndarray]:
+        if self._consts is None:
+            from .backends.reference import run
+
+            load = self.program.load
+            vals = run(load, [], self.gen.cores)
+            self._consts = {n.attrs.name: v for n, v in zip([n for n in load.nodes if n.op is Op.OUTPUT], vals)}
+        return self._consts
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """y = x @ W.T for x of shape (batch_size, I), numpy in and out (reference interpreter)."""
+        from .backends.reference import run
+
+        x = np.asarray(x)
+        if x.shape != (self.batch_size, self.gen.I):
+            raise ConfigError(f"plan for batch {self.batch_size} of {self.gen.I} features got input shape {x.shape}")
+        return run(self.program.call, [x], self.consts())[0]
+
+    def torch_callable(self, dtype=None):
+        """The optimised per-call program on the torch backend (load-time results computed once)."""
+        import torch
+
+        from .backends import torch as tb
+
+        dtype = dtype or torch.get_default_dtype()
+        consts = {k: torch.as_tensor(v, dtype=dtype) for k, v in self.consts().items()}
+        return lambda x: tb.run(self.program.call, [x], consts)[0]
+
+    def summary(self) -> dict:
+        return dict(schedule=self.schedule, batch_size=self.batch_size, flops_per_call=self.flops_per_call,
+                    load_flops=self.load_flops, resident_bytes=self.resident_bytes, peak_bytes=self.peak_bytes)
+
+
+def _build(gen: Generator, batch_size: int, schedule: str) -> Plan:
+    g = trace(gen, "layer", batch_size=batch_size, structure_only=True)
+    g = optimize(g, (partial(segment, keep_constant=schedule == "materialize"), order))
+    return Plan(gen, batch_size, schedule, fold(g))
+
+
+def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memory_budget: int | None = None) -> Plan:
+    if schedule not in ("auto", *SCHEDULES):
+        raise ConfigError(f"unknown schedule {schedule!r}; known: auto, {', '.join(SCHEDULES)}")
+    budget = available_bytes() if memory_budget is None else int(memory_budget)
+    names = SCHEDULES if schedule == "auto" else (schedule,)
+    plans = [_build(gen, batch_size, s) for s in names]
+    fits = [p for p in plans if p.resident_bytes + p.peak_bytes <= budget]
+    if not fits:
+        best = min(plans, key=lambda p: p.resident_bytes + p.peak_bytes)
+        raise MemoryEstimateError(
+            f"no schedule of {gen!r} at batch {batch_size} fits a memory budget of {fmt_bytes(budget)}; the "
+            f"smallest achievable is {fmt_bytes(best.resident_bytes + best.peak_bytes)} ({best.schedule}: "
+            f"{fmt_bytes(best.resident_bytes)} resident + {fmt_bytes(best.peak_bytes)} peak per call)")
+    return min(fits, key=lambda p: (p.flops_per_call, p.resident_bytes + p.peak_bytes))

@@ -1,0 +1,108 @@
+from functools import partial
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import adntn_compiler as adntn
+from adntn_compiler import ir
+from adntn_compiler.backends.reference import run
+from adntn_compiler.errors import ConfigError, MemoryEstimateError
+from adntn_compiler.ir.graph import Op
+from adntn_compiler.ir.ops import einsum_sizes
+from adntn_compiler.passes import fold, optimize, order, segment
+from adntn_compiler.passes.order import naive_flops, path_flops, search_path
+from adntn_compiler.plan import plan
+from tests.corpus import generators
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADNTN_CACHE", str(tmp_path))
+
+
+def _x(gen, batch, seed):
+    return np.random.default_rng(seed).standard_normal((batch, gen.I))
+
+
+@given(generators(), st.integers(1, 5), st.booleans(), st.integers(0, 2**16))
+def test_each_pass_preserves_the_reference_result(gen, batch, keep_constant, seed):
+    g = adntn.trace(gen, "layer", batch_size=batch)
+    x = _x(gen, batch, seed)
+    ref = run(g, [x])[0]
+    g1 = ir.verify(segment(g, keep_constant=keep_constant))
+    np.testing.assert_allclose(run(g1, [x])[0], ref, rtol=1e-9, atol=1e-12)
+    g2 = ir.verify(order(g1))
+    assert all(len(n.inputs) <= 2 for n in g2.nodes if n.op is Op.EINSUM)
+    np.testing.assert_allclose(run(g2, [x])[0], ref, rtol=1e-9, atol=1e-12)
+    f = fold(g2)
+    ir.verify(f.load), ir.verify(f.call)
+    consts = dict(zip([n.attrs.name for n in f.load.nodes if n.op is Op.OUTPUT], run(f.load)))
+    np.testing.assert_allclose(run(f.call, [x], consts)[0], ref, rtol=1e-9, atol=1e-12)
+    assert not any(n.op is Op.PARAM for n in f.call.nodes)  # per-call part never touches the cores
+
+
+@given(generators(), st.integers(1, 8))
+def test_segments_merge_linear_chains(gen, batch):
+    g = segment(adntn.trace(gen, "layer", batch_size=batch))
+    producer = g.producer()
+    for n in g.nodes:
+        if n.op is Op.EINSUM:
+            for v in n.inputs:  # an einsum never feeds a single-use einsum chain any more
+                p = producer[v.id]
+                assert not (p.op is Op.EINSUM and sum(v in m.inputs for m in g.nodes) == 1)
+
+
+@given(generators(), st.integers(1, 8))
+def test_chosen_order_is_never_worse_than_naive(gen, batch):
+    g = segment(adntn.trace(gen, "layer", batch_size=batch, structure_only=True))
+    for n in g.nodes:
+        if n.op is Op.EINSUM and len(n.inputs) > 2:
+            sizes = einsum_sizes(n.attrs, [v.shape for v in n.inputs])
+            path = search_path(n.attrs.terms, n.attrs.out, sizes)
+            assert path_flops(n.attrs.terms, n.attrs.out, sizes, path) <= naive_flops(n.attrs.terms, n.attrs.out, sizes)
+
+
+@given(generators(), st.integers(1, 6), st.sampled_from(["auto", "materialize", "factored"]), st.integers(0, 99))
+def test_plan_runs_equal_reference(gen, batch, schedule, seed):
+    p = plan(gen, batch, schedule)
+    x = _x(gen, batch, seed)
+    np.testing.assert_allclose(p.run(x), x @ adntn.materialize(gen).reshape(gen.O, gen.I).T, rtol=1e-9, atol=1e-12)
+    if schedule != "auto":
+        assert p.schedule == schedule
+
+
+def test_factored_beats_materialize_at_batch_1_on_fc6():
+    gen = adntn.ttn((4096, 25088), rank=4, layout="interleaved", seed=0)
+    m, f = plan(gen, 1, "materialize"), plan(gen, 1, "factored")
+    assert m.flops_per_call == 2 * 4096 * 25088  # one dense matvec
+    assert f.flops_per_call * 5 < m.flops_per_call
+    assert plan(gen, 1).schedule == "factored"
+    assert m.resident_bytes == 8 * 4096 * 25088 > 50 * f.resident_bytes
+
+
+def test_path_cache_is_reused(tmp_path):
+    sizes = {c: 3 for c in "abcdefgh"}
+    terms, out = ["ab", "bc", "cd", "de", "ef", "fg", "gh"], "ah"
+    p1 = search_path(terms, out, sizes)
+    assert len(list(tmp_path.glob("paths/*.json"))) == 1
+    assert search_path(terms, out, sizes) == p1
+
+
+def test_large_segments_use_cotengra():
+    # a 14-operand chain goes past the exact threshold: cotengra's hyper optimiser answers
+    terms = ["a" + "bcdefghijklmn"[0]] + [c + d for c, d in zip("bcdefghijklm", "cdefghijklmn")] + ["no"]
+    sizes = {c: 4 for c in "abcdefghijklmno"}
+    path = search_path(terms, "ao", sizes)
+    assert len(path) == len(terms) - 1
+    assert path_flops(terms, "ao", sizes, path) <= naive_flops(terms, "ao", sizes)
+
+
+def test_memory_budget_errors_name_the_smallest_achievable():
+    gen = adntn.ttn((256, 512), rank=3)
+    with pytest.raises(MemoryEstimateError, match=r"smallest achievable is [\d.]+ KiB \(factored"):
+        plan(gen, 4, memory_budget=1000)
+    small = plan(gen, 4, memory_budget=10**9)
+    assert plan(gen, 4, "materialize").resident_bytes > small.resident_bytes
+    with pytest.raises(ConfigError, match="unknown schedule 'fast'"):
+        plan(gen, 4, "fast")
