@@ -19,3 +19,19 @@ def test_demo_runs_end_to_end():
     assert out.returncode == 0, out.stderr
     assert "OK: worst relative error" in out.stdout
     assert "vgg16.fc6" in out.stdout and "total" in out.stdout
+
+
+def test_explain_text_and_json(capsys):
+    assert main(["explain", "ttn", "--shape", "64", "96", "--batch", "2", "--set", "rank=3", "layout=separated"]) == 0
+    text = capsys.readouterr().out
+    assert "== factored" in text and "== materialize" in text and "flops/call" in text
+    assert main(["explain", "ttn", "--shape", "64", "96", "--json", "--set", "rank=3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["auto"] in out["schedules"]
+    for s in out["schedules"].values():
+        assert s["flops_per_call"] == sum(st["flops"] for st in s["steps"] if st["where"] == "call")
+
+
+def test_explain_bad_option_is_an_error(capsys):
+    assert main(["explain", "ttn", "--shape", "64", "96", "--set", "layout=diagonal"]) == 2
+    assert "unknown layout 'diagonal'" in capsys.readouterr().err
