@@ -110,10 +110,15 @@ class Plan:
                     load_flops=self.load_flops, resident_bytes=self.resident_bytes, peak_bytes=self.peak_bytes)
 
 
-def _build(gen: Generator, batch_size: int, schedule: str) -> Plan:
+def _build(gen: Generator, batch_size: int, schedule: str, objective: str) -> Plan:
     g = trace(gen, "layer", batch_size=batch_size, structure_only=True)
-    g = optimize(g, (partial(segment, keep_constant=schedule == "materialize"), order))
+    g = optimize(g, (partial(segment, keep_constant=schedule == "materialize"), partial(order, objective=objective)))
     return Plan(gen, batch_size, schedule, fold(g))
+
+
+# (schedule, contraction objective): `factored` first minimises per-call flops; its total-flops variant
+# caches less at load time and is the fallback under a tight memory budget.
+CANDIDATES = {"materialize": (("materialize", "total"),), "factored": (("factored", "call"), ("factored", "total"))}
 
 
 def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memory_budget: int | None = None) -> Plan:
@@ -121,7 +126,7 @@ def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memor
         raise ConfigError(f"unknown schedule {schedule!r}; known: auto, {', '.join(SCHEDULES)}")
     budget = available_bytes() if memory_budget is None else int(memory_budget)
     names = SCHEDULES if schedule == "auto" else (schedule,)
-    plans = [_build(gen, batch_size, s) for s in names]
+    plans = [_build(gen, batch_size, s, obj) for name in names for s, obj in CANDIDATES[name]]
     fits = [p for p in plans if p.resident_bytes + p.peak_bytes <= budget]
     if not fits:
         best = min(plans, key=lambda p: p.resident_bytes + p.peak_bytes)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import opt_einsum
@@ -18,7 +17,7 @@ import adntn_compiler as adntn
 from adntn_compiler.ir.graph import Op
 from adntn_compiler.ir.ops import einsum_sizes
 from adntn_compiler.passes import segment
-from adntn_compiler.passes.order import _path_flops, search_path
+from adntn_compiler.passes.order import naive_path, path_cost, search_path
 
 CONFIGS = {  # arch -> generator options (rank is swept)
     "ttn": dict(layout="interleaved"),
@@ -26,19 +25,6 @@ CONFIGS = {  # arch -> generator options (rank is swept)
     "mera": dict(layout="separated", legs=6),
 }
 SHAPES = {"vgg16.fc6": (4096, 25088), "4096x4096": (4096, 4096)}
-
-
-def largest(terms, out, sizes, path) -> int:
-    terms, big = list(terms), 0
-    for step in path:
-        picked = [terms[i] for i in step]
-        for i in sorted(step, reverse=True):
-            terms.pop(i)
-        keep = set("".join(terms)) | set(out)
-        res = "".join(sorted(set("".join(picked)) & keep))
-        big = max(big, math.prod(sizes[c] for c in res))
-        terms.append(res)
-    return big
 
 
 def measure(gen, batch: int) -> dict:
@@ -49,12 +35,13 @@ def measure(gen, batch: int) -> dict:
             continue
         terms, out = list(n.attrs.terms), n.attrs.out
         sizes = einsum_sizes(n.attrs, [v.shape for v in n.inputs])
-        paths = {"naive": [(0, 1)] * (len(terms) - 1) if len(terms) > 1 else [(0,)],
+        paths = {"naive": naive_path(len(terms)),
                  "greedy": opt_einsum.paths.greedy(list(map(set, terms)), set(out), sizes),
                  "ours": search_path(terms, out, sizes)}
         for k, p in paths.items():
-            tot[k][0] += _path_flops(terms, out, sizes, p)
-            tot[k][1] = max(tot[k][1], largest(terms, out, sizes, p))
+            c = path_cost(terms, out, sizes, p)
+            tot[k][0] += c.flops
+            tot[k][1] = max(tot[k][1], c.largest)
     m, f = adntn.plan(gen, batch, "materialize"), adntn.plan(gen, batch, "factored")
     return {**{f"{k}_flops": v[0] for k, v in tot.items()}, **{f"{k}_peak": v[1] for k, v in tot.items()},
             "materialize_flops_per_call": m.flops_per_call, "factored_flops_per_call": f.flops_per_call}

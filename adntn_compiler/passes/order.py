@@ -4,55 +4,34 @@ Small segments use opt_einsum's exact `dp`; larger ones cotengra's HyperOptimize
 cmaes, explicit max_repeats, no process pool; see shared/notes/cotengra.md). Paths are cached on
 disk keyed by the segment's structure, so identical layers search once. Paths use the opt_einsum /
 cotengra protocol: (inputs, output, size_dict) -> [(i, j), ...].
+
+Objective "call" minimises the flops of the steps that depend on the layer input (the per-call part;
+constant steps are folded to load time), then total flops. Every intermediate that depends on x keeps
+the batch label (it is in the output), so searching with the x-only labels inflated makes the optimisers
+weigh per-call steps; the real costs then pick among the candidates.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import opt_einsum
 
 from ..ir.graph import Graph, Node, Op, Value
 from ..ir.ops import einsum_sizes
-from .rebuild import Rebuilder
+from .rebuild import Rebuilder, depends_on_input
 
 EXACT_MAX = 10  # operands up to which opt_einsum's dp is used (exact and fast at this size)
+INFLATE = (64, 4096)  # factors for the x-only labels in the per-call searches
+Objective = Literal["call", "total"]
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("ADNTN_CACHE", Path.home() / ".cache" / "adntn")) / "paths"
-
-
-def search_path(inputs: Sequence[str], output: str, sizes: dict[str, int], seed: int = 0) -> list[tuple[int, ...]]:
-    if len(inputs) <= 2:
-        return [tuple(range(len(inputs)))]
-    key = hashlib.sha256(json.dumps([list(inputs), output, sorted(sizes.items()), seed]).encode()).hexdigest()
-    f = cache_dir() / f"{key}.json"
-    if f.exists():
-        try:
-            return [tuple(p) for p in json.loads(f.read_text())]
-        except (ValueError, TypeError):
-            pass  # a damaged cache entry is searched again and rewritten
-    if len(inputs) <= EXACT_MAX:
-        path = opt_einsum.paths.DynamicProgramming(minimize="flops")(list(map(set, inputs)), set(output), sizes)
-    else:
-        import cotengra as ctg
-
-        opt = ctg.HyperOptimizer(methods=["greedy", "kahypar"], max_repeats=32, optlib="cmaes", parallel=False,
-                                 minimize="flops", progbar=False, seed=seed)
-        path = opt.search([tuple(t) for t in inputs], tuple(output), sizes).get_path()
-    path = [tuple(int(i) for i in p) for p in path]
-    naive = [(0, 1)] * (len(inputs) - 1)
-    if _path_flops(inputs, output, sizes, naive) < _path_flops(inputs, output, sizes, path):
-        path = naive  # the optimisers minimise their own cost models; never lose to left-to-right on ours
-    f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_suffix(".tmp")
-    tmp.write_text(json.dumps(path))
-    tmp.replace(f)  # atomic: concurrent compiles never read half a file
-    return path
 
 
 def step_flops(terms: Sequence[str], out: str, sizes: dict[str, int]) -> int:
@@ -62,47 +41,113 @@ def step_flops(terms: Sequence[str], out: str, sizes: dict[str, int]) -> int:
     return int(opt_einsum.helpers.flop_count(labels, inner, max(len(terms), 1), sizes))
 
 
-def naive_flops(terms: Sequence[str], out: str, sizes: dict[str, int]) -> int:
-    """Left-to-right pairwise order: the baseline the optimiser must never lose to."""
-    return _path_flops(terms, out, sizes, [(0, 1)] * (len(terms) - 1))
-
-
-def _path_flops(terms, out, sizes, path) -> int:
-    terms, total = list(terms), 0
-    for step in path:
-        picked = [terms[i] for i in step]
+def walk(items: Sequence[tuple[Any, str]], out: str, path: Sequence[Sequence[int]]) -> Iterator[tuple[list, str]]:
+    """Replay a path over (payload, term) items: yields (picked items, result term) per step and appends
+    the caller's new item, which it sends back (generator.send), or (None, res) when sent nothing."""
+    items = list(items)
+    for k, step in enumerate(path):
+        picked = [items[i] for i in step]
         for i in sorted(step, reverse=True):
-            terms.pop(i)
-        keep = set("".join(terms)) | set(out)
-        res = "".join(sorted(set("".join(picked)) & keep))
-        total += step_flops(picked, res, sizes)
-        terms.append(res)
-    return total
+            items.pop(i)
+        if k == len(path) - 1:
+            res = out
+        else:
+            keep = set("".join(t for _, t in items)) | set(out)
+            res = "".join(c for c in dict.fromkeys("".join(t for _, t in picked)) if c in keep)
+        new = yield picked, res
+        items.append((new, res))
 
 
-def path_flops(terms, out, sizes, path) -> int:
-    return _path_flops(terms, out, sizes, path)
+@dataclass(frozen=True)
+class PathCost:
+    flops: int  # all steps
+    call_flops: int  # steps that depend on a varying (per-call) operand
+    largest: int  # largest intermediate, elements
 
 
-def order(g: Graph, seed: int = 0) -> Graph:
+def path_cost(terms: Sequence[str], out: str, sizes: dict[str, int], path, varying: frozenset[int] = frozenset()
+              ) -> PathCost:
+    flops = call = largest = 0
+    w = walk([(i in varying, t) for i, t in enumerate(terms)], out, path)
+    try:
+        picked, res = next(w)
+        while True:
+            f = step_flops([t for _, t in picked], res, sizes)
+            is_call = any(v for v, _ in picked)
+            flops, call = flops + f, call + (f if is_call else 0)
+            largest = max(largest, opt_einsum.helpers.compute_size_by_dict(res, sizes))
+            picked, res = w.send(is_call)
+    except StopIteration:
+        pass
+    return PathCost(flops, call, largest)
+
+
+def naive_path(n: int) -> list[tuple[int, ...]]:
+    return [(0, 1)] * (n - 1) if n > 1 else [(0,)]
+
+
+def _search(inputs: Sequence[str], output: str, sizes: dict[str, int], seed: int) -> list[tuple[int, ...]]:
+    if len(inputs) <= EXACT_MAX:
+        path = opt_einsum.paths.DynamicProgramming(minimize="flops")(list(map(set, inputs)), set(output), sizes)
+    else:
+        import cotengra as ctg
+
+        opt = ctg.HyperOptimizer(methods=["greedy", "kahypar"], max_repeats=32, optlib="cmaes", parallel=False,
+                                 minimize="flops", progbar=False, seed=seed)
+        path = opt.search([tuple(t) for t in inputs], tuple(output), sizes).get_path()
+    return [tuple(int(i) for i in p) for p in path]
+
+
+def search_path(inputs: Sequence[str], output: str, sizes: dict[str, int], seed: int = 0,
+                varying: frozenset[int] = frozenset(), objective: Objective = "total") -> list[tuple[int, ...]]:
+    if len(inputs) <= 2:
+        return [tuple(range(len(inputs)))]
+    use_call = objective == "call" and bool(varying)
+    key_src = [list(inputs), output, sorted(sizes.items()), seed, sorted(varying) if use_call else []]
+    f = cache_dir() / f"{hashlib.sha256(json.dumps(key_src).encode()).hexdigest()}.json"
+    if f.exists():
+        try:
+            return [tuple(p) for p in json.loads(f.read_text())]
+        except (ValueError, TypeError):
+            pass  # a damaged cache entry is searched again and rewritten
+    candidates = [_search(inputs, output, sizes, seed), naive_path(len(inputs))]
+    if use_call:
+        const_labels = set("".join(t for i, t in enumerate(inputs) if i not in varying))
+        x_only = {c for i in varying for c in inputs[i]} - const_labels
+        for k in INFLATE if x_only else ():
+            candidates.append(_search(inputs, output, {c: s * (k if c in x_only else 1) for c, s in sizes.items()}, seed))
+
+    def score(p):  # the optimisers minimise their own cost models; choose on ours
+        c = path_cost(inputs, output, sizes, p, varying)
+        return (c.call_flops, c.flops) if use_call else (c.flops,)
+
+    path = min(candidates, key=score)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(path))
+    tmp.replace(f)  # atomic: concurrent compiles never read half a file
+    return path
+
+
+def order(g: Graph, seed: int = 0, objective: Objective = "total") -> Graph:
     """Every einsum with three or more operands becomes a chain of pairwise einsums."""
+    dynamic = depends_on_input(g)
 
     def emit(r: Rebuilder, n: Node) -> Value | None:
         if n.op is not Op.EINSUM or len(n.inputs) <= 2:
             return r.copy(n)
         terms, out = list(n.attrs.terms), n.attrs.out
         sizes = einsum_sizes(n.attrs, [v.shape for v in n.inputs])
-        path = search_path(terms, out, sizes, seed)
-        ops: list[tuple[Value, str]] = [(r[v], t) for v, t in zip(n.inputs, terms)]
-        for k, step in enumerate(path):
-            picked = [ops[i] for i in step]
-            for i in sorted(step, reverse=True):
-                ops.pop(i)
-            last = k == len(path) - 1
-            keep = set(out) if last else set("".join(t for _, t in ops)) | set(out)
-            res = out if last else "".join(c for c in dict.fromkeys("".join(t for _, t in picked)) if c in keep)
+        varying = frozenset(i for i, v in enumerate(n.inputs) if v.id in dynamic)
+        path = search_path(terms, out, sizes, seed, varying, objective)
+        w = walk([(r[v], t) for v, t in zip(n.inputs, terms)], out, path)
+        picked, res = next(w)
+        for k in range(len(path)):
             v = r.b.contract([(pv, list(pt)) for pv, pt in picked], list(res), f"{n.path}.step{k}")
-            ops.append((v, res))
-        return ops[0][0]
+            try:
+                picked, res = w.send(v)
+            except StopIteration:
+                return v
+        raise AssertionError("empty path")
 
     return Rebuilder(g).run(emit)

@@ -11,7 +11,8 @@ from adntn_compiler.errors import ConfigError, MemoryEstimateError
 from adntn_compiler.ir.graph import Op
 from adntn_compiler.ir.ops import einsum_sizes
 from adntn_compiler.passes import fold, optimize, order, segment
-from adntn_compiler.passes.order import naive_flops, path_flops, search_path
+from adntn_compiler.passes.order import naive_path, path_cost, search_path
+from adntn_compiler.passes.rebuild import depends_on_input
 from adntn_compiler.plan import plan
 from tests.corpus import generators
 
@@ -32,7 +33,7 @@ def test_each_pass_preserves_the_reference_result(gen, batch, keep_constant, see
     ref = run(g, [x])[0]
     g1 = ir.verify(segment(g, keep_constant=keep_constant))
     np.testing.assert_allclose(run(g1, [x])[0], ref, rtol=1e-9, atol=1e-12)
-    g2 = ir.verify(order(g1))
+    g2 = ir.verify(order(g1, objective="call" if keep_constant else "total"))
     assert all(len(n.inputs) <= 2 for n in g2.nodes if n.op is Op.EINSUM)
     np.testing.assert_allclose(run(g2, [x])[0], ref, rtol=1e-9, atol=1e-12)
     f = fold(g2)
@@ -56,11 +57,17 @@ def test_segments_merge_linear_chains(gen, batch):
 @given(generators(), st.integers(1, 8))
 def test_chosen_order_is_never_worse_than_naive(gen, batch):
     g = segment(adntn.trace(gen, "layer", batch_size=batch, structure_only=True))
+    dynamic = depends_on_input(g)
     for n in g.nodes:
         if n.op is Op.EINSUM and len(n.inputs) > 2:
             sizes = einsum_sizes(n.attrs, [v.shape for v in n.inputs])
-            path = search_path(n.attrs.terms, n.attrs.out, sizes)
-            assert path_flops(n.attrs.terms, n.attrs.out, sizes, path) <= naive_flops(n.attrs.terms, n.attrs.out, sizes)
+            t, o = n.attrs.terms, n.attrs.out
+            naive = path_cost(t, o, sizes, naive_path(len(t)))
+            assert path_cost(t, o, sizes, search_path(t, o, sizes)).flops <= naive.flops
+            varying = frozenset(i for i, v in enumerate(n.inputs) if v.id in dynamic)
+            naive = path_cost(t, o, sizes, naive_path(len(t)), varying)
+            call = path_cost(t, o, sizes, search_path(t, o, sizes, varying=varying, objective="call"), varying)
+            assert (call.call_flops, call.flops) <= (naive.call_flops, naive.flops)
 
 
 @given(generators(), st.integers(1, 6), st.sampled_from(["auto", "materialize", "factored"]), st.integers(0, 99))
@@ -95,7 +102,7 @@ def test_large_segments_use_cotengra():
     sizes = {c: 4 for c in "abcdefghijklmno"}
     path = search_path(terms, "ao", sizes)
     assert len(path) == len(terms) - 1
-    assert path_flops(terms, "ao", sizes, path) <= naive_flops(terms, "ao", sizes)
+    assert path_cost(terms, "ao", sizes, path).flops <= path_cost(terms, "ao", sizes, naive_path(len(terms))).flops
 
 
 def test_memory_budget_errors_name_the_smallest_achievable():
