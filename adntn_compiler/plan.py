@@ -17,7 +17,7 @@ from .generators.base import Generator
 from .ir.graph import Graph, Op
 from .ir.ops import einsum_sizes
 from .memory import available_bytes, fmt_bytes, peak_bytes
-from .passes import Folded, fold, optimize, order, segment
+from .passes import Folded, fold, fuse, optimize, order, segment
 from .passes.order import step_flops
 from .trace import trace
 
@@ -49,10 +49,10 @@ def graph_steps(g: Graph, where: str) -> list[Step]:
 
 @dataclass
 class Plan:
-    gen: Generator
+    gen: Generator = field(repr=False)
     batch_size: int
     schedule: str
-    program: Folded
+    program: Folded = field(repr=False)
     _consts: dict | None = field(default=None, repr=False)
 
     @property
@@ -112,7 +112,7 @@ class Plan:
 
 def _build(gen: Generator, batch_size: int, schedule: str, objective: str) -> Plan:
     g = trace(gen, "layer", batch_size=batch_size, structure_only=True)
-    g = optimize(g, (partial(segment, keep_constant=schedule == "materialize"), partial(order, objective=objective)))
+    g = optimize(g, (partial(segment, keep_constant=schedule == "materialize"), partial(order, objective=objective), fuse))
     return Plan(gen, batch_size, schedule, fold(g))
 
 

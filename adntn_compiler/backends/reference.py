@@ -10,11 +10,16 @@ from .. import activations
 from ..ir.graph import Graph, Node, Op
 from ..memory import check_fits
 
+def _einsum(n: Node, *xs: np.ndarray) -> np.ndarray:
+    y = opt_einsum.contract(n.attrs.equation, *xs)
+    return activations.get(n.attrs.epilogue).numpy(y) if n.attrs.epilogue else y
+
+
 IMPL_NUMPY = {
     Op.INPUT: None,  # bound from the arguments
     Op.PARAM: None,  # bound from the tensors
     Op.CONST: None,
-    Op.EINSUM: lambda n, *xs: opt_einsum.contract(n.attrs.equation, *xs),
+    Op.EINSUM: _einsum,
     Op.MAP: lambda n, x: activations.get(n.attrs.fn).numpy(x),
     Op.RESHAPE: lambda n, x: x.reshape(n.attrs.shape),
     Op.TRANSPOSE: lambda n, x: x.transpose(n.attrs.perm),

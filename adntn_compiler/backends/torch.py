@@ -13,7 +13,8 @@ from .reference import last_uses
 
 def _einsum(n: Node, *xs: torch.Tensor) -> torch.Tensor:
     # The builder names labels a..z, A..Z first, so torch.einsum takes up to 52 labels.
-    return torch.einsum(n.attrs.equation, *xs)
+    y = torch.einsum(n.attrs.equation, *xs)
+    return activations.torch_fn(n.attrs.epilogue)(y) if n.attrs.epilogue else y
 
 
 def _pad(n: Node, x: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,7 @@ class NameAttrs:  # INPUT, PARAM, CONST, OUTPUT
 class EinsumAttrs:
     terms: tuple[str, ...]  # one label string per operand; "" for a scalar
     out: str
+    epilogue: str = ""  # an activation applied to the result (set by the fuse pass)
 
     @property
     def equation(self) -> str:

@@ -30,7 +30,16 @@ def einsum_sizes(attrs: EinsumAttrs, shapes: list[Shape]) -> dict[str, int]:
     return sizes
 
 
+def _check_fn(fn: str) -> None:
+    from ..activations import ACTIVATIONS
+
+    if fn not in ACTIVATIONS:
+        raise ShapeRuleError(f"unknown activation '{fn}'")
+
+
 def _einsum(attrs: EinsumAttrs, *shapes: Shape) -> Shape:
+    if attrs.epilogue:
+        _check_fn(attrs.epilogue)
     sizes = einsum_sizes(attrs, list(shapes))
     if len(set(attrs.out)) != len(attrs.out):
         raise ShapeRuleError(f"output '{attrs.out}' repeats a label")
@@ -70,10 +79,15 @@ def _unary(attrs, x: Shape) -> Shape:
     return x
 
 
+def _map(attrs, x: Shape) -> Shape:
+    _check_fn(attrs.fn)
+    return x
+
+
 # Shape rule per op, for ops that have inputs; INPUT/PARAM/CONST shapes are declared.
 SHAPE: dict[Op, Callable[..., Shape]] = {
     Op.EINSUM: _einsum,
-    Op.MAP: _unary,
+    Op.MAP: _map,
     Op.RESHAPE: _reshape,
     Op.TRANSPOSE: _transpose,
     Op.PAD: _pad,

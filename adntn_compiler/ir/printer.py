@@ -7,7 +7,7 @@ from .graph import EinsumAttrs, Graph, MapAttrs, NameAttrs, Node, PadAttrs, Perm
 def format_attrs(n: Node) -> str:
     a = n.attrs
     if isinstance(a, EinsumAttrs):
-        return f"['{a.equation}']"
+        return f"['{a.equation}'{'|' + a.epilogue if a.epilogue else ''}]"
     if isinstance(a, MapAttrs):
         return f"[{a.fn}]"
     if isinstance(a, NameAttrs):

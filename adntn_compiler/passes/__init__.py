@@ -7,6 +7,7 @@ from ..errors import AdntnError
 from ..ir.graph import Graph
 from ..ir.verify import verify
 from .fold import Folded, fold
+from .fuse import fuse
 from .order import order
 from .segment import segment
 
@@ -29,4 +30,4 @@ def optimize(g: Graph, passes: Sequence[Callable[[Graph], Graph]] = (segment, or
     return g
 
 
-__all__ = ["Folded", "PassError", "fold", "optimize", "order", "segment"]
+__all__ = ["Folded", "PassError", "fold", "fuse", "optimize", "order", "segment"]

@@ -35,10 +35,14 @@ def cache_dir() -> Path:
 
 
 def step_flops(terms: Sequence[str], out: str, sizes: dict[str, int]) -> int:
-    """Flops of one einsum evaluated directly, counted as opt_einsum counts them (2 per multiply-add)."""
+    """Flops of one einsum evaluated directly, counted as opt_einsum counts them (2 per multiply-add);
+    a scalar operand (fused scale) costs one multiply per output element."""
+    scalars = sum(1 for t in terms if not t)
+    terms = [t for t in terms if t]
     labels = set("".join(terms)) | set(out)
     inner = bool(set("".join(terms)) - set(out))
-    return int(opt_einsum.helpers.flop_count(labels, inner, max(len(terms), 1), sizes))
+    flops = int(opt_einsum.helpers.flop_count(labels, inner, max(len(terms), 1), sizes)) if terms else 0
+    return flops + scalars * int(opt_einsum.helpers.compute_size_by_dict(out, sizes))
 
 
 def walk(items: Sequence[tuple[Any, str]], out: str, path: Sequence[Sequence[int]]) -> Iterator[tuple[list, str]]:

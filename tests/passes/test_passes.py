@@ -10,7 +10,7 @@ from adntn_compiler.backends.reference import run
 from adntn_compiler.errors import ConfigError, MemoryEstimateError
 from adntn_compiler.ir.graph import Op
 from adntn_compiler.ir.ops import einsum_sizes
-from adntn_compiler.passes import fold, optimize, order, segment
+from adntn_compiler.passes import fold, fuse, optimize, order, segment
 from adntn_compiler.passes.order import naive_path, path_cost, search_path
 from adntn_compiler.passes.rebuild import depends_on_input
 from adntn_compiler.plan import plan
@@ -36,7 +36,16 @@ def test_each_pass_preserves_the_reference_result(gen, batch, keep_constant, see
     g2 = ir.verify(order(g1, objective="call" if keep_constant else "total"))
     assert all(len(n.inputs) <= 2 for n in g2.nodes if n.op is Op.EINSUM)
     np.testing.assert_allclose(run(g2, [x])[0], ref, rtol=1e-9, atol=1e-12)
-    f = fold(g2)
+    g3 = ir.verify(fuse(g2))
+    np.testing.assert_allclose(run(g3, [x])[0], ref, rtol=1e-9, atol=1e-12)
+    maps = lambda h: sum(n.op is Op.MAP for n in h.nodes)  # noqa: E731
+    assert maps(g3) <= maps(g2) and len(g3.nodes) <= len(g2.nodes)
+    prod3, uses3 = g3.producer(), [v.id for n in g3.nodes for v in n.inputs]
+    for n in g3.nodes:  # a MAP survives only where its input is shared or not a contraction
+        if n.op is Op.MAP:
+            v = n.inputs[0]
+            assert prod3[v.id].op is not Op.EINSUM or prod3[v.id].attrs.epilogue or uses3.count(v.id) > 1
+    f = fold(g3)
     ir.verify(f.load), ir.verify(f.call)
     consts = dict(zip([n.attrs.name for n in f.load.nodes if n.op is Op.OUTPUT], run(f.load)))
     np.testing.assert_allclose(run(f.call, [x], consts)[0], ref, rtol=1e-9, atol=1e-12)
