@@ -17,7 +17,7 @@ from .generators.base import Generator
 from .ir.graph import Graph, Op
 from .ir.ops import einsum_sizes
 from .memory import available_bytes, fmt_bytes, peak_bytes
-from .passes import Folded, fold, fuse, optimize, order, segment
+from .passes import Folded, batch, fold, fuse, optimize, order, segment
 from .passes.order import step_flops
 from .trace import trace
 
@@ -112,7 +112,7 @@ class Plan:
 
 def _build(gen: Generator, batch_size: int, schedule: str, objective: str) -> Plan:
     g = trace(gen, "layer", batch_size=batch_size, structure_only=True)
-    g = optimize(g, (partial(segment, keep_constant=schedule == "materialize"), partial(order, objective=objective), fuse))
+    g = optimize(g, (partial(segment, keep_constant=schedule == "materialize"), partial(order, objective=objective), fuse, batch))
     return Plan(gen, batch_size, schedule, fold(g))
 
 

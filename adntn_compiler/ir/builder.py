@@ -7,7 +7,7 @@ import numpy as np
 from opt_einsum import get_symbol
 
 from ..errors import ShapeError
-from .graph import (EinsumAttrs, Graph, MapAttrs, NameAttrs, Node, Op, PadAttrs, PermAttrs,
+from .graph import (AxisAttrs, EinsumAttrs, Graph, MapAttrs, NameAttrs, Node, Op, PadAttrs, PermAttrs,
                     ShapeAttrs, SliceAttrs, Value)
 from .ops import SHAPE, ShapeRuleError
 from .printer import format_attrs
@@ -38,7 +38,7 @@ class Builder:
         return self._add(Op.CONST if const else Op.PARAM, (), NameAttrs(name), path, value.shape)
 
     def contract(self, operands: Sequence[tuple[Value, Sequence[Hashable]]], out: Sequence[Hashable],
-                 path: str = "") -> Value:
+                 path: str = "", epilogue: str = "") -> Value:
         """Einsum over arbitrary hashable labels; labels become a, b, c... in order of appearance."""
         symbols: dict[Hashable, str] = {}
 
@@ -51,7 +51,7 @@ class Builder:
         unknown = [l for l in out if l not in symbols]
         if unknown:
             raise ShapeError(f"einsum at {path}: output labels {unknown} appear in no operand")
-        attrs = EinsumAttrs(terms, "".join(symbols[l] for l in out))
+        attrs = EinsumAttrs(terms, "".join(symbols[l] for l in out), epilogue)
         return self._add(Op.EINSUM, [v for v, _ in operands], attrs, path)
 
     def map(self, fn: str, x: Value, path: str = "") -> Value:
@@ -76,6 +76,9 @@ class Builder:
         if starts == (0,) * len(x.shape) and stops == x.shape:
             return x
         return self._add(Op.SLICE, (x,), SliceAttrs(starts, stops), path)
+
+    def concat(self, xs: Sequence[Value], axis: int = 0, path: str = "") -> Value:
+        return xs[0] if len(xs) == 1 else self._add(Op.CONCAT, tuple(xs), AxisAttrs(axis), path)
 
     def output(self, x: Value, name: str = "y", path: str = "") -> Value:
         return self._add(Op.OUTPUT, (x,), NameAttrs(name), path)

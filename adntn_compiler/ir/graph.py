@@ -22,6 +22,7 @@ class Op(str, Enum):
     TRANSPOSE = "transpose"
     PAD = "pad"
     SLICE = "slice"
+    CONCAT = "concat"
     OUTPUT = "output"
 
 
@@ -81,7 +82,12 @@ class SliceAttrs:  # SLICE (unit step)
     stops: tuple[int, ...]
 
 
-Attrs = Union[NameAttrs, EinsumAttrs, MapAttrs, ShapeAttrs, PermAttrs, PadAttrs, SliceAttrs]
+@dataclass(frozen=True, slots=True)
+class AxisAttrs:  # CONCAT
+    axis: int
+
+
+Attrs = Union[NameAttrs, EinsumAttrs, MapAttrs, ShapeAttrs, PermAttrs, PadAttrs, SliceAttrs, AxisAttrs]
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from typing import Callable
 
 import numpy as np
 
-from .graph import EinsumAttrs, Op, PadAttrs, PermAttrs, ShapeAttrs, SliceAttrs
+from .graph import AxisAttrs, EinsumAttrs, Op, PadAttrs, PermAttrs, ShapeAttrs, SliceAttrs
 
 Shape = tuple[int, ...]
 
@@ -75,6 +75,16 @@ def _slice(attrs: SliceAttrs, x: Shape) -> Shape:
     return tuple(b - a for a, b in zip(attrs.starts, attrs.stops))
 
 
+def _concat(attrs: AxisAttrs, *xs: Shape) -> Shape:
+    if not xs:
+        raise ShapeRuleError("concat needs at least one input")
+    a = attrs.axis
+    if not 0 <= a < len(xs[0]) or any(len(x) != len(xs[0]) or x[:a] + x[a + 1:] != xs[0][:a] + xs[0][a + 1:]
+                                       for x in xs):
+        raise ShapeRuleError(f"cannot concatenate shapes {', '.join(map(str, xs))} along axis {a}")
+    return xs[0][:a] + (sum(x[a] for x in xs),) + xs[0][a + 1:]
+
+
 def _unary(attrs, x: Shape) -> Shape:
     return x
 
@@ -92,10 +102,11 @@ SHAPE: dict[Op, Callable[..., Shape]] = {
     Op.TRANSPOSE: _transpose,
     Op.PAD: _pad,
     Op.SLICE: _slice,
+    Op.CONCAT: _concat,
     Op.OUTPUT: _unary,
 }
 
 ARITY: dict[Op, int | None] = {
     Op.INPUT: 0, Op.PARAM: 0, Op.CONST: 0, Op.EINSUM: None, Op.MAP: 1,
-    Op.RESHAPE: 1, Op.TRANSPOSE: 1, Op.PAD: 1, Op.SLICE: 1, Op.OUTPUT: 1,
+    Op.RESHAPE: 1, Op.TRANSPOSE: 1, Op.PAD: 1, Op.SLICE: 1, Op.CONCAT: None, Op.OUTPUT: 1,
 }

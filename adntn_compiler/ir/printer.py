@@ -1,7 +1,7 @@
 """One line per node; this text is what errors, golden tests and `adntn explain` show."""
 from __future__ import annotations
 
-from .graph import EinsumAttrs, Graph, MapAttrs, NameAttrs, Node, PadAttrs, PermAttrs, ShapeAttrs, SliceAttrs
+from .graph import AxisAttrs, EinsumAttrs, Graph, MapAttrs, NameAttrs, Node, PadAttrs, PermAttrs, ShapeAttrs, SliceAttrs
 
 
 def format_attrs(n: Node) -> str:
@@ -18,6 +18,8 @@ def format_attrs(n: Node) -> str:
         return f"[{a.perm}]"
     if isinstance(a, PadAttrs):
         return f"[{a.pads}]"
+    if isinstance(a, AxisAttrs):
+        return f"[axis={a.axis}]"
     if isinstance(a, SliceAttrs):
         return f"[{a.starts}:{a.stops}]"
     return ""

@@ -17,7 +17,7 @@ VERSION = 1
 
 _ATTRS = {
     "name": G.NameAttrs, "einsum": G.EinsumAttrs, "map": G.MapAttrs, "shape": G.ShapeAttrs,
-    "perm": G.PermAttrs, "pad": G.PadAttrs, "slice": G.SliceAttrs,
+    "perm": G.PermAttrs, "pad": G.PadAttrs, "slice": G.SliceAttrs, "axis": G.AxisAttrs,
 }
 _KIND = {cls: k for k, cls in _ATTRS.items()}
 _DTYPES = {"float32", "float64"}

@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 from ..errors import AdntnError
 from ..ir.graph import Graph
 from ..ir.verify import verify
+from .batch import batch
 from .fold import Folded, fold
 from .fuse import fuse
 from .order import order
@@ -30,4 +31,4 @@ def optimize(g: Graph, passes: Sequence[Callable[[Graph], Graph]] = (segment, or
     return g
 
 
-__all__ = ["Folded", "PassError", "fold", "fuse", "optimize", "order", "segment"]
+__all__ = ["batch", "Folded", "PassError", "fold", "fuse", "optimize", "order", "segment"]

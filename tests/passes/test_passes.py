@@ -10,7 +10,7 @@ from adntn_compiler.backends.reference import run
 from adntn_compiler.errors import ConfigError, MemoryEstimateError
 from adntn_compiler.ir.graph import Op
 from adntn_compiler.ir.ops import einsum_sizes
-from adntn_compiler.passes import fold, fuse, optimize, order, segment
+from adntn_compiler.passes import batch as batch_pass, fold, fuse, optimize, order, segment
 from adntn_compiler.passes.order import naive_path, path_cost, search_path
 from adntn_compiler.passes.rebuild import depends_on_input
 from adntn_compiler.plan import plan
@@ -45,7 +45,11 @@ def test_each_pass_preserves_the_reference_result(gen, batch, keep_constant, see
         if n.op is Op.MAP:
             v = n.inputs[0]
             assert prod3[v.id].op is not Op.EINSUM or prod3[v.id].attrs.epilogue or uses3.count(v.id) > 1
-    f = fold(g3)
+    g4 = ir.verify(batch_pass(g3))
+    np.testing.assert_allclose(run(g4, [x])[0], ref, rtol=1e-9, atol=1e-12)
+    einsums = lambda h: sum(n.op is Op.EINSUM for n in h.nodes)  # noqa: E731
+    assert einsums(g4) <= einsums(g3)
+    f = fold(g4)
     ir.verify(f.load), ir.verify(f.call)
     consts = dict(zip([n.attrs.name for n in f.load.nodes if n.op is Op.OUTPUT], run(f.load)))
     np.testing.assert_allclose(run(f.call, [x], consts)[0], ref, rtol=1e-9, atol=1e-12)
@@ -86,6 +90,15 @@ def test_plan_runs_equal_reference(gen, batch, schedule, seed):
     np.testing.assert_allclose(p.run(x), x @ adntn.materialize(gen).reshape(gen.O, gen.I).T, rtol=1e-9, atol=1e-12)
     if schedule != "auto":
         assert p.schedule == schedule
+
+
+def test_batch_merges_the_sibling_nodes_of_a_tree_level():
+    gen = adntn.ttn((256, 256), rank=3, layout="binary")  # 16 leaves: 8 same-shaped level-1 nodes
+    g = fuse(order(segment(adntn.trace(gen, "weight"))))
+    b = ir.verify(batch_pass(g))
+    level1 = lambda h: [n for n in h.nodes if n.op is Op.EINSUM and ".level1." in n.path]  # noqa: E731
+    assert len(level1(g)) == 16 and len(level1(b)) == 2  # two pairwise steps, each batched over 8 nodes
+    np.testing.assert_allclose(run(b)[0], run(g)[0], rtol=1e-10, atol=1e-13)
 
 
 def test_factored_beats_materialize_at_batch_1_on_fc6():
