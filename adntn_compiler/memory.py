@@ -29,23 +29,40 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.1f} PiB"
 
 
+VIEW_OPS = ("reshape", "slice", "output")  # no new memory: they alias their input
+
+
 def peak_bytes(g: Graph, itemsize: int = 8, resident: bool = True) -> tuple[int, int]:
     """(peak live bytes when run node by node, index of the node where the peak occurs).
 
+    A reshape or slice aliases its input (the input stays alive while the view is used). An einsum may
+    also copy its operands into BLAS order (numpy's tensordot does): that transient workspace counts.
     resident=False leaves out PARAM/CONST values (counted elsewhere, as memory kept between calls)."""
-    from .backends.reference import last_uses
     from .ir.graph import Op
 
-    drop = last_uses(g)
-    sizes = {n.out.id: n.out.size for n in g.nodes}
-    live, peak, at = 0, 0, 0
+    root: dict[int, int] = {}  # value -> the allocation it lives in
+    last: dict[int, int] = {}  # allocation -> index of its last use (through any alias)
+    keep = {v.id for v in g.outputs}
     for i, n in enumerate(g.nodes):
-        if not resident and n.op in (Op.PARAM, Op.CONST):
-            sizes[n.out.id] = 0
-        live += sizes[n.out.id]
-        if live > peak:
-            peak, at = live, i
-        live -= sum(sizes[v] for v in drop.get(i, ()))
+        root[n.out.id] = root[n.inputs[0].id] if n.op.value in VIEW_OPS else n.out.id
+        for v in n.inputs:
+            last[root[v.id]] = i
+    for v in keep:
+        last[root[v]] = len(g.nodes)
+    live, peak, at = 0, 0, 0
+    freed_at: dict[int, list[int]] = {}
+    for vid, i in last.items():
+        freed_at.setdefault(i, []).append(vid)
+    size = {n.out.id: n.out.size for n in g.nodes}
+    for i, n in enumerate(g.nodes):
+        if root[n.out.id] == n.out.id and (resident or n.op not in (Op.PARAM, Op.CONST)):
+            live += size[n.out.id]
+        else:
+            size[n.out.id] = 0
+        work = sum(v.size for v in n.inputs if v.shape) if n.op is Op.EINSUM else 0
+        if live + work > peak:
+            peak, at = live + work, i
+        live -= sum(size.get(v, 0) for v in freed_at.get(i, ()))
     return peak * itemsize, at
 
 

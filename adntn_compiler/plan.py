@@ -2,7 +2,9 @@
 
 - materialize: W is generated once at load time; each call is one dense contraction x . W.
 - factored:    x joins the last linear segment; the contraction order decides whether W is ever formed.
-- auto:        the one with fewer flops per call whose memory (resident + peak) fits the budget.
+- stream:      only the activation outputs (and cores) stay resident; the last linear segment is recomputed
+               per call, sliced into tiles so that its peak fits the memory budget.
+- auto:        the one with the fewest flops per call whose memory (resident + peak) fits the budget.
 """
 from __future__ import annotations
 
@@ -17,12 +19,12 @@ from .generators.base import Generator
 from .ir.graph import Graph, Op
 from .ir.ops import einsum_sizes
 from .memory import available_bytes, fmt_bytes, peak_bytes
-from .passes import Folded, batch, fold, fuse, optimize, order, segment
+from .passes import Folded, batch, fold, fuse, optimize, order, segment, tile
 from .passes.order import step_flops
 from .trace import trace
 
-SCHEDULES = ("materialize", "factored")
-Schedule = Literal["auto", "materialize", "factored"]
+SCHEDULES = ("materialize", "factored", "stream")
+Schedule = Literal["auto", "materialize", "factored", "stream"]
 
 
 @dataclass(frozen=True)
@@ -110,15 +112,38 @@ class Plan:
                     load_flops=self.load_flops, resident_bytes=self.resident_bytes, peak_bytes=self.peak_bytes)
 
 
-def _build(gen: Generator, batch_size: int, schedule: str, objective: str) -> Plan:
+def _build(gen: Generator, batch_size: int, schedule: str, objective: str, target_size: int | None = None) -> Plan:
     g = trace(gen, "layer", batch_size=batch_size, structure_only=True)
-    g = optimize(g, (partial(segment, keep_constant=schedule == "materialize"), partial(order, objective=objective), fuse, batch))
-    return Plan(gen, batch_size, schedule, fold(g))
+    passes = [partial(segment, keep_constant=schedule == "materialize")]
+    if target_size is not None:
+        passes.append(partial(tile, target_size=target_size))
+    g = optimize(g, (*passes, partial(order, objective=objective), fuse, batch))
+    return Plan(gen, batch_size, schedule, fold(g, resident="nonlinear" if schedule == "stream" else "all"))
+
+
+def _stream(gen: Generator, batch_size: int, budget: int) -> Plan:
+    """Tile until resident + per-call peak fits `budget` (or the tiles cannot get smaller)."""
+    best = p = _build(gen, batch_size, "stream", "total")
+    room = (budget - p.resident_bytes) // 8
+    target = max(1, room if room > 0 else p.peak_bytes // 32)
+    while not _fits(p, budget):
+        p = _build(gen, batch_size, "stream", "total", target)
+        if p.resident_bytes + p.peak_bytes < best.resident_bytes + best.peak_bytes:
+            best = p
+        if target == 1:
+            break
+        target = max(1, target // 4)
+    return p if _fits(p, budget) else best
 
 
 # (schedule, contraction objective): `factored` first minimises per-call flops; its total-flops variant
 # caches less at load time and is the fallback under a tight memory budget.
-CANDIDATES = {"materialize": (("materialize", "total"),), "factored": (("factored", "call"), ("factored", "total"))}
+CANDIDATES = {"materialize": (("materialize", "total"),), "factored": (("factored", "call"), ("factored", "total")),
+              "stream": ()}  # built by _stream
+
+
+def _fits(p: Plan, budget: int) -> bool:
+    return p.resident_bytes + p.peak_bytes <= budget
 
 
 def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memory_budget: int | None = None) -> Plan:
@@ -127,7 +152,9 @@ def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memor
     budget = available_bytes() if memory_budget is None else int(memory_budget)
     names = SCHEDULES if schedule == "auto" else (schedule,)
     plans = [_build(gen, batch_size, s, obj) for name in names for s, obj in CANDIDATES[name]]
-    fits = [p for p in plans if p.resident_bytes + p.peak_bytes <= budget]
+    if "stream" in names and (schedule == "stream" or not any(_fits(p, budget) for p in plans)):
+        plans.append(_stream(gen, batch_size, budget))
+    fits = [p for p in plans if _fits(p, budget)]
     if not fits:
         best = min(plans, key=lambda p: p.resident_bytes + p.peak_bytes)
         raise MemoryEstimateError(

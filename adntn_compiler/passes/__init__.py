@@ -11,6 +11,7 @@ from .fold import Folded, fold
 from .fuse import fuse
 from .order import order
 from .segment import segment
+from .tile import tile
 
 
 class PassError(AdntnError):
@@ -31,4 +32,4 @@ def optimize(g: Graph, passes: Sequence[Callable[[Graph], Graph]] = (segment, or
     return g
 
 
-__all__ = ["batch", "Folded", "PassError", "fold", "fuse", "optimize", "order", "segment"]
+__all__ = ["batch", "Folded", "PassError", "fold", "fuse", "optimize", "order", "segment", "tile"]

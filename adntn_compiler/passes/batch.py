@@ -4,23 +4,25 @@ Einsums with the same equation, epilogue and operand shapes at the same depth of
 on each other (a dependency would make one deeper). Their differing operands are stacked along a new
 leading axis, one einsum runs with that axis as a batch label, and each original result is a slice of
 it. Operands they share are not stacked. The rebuilt graph is emitted in dependency order.
+Only load-time (constant) contractions are batched: per-call ones may be tiles that must stay apart.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 
 from ..ir.graph import Graph, Node, Op
-from .rebuild import Rebuilder
+from .rebuild import Rebuilder, depends_on_input
 
 BATCH = ("batch-axis",)  # a label no einsum uses
 
 
 def _groups(g: Graph) -> list[list[Node]]:
+    dynamic = depends_on_input(g)  # per-call tiles stay separate: batching them would undo `tile`
     depth: dict[int, int] = {}
     groups: dict[tuple, list[Node]] = defaultdict(list)
     for n in g.nodes:
         depth[n.out.id] = 1 + max((depth[v.id] for v in n.inputs), default=-1)
-        if n.op is Op.EINSUM:
+        if n.op is Op.EINSUM and n.out.id not in dynamic:
             key = (depth[n.out.id], n.attrs, tuple(v.shape for v in n.inputs))
             groups[key].append(n)
     return [grp for grp in groups.values() if len(grp) > 1]

@@ -25,8 +25,32 @@ class Folded:
         return 8 * sum(v.size for v in self.load.outputs)
 
 
-def fold(g: Graph) -> Folded:
+def _linear_tail(g: Graph, varying: set[int]) -> set[int]:
+    """Constant einsums without an activation that feed the per-call part, transitively: the linear
+    tail that the `stream` schedule recomputes per call instead of keeping resident."""
+    consumers: dict[int, list[Node]] = {}
+    for n in g.nodes:
+        for v in n.inputs:
+            consumers.setdefault(v.id, []).append(n)
+    tail: set[int] = set()
+    for n in reversed(g.nodes):
+        if (n.op is Op.EINSUM and not n.attrs.epilogue and n.out.id not in varying
+                and all(c.out.id in varying or c.out.id in tail for c in consumers.get(n.out.id, []))
+                and any(c.out.id in varying or c.out.id in tail for c in consumers.get(n.out.id, []))):
+            tail.add(n.out.id)
+    return tail
+
+
+def fold(g: Graph, resident: str = "all") -> Folded:
+    """resident="all": every constant result the per-call part needs is computed at load time.
+    resident="nonlinear": the linear tail is recomputed per call (only activation outputs and cores stay)."""
     varying = depends_on_input(g)
+    if resident == "nonlinear":
+        tail = _linear_tail(g, varying)
+        varying = varying | tail
+        for n in g.nodes:  # whatever depends on the tail is per-call too
+            if any(v.id in varying for v in n.inputs):
+                varying.add(n.out.id)
     consts: dict[int, Value] = {}  # boundary values: constant, used by a per-call node
     for n in g.nodes:
         if n.out.id in varying or n.op is Op.OUTPUT:

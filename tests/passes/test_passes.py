@@ -129,9 +129,49 @@ def test_large_segments_use_cotengra():
 
 def test_memory_budget_errors_name_the_smallest_achievable():
     gen = adntn.ttn((256, 512), rank=3)
-    with pytest.raises(MemoryEstimateError, match=r"smallest achievable is [\d.]+ KiB \(factored"):
+    with pytest.raises(MemoryEstimateError, match=r"smallest achievable is [\d.]+ KiB \((stream|factored)"):
         plan(gen, 4, memory_budget=1000)
     small = plan(gen, 4, memory_budget=10**9)
     assert plan(gen, 4, "materialize").resident_bytes > small.resident_bytes
     with pytest.raises(ConfigError, match="unknown schedule 'fast'"):
         plan(gen, 4, "fast")
+
+
+def _measured_peak(p, x) -> int:
+    import tracemalloc
+
+    consts = p.consts()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        run(p.program.call, [x], consts)
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+@given(generators(conv=False), st.integers(1, 16), st.integers(10, 24), st.integers(0, 99))
+def test_memory_budget_is_respected_or_refused(gen, batch, log2_budget, seed):
+    budget = 2**log2_budget
+    try:
+        p = plan(gen, batch, "auto", memory_budget=budget)
+    except MemoryEstimateError as e:
+        assert "smallest achievable" in str(e)
+        return
+    assert p.resident_bytes + p.peak_bytes <= budget
+    x = _x(gen, batch, seed)
+    np.testing.assert_allclose(p.run(x), x @ adntn.materialize(gen).reshape(gen.O, gen.I).T, rtol=1e-9, atol=1e-12)
+    assert _measured_peak(p, x) <= 1.05 * p.peak_bytes + 64 * 1024  # tracemalloc sees numpy's allocations
+
+
+def test_stream_tiles_to_fit_where_factored_cannot():
+    gen = adntn.ttn((512, 2048), rank=4, layout="interleaved", seed=0)
+    x = _x(gen, 64, 0)
+    f = plan(gen, 64, "factored")
+    budget = (f.resident_bytes + f.peak_bytes) // 2
+    s = plan(gen, 64, "stream", memory_budget=budget)
+    assert s.resident_bytes + s.peak_bytes <= budget < f.resident_bytes + f.peak_bytes
+    assert any(n.op is Op.CONCAT for n in s.program.call.nodes)  # it really tiled
+    assert plan(gen, 64, memory_budget=budget).schedule == "stream"
+    np.testing.assert_allclose(s.run(x), f.run(x), rtol=1e-10, atol=1e-12)
+    assert _measured_peak(s, x) <= 1.05 * s.peak_bytes + 64 * 1024
