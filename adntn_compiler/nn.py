@@ -14,6 +14,7 @@ from .errors import ConfigError, ShapeError
 from .generators import Generator, make
 from .ir.graph import Graph
 from .memory import check_fits
+from .passes import batch, fuse, optimize, order, segment
 from .trace import trace
 
 
@@ -37,6 +38,8 @@ class _ADNTNBase(nn.Module):
         if key not in self._graphs:  # traced once per batch size; the structure does not depend on values
             g = trace(self.gen, "weight", structure_only=True) if key == "weight" else \
                 trace(self.gen, "layer", batch_size=key, structure_only=True)
+            # Cores change while training, so nothing is folded; the order minimises all flops per step.
+            g = optimize(g, (segment, order, fuse, batch))
             check_fits(g, self.cores["scale" if "scale" in self.cores else next(iter(self.cores))].element_size(),
                        f"{type(self).__name__} {self.gen!r}")
             self._graphs[key] = g

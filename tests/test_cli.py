@@ -35,3 +35,21 @@ def test_explain_text_and_json(capsys):
 def test_explain_bad_option_is_an_error(capsys):
     assert main(["explain", "ttn", "--shape", "64", "96", "--set", "layout=diagonal"]) == 2
     assert "unknown layout 'diagonal'" in capsys.readouterr().err
+
+
+def test_explain_a_compressed_model(capsys):
+    assert main(["explain", "--model", "tests.test_cli:small_model", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["layer"] for r in out] == ["0", "2"]
+    assert all(set(r["schedules"]) == {"materialize", "factored", "stream"} for r in out)
+    assert main(["explain", "--model", "tests.test_cli:nothing"]) == 2
+    assert "cannot load model" in capsys.readouterr().err
+
+
+def small_model():
+    from torch import nn
+
+    import adntn_compiler as adntn
+
+    return adntn.compress(nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)),
+                          {"0": dict(arch="ttn", rank=3), "2": dict(arch="mera", rank=2)})

@@ -85,3 +85,12 @@ def test_bad_specs_leave_the_model_untouched():
         adntn.ADNTNLinear(adntn.ttn((8, 3, 3, 3)))
     with pytest.raises(ShapeError, match="last dimension 5"):
         adntn.ADNTNLinear(adntn.ttn((8, 27)))(torch.randn(2, 5))
+
+
+def test_layer_runs_the_optimised_program():
+    layer = adntn.ADNTNLinear(adntn.ttn((64, 96), rank=3, layout="binary"))
+    layer(torch.randn(5, 96))
+    g = layer._graphs[5]
+    einsums = [n for n in g.nodes if n.op.value == "einsum"]
+    assert einsums and all(len(n.inputs) <= 3 for n in einsums)  # pairwise (+ a fused scalar)
+    assert any(n.attrs.epilogue == "tanh" for n in einsums) and not any(n.op.value == "map" for n in g.nodes)
