@@ -103,9 +103,11 @@ def _explain_one(layer: str, gen, a) -> dict:
         for st in p.steps:
             eq = st.equation if len(st.equation) <= 40 else st.equation[:37] + "..."
             print(f"  {st.where:<5} {eq:<40} {st.flops:>12.3g} {str(st.shape):>12}  {st.path}")
-    print(f"\n{'schedule':<12} {'flops/call':>12} {'load flops':>12} {'resident':>12} {'peak/call':>12}")
+    print(f"\n{'schedule':<12} {'flops/call':>12} {'bytes/call':>12} {'load flops':>12} {'resident':>12} "
+          f"{'peak/call':>12}")
     for s, p in plans.items():
-        print(f"{s:<12} {p.flops_per_call:>12.3g} {p.load_flops:>12.3g} {fmt_bytes(p.resident_bytes):>12} "
+        print(f"{s:<12} {p.flops_per_call:>12.3g} {fmt_bytes(p.bytes_per_call):>12} {p.load_flops:>12.3g} "
+              f"{fmt_bytes(p.resident_bytes):>12} "
               f"{fmt_bytes(p.peak_bytes):>12}{'  <- auto' if s == chosen else ''}")
     print()
     return {}

@@ -4,7 +4,8 @@
 - factored:    x joins the last linear segment; the contraction order decides whether W is ever formed.
 - stream:      only the activation outputs (and cores) stay resident; the last linear segment is recomputed
                per call, sliced into tiles so that its peak fits the memory budget.
-- auto:        the one with the fewest flops per call whose memory (resident + peak) fits the budget.
+- auto:        the one with the lowest estimated time per call (flops and bytes moved, roofline-style)
+               whose memory (resident + peak per call) fits the budget.
 """
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ SCHEDULES = ("materialize", "factored", "stream")
 Schedule = Literal["auto", "materialize", "factored", "stream"]
 
 
+# Rough one-core CPU rates for the cost model (only their ratio matters when comparing schedules).
+FLOP_RATE = 50e9  # flop/s
+BYTE_RATE = 10e9  # bytes/s from memory
+
+
 @dataclass(frozen=True)
 class Step:
     where: str  # "load" or "call"
@@ -35,6 +41,7 @@ class Step:
     flops: int
     shape: tuple[int, ...]
     path: str
+    bytes: int  # read + written, float64
 
 
 def graph_steps(g: Graph, where: str) -> list[Step]:
@@ -43,9 +50,9 @@ def graph_steps(g: Graph, where: str) -> list[Step]:
         if n.op is Op.EINSUM:
             sizes = einsum_sizes(n.attrs, [v.shape for v in n.inputs])
             out.append(Step(where, "einsum", n.attrs.equation, step_flops(n.attrs.terms, n.attrs.out, sizes),
-                            n.out.shape, n.path))
+                            n.out.shape, n.path, 8 * (sum(v.size for v in n.inputs) + n.out.size)))
         elif n.op is Op.MAP:
-            out.append(Step(where, "map", n.attrs.fn, n.out.size, n.out.shape, n.path))
+            out.append(Step(where, "map", n.attrs.fn, n.out.size, n.out.shape, n.path, 16 * n.out.size))
     return out
 
 
@@ -68,6 +75,15 @@ class Plan:
     @property
     def load_flops(self) -> int:
         return sum(s.flops for s in self.steps if s.where == "load")
+
+    @property
+    def bytes_per_call(self) -> int:
+        return sum(s.bytes for s in self.steps if s.where == "call")
+
+    @property
+    def seconds_per_call(self) -> float:
+        """Cost-model estimate (roofline: flops and bytes moved each at a nominal rate)."""
+        return self.flops_per_call / FLOP_RATE + self.bytes_per_call / BYTE_RATE
 
     @property
     def peak_bytes(self) -> int:
@@ -109,7 +125,8 @@ class Plan:
 
     def summary(self) -> dict:
         return dict(schedule=self.schedule, batch_size=self.batch_size, flops_per_call=self.flops_per_call,
-                    load_flops=self.load_flops, resident_bytes=self.resident_bytes, peak_bytes=self.peak_bytes)
+                    bytes_per_call=self.bytes_per_call, load_flops=self.load_flops,
+                    resident_bytes=self.resident_bytes, peak_bytes=self.peak_bytes)
 
 
 def _build(gen: Generator, batch_size: int, schedule: str, objective: str, target_size: int | None = None) -> Plan:
@@ -161,4 +178,4 @@ def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memor
             f"no schedule of {gen!r} at batch {batch_size} fits a memory budget of {fmt_bytes(budget)}; the "
             f"smallest achievable is {fmt_bytes(best.resident_bytes + best.peak_bytes)} ({best.schedule}: "
             f"{fmt_bytes(best.resident_bytes)} resident + {fmt_bytes(best.peak_bytes)} peak per call)")
-    return min(fits, key=lambda p: (p.flops_per_call, p.resident_bytes + p.peak_bytes))
+    return min(fits, key=lambda p: (p.seconds_per_call, p.resident_bytes + p.peak_bytes))

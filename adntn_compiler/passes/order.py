@@ -90,15 +90,46 @@ def naive_path(n: int) -> list[tuple[int, ...]]:
     return [(0, 1)] * (n - 1) if n > 1 else [(0,)]
 
 
+def _seeded_greedy(inputs, output, size_dict, random_strength=0.0, temperature=0.0, costmod=1.0):
+    """cotengra's greedy trial, with its noise seeded from the (seeded) global `random` module."""
+    import random
+
+    from cotengra.core import ContractionTree, jitter_dict
+    from cotengra.pathfinders.path_basic import get_optimize_greedy
+
+    seed = random.randint(0, 2**31 - 1)
+    sizes = jitter_dict(size_dict, random_strength, seed) if random_strength else size_dict
+    ssa = get_optimize_greedy()(inputs, output, sizes, temperature=temperature, costmod=costmod, seed=seed,
+                                use_ssa=True)
+    return ContractionTree.from_path(inputs, output, size_dict, ssa_path=ssa)
+
+
+def _register_seeded_greedy() -> str:
+    from cotengra.hyperoptimizers import hyper
+
+    if "adntn-greedy" not in hyper._HYPER_SEARCH_SPACE:
+        hyper.register_hyper_function("adntn-greedy", _seeded_greedy, dict(hyper._HYPER_SEARCH_SPACE["greedy"]))
+    return "adntn-greedy"
+
+
 def _search(inputs: Sequence[str], output: str, sizes: dict[str, int], seed: int) -> list[tuple[int, ...]]:
     if len(inputs) <= EXACT_MAX:
         path = opt_einsum.paths.DynamicProgramming(minimize="flops")(list(map(set, inputs)), set(output), sizes)
     else:
+        import random
+
         import cotengra as ctg
 
-        opt = ctg.HyperOptimizer(methods=["greedy", "kahypar"], max_repeats=32, optlib="cmaes", parallel=False,
-                                 minimize="flops", progbar=False, seed=seed)
-        path = opt.search([tuple(t) for t in inputs], tuple(output), sizes).get_path()
+        # cotengra draws kahypar's seeds from the global `random` module, and its greedy trial (cotengrust)
+        # from the OS: we seed `random` and use a greedy trial that takes its seed from there too.
+        state = random.getstate()
+        random.seed(seed)
+        try:
+            opt = ctg.HyperOptimizer(methods=[_register_seeded_greedy(), "kahypar"], max_repeats=32, optlib="cmaes",
+                                     optlib_opts={"seed": seed}, parallel=False, minimize="flops", progbar=False)
+            path = opt.search([tuple(t) for t in inputs], tuple(output), sizes).get_path()
+        finally:
+            random.setstate(state)
     return [tuple(int(i) for i in p) for p in path]
 
 

@@ -175,3 +175,23 @@ def test_stream_tiles_to_fit_where_factored_cannot():
     assert plan(gen, 64, memory_budget=budget).schedule == "stream"
     np.testing.assert_allclose(s.run(x), f.run(x), rtol=1e-10, atol=1e-12)
     assert _measured_peak(s, x) <= 1.05 * s.peak_bytes + 64 * 1024
+
+
+def test_order_is_deterministic_for_a_seed(tmp_path, monkeypatch):
+    # a 14-operand chain is past the exact threshold, so this exercises cotengra's search
+    terms = ["ab"] + [c + d for c, d in zip("bcdefghijklm", "cdefghijklmn")] + ["no"]
+    sizes = {c: (k % 3) + 2 for k, c in enumerate("abcdefghijklmno")}
+    paths = []
+    for k in range(2):
+        monkeypatch.setenv("ADNTN_CACHE", str(tmp_path / str(k)))  # no cache: search again
+        paths.append(search_path(terms, "ao", sizes, seed=7))
+    assert paths[0] == paths[1]
+
+
+def test_auto_uses_the_cost_model():
+    gen = adntn.ttn((512, 1024), rank=4, seed=0)
+    for b in (1, 64):
+        plans = [plan(gen, b, s) for s in ("materialize", "factored", "stream")]
+        assert plan(gen, b).seconds_per_call == min(p.seconds_per_call for p in plans)
+        for p in plans:
+            assert p.bytes_per_call == sum(st.bytes for st in p.steps if st.where == "call") > 8 * b * 512
