@@ -55,11 +55,32 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
+DERIV_PREFIX = "d:"  # map "d:tanh" is tanh's derivative (the autodiff pass emits these)
+
+
 def get(name: str) -> Activation:
+    if name.startswith(DERIV_PREFIX):
+        base = get(name[len(DERIV_PREFIX):])
+        return Activation(name, base.derivative, lambda z: np.zeros_like(z), name)
     try:
         return ACTIVATIONS[name]
     except KeyError:
         raise ConfigError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}") from None
+
+
+def _torch_derivative(name: str) -> Callable:
+    import torch
+
+    s = torch.sigmoid
+    return {
+        "identity": lambda z: torch.ones_like(z),
+        "tanh": lambda z: 1 - torch.tanh(z) ** 2,
+        "relu": lambda z: (z > 0).to(z.dtype),
+        "leaky_relu": lambda z: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, LEAKY_SLOPE)),
+        "gelu": lambda z: 0.5 * (1 + torch.erf(z / math.sqrt(2))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi),
+        "sigmoid": lambda z: s(z) * (1 - s(z)),
+        "silu": lambda z: s(z) * (1 + z * (1 - s(z))),
+    }[name]
 
 
 def torch_fn(name: str) -> Callable:
@@ -67,6 +88,8 @@ def torch_fn(name: str) -> Callable:
     import torch.nn.functional as F
 
     act = get(name)
+    if name.startswith(DERIV_PREFIX):
+        return _torch_derivative(name[len(DERIV_PREFIX):])
     if act.name == "identity":
         return lambda z: z
     if act.name == "tanh":

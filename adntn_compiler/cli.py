@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--batch", type=int, default=1)
     e.add_argument("--budget", type=float, default=None, help="memory budget in bytes")
     e.add_argument("--json", action="store_true")
+    e.add_argument("--backward", action="store_true",
+                   help="also show a training step (forward + backward) with and without recomputation")
     e.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="generator options, e.g. rank=4 layout=interleaved activation=tanh")
     a = p.parse_args(argv)
@@ -92,8 +94,13 @@ def _explain_one(layer: str, gen, a) -> dict:
 
     plans = {s: plan(gen, a.batch, s) for s in SCHEDULES}
     chosen = plan(gen, a.batch, "auto", None if a.budget is None else int(a.budget)).schedule
+    train = None
+    if a.backward:
+        from .plan import training_costs
+
+        train = training_costs(gen, a.batch)
     if a.json:
-        return {"layer": layer, "generator": repr(gen), "ratio": gen.compression_ratio, "auto": chosen,
+        return {"layer": layer, **({"backward": train} if train else {}), "generator": repr(gen), "ratio": gen.compression_ratio, "auto": chosen,
                 "schedules": {s: {**p.summary(), "steps": [vars(st) for st in p.steps]} for s, p in plans.items()}}
     print(f"{'layer ' + layer + ': ' if layer else ''}{gen!r}\n  {gen.num_params:,} parameters, "
           f"{gen.compression_ratio:,.0f}x, batch {a.batch}")
@@ -109,6 +116,10 @@ def _explain_one(layer: str, gen, a) -> dict:
         print(f"{s:<12} {p.flops_per_call:>12.3g} {fmt_bytes(p.bytes_per_call):>12} {p.load_flops:>12.3g} "
               f"{fmt_bytes(p.resident_bytes):>12} "
               f"{fmt_bytes(p.peak_bytes):>12}{'  <- auto' if s == chosen else ''}")
+    if train:
+        print(f"\ntraining step (forward + backward), batch {a.batch}:")
+        for k, c in train.items():
+            print(f"  {k:<10} {c['flops']:>12.3g} flops  peak {fmt_bytes(c['peak_bytes']):>12}  ({c['nodes']} nodes)")
     print()
     return {}
 

@@ -179,3 +179,30 @@ def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memor
             f"smallest achievable is {fmt_bytes(best.resident_bytes + best.peak_bytes)} ({best.schedule}: "
             f"{fmt_bytes(best.resident_bytes)} resident + {fmt_bytes(best.peak_bytes)} peak per call)")
     return min(fits, key=lambda p: (p.seconds_per_call, p.resident_bytes + p.peak_bytes))
+
+
+def training_costs(gen: Generator, batch_size: int = 32) -> dict[str, dict]:
+    """Flops and peak memory of one forward + backward pass (the autodiff graph, optimised), keeping every
+    forward intermediate ("keep") or recomputing them in the backward pass ("recompute")."""
+    from .passes.autodiff import autodiff
+
+    g = trace(gen, "layer", batch_size=batch_size, structure_only=True)
+    out = {}
+    for name, rc in (("keep", False), ("recompute", True)):
+        bg = optimize(autodiff(g, recompute=rc), (segment, order, fuse))
+        out[name] = dict(flops=sum(s.flops for s in graph_steps(bg, "call")), peak_bytes=peak_bytes(bg, 8)[0],
+                         nodes=len(bg.nodes))
+    return out
+
+
+def choose_recompute(gen: Generator, batch_size: int, memory_budget: int | None = None) -> bool:
+    """Recompute forward intermediates only when keeping them would not fit the memory budget."""
+    costs = training_costs(gen, batch_size)
+    budget = available_bytes() if memory_budget is None else memory_budget
+    if costs["keep"]["peak_bytes"] <= budget:
+        return False
+    if costs["recompute"]["peak_bytes"] <= budget:
+        return True
+    raise MemoryEstimateError(f"a training step of {gen!r} at batch {batch_size} needs at least "
+                              f"{fmt_bytes(costs['recompute']['peak_bytes'])} (with recomputation); the budget is "
+                              f"{fmt_bytes(budget)}")

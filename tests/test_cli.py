@@ -53,3 +53,10 @@ def small_model():
 
     return adntn.compress(nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)),
                           {"0": dict(arch="ttn", rank=3), "2": dict(arch="mera", rank=2)})
+
+
+def test_explain_backward(capsys):
+    assert main(["explain", "ttn", "--shape", "32", "48", "--batch", "4", "--backward", "--json", "--set", "rank=3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["backward"]) == {"keep", "recompute"}
+    assert all(c["flops"] > 0 and c["peak_bytes"] > 0 for c in out["backward"].values())

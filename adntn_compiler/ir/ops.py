@@ -31,9 +31,9 @@ def einsum_sizes(attrs: EinsumAttrs, shapes: list[Shape]) -> dict[str, int]:
 
 
 def _check_fn(fn: str) -> None:
-    from ..activations import ACTIVATIONS
+    from ..activations import ACTIVATIONS, DERIV_PREFIX
 
-    if fn not in ACTIVATIONS:
+    if fn.removeprefix(DERIV_PREFIX) not in ACTIVATIONS:
         raise ShapeRuleError(f"unknown activation '{fn}'")
 
 

@@ -1,0 +1,153 @@
+"""autodiff: build the backward graph of a forward graph in the same IR, from per-op VJP rules.
+
+The result takes the forward inputs and one cotangent per output (input `ct.<name>`), and returns the
+forward outputs and one gradient per param (output `grad.<name>`). It is an ordinary graph: it prints,
+verifies, is optimised by the other passes and runs on every backend.
+
+An einsum's VJP is an einsum (STYLE.md item 5): the cotangent contracted with the other operands. Labels
+that only the differentiated operand has come back by broadcasting against a ones vector; a repeated
+label ("aa") comes back through an identity matrix. An einsum with an activation epilogue first recomputes
+its pre-activation. With `recompute=True` only params, consts, inputs and outputs are kept from the
+forward pass; every other forward value the backward pass needs is recomputed where it is used.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..activations import DERIV_PREFIX
+from ..errors import AdntnError
+from ..ir.builder import Builder
+from ..ir.graph import Graph, Node, Op, Value
+
+
+class AutodiffError(AdntnError):
+    pass
+
+
+class _Diff:
+    def __init__(self, g: Graph, recompute: bool):
+        self.g, self.recompute = g, recompute
+        self.b = Builder()
+        self.b.tensors = dict(g.tensors)
+        self.fmap: dict[int, Value] = {}  # forward value id -> value in the new graph
+        self.again: dict[int, Value] = {}  # recomputed values (recompute=True)
+        self.producer = g.producer()
+        self.keep = {v.id for v in g.outputs} | {n.out.id for n in g.nodes
+                                                  if n.op in (Op.INPUT, Op.PARAM, Op.CONST)}
+
+    def fwd(self, v: Value) -> Value:
+        """The forward value `v`, as the backward pass may use it (kept, or recomputed here)."""
+        if not self.recompute or v.id in self.keep:
+            return self.fmap[v.id]
+        if v.id not in self.again:
+            n = self.producer[v.id]
+            self.again[v.id] = self.b._add(n.op, tuple(self.fwd(u) for u in n.inputs), n.attrs, n.path + ".recompute")
+        return self.again[v.id]
+
+    def const(self, name: str, value: np.ndarray) -> Value:
+        if name not in self.b.tensors:
+            return self.b.param(name, value, "autodiff", const=True)
+        return next(n.out for n in self.b.nodes if n.op is Op.CONST and n.attrs.name == name)
+
+    def total(self, cts: list[Value]) -> Value:
+        """Sum of the cotangent contributions (stacked, then summed by an einsum)."""
+        if len(cts) == 1:
+            return cts[0]
+        shape = cts[0].shape
+        stacked = self.b.concat([self.b.reshape(c, (1,) + shape, "autodiff.sum") for c in cts], 0, "autodiff.sum")
+        labels = list(range(len(shape)))
+        return self.b.contract([(stacked, ["sum"] + labels)], labels, "autodiff.sum")
+
+    def times(self, ct: Value, other: Value, path: str) -> Value:
+        labels = list(range(len(ct.shape)))
+        return self.b.contract([(ct, labels), (other, labels)], labels, path)
+
+
+def _vjp_einsum(d: _Diff, n: Node, ct: Value, wrt: int) -> Value:
+    a, b = n.attrs, d.b
+    path = f"{n.path}.vjp{wrt}"
+    if a.epilogue:
+        z = b._add(Op.EINSUM, tuple(d.fwd(v) for v in n.inputs), type(a)(a.terms, a.out), n.path + ".pre")
+        ct = d.times(ct, b.map(DERIV_PREFIX + a.epilogue, z, path), path)
+    ops: list[tuple[Value, list]] = [(ct, list(a.out))]
+    ops += [(d.fwd(v), list(t)) for j, (v, t) in enumerate(zip(n.inputs, a.terms)) if j != wrt]
+    seen: set = set()
+    target: list = []
+    size = dict(zip(a.terms[wrt], n.inputs[wrt].shape))
+    for k, c in enumerate(a.terms[wrt]):
+        if c in seen:  # repeated label: the cotangent lands on the diagonal
+            target.append(("dup", k))
+            ops.append((d.const(f"autodiff.eye{size[c]}", np.eye(size[c])), [c, ("dup", k)]))
+        else:
+            target.append(c)
+            seen.add(c)
+    present = {l for _, ls in ops for l in ls}
+    for c in dict.fromkeys(a.terms[wrt]):
+        if c not in present:  # summed away by this operand alone: broadcast back
+            ops.append((d.const(f"autodiff.ones{size[c]}", np.ones(size[c])), [c]))
+    return b.contract(ops, target, path)
+
+
+def _vjp_map(d: _Diff, n: Node, ct: Value, wrt: int) -> Value:
+    return d.times(ct, d.b.map(DERIV_PREFIX + n.attrs.fn, d.fwd(n.inputs[0]), n.path), f"{n.path}.vjp")
+
+
+def _vjp_concat(d: _Diff, n: Node, ct: Value, wrt: int) -> Value:
+    ax = n.attrs.axis
+    start = sum(v.shape[ax] for v in n.inputs[:wrt])
+    shape = n.inputs[wrt].shape
+    lo = [0] * len(shape)
+    lo[ax] = start
+    hi = list(ct.shape)
+    hi[ax] = start + shape[ax]
+    return d.b.slice(ct, lo, hi, f"{n.path}.vjp")
+
+
+VJP: dict[Op, Callable[[_Diff, Node, Value, int], Value]] = {
+    Op.EINSUM: _vjp_einsum,
+    Op.MAP: _vjp_map,
+    Op.RESHAPE: lambda d, n, ct, k: d.b.reshape(ct, n.inputs[0].shape, f"{n.path}.vjp"),
+    Op.TRANSPOSE: lambda d, n, ct, k: d.b.transpose(ct, list(np.argsort(n.attrs.perm)), f"{n.path}.vjp"),
+    Op.PAD: lambda d, n, ct, k: d.b.slice(ct, [lo for lo, _ in n.attrs.pads],
+                                          [lo + s for (lo, _), s in zip(n.attrs.pads, n.inputs[0].shape)],
+                                          f"{n.path}.vjp"),
+    Op.SLICE: lambda d, n, ct, k: d.b.pad(ct, [(a, s - z) for a, z, s in zip(n.attrs.starts, n.attrs.stops,
+                                                                           n.inputs[0].shape)], f"{n.path}.vjp"),
+    Op.CONCAT: _vjp_concat,
+}
+
+
+def autodiff(g: Graph, recompute: bool = False) -> Graph:
+    d = _Diff(g, recompute)
+    b = d.b
+    for n in g.nodes:  # the forward pass, unchanged
+        if n.op is not Op.OUTPUT:
+            d.fmap[n.out.id] = b._add(n.op, tuple(d.fmap[v.id] for v in n.inputs), n.attrs, n.path,
+                                      n.out.shape if n.op in (Op.INPUT, Op.PARAM, Op.CONST) else None)
+    needs: set[int] = set()  # values that depend on a param: only they need a cotangent
+    for n in g.nodes:
+        if n.op is Op.PARAM or any(v.id in needs for v in n.inputs):
+            needs.add(n.out.id)
+    cts: dict[int, list[Value]] = {}
+    outs = [n for n in g.nodes if n.op is Op.OUTPUT]
+    for n in outs:
+        cts.setdefault(n.inputs[0].id, []).append(b.input(f"ct.{n.attrs.name}", n.out.shape, "autodiff.seed"))
+    for n in reversed(g.nodes):
+        if n.op is Op.OUTPUT or n.out.id not in cts or not n.inputs:
+            continue
+        if n.op not in VJP:
+            raise AutodiffError(f"no VJP rule for op {n.op.value} (node %{n.out.id} at {n.path})")
+        ct = d.total(cts[n.out.id])
+        for k, v in enumerate(n.inputs):
+            if v.id in needs:
+                cts.setdefault(v.id, []).append(VJP[n.op](d, n, ct, k))
+    for n in outs:
+        b.output(d.fmap[n.inputs[0].id], n.attrs.name)
+    for n in g.nodes:
+        if n.op is Op.PARAM:
+            grad = d.total(cts[n.out.id]) if n.out.id in cts else \
+                d.const(f"autodiff.zeros.{n.attrs.name}", np.zeros(n.out.shape))
+            b.output(grad, f"grad.{n.attrs.name}")
+    return b.build()
