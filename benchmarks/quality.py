@@ -203,6 +203,8 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--samples", type=int, default=12000)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--archs", nargs="+", help="only these rows (e.g. ttn narrow)")
+    ap.add_argument("--targets", type=int, nargs="+", help="only these target ratios")
     ap.add_argument("--out", default="benchmarks/results/quality.json")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -210,7 +212,9 @@ def main(argv=None):
     out = Path(a.out)
     done = {key(r, r["seed"]): r for r in (json.loads(out.read_text())["runs"] if out.exists() else [])}
     data = {"mnist1d": mnist1d_data(2000 if a.quick else a.samples)}
-    jobs = [(row, s) for s in seeds for row in rows_to_run(a.quick) if key(row, s) not in done]  # seed-major
+    rows = [r for r in rows_to_run(a.quick) if (not a.archs or r["arch"] in a.archs)
+            and (not a.targets or r["target"] in a.targets)]
+    jobs = [(row, s) for s in seeds for row in rows if key(row, s) not in done]  # seed-major
     for row, seed in tqdm(jobs, desc="training runs"):
         res = dict(row, seed=seed)
         if not row.get("unreachable"):
