@@ -19,7 +19,8 @@ class Builder:
         self.tensors: dict[str, np.ndarray] = {}
         self.dtype = dtype
 
-    def _add(self, op: Op, inputs: Sequence[Value], attrs, path: str, shape=None) -> Value:
+    def node(self, op: Op, inputs: Sequence[Value], attrs, path: str, shape=None) -> Value:
+        """Append one node; its shape comes from the op's shape rule unless given (INPUT/PARAM/CONST)."""
         if shape is None:
             try:
                 shape = SHAPE[op](attrs, *(v.shape for v in inputs))
@@ -31,11 +32,11 @@ class Builder:
         return out
 
     def input(self, name: str, shape: Sequence[int], path: str = "") -> Value:
-        return self._add(Op.INPUT, (), NameAttrs(name), path, tuple(shape))
+        return self.node(Op.INPUT, (), NameAttrs(name), path, tuple(shape))
 
     def param(self, name: str, value: np.ndarray, path: str = "", const: bool = False) -> Value:
         self.tensors[name] = value
-        return self._add(Op.CONST if const else Op.PARAM, (), NameAttrs(name), path, value.shape)
+        return self.node(Op.CONST if const else Op.PARAM, (), NameAttrs(name), path, value.shape)
 
     def contract(self, operands: Sequence[tuple[Value, Sequence[Hashable]]], out: Sequence[Hashable],
                  path: str = "", epilogue: str = "") -> Value:
@@ -52,36 +53,36 @@ class Builder:
         if unknown:
             raise ShapeError(f"einsum at {path}: output labels {unknown} appear in no operand")
         attrs = EinsumAttrs(terms, "".join(symbols[l] for l in out), epilogue)
-        return self._add(Op.EINSUM, [v for v, _ in operands], attrs, path)
+        return self.node(Op.EINSUM, [v for v, _ in operands], attrs, path)
 
     def map(self, fn: str, x: Value, path: str = "") -> Value:
         if fn == "identity":
             return x
-        return self._add(Op.MAP, (x,), MapAttrs(fn), path)
+        return self.node(Op.MAP, (x,), MapAttrs(fn), path)
 
     def reshape(self, x: Value, shape: Sequence[int], path: str = "") -> Value:
         shape = tuple(int(s) for s in shape)
-        return x if shape == x.shape else self._add(Op.RESHAPE, (x,), ShapeAttrs(shape), path)
+        return x if shape == x.shape else self.node(Op.RESHAPE, (x,), ShapeAttrs(shape), path)
 
     def transpose(self, x: Value, perm: Sequence[int], path: str = "") -> Value:
         perm = tuple(perm)
-        return x if perm == tuple(range(len(perm))) else self._add(Op.TRANSPOSE, (x,), PermAttrs(perm), path)
+        return x if perm == tuple(range(len(perm))) else self.node(Op.TRANSPOSE, (x,), PermAttrs(perm), path)
 
     def pad(self, x: Value, pads: Sequence[tuple[int, int]], path: str = "") -> Value:
         pads = tuple((int(a), int(b)) for a, b in pads)
-        return x if not any(a or b for a, b in pads) else self._add(Op.PAD, (x,), PadAttrs(pads), path)
+        return x if not any(a or b for a, b in pads) else self.node(Op.PAD, (x,), PadAttrs(pads), path)
 
     def slice(self, x: Value, starts: Sequence[int], stops: Sequence[int], path: str = "") -> Value:
         starts, stops = tuple(map(int, starts)), tuple(map(int, stops))
         if starts == (0,) * len(x.shape) and stops == x.shape:
             return x
-        return self._add(Op.SLICE, (x,), SliceAttrs(starts, stops), path)
+        return self.node(Op.SLICE, (x,), SliceAttrs(starts, stops), path)
 
     def concat(self, xs: Sequence[Value], axis: int = 0, path: str = "") -> Value:
-        return xs[0] if len(xs) == 1 else self._add(Op.CONCAT, tuple(xs), AxisAttrs(axis), path)
+        return xs[0] if len(xs) == 1 else self.node(Op.CONCAT, tuple(xs), AxisAttrs(axis), path)
 
     def output(self, x: Value, name: str = "y", path: str = "") -> Value:
-        return self._add(Op.OUTPUT, (x,), NameAttrs(name), path)
+        return self.node(Op.OUTPUT, (x,), NameAttrs(name), path)
 
     def build(self) -> Graph:
         return Graph(tuple(self.nodes), dict(self.tensors))

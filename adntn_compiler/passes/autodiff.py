@@ -43,7 +43,7 @@ class _Diff:
             return self.fmap[v.id]
         if v.id not in self.again:
             n = self.producer[v.id]
-            self.again[v.id] = self.b._add(n.op, tuple(self.fwd(u) for u in n.inputs), n.attrs, n.path + ".recompute")
+            self.again[v.id] = self.b.node(n.op, tuple(self.fwd(u) for u in n.inputs), n.attrs, n.path + ".recompute")
         return self.again[v.id]
 
     def const(self, name: str, value: np.ndarray) -> Value:
@@ -69,7 +69,7 @@ def _vjp_einsum(d: _Diff, n: Node, ct: Value, wrt: int) -> Value:
     a, b = n.attrs, d.b
     path = f"{n.path}.vjp{wrt}"
     if a.epilogue:
-        z = b._add(Op.EINSUM, tuple(d.fwd(v) for v in n.inputs), type(a)(a.terms, a.out), n.path + ".pre")
+        z = b.node(Op.EINSUM, tuple(d.fwd(v) for v in n.inputs), type(a)(a.terms, a.out), n.path + ".pre")
         ct = d.times(ct, b.map(DERIV_PREFIX + a.epilogue, z, path), path)
     ops: list[tuple[Value, list]] = [(ct, list(a.out))]
     ops += [(d.fwd(v), list(t)) for j, (v, t) in enumerate(zip(n.inputs, a.terms)) if j != wrt]
@@ -124,7 +124,7 @@ def autodiff(g: Graph, recompute: bool = False) -> Graph:
     b = d.b
     for n in g.nodes:  # the forward pass, unchanged
         if n.op is not Op.OUTPUT:
-            d.fmap[n.out.id] = b._add(n.op, tuple(d.fmap[v.id] for v in n.inputs), n.attrs, n.path,
+            d.fmap[n.out.id] = b.node(n.op, tuple(d.fmap[v.id] for v in n.inputs), n.attrs, n.path,
                                       n.out.shape if n.op in (Op.INPUT, Op.PARAM, Op.CONST) else None)
     needs: set[int] = set()  # values that depend on a param: only they need a cotangent
     for n in g.nodes:

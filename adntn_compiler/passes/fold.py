@@ -65,7 +65,7 @@ def fold(g: Graph, resident: str = "all") -> Folded:
         if n.op in (Op.PARAM, Op.CONST):
             lmap[n.out.id] = lb.param(n.attrs.name, g.tensors[n.attrs.name], n.path, const=n.op is Op.CONST)
         else:
-            lmap[n.out.id] = lb._add(n.op, tuple(lmap[v.id] for v in n.inputs), n.attrs, n.path)
+            lmap[n.out.id] = lb.node(n.op, tuple(lmap[v.id] for v in n.inputs), n.attrs, n.path)
     names = {vid: f"fold{k}" for k, vid in enumerate(consts)}
     for vid, name in names.items():
         lb.output(lmap[vid], name)
@@ -77,7 +77,7 @@ def fold(g: Graph, resident: str = "all") -> Folded:
     for n in g.nodes:
         if n.out.id not in varying and n.op is not Op.OUTPUT:
             continue
-        cmap[n.out.id] = cb._add(n.op, tuple(cmap[v.id] for v in n.inputs), n.attrs, n.path,
+        cmap[n.out.id] = cb.node(n.op, tuple(cmap[v.id] for v in n.inputs), n.attrs, n.path,
                                  n.out.shape if n.op is Op.INPUT else None)
     return Folded(lb.build(), cb.build())
 

@@ -45,7 +45,7 @@ def fuse(g: Graph) -> Graph:
             return None
         if n.op is Op.MAP and n.inputs[0].id in absorbed:
             inner = producer[n.inputs[0].id]
-            return r.b._add(Op.EINSUM, tuple(r[v] for v in inner.inputs),
+            return r.b.node(Op.EINSUM, tuple(r[v] for v in inner.inputs),
                             replace(inner.attrs, epilogue=n.attrs.fn), inner.path)
         k = _scalar_product(n)
         if k is not None and n.inputs[k].id in absorbed:
@@ -53,7 +53,7 @@ def fuse(g: Graph) -> Graph:
             # the outer einsum may permute: express its output in the inner einsum's labels
             rename = dict(zip(n.attrs.terms[k], inner.attrs.out))
             attrs = EinsumAttrs(inner.attrs.terms + ("",), "".join(rename[c] for c in n.attrs.out))
-            return r.b._add(Op.EINSUM, tuple(r[v] for v in inner.inputs) + (r[n.inputs[1 - k]],), attrs, inner.path)
+            return r.b.node(Op.EINSUM, tuple(r[v] for v in inner.inputs) + (r[n.inputs[1 - k]],), attrs, inner.path)
         return r.copy(n)
 
     return Rebuilder(g).run(emit)

@@ -32,7 +32,7 @@ class Rebuilder:
 
         inputs = tuple(self[v] for v in n.inputs)
         shape = n.out.shape if n.op not in SHAPE else None
-        return self.b._add(n.op, inputs, n.attrs, n.path, shape)
+        return self.b.node(n.op, inputs, n.attrs, n.path, shape)
 
     def run(self, emit: Callable[["Rebuilder", Node], Value | None]) -> Graph:
         for n in self.g.nodes:
