@@ -81,9 +81,25 @@ def _check(gen: Generator, W: np.ndarray) -> torch.Tensor:
 
 
 def fit_weight(gen: Generator, W: np.ndarray, steps: int = 500, lr: float = 1e-2, progress: bool = True) -> FitResult:
+    """The loss is the relative squared error at the best scale, 1 - cos^2(W_gen, W), so the scale never
+    collapses to 0 (from a random start, plain ||W_gen - W||^2 shrinks the scale first and then sits at the
+    saddle where every core gradient is proportional to it). The scale is set to its optimum at the end."""
     target = _check(gen, W)
     norm = target.pow(2).sum()
-    return _fit(gen, "fit_weight", lambda layer: (layer.weight - target).pow(2).sum() / norm, steps, lr, progress)
+
+    def loss(layer) -> torch.Tensor:
+        w = layer.weight
+        return 1 - (w * target).sum() ** 2 / (w.pow(2).sum() * norm)
+
+    res = _fit(gen, "fit_weight", loss, steps, lr, progress)
+    if gen.has_scale:
+        from .trace import materialize
+
+        Wg = materialize(gen)
+        cores = dict(gen.cores)
+        cores["scale"] = cores["scale"] * np.sum(Wg * np.asarray(W)) / np.sum(Wg * Wg)
+        gen.set_cores(cores)
+    return res
 
 
 def fit_outputs(gen: Generator, W: np.ndarray, X: np.ndarray, steps: int = 500, lr: float = 1e-2,
