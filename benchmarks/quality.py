@@ -18,17 +18,16 @@ import argparse
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 import adntn_compiler as adntn
 from adntn_compiler.errors import ConfigError
+from adntn_compiler.train import train_classifier
 
 RATIOS = (2000, 20000, 77000)
 ADNTN_ARCHS = ("ttn", "attn", "mera", "brickwall")
@@ -90,24 +89,7 @@ def build(row: dict, seed: int) -> nn.Module:
 
 def train(model: nn.Module, data, epochs: int, lr: float, batch: int = 128, seed: int = 0) -> tuple[float, float, list]:
     xtr, ytr, xte, yte = data
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    losses, times = [], []
-    for _ in range(epochs):
-        model.train()
-        t = time.perf_counter()
-        perm = torch.randperm(len(xtr), generator=g)
-        total = 0.0
-        for i in range(0, len(xtr), batch):
-            idx = perm[i:i + batch]
-            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        times.append(time.perf_counter() - t)
-        losses.append(total / len(xtr))
-    model.eval()
+    losses, times = train_classifier(model, xtr, ytr, epochs, lr, batch, seed)
     with torch.no_grad():
         acc = sum((model(xte[i:i + 512]).argmax(1) == yte[i:i + 512]).sum().item() for i in range(0, len(xte), 512))
     return acc / len(xte), statistics.median(times), losses

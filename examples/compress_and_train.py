@@ -8,10 +8,10 @@ replaced by an ADNTN layer whose configuration is chosen to reach the ratio.
 import argparse
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import adntn_compiler as adntn
+from adntn_compiler.train import train_classifier
 
 
 def main(argv=None):
@@ -36,18 +36,11 @@ def main(argv=None):
     adntn.compress(model, {"2": dict(arch=a.arch, ratio=a.ratio)})
     print(adntn.report(model))
 
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     for epoch in range(a.epochs):
-        perm = torch.randperm(len(xtr))
-        for i in range(0, len(xtr), 128):
-            idx = perm[i:i + 128]
-            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        losses, _ = train_classifier(model, xtr, ytr, epochs=1, lr=a.lr, seed=epoch)
         with torch.no_grad():
             acc = (model(xte).argmax(1) == yte).float().mean().item()
-        print(f"epoch {epoch + 1:>2}: last batch loss {loss.item():.3f}, test accuracy {100 * acc:.1f}%")
+        print(f"epoch {epoch + 1:>2}: train loss {losses[0]:.3f}, test accuracy {100 * acc:.1f}%")
     return acc
 
 

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import adntn_compiler as adntn
+from adntn_compiler.train import train_classifier
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +28,9 @@ def test_default_init_trains_at_2000x(data, arch, seed):
     model = nn.Sequential(nn.Linear(40, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
     adntn.compress(model, {"2": dict(arch=arch, ratio=2000, seed=seed)})
     assert model[2].gen.compression_ratio >= 2000
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         first = F.cross_entropy(model(xtr), ytr).item()
-    for _ in range(3):
-        perm = torch.randperm(len(xtr), generator=g)
-        for i in range(0, len(xtr), 64):
-            idx = perm[i:i + 64]
-            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    train_classifier(model, xtr, ytr, epochs=3, lr=1e-3, batch_size=64, seed=seed)
     with torch.no_grad():
         acc = (model(xte).argmax(1) == yte).float().mean().item()
         last = F.cross_entropy(model(xtr), ytr).item()
