@@ -40,8 +40,7 @@ class _ADNTNBase(nn.Module):
                 trace(self.gen, "layer", batch_size=key, structure_only=True)
             # Cores change while training, so nothing is folded; the order minimises all flops per step.
             g = optimize(g, (segment, order, fuse, batch))
-            check_fits(g, self.cores["scale" if "scale" in self.cores else next(iter(self.cores))].element_size(),
-                       f"{type(self).__name__} {self.gen!r}")
+            check_fits(g, next(iter(self.cores.values())).element_size(), f"{type(self).__name__} {self.gen!r}")
             self._graphs[key] = g
         return self._graphs[key]
 
