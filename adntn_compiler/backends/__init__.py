@@ -19,7 +19,8 @@ class Backend(Protocol):
     def compile(self, g: Graph, target: str = "cpu") -> Callable[..., tuple]: ...
 
 
-_REGISTRY = {"reference": ("reference", "ReferenceBackend"), "torch": ("torch", "TorchBackend")}
+_REGISTRY = {"reference": ("reference", "ReferenceBackend"), "torch": ("torch", "TorchBackend"),
+             "tvm": ("tvm", "TVMBackend")}
 
 
 def get_backend(name: str) -> Backend:

@@ -26,6 +26,7 @@ IMPL_NUMPY = {
     Op.PAD: lambda n, x: np.pad(x, n.attrs.pads),
     Op.SLICE: lambda n, x: x[tuple(slice(a, b) for a, b in zip(n.attrs.starts, n.attrs.stops))],
     Op.CONCAT: lambda n, *xs: np.concatenate(xs, axis=n.attrs.axis),
+    Op.ADD: lambda n, a, b: a + b,
     Op.OUTPUT: lambda n, x: x,
 }
 

@@ -29,6 +29,7 @@ IMPL_TORCH = {
     Op.TRANSPOSE: lambda n, x: x.permute(n.attrs.perm),
     Op.PAD: _pad,
     Op.SLICE: lambda n, x: x[tuple(slice(a, b) for a, b in zip(n.attrs.starts, n.attrs.stops))],
+    Op.ADD: lambda n, a, b: a + b,
     Op.CONCAT: lambda n, *xs: torch.cat(xs, dim=n.attrs.axis),
     Op.OUTPUT: lambda n, x: x,
 }

@@ -7,7 +7,7 @@ import numpy as np
 from opt_einsum import get_symbol
 
 from ..errors import ShapeError
-from .graph import (AxisAttrs, EinsumAttrs, Graph, MapAttrs, NameAttrs, Node, Op, PadAttrs, PermAttrs,
+from .graph import (AddAttrs, AxisAttrs, EinsumAttrs, Graph, MapAttrs, NameAttrs, Node, Op, PadAttrs, PermAttrs,
                     ShapeAttrs, SliceAttrs, Value)
 from .ops import SHAPE, ShapeRuleError
 from .printer import format_attrs
@@ -80,6 +80,9 @@ class Builder:
 
     def concat(self, xs: Sequence[Value], axis: int = 0, path: str = "") -> Value:
         return xs[0] if len(xs) == 1 else self.node(Op.CONCAT, tuple(xs), AxisAttrs(axis), path)
+
+    def add(self, x: Value, b: Value, path: str = "") -> Value:
+        return self.node(Op.ADD, (x, b), AddAttrs(), path)
 
     def output(self, x: Value, name: str = "y", path: str = "") -> Value:
         return self.node(Op.OUTPUT, (x,), NameAttrs(name), path)

@@ -23,6 +23,7 @@ class Op(str, Enum):
     PAD = "pad"
     SLICE = "slice"
     CONCAT = "concat"
+    ADD = "add"  # a + b, b broadcast against a's trailing axes (a bias)
     OUTPUT = "output"
 
 
@@ -87,7 +88,12 @@ class AxisAttrs:  # CONCAT
     axis: int
 
 
-Attrs = Union[NameAttrs, EinsumAttrs, MapAttrs, ShapeAttrs, PermAttrs, PadAttrs, SliceAttrs, AxisAttrs]
+@dataclass(frozen=True, slots=True)
+class AddAttrs:  # ADD
+    pass
+
+
+Attrs = Union[AddAttrs, NameAttrs, EinsumAttrs, MapAttrs, ShapeAttrs, PermAttrs, PadAttrs, SliceAttrs, AxisAttrs]
 
 
 @dataclass(frozen=True, slots=True)

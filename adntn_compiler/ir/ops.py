@@ -5,7 +5,7 @@ from typing import Callable
 
 import numpy as np
 
-from .graph import AxisAttrs, EinsumAttrs, Op, PadAttrs, PermAttrs, ShapeAttrs, SliceAttrs
+from .graph import AddAttrs, AxisAttrs, EinsumAttrs, Op, PadAttrs, PermAttrs, ShapeAttrs, SliceAttrs
 
 Shape = tuple[int, ...]
 
@@ -85,6 +85,12 @@ def _concat(attrs: AxisAttrs, *xs: Shape) -> Shape:
     return xs[0][:a] + (sum(x[a] for x in xs),) + xs[0][a + 1:]
 
 
+def _add(attrs: AddAttrs, a: Shape, b: Shape) -> Shape:
+    if len(b) > len(a) or any(y not in (1, x) for x, y in zip(a[len(a) - len(b):], b)):
+        raise ShapeRuleError(f"cannot add shape {b} to {a}: it must broadcast against the trailing axes")
+    return a
+
+
 def _unary(attrs, x: Shape) -> Shape:
     return x
 
@@ -103,10 +109,11 @@ SHAPE: dict[Op, Callable[..., Shape]] = {
     Op.PAD: _pad,
     Op.SLICE: _slice,
     Op.CONCAT: _concat,
+    Op.ADD: _add,
     Op.OUTPUT: _unary,
 }
 
 ARITY: dict[Op, int | None] = {
     Op.INPUT: 0, Op.PARAM: 0, Op.CONST: 0, Op.EINSUM: None, Op.MAP: 1,
-    Op.RESHAPE: 1, Op.TRANSPOSE: 1, Op.PAD: 1, Op.SLICE: 1, Op.CONCAT: None, Op.OUTPUT: 1,
+    Op.RESHAPE: 1, Op.TRANSPOSE: 1, Op.PAD: 1, Op.SLICE: 1, Op.CONCAT: None, Op.ADD: 2, Op.OUTPUT: 1,
 }

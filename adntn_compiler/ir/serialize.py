@@ -17,7 +17,7 @@ VERSION = 1
 
 _ATTRS = {
     "name": G.NameAttrs, "einsum": G.EinsumAttrs, "map": G.MapAttrs, "shape": G.ShapeAttrs,
-    "perm": G.PermAttrs, "pad": G.PadAttrs, "slice": G.SliceAttrs, "axis": G.AxisAttrs,
+    "perm": G.PermAttrs, "pad": G.PadAttrs, "slice": G.SliceAttrs, "axis": G.AxisAttrs, "add": G.AddAttrs,
 }
 _KIND = {cls: k for k, cls in _ATTRS.items()}
 _DTYPES = {"float32", "float64"}

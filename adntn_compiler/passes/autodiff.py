@@ -105,6 +105,15 @@ def _vjp_concat(d: _Diff, n: Node, ct: Value, wrt: int) -> Value:
     return d.b.slice(ct, lo, hi, f"{n.path}.vjp")
 
 
+def _vjp_bias(d: _Diff, n: Node, ct: Value) -> Value:
+    """Sum the cotangent over the axes the bias was broadcast along."""
+    a, bshape = n.inputs[0].shape, n.inputs[1].shape
+    off = len(a) - len(bshape)
+    labels = list(range(len(a)))
+    keep = [off + k for k, s in enumerate(bshape) if s != 1]
+    return d.b.reshape(d.b.contract([(ct, labels)], keep, f"{n.path}.vjp"), bshape, f"{n.path}.vjp")
+
+
 VJP: dict[Op, Callable[[_Diff, Node, Value, int], Value]] = {
     Op.EINSUM: _vjp_einsum,
     Op.MAP: _vjp_map,
@@ -116,6 +125,7 @@ VJP: dict[Op, Callable[[_Diff, Node, Value, int], Value]] = {
     Op.SLICE: lambda d, n, ct, k: d.b.pad(ct, [(a, s - z) for a, z, s in zip(n.attrs.starts, n.attrs.stops,
                                                                            n.inputs[0].shape)], f"{n.path}.vjp"),
     Op.CONCAT: _vjp_concat,
+    Op.ADD: lambda d, n, ct, k: ct if k == 0 else _vjp_bias(d, n, ct),
 }
 
 

@@ -1,0 +1,281 @@
+"""Lowering: a graph becomes a list of kernel calls over flat float32 buffers, plus the TVM kernels.
+
+Buffers are flat and C-ordered, so a reshape is free (the same buffer seen with another shape) and every
+kernel argument is a (buffer, shape) view. A two-operand einsum becomes a batched GEMM
+C[b, i, j] = sum_k A[b, i, k] B[b, k, j]: a constant operand is put in that layout (and B packed into column
+panels) once, at load time; a dynamic operand in the wrong layout is copied by a transpose kernel; so is
+a result whose label order differs from the canonical (b, i, j). Everything else is a memory-bound kernel.
+
+The program is plain JSON (`Program.to_dict`), so an artifact stores it next to the compiled library.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...errors import ConfigError
+from ...ir.graph import Graph, Node, Op, Value
+from . import kernels as K
+
+
+@dataclass
+class Program:
+    """A graph lowered to kernel calls. Buffers are named; `consts` say how to fill constant buffers from
+    named tensors (axis permutation, then optional packing of B into (BT, J/jt, K, jt) panels)."""
+    buffers: dict[str, int] = field(default_factory=dict)  # name -> number of float32 elements
+    calls: list[dict] = field(default_factory=list)  # {"kernel": name, "args": [[buffer, shape], ...]}
+    inputs: list[list] = field(default_factory=list)  # [buffer, shape] per graph input
+    outputs: list[list] = field(default_factory=list)  # [name, buffer, shape] per graph output
+    consts: list[dict] = field(default_factory=list)  # {"buffer", "tensor", "shape", "perm", "pack"}
+
+    def to_dict(self) -> dict:
+        return dict(buffers=self.buffers, calls=self.calls, inputs=self.inputs, outputs=self.outputs,
+                    consts=self.consts)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Program":
+        return cls(**{k: d[k] for k in ("buffers", "calls", "inputs", "outputs", "consts")})
+
+
+def prepare_const(t: np.ndarray, spec: dict) -> np.ndarray:
+    """A constant in the layout a kernel wants (load time, numpy)."""
+    a = np.asarray(t, dtype=np.float32).reshape(spec["shape"])
+    if spec["perm"] is not None:
+        a = a.transpose(spec["perm"])
+    if spec["pack"] is not None:
+        bt, k, j, jt = spec["pack"]
+        a = a.reshape(bt, k, j // jt, jt).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def _nonunit(labels: str, sizes: dict[str, int]) -> str:
+    return "".join(c for c in labels if sizes[c] != 1)
+
+
+# A dynamic A operand up to this many elements (1 MiB: it stays in L2) is read in its own layout by the GEMM;
+# a larger one is first transposed, since strided reads of it cost more than the copy (measured).
+STRIDED_A_MAX = 1 << 18
+
+
+class Lowerer:
+    def __init__(self, prefix: str, lanes: int = 16, parallel: bool = True):
+        self.prefix, self.lanes, self.parallel = prefix, lanes, parallel
+        self.funcs: dict[str, object] = {}  # kernel name -> PrimFunc
+        self._keys: dict[tuple, str] = {}  # kernel signature -> name (identical kernels are shared)
+        self.p = Program()
+        self.buf: dict[int, str] = {}  # value id -> buffer name
+        self.const_of: dict[int, str] = {}  # value id -> tensor name, for CONST/PARAM values
+
+    # ------------------------------------------------------------ helpers
+    def new_buffer(self, size: int, hint: str) -> str:
+        name = f"{hint}{len(self.p.buffers)}"
+        self.p.buffers[name] = int(size)
+        return name
+
+    def kernel(self, key: tuple, build) -> str:
+        if key not in self._keys:
+            name = f"{self.prefix}_{key[0]}{len(self._keys)}"
+            self.funcs[name] = build(name)
+            self._keys[key] = name
+        return self._keys[key]
+
+    def call(self, kernel: str, *args: tuple[str, tuple[int, ...]]) -> None:
+        self.p.calls.append({"kernel": kernel, "args": [[b, list(s)] for b, s in args]})
+
+    def view(self, v: Value) -> tuple[str, tuple[int, ...]]:
+        return self.buf[v.id], v.shape
+
+    def const_layout(self, v: Value, perm, pack) -> str:
+        """A load-time copy of constant `v` in another layout (shared between uses)."""
+        key = ("layout", v.id, tuple(perm) if perm is not None else None, tuple(pack) if pack else None)
+        name = self._keys.get(key)
+        if name is None:
+            name = self.new_buffer(v.size, "c")
+            self.p.consts.append({"buffer": name, "tensor": self.const_of[v.id], "shape": list(v.shape),
+                                  "perm": list(perm) if perm is not None else None,
+                                  "pack": list(pack) if pack else None})
+            self._keys[key] = name
+        return name
+
+    def transpose_to(self, v: Value, term: str, want: str, sizes: dict[str, int]) -> str:
+        """Buffer holding v (labels `term`) in label order `want`: the same buffer when only unit axes move."""
+        if _nonunit(term, sizes) == _nonunit(want, sizes):
+            return self.buf[v.id]
+        perm = tuple(term.index(c) for c in want)
+        if v.id in self.const_of:
+            return self.const_layout(v, perm, None)
+        out = self.new_buffer(v.size, "t")
+        k = self.kernel(("transpose", v.shape, perm), lambda n: K.transpose(n, v.shape, perm, self.parallel))
+        self.call(k, self.view(v), (out, tuple(v.shape[p] for p in perm)))
+        return out
+
+    # ------------------------------------------------------------ ops
+    def lower(self, g: Graph) -> Program:
+        for n in g.nodes:
+            getattr(self, "op_" + n.op.value)(n)
+        return self.p
+
+    def op_input(self, n: Node) -> None:
+        self.buf[n.out.id] = self.new_buffer(n.out.size, "in")
+        self.p.inputs.append([self.buf[n.out.id], list(n.out.shape)])
+
+    def op_param(self, n: Node) -> None:
+        self.buf[n.out.id] = self.new_buffer(n.out.size, "p")
+        self.const_of[n.out.id] = n.attrs.name
+        self.p.consts.append({"buffer": self.buf[n.out.id], "tensor": n.attrs.name, "shape": list(n.out.shape),
+                              "perm": None, "pack": None})
+
+    op_const = op_param
+
+    def op_output(self, n: Node) -> None:
+        v = n.inputs[0]
+        self.p.outputs.append([n.attrs.name, self.buf[v.id], list(v.shape)])
+
+    def op_reshape(self, n: Node) -> None:
+        self.buf[n.out.id] = self.buf[n.inputs[0].id]
+        if n.inputs[0].id in self.const_of:  # a view of a constant: its layouts come from the same tensor
+            self.const_of[n.out.id] = self.const_of[n.inputs[0].id]
+
+    def _fresh(self, n: Node) -> tuple[str, tuple[int, ...]]:
+        self.buf[n.out.id] = self.new_buffer(n.out.size, "v")
+        return self.buf[n.out.id], n.out.shape
+
+    def op_map(self, n: Node) -> None:
+        x = n.inputs[0]
+        k = self.kernel(("map", x.shape, n.attrs.fn), lambda nm: K.elementwise(nm, x.shape, n.attrs.fn, self.parallel))
+        self.call(k, self.view(x), self._fresh(n))
+
+    def op_add(self, n: Node) -> None:
+        a, b = n.inputs
+        k = self.kernel(("add", a.shape, b.shape), lambda nm: K.add(nm, a.shape, b.shape, self.parallel))
+        self.call(k, self.view(a), self.view(b), self._fresh(n))
+
+    def op_transpose(self, n: Node) -> None:
+        x, perm = n.inputs[0], n.attrs.perm
+        k = self.kernel(("transpose", x.shape, perm), lambda nm: K.transpose(nm, x.shape, perm, self.parallel))
+        self.call(k, self.view(x), self._fresh(n))
+
+    def op_pad(self, n: Node) -> None:
+        x, pads = n.inputs[0], n.attrs.pads
+        k = self.kernel(("pad", x.shape, pads), lambda nm: K.pad(nm, x.shape, pads, self.parallel))
+        self.call(k, self.view(x), self._fresh(n))
+
+    def op_slice(self, n: Node) -> None:
+        x, a = n.inputs[0], n.attrs
+        k = self.kernel(("slice", x.shape, a.starts, a.stops),
+                        lambda nm: K.slice_(nm, x.shape, a.starts, a.stops, self.parallel))
+        self.call(k, self.view(x), self._fresh(n))
+
+    def op_concat(self, n: Node) -> None:
+        shapes = [v.shape for v in n.inputs]
+        k = self.kernel(("concat", tuple(shapes), n.attrs.axis),
+                        lambda nm: K.concat(nm, shapes, n.attrs.axis, self.parallel))
+        self.call(k, *(self.view(v) for v in n.inputs), self._fresh(n))
+
+    def op_einsum(self, n: Node) -> None:
+        a = n.attrs
+        sizes = {c: s for t, v in zip(a.terms, n.inputs) for c, s in zip(t, v.shape)}
+        tensors = [k for k, t in enumerate(a.terms) if t]
+        scalars = [k for k, t in enumerate(a.terms) if not t]
+        if len(tensors) == 2 and self._gemm(n, sizes, tensors, scalars):
+            return
+        shapes = [v.shape for v in n.inputs]
+        k = self.kernel(("einsum", a.terms, a.out, tuple(shapes), a.epilogue),
+                        lambda nm: K.einsum(nm, a.terms, a.out, shapes, a.epilogue, self.parallel))
+        self.call(k, *((self.buf[v.id], v.shape if t else (1,)) for t, v in zip(a.terms, n.inputs)), self._fresh(n))
+
+    def _gemm(self, n: Node, sizes: dict[str, int], tensors: list[int], scalars: list[int]) -> bool:
+        a = n.attrs
+        t0, t1 = (a.terms[k] for k in tensors)
+        if any(len(set(t)) != len(t) for t in (t0, t1)):
+            return False  # a repeated label (diagonal): not a GEMM
+        if any(c not in a.out and c not in other for t, other in ((t0, t1), (t1, t0)) for c in t):
+            return False  # a label summed within one operand: not a GEMM
+
+        def roles(ka: int, kb: int):
+            ta, tb = a.terms[ka], a.terms[kb]
+            va, vb = n.inputs[ka], n.inputs[kb]
+            bl = "".join(c for c in a.out if c in ta and c in tb)
+            il = "".join(c for c in a.out if c in ta and c not in tb)
+            jl = "".join(c for c in a.out if c in tb and c not in ta)
+            src = ta if va.id not in self.const_of else tb  # k order: the dynamic operand's
+            kl = "".join(c for c in src if c in ta and c in tb and c not in a.out)
+            copies = 0  # elements a dynamic transpose has to move (a small A is read in any layout)
+            if va.id not in self.const_of and va.size > STRIDED_A_MAX and \
+                    _nonunit(ta, sizes) != _nonunit(bl + il + kl, sizes):
+                copies += va.size
+            if vb.id not in self.const_of and _nonunit(tb, sizes) != _nonunit(bl + kl + jl, sizes):
+                copies += vb.size
+            if _nonunit(a.out, sizes) != _nonunit(bl + il + jl, sizes):
+                copies += n.out.size
+            return (copies, vb.id not in self.const_of), (ka, kb, bl, il, jl, kl)
+
+        ka, kb, bl, il, jl, kl = min(roles(*tensors), roles(*reversed(tensors)), key=lambda r: r[0])[1]
+        ta, tb = a.terms[ka], a.terms[kb]
+        va, vb = n.inputs[ka], n.inputs[kb]
+        size = lambda ls: math.prod(sizes[c] for c in ls)  # noqa: E731
+        BT, I, J, Kd = size(bl), size(il), size(jl), size(kl)
+        tiles = K.gemm_tiles(I, J, Kd, self.lanes)
+        if va.id in self.const_of or va.size > STRIDED_A_MAX:
+            abuf, a_axes, ashape = self.transpose_to(va, ta, bl + il + kl, sizes), None, (BT, I, Kd)
+        else:  # read in place: each axis of A is a digit of the fused b, i or k index
+            abuf, a_axes, ashape = self.buf[va.id], _axis_map(ta, (bl, il, kl), sizes), va.shape
+            if _nonunit(ta, sizes) == _nonunit(bl + il + kl, sizes):
+                a_axes, ashape = None, (BT, I, Kd)
+        k_sizes = tuple(sizes[c] for c in kl) if a_axes is not None else None
+        packed = vb.id in self.const_of
+        if packed:
+            perm = tuple(tb.index(c) for c in bl + kl + jl)
+            bbuf = self.const_layout(vb, perm, (BT, Kd, J, tiles.jt))
+            bshape = (BT, J // tiles.jt, Kd, tiles.jt)
+        else:
+            bbuf = self.transpose_to(vb, tb, bl + kl + jl, sizes)
+            bshape = (BT, Kd, J)
+        direct = _nonunit(a.out, sizes) == _nonunit(bl + il + jl, sizes)
+        out = self._fresh(n)[0]
+        cbuf = out if direct else self.new_buffer(n.out.size, "t")
+        key = ("gemm", BT, I, J, Kd, packed, tiles, len(scalars), a.epilogue, a_axes, k_sizes)
+        k = self.kernel(key, lambda nm: K.gemm(nm, BT, I, J, Kd, packed_b=packed, tiles=tiles, n_scales=len(scalars),
+                                               act=a.epilogue, parallel=self.parallel, a_axes=a_axes,
+                                               k_sizes=k_sizes))
+        self.call(k, (abuf, ashape), (bbuf, bshape), *((self.buf[n.inputs[s].id], (1,)) for s in scalars),
+                  (cbuf, (BT, I, J)))
+        if not direct:
+            canon = bl + il + jl
+            shape = tuple(sizes[c] for c in canon)
+            perm = tuple(canon.index(c) for c in a.out)
+            kt = self.kernel(("transpose", shape, perm), lambda nm: K.transpose(nm, shape, perm, self.parallel))
+            self.call(kt, (cbuf, shape), (out, n.out.shape))
+        return True
+
+
+def _axis_map(term: str, groups: tuple[str, str, str], sizes: dict[str, int]) -> tuple:
+    """Per label of `term`: ("b" or "i", divisor, size), the label's index being (fused index // divisor) % size,
+    or ("k", position, size) for the reduction label at that position."""
+    bl, il, kl = groups
+    out = []
+    for c in term:
+        if c in kl:
+            out.append(("k", kl.index(c), sizes[c]))
+        else:
+            g, ls = ("b", bl) if c in bl else ("i", il)
+            out.append((g, math.prod(sizes[x] for x in ls[ls.index(c) + 1:]), sizes[c]))
+    return tuple(out)
+
+
+def lower(g: Graph, prefix: str, lanes: int = 16, parallel: bool = True) -> tuple[Program, dict]:
+    """(program, {kernel name: PrimFunc}) for graph `g`; kernel names start with `prefix`."""
+    unknown = [n for n in g.nodes if not hasattr(Lowerer, "op_" + n.op.value)]
+    if unknown:
+        n = unknown[0]
+        raise ConfigError(f"the tvm backend cannot lower op {n.op.value} (node %{n.out.id} at {n.path})")
+    lw = Lowerer(prefix, lanes, parallel)
+    prog = lw.lower(g)
+    # a constant only ever used in another layout needs no plain copy (W at materialize would be there twice)
+    used = {b for c in prog.calls for b, _ in c["args"]} | {b for _, b, _ in prog.outputs}
+    drop = {c["buffer"] for c in prog.consts if c["buffer"] not in used}
+    prog.consts = [c for c in prog.consts if c["buffer"] not in drop]
+    prog.buffers = {k: v for k, v in prog.buffers.items() if k not in drop}
+    return prog, lw.funcs
