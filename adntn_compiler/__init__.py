@@ -11,6 +11,8 @@ from . import ir
 from .errors import AdntnError, ConfigError, MemoryEstimateError, SerializationError, ShapeError, VerifyError
 from .generators import ARCHS, Generator, attn, brickwall, cp, dense, lowrank, make, mera, tt, ttn, tucker
 from .generators.search import config_for_ratio
+from .artifact import Executable, load
+from .compiler import compile
 from .plan import Plan, plan
 from .trace import materialize, trace
 
@@ -28,7 +30,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "ARCHS", "AdntnError", "ConfigError", "Generator", "MemoryEstimateError", "SerializationError", "ShapeError",
+    "ARCHS", "AdntnError", "Executable", "compile", "load", "ConfigError", "Generator", "MemoryEstimateError", "SerializationError", "ShapeError",
     "VerifyError", "attn", "brickwall", "config_for_ratio", "cp", "dense", "ir", "lowrank", "make", "materialize",
     "mera", "Plan", "plan", "trace", "tt", "ttn", "tucker", *sorted(_TORCH_NAMES),
 ]

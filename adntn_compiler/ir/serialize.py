@@ -59,7 +59,8 @@ def to_dict(g: G.Graph) -> dict:
             "tensors": {k: tensor_to_dict(v) for k, v in g.tensors.items()}}
 
 
-def from_dict(d: dict) -> G.Graph:
+def from_dict(d: dict, tensors: dict[str, np.ndarray] | None = None) -> G.Graph:
+    """The graph in `d`; `tensors` supplies values stored elsewhere (e.g. an artifact's safetensors)."""
     if d.get("format") != FORMAT:
         raise SerializationError(f"not an adntn IR graph (format {d.get('format')!r})")
     if d.get("version") != VERSION:
@@ -75,10 +76,13 @@ def from_dict(d: dict) -> G.Graph:
             inputs = tuple(values[i] for i in nd["inputs"])
             nodes.append(G.Node(G.Op(nd["op"]), inputs, out, attrs, nd.get("path", "")))
             values[out.id] = out
-        tensors = {k: tensor_from_dict(v) for k, v in d["tensors"].items()}
+        stored = {k: tensor_from_dict(v) for k, v in d["tensors"].items()}
+        if tensors is not None:
+            names = {n.attrs.name for n in nodes if n.op in (G.Op.PARAM, G.Op.CONST)}
+            stored.update({k: v for k, v in tensors.items() if k in names})
     except (KeyError, TypeError, ValueError) as e:
         raise SerializationError(f"malformed IR graph: {type(e).__name__}: {e}") from None
-    return verify(G.Graph(tuple(nodes), tensors))
+    return verify(G.Graph(tuple(nodes), stored))
 
 
 def to_json(g: G.Graph) -> str:

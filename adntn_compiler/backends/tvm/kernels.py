@@ -206,10 +206,12 @@ def _schedule_gemm(mod: tvm.IRModule, name: str, t: GemmTiles, parallel: bool) -
         sch.parallel(outer)
     init = sch.decompose_reduction(blk, ks[0] if len(ks) > 1 else ko)
     sch.vectorize(sch.get_loops(init)[-1])
-    wl = sch.get_loops(cw)
-    inner = sch.fuse(*wl[1:])
-    _, v = sch.split(inner, [None, t.vec])
-    sch.vectorize(v)
+    wl = sch.get_loops(cw)[1:]  # the write-back's own loops (unit loops may be gone)
+    if wl:
+        inner = sch.fuse(*wl) if len(wl) > 1 else wl[0]
+        if t.vec > 1 and int(sch.get(inner).extent) % t.vec == 0:
+            _, v = sch.split(inner, [None, t.vec])
+            sch.vectorize(v)
     return sch.mod[name]
 
 

@@ -1,0 +1,93 @@
+"""The TVM CPU backend against the numpy reference interpreter (float32 tolerance)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("tvm", reason="apache-tvm is not installed")
+
+import adntn_compiler as adntn  # noqa: E402
+from adntn_compiler.backends import get_backend  # noqa: E402
+from adntn_compiler.backends import reference  # noqa: E402
+from adntn_compiler.backends.tvm import build  # noqa: E402
+from adntn_compiler.backends.tvm import kernels as K  # noqa: E402
+from adntn_compiler.backends.tvm.runtime import ProgramRunner  # noqa: E402
+from adntn_compiler.errors import ConfigError  # noqa: E402
+from adntn_compiler.ir.builder import Builder  # noqa: E402
+from adntn_compiler.passes.autodiff import autodiff  # noqa: E402
+from adntn_compiler.trace import trace  # noqa: E402
+from tests.corpus import generators  # noqa: E402
+
+
+def close(y, ref, rtol=1e-4):
+    scale = max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(y, ref, atol=rtol * scale, rtol=rtol)
+
+
+def run_plan_on_tvm(p):
+    lib, progs = build({"load": p.program.load, "call": p.program.call})
+    loaded = ProgramRunner(lib, progs["load"], p.gen.cores)()
+    return ProgramRunner(lib, progs["call"], loaded)
+
+
+@settings(max_examples=40)
+@given(gen=generators(conv=False), batch=st.sampled_from([1, 3, 8]),
+       schedule=st.sampled_from(["materialize", "factored", "stream", "auto"]), seed=st.integers(0, 99))
+def test_plan_on_tvm_equals_reference(gen, batch, schedule, seed):
+    p = adntn.plan(gen, batch_size=batch, schedule=schedule,
+                   memory_budget=1 << 16 if schedule == "stream" else None)  # a small budget makes stream tile
+    x = np.random.default_rng(seed).standard_normal((batch, gen.I))
+    close(run_plan_on_tvm(p)(x.astype(np.float32))["y"], p.run(x))
+
+
+@settings(max_examples=25)
+@given(gen=generators(), seed=st.integers(0, 99))
+def test_weight_and_backward_graphs_on_tvm(gen, seed):
+    """Graphs with every op the passes emit (autodiff: derivative maps, pads, slices, broadcasts)."""
+    g = autodiff(trace(gen, "layer", batch_size=2))
+    rng = np.random.default_rng(seed)
+    args = [rng.standard_normal(v.shape) for v in g.inputs]
+    ref = reference.run(g, args)
+    got = get_backend("tvm").compile(g)(*[a.astype(np.float32) for a in args])
+    for a, b in zip(got, ref):
+        close(a, b, 2e-4)
+
+
+@pytest.mark.parametrize("fn", ["identity", "tanh", "relu", "leaky_relu", "gelu", "sigmoid", "silu",
+                                "d:tanh", "d:relu", "d:leaky_relu", "d:gelu", "d:sigmoid", "d:silu", "d:identity"])
+def test_activation_kernels(fn):
+    b = Builder()
+    x = b.input("x", (4, 64))
+    b.output(b.map(fn, x) if fn != "identity" else b.node(adntn.ir.Op.MAP, (x,), adntn.ir.graph.MapAttrs(fn), ""))
+    g = b.build()
+    xs = np.linspace(-6, 6, 256).reshape(4, 64)
+    close(get_backend("tvm").compile(g)(xs.astype(np.float32))[0], reference.run(g, [xs])[0], 1e-5)
+
+
+@pytest.mark.parametrize("I,J,K", [(16, 256, 3584), (7, 48, 5), (1, 16, 3), (33, 64, 28), (5, 3, 2)])
+def test_gemm_kernel_shapes(I, J, K):
+    """The GEMM template on awkward sizes (non-divisible rows, tiny vectors) and the FC6 shapes."""
+    b = Builder()
+    x = b.input("x", (I, K))
+    w = b.param("w", np.random.default_rng(0).standard_normal((K, J)), const=True)
+    s = b.param("s", np.array(0.5), const=True)
+    b.output(b.contract([(x, "ik"), (w, "kj"), (s, "")], "ij", epilogue="tanh"))
+    g = b.build()
+    xs = np.random.default_rng(1).standard_normal((I, K))
+    close(get_backend("tvm").compile(g)(xs.astype(np.float32))[0], reference.run(g, [xs])[0])
+
+
+def test_gemm_tiles_divide():
+    for i, j, k in [(4096, 256, 3584), (229376, 64, 28), (7, 12, 5), (1, 1, 1)]:
+        t = K.gemm_tiles(i, j, k)
+        assert j % t.jt == 0 and t.jt % t.vec == 0 and k % t.kt == 0
+
+
+def test_unknown_target_is_refused():
+    gen = adntn.ttn((8, 8), rank=2, seed=0)
+    with pytest.raises(ConfigError, match="unknown target 'tpu'"):
+        adntn.compile(gen, target="tpu")
+    with pytest.raises(ConfigError, match="not supported yet"):
+        adntn.compile(gen, target="cuda")
