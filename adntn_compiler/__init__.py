@@ -18,10 +18,14 @@ from .trace import materialize, trace
 
 __version__ = "0.1.0"
 
-_TORCH_NAMES = {"ADNTNLinear", "ADNTNConv2d", "compress", "report", "Report"}
+_TORCH_NAMES = {"ADNTNLinear", "ADNTNConv2d", "compress", "report", "Report", "save_model", "load_model"}
 
 
 def __getattr__(name: str):
+    if name in ("save_model", "load_model"):
+        from . import modelio
+
+        return getattr(modelio, name)
     if name in _TORCH_NAMES:
         from . import nn
 

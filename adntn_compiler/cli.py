@@ -25,7 +25,34 @@ def main(argv: list[str] | None = None) -> int:
                    help="also show a training step (forward + backward) with and without recomputation")
     e.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="generator options, e.g. rank=4 layout=interleaved activation=tanh")
+    c = sub.add_parser("compile", help="compile a model (save_model file or module:function) to a .adntn artifact")
+    c.add_argument("model", help="a file written by adntn.save_model, or module:function returning a model")
+    c.add_argument("-o", "--output", required=True, help="artifact path (.adntn)")
+    c.add_argument("--target", default="cpu")
+    c.add_argument("--batch-size", type=int, default=1)
+    c.add_argument("--schedule", default="auto", choices=["auto", "materialize", "factored", "stream"])
+    c.add_argument("--input-shape", type=int, nargs="+", help="per-sample input shape (needed when a model "
+                   "starts with a conv layer), e.g. 3 32 32")
+    r = sub.add_parser("run", help="run an artifact on a .npy input (needs numpy and the TVM runtime, not torch)")
+    r.add_argument("artifact")
+    r.add_argument("--input", help=".npy file of the compiled input shape (default: random normal)")
+    r.add_argument("--output", help="write the result here (.npy)")
+    r.add_argument("--repeats", type=int, default=0, help="time this many calls and print the median")
+    r.add_argument("--check", action="store_true", help="compare with the reference interpreter (float64)")
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--no-torch", action="store_true", help="make `import torch` fail first (proves the run needs none)")
+    i = sub.add_parser("info", help="what an artifact holds: target, shapes, layers, kernels")
+    i.add_argument("artifact")
+    i.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
+    if a.cmd in ("compile", "run", "info"):
+        from .errors import AdntnError
+
+        try:
+            return {"compile": compile_cmd, "run": run_cmd, "info": info_cmd}[a.cmd](a)
+        except AdntnError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if a.cmd == "explain":
         return explain(a)
     if a.cmd == "demo":
@@ -61,6 +88,124 @@ def load_model(spec: str):
         return getattr(importlib.import_module(module), fn)()
     except (ImportError, AttributeError) as e:
         raise ConfigError(f"cannot load model {spec!r}: {e}") from None
+
+
+def resolve_model(spec: str):
+    """A save_model file, or module:function."""
+    from pathlib import Path
+
+    from .errors import ConfigError
+
+    if Path(spec).exists():
+        from .modelio import load_model as load_file
+
+        return load_file(spec)
+    if ":" in spec:
+        return load_model(spec)
+    raise ConfigError(f"model {spec!r} is neither an existing file (adntn.save_model) nor module:function")
+
+
+def compile_cmd(a) -> int:
+    import time
+
+    from .compiler import compile as compile_model
+
+    t = time.perf_counter()
+    model = resolve_model(a.model)
+    exe = compile_model(model, target=a.target, batch_size=a.batch_size, schedule=a.schedule,
+                        input_shape=tuple(a.input_shape) if a.input_shape else None, progress=True)
+    path = exe.save(a.output)
+    info = exe.info()
+    print(f"compiled {a.model} for {a.target} ({info['target']['tvm']}) in {time.perf_counter() - t:.1f} s: "
+          f"{len(info['kernels'])} kernels, input {tuple(info['input_shape'])} -> output {tuple(info['output_shape'])}")
+    print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+def run_cmd(a) -> int:
+    import statistics
+    import time
+
+    import numpy as np
+
+    from .artifact import load as load_artifact
+    from .errors import ConfigError
+
+    if a.no_torch:
+        block_torch()
+    exe = load_artifact(a.artifact)
+    if a.input:
+        try:
+            x = np.load(a.input, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot read input {a.input!r} as a .npy array: {e}") from None
+    else:
+        x = np.random.default_rng(0).standard_normal(exe.input_shape).astype(np.float32)
+    y = exe(x)
+    out = {"input_shape": list(x.shape), "output_shape": list(y.shape)}
+    if a.output:
+        np.save(a.output, y)
+    if a.repeats:
+        ts = []
+        for _ in range(a.repeats):
+            t = time.perf_counter()
+            exe(x)
+            ts.append(time.perf_counter() - t)
+        out["median_s"] = statistics.median(ts)
+    if a.check:
+        ref = exe.reference(x)
+        out["max_abs_error"] = float(np.abs(y - ref).max())
+        out["max_rel_error"] = float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-30))
+    out["torch_imported"] = "torch" in sys.modules
+    if a.json:
+        print(json.dumps(out))
+    else:
+        print(f"ran {a.artifact}: input {tuple(x.shape)} -> output {tuple(y.shape)}"
+              + (f", wrote {a.output}" if a.output else ""))
+        if "median_s" in out:
+            print(f"  median latency {1e3 * out['median_s']:.3f} ms over {a.repeats} calls")
+        if "max_abs_error" in out:
+            print(f"  against the reference interpreter: max abs error {out['max_abs_error']:.2e}, "
+                  f"max relative error {out['max_rel_error']:.2e}")
+    return 0
+
+
+class _NoTorch:
+    """A meta-path finder that makes every `import torch...` fail."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"import of {name} blocked (adntn run --no-torch)")
+        return None
+
+
+def block_torch() -> None:
+    if "torch" in sys.modules:
+        raise RuntimeError("torch is already imported")
+    sys.meta_path.insert(0, _NoTorch())
+
+
+def info_cmd(a) -> int:
+    from .artifact import load as load_artifact
+
+    info = load_artifact(a.artifact).info()
+    if a.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{a.artifact}: {info['format']} v{info['version']} (adntn {info['adntn_version']}, tvm {info['tvm_version']})")
+    print(f"  target {info['target']['name']}: {info['target']['tvm']}  host {info['target']['host']['machine']}")
+    print(f"  batch {info['batch_size']}, input {tuple(info['input_shape'])} -> output {tuple(info['output_shape'])}, "
+          f"{info['tensor_params']:,} stored parameters, library {info['library_bytes']:,} bytes, "
+          f"{len(info['kernels'])} kernels")
+    for lay in info["layers"]:
+        if lay["kind"].startswith("adntn"):
+            print(f"  {lay['path']:<10} {lay['generator']}  {lay['ratio']:,.0f}x, {lay['params']:,} params, "
+                  f"schedule {lay['schedule']}{' + bias' if lay['bias'] else ''}")
+        elif lay["kind"] in ("dense", "dense-conv2d"):
+            print(f"  {lay['path']:<10} {lay['kind']} {tuple(lay['shape'])}")
+        else:
+            print(f"  {lay['path']:<10} {lay['kind']} {lay.get('fn', '')}")
+    return 0
 
 
 def explain(a) -> int:

@@ -1,0 +1,148 @@
+"""`save_model` / `load_model`: a compressed torch model as one safetensors file, no pickle.
+
+The weights are the file's tensors; the architecture (a tree of layer specs, generators by arch, shape and
+config) is JSON in the safetensors metadata under "adntn_model". Loading rebuilds the modules and sets the
+trained cores, so no initialisation or calibration runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .errors import ConfigError, SerializationError
+
+FORMAT = "adntn-model"
+VERSION = 1
+_ACTS = ("ReLU", "Tanh", "Sigmoid", "SiLU", "Identity")
+
+
+def _spec(m, path: str, tensors: dict) -> dict:
+    from torch import nn
+
+    from .nn import ADNTNConv2d, ADNTNLinear
+
+    def keep(name: str, t) -> None:
+        tensors[f"{path}.{name}" if path else name] = t.detach().cpu().contiguous()
+
+    name = type(m).__name__
+    if isinstance(m, (ADNTNLinear, ADNTNConv2d)):
+        for k, v in m.cores.items():
+            keep(f"cores.{k}", v)
+        if m.bias is not None:
+            keep("bias", m.bias)
+        d = dict(type=name, arch=m.gen.arch, shape=list(m.gen.shape), config=m.gen.config, bias=m.bias is not None)
+        if isinstance(m, ADNTNConv2d):
+            d.update(stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
+        return d
+    if isinstance(m, nn.Linear):
+        keep("weight", m.weight)
+        if m.bias is not None:
+            keep("bias", m.bias)
+        return dict(type=name, in_features=m.in_features, out_features=m.out_features, bias=m.bias is not None)
+    if isinstance(m, nn.Conv2d):
+        keep("weight", m.weight)
+        if m.bias is not None:
+            keep("bias", m.bias)
+        return dict(type=name, in_channels=m.in_channels, out_channels=m.out_channels, kernel_size=m.kernel_size,
+                    stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups, bias=m.bias is not None)
+    if isinstance(m, nn.Sequential):
+        return dict(type=name, children=[[k, _spec(c, f"{path}.{k}" if path else k, tensors)]
+                                         for k, c in m.named_children()])
+    if name in _ACTS:
+        return dict(type=name)
+    if isinstance(m, nn.GELU):
+        return dict(type=name, approximate=m.approximate)
+    if isinstance(m, nn.LeakyReLU):
+        return dict(type=name, negative_slope=m.negative_slope)
+    if isinstance(m, nn.Flatten):
+        return dict(type=name, start_dim=m.start_dim, end_dim=m.end_dim)
+    if isinstance(m, nn.Dropout):
+        return dict(type=name, p=m.p)
+    raise ConfigError(f"save_model cannot store module {path or '<root>'} of type {name}")
+
+
+def save_model(model, path: str | os.PathLike) -> Path:
+    """Write `model` (nn.Sequential of ADNTN/dense layers and activations, or one layer) to `path`."""
+    from safetensors.torch import save_file
+
+    tensors: dict = {}
+    spec = _spec(model, "", tensors)
+    meta = {"adntn_model": json.dumps(dict(format=FORMAT, version=VERSION, model=spec))}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def _build(d: dict, path: str, tensors: dict):
+    import torch
+    from torch import nn
+
+    from .generators import make
+    from .nn import ADNTNConv2d, ADNTNLinear
+
+    def get(name: str):
+        key = f"{path}.{name}" if path else name
+        if key not in tensors:
+            raise SerializationError(f"model file has no tensor {key!r}")
+        return tensors[key]
+
+    t = d.get("type")
+    if t in ("ADNTNLinear", "ADNTNConv2d"):
+        gen = make(d["arch"], d["shape"], **d["config"])
+        gen.set_cores({k: get(f"cores.{k}").double().numpy() for k in gen.core_shapes})
+        m = ADNTNLinear(gen, bias=d["bias"]) if t == "ADNTNLinear" else \
+            ADNTNConv2d(gen, stride=d["stride"], padding=d["padding"], dilation=d["dilation"], groups=d["groups"],
+                        bias=d["bias"])
+    elif t == "Linear":
+        m = nn.Linear(d["in_features"], d["out_features"], bias=d["bias"])
+    elif t == "Conv2d":
+        m = nn.Conv2d(d["in_channels"], d["out_channels"], d["kernel_size"], stride=d["stride"],
+                      padding=d["padding"], dilation=d["dilation"], groups=d["groups"], bias=d["bias"])
+    elif t == "Sequential":
+        return nn.Sequential(*[_build(c, f"{path}.{k}" if path else k, tensors) for k, c in d["children"]])
+    elif t in _ACTS:
+        return getattr(nn, t)()
+    elif t == "GELU":
+        return nn.GELU(approximate=d["approximate"])
+    elif t == "LeakyReLU":
+        return nn.LeakyReLU(d["negative_slope"])
+    elif t == "Flatten":
+        return nn.Flatten(d["start_dim"], d["end_dim"])
+    elif t == "Dropout":
+        return nn.Dropout(d["p"])
+    else:
+        raise SerializationError(f"model file has a layer of unknown type {t!r} at {path or '<root>'}")
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.copy_(get(name))
+    return m
+
+
+def load_model(path: str | os.PathLike):
+    """The torch model stored by `save_model` (eval mode)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except FileNotFoundError:
+        raise SerializationError(f"{path}: no such model file") from None
+    except Exception as e:  # safetensors' own error types
+        raise SerializationError(f"{path}: not a readable safetensors model file ({e})") from None
+    try:
+        doc = json.loads(meta["adntn_model"])
+    except (KeyError, json.JSONDecodeError):
+        raise SerializationError(f"{path}: safetensors file has no adntn model description "
+                                 "(write it with adntn.save_model)") from None
+    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        raise SerializationError(f"{path}: model format {doc.get('format')!r} version {doc.get('version')!r} is not "
+                                 f"supported (this build reads {FORMAT} version {VERSION})")
+    try:
+        return _build(doc["model"], "", tensors).eval()
+    except (KeyError, TypeError) as e:
+        raise SerializationError(f"{path}: malformed model description ({type(e).__name__}: {e})") from None

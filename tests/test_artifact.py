@@ -1,0 +1,155 @@
+"""Artifacts: save/load round trip in a fresh process without torch, and refusal of bad ones."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm", reason="apache-tvm is not installed")
+
+import adntn_compiler as adntn  # noqa: E402
+from adntn_compiler import artifact  # noqa: E402
+from adntn_compiler.errors import SerializationError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    gen = adntn.ttn((48, 96), rank=3, layout="interleaved", activation="tanh", seed=3)
+    exe = adntn.compile(gen, batch_size=2)
+    path = exe.save(tmp_path_factory.mktemp("art") / "layer.adntn")
+    x = np.random.default_rng(0).standard_normal((2, 96)).astype(np.float32)
+    return exe, path, x
+
+
+def test_round_trip_in_fresh_process_without_torch(saved, tmp_path):
+    exe, path, x = saved
+    np.save(tmp_path / "x.npy", x)
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, Block())
+import numpy as np
+import adntn_compiler as adntn
+exe = adntn.load({str(path)!r})
+np.save({str(tmp_path / 'y.npy')!r}, exe(np.load({str(tmp_path / 'x.npy')!r})))
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    y = np.load(tmp_path / "y.npy")
+    np.testing.assert_array_equal(y, exe(x))  # the same library, the same bits
+    ref = exe.reference(x)
+    np.testing.assert_allclose(y, ref, atol=1e-5 * np.abs(ref).max())
+
+
+def _rewrite(src: Path, dst: Path, edit) -> Path:
+    """Copy an artifact, letting `edit(name, bytes) -> bytes` change members."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for n in zin.namelist():
+            zout.writestr(n, edit(n, zin.read(n)))
+    return dst
+
+
+def _resign(m: dict) -> bytes:
+    m["manifest_sha256"] = artifact._manifest_digest(m)
+    return json.dumps(m).encode()
+
+
+def test_truncated_zip_is_refused(saved, tmp_path):
+    bad = tmp_path / "t.adntn"
+    data = saved[1].read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SerializationError, match="corrupt or truncated"):
+        adntn.load(bad)
+
+
+def test_not_a_zip_is_refused(tmp_path):
+    bad = tmp_path / "n.adntn"
+    bad.write_text("hello")
+    with pytest.raises(SerializationError, match="not a valid .adntn artifact"):
+        adntn.load(bad)
+
+
+@pytest.mark.parametrize("member", [artifact.TENSORS, artifact.LIB])
+def test_checksum_mismatch_is_refused(saved, tmp_path, member):
+    def flip(n, b):
+        return b[:-1] + bytes([b[-1] ^ 1]) if n == member else b
+
+    with pytest.raises(SerializationError, match=f"checksum mismatch for {member}"):
+        adntn.load(_rewrite(saved[1], tmp_path / "c.adntn", flip))
+
+
+def test_tampered_manifest_is_refused(saved, tmp_path):
+    def edit(n, b):
+        if n != artifact.MANIFEST:
+            return b
+        m = json.loads(b)
+        m["batch_size"] = 7  # not re-signed
+        return json.dumps(m).encode()
+
+    with pytest.raises(SerializationError, match="manifest.json checksum mismatch"):
+        adntn.load(_rewrite(saved[1], tmp_path / "m.adntn", edit))
+
+
+def test_unknown_format_version_is_refused(saved, tmp_path):
+    def edit(n, b):
+        return _resign(dict(json.loads(b), version=99)) if n == artifact.MANIFEST else b
+
+    with pytest.raises(SerializationError, match="format version 99 is not supported"):
+        adntn.load(_rewrite(saved[1], tmp_path / "v.adntn", edit))
+
+
+@pytest.mark.parametrize("host,msg", [({"machine": "aarch64", "isa": []}, "built for aarch64"),
+                                      ({"isa": ["avx512_future_ext"]}, "CPU with avx512_future_ext")])
+def test_library_for_another_target_is_refused(saved, tmp_path, host, msg):
+    def edit(n, b):
+        if n != artifact.MANIFEST:
+            return b
+        m = json.loads(b)
+        m["target"]["host"] = {**m["target"]["host"], **host}
+        m["target"]["host"]["isa"] = m["target"]["host"]["isa"] + host["isa"]
+        return _resign(m)
+
+    with pytest.raises(SerializationError, match=msg):
+        adntn.load(_rewrite(saved[1], tmp_path / "h.adntn", edit))
+
+
+def test_missing_member_is_refused(saved, tmp_path):
+    dst = tmp_path / "x.adntn"
+    with zipfile.ZipFile(saved[1]) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for n in zin.namelist():
+            if n != artifact.LIB:
+                zout.writestr(n, zin.read(n))
+    with pytest.raises(SerializationError, match="missing lib.so"):
+        adntn.load(dst)
+
+
+def test_save_leaves_nothing_half_written(saved, tmp_path, monkeypatch):
+    exe = saved[0]
+    target = tmp_path / "out.adntn"
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", boom)
+    with pytest.raises(OSError):
+        exe.save(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_pickle_in_artifact(saved):
+    with zipfile.ZipFile(saved[1]) as z:
+        assert sorted(z.namelist()) == sorted([artifact.MANIFEST, artifact.TENSORS, artifact.LIB])
+        for n in z.namelist():
+            assert b"\x80\x04\x95" not in z.read(n)[:64]  # pickle protocol 4 header
