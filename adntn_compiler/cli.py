@@ -11,6 +11,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="compress the bundled VGG-16 head, print the tables and check correctness")
     d.add_argument("--batch", type=int, default=4)
+    d.add_argument("--out", default="build/vgg16_head.adntn", help="where the compiled artifact goes")
+    d.add_argument("--repeats", type=int, default=20, help="timed calls per latency measurement")
     t = sub.add_parser("table", help="configurations of ttn/attn/mera for the AlexNet/VGG-16 layers at target ratios")
     t.add_argument("--json", action="store_true")
     t.add_argument("--arch", nargs="+", default=["ttn", "attn", "mera"])
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "demo":
         from .demo import main as demo
 
-        return demo(a.batch)
+        return demo(a.batch, a.out, a.repeats)
     if a.cmd == "table":
         from .demo import compression_table, format_table
 

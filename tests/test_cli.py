@@ -13,12 +13,15 @@ def test_table_json(capsys):
     assert all(r["ratio"] >= r["target"] for r in fc6)
 
 
-def test_demo_runs_end_to_end():
-    out = subprocess.run([sys.executable, "-m", "adntn_compiler.cli", "demo", "--batch", "2"],
-                         capture_output=True, text=True, timeout=600)
+def test_demo_runs_end_to_end(tmp_path):
+    art = tmp_path / "head.adntn"
+    out = subprocess.run([sys.executable, "-m", "adntn_compiler.cli", "demo", "--batch", "2", "--out", str(art),
+                          "--repeats", "3"], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
-    assert "OK: worst relative error" in out.stdout
+    assert "OK (float32 tolerance 1e-4)" in out.stdout
+    assert "import torch blocked there: True" in out.stdout
     assert "vgg16.fc6" in out.stdout and "total" in out.stdout
+    assert art.exists()
 
 
 def test_explain_text_and_json(capsys):
