@@ -33,6 +33,7 @@ class _Diff:
         self.b.tensors = dict(g.tensors)
         self.fmap: dict[int, Value] = {}  # forward value id -> value in the new graph
         self.again: dict[int, Value] = {}  # recomputed values (recompute=True)
+        self.pre_ct: dict[int, Value] = {}  # epilogue einsum -> cotangent of its pre-activation
         self.producer = g.producer()
         self.keep = {v.id for v in g.outputs} | {n.out.id for n in g.nodes
                                                   if n.op in (Op.INPUT, Op.PARAM, Op.CONST)}
@@ -68,9 +69,11 @@ class _Diff:
 def _vjp_einsum(d: _Diff, n: Node, ct: Value, wrt: int) -> Value:
     a, b = n.attrs, d.b
     path = f"{n.path}.vjp{wrt}"
-    if a.epilogue:
-        z = b.node(Op.EINSUM, tuple(d.fwd(v) for v in n.inputs), type(a)(a.terms, a.out), n.path + ".pre")
-        ct = d.times(ct, b.map(DERIV_PREFIX + a.epilogue, z, path), path)
+    if a.epilogue:  # the cotangent of the pre-activation, shared by every operand's VJP
+        if n.out.id not in d.pre_ct:
+            z = b.node(Op.EINSUM, tuple(d.fwd(v) for v in n.inputs), type(a)(a.terms, a.out), n.path + ".pre")
+            d.pre_ct[n.out.id] = d.times(ct, b.map(DERIV_PREFIX + a.epilogue, z, path), path)
+        ct = d.pre_ct[n.out.id]
     ops: list[tuple[Value, list]] = [(ct, list(a.out))]
     ops += [(d.fwd(v), list(t)) for j, (v, t) in enumerate(zip(n.inputs, a.terms)) if j != wrt]
     seen: set = set()
@@ -129,7 +132,9 @@ VJP: dict[Op, Callable[[_Diff, Node, Value, int], Value]] = {
 }
 
 
-def autodiff(g: Graph, recompute: bool = False) -> Graph:
+def autodiff(g: Graph, recompute: bool = False, inputs: bool = False) -> Graph:
+    """With `inputs=True` the graph also returns `grad.<name>` for each forward input (to backpropagate
+    into earlier layers)."""
     d = _Diff(g, recompute)
     b = d.b
     for n in g.nodes:  # the forward pass, unchanged
@@ -137,8 +142,9 @@ def autodiff(g: Graph, recompute: bool = False) -> Graph:
             d.fmap[n.out.id] = b.node(n.op, tuple(d.fmap[v.id] for v in n.inputs), n.attrs, n.path,
                                       n.out.shape if n.op in (Op.INPUT, Op.PARAM, Op.CONST) else None)
     needs: set[int] = set()  # values that depend on a param: only they need a cotangent
+    wrt = (Op.PARAM, Op.INPUT) if inputs else (Op.PARAM,)
     for n in g.nodes:
-        if n.op is Op.PARAM or any(v.id in needs for v in n.inputs):
+        if n.op in wrt or any(v.id in needs for v in n.inputs):
             needs.add(n.out.id)
     cts: dict[int, list[Value]] = {}
     outs = [n for n in g.nodes if n.op is Op.OUTPUT]
@@ -156,8 +162,59 @@ def autodiff(g: Graph, recompute: bool = False) -> Graph:
     for n in outs:
         b.output(d.fmap[n.inputs[0].id], n.attrs.name)
     for n in g.nodes:
-        if n.op is Op.PARAM:
+        if n.op in wrt:
             grad = d.total(cts[n.out.id]) if n.out.id in cts else \
                 d.const(f"autodiff.zeros.{n.attrs.name}", np.zeros(n.out.shape))
             b.output(grad, f"grad.{n.attrs.name}")
     return b.build()
+
+
+def split_training(bg: Graph) -> tuple[Graph, Graph]:
+    """Split an autodiff graph at the cotangent inputs into the forward program (outputs: the forward
+    outputs, then `saved.<k>` for each forward value the backward part reads) and the backward program
+    (inputs: the cotangents, then `saved.<k>`; outputs: the gradients). A training step runs the first in
+    the forward pass and the second when the cotangent arrives, so nothing is computed twice."""
+    late: set[int] = set()  # values that depend on a cotangent
+    for n in bg.nodes:
+        if (n.op is Op.INPUT and n.attrs.name.startswith("ct.")) or any(v.id in late for v in n.inputs):
+            late.add(n.out.id)
+    fb, bb = Builder(), Builder()
+    fmap: dict[int, Value] = {}
+    bmap: dict[int, Value] = {}
+    saved: list[Value] = []
+    leaf = (Op.PARAM, Op.CONST)
+    for n in bg.nodes:
+        if n.op is Op.OUTPUT:
+            if n.inputs[0].id in late or n.attrs.name.startswith("grad."):
+                continue
+            fb.output(fmap[n.inputs[0].id], n.attrs.name)
+        elif n.out.id not in late:
+            shape = n.out.shape if n.op in (Op.INPUT, *leaf) else None
+            fmap[n.out.id] = fb.node(n.op, tuple(fmap[v.id] for v in n.inputs), n.attrs, n.path, shape)
+    producer = bg.producer()
+
+    def bval(v: Value) -> Value:
+        if v.id not in bmap:
+            p = producer[v.id]
+            if p.op in leaf:
+                bmap[v.id] = bb.node(p.op, (), p.attrs, p.path, v.shape)
+            else:  # a forward value: saved by the forward program
+                bmap[v.id] = bb.input(f"saved.{len(saved)}", v.shape, p.path)
+                saved.append(v)
+        return bmap[v.id]
+
+    for n in bg.nodes:
+        if n.op is Op.INPUT and n.out.id in late:
+            bmap[n.out.id] = bb.input(n.attrs.name, n.out.shape, n.path)
+    for n in bg.nodes:
+        if n.op is Op.OUTPUT:
+            if n.attrs.name.startswith("grad."):
+                bb.output(bval(n.inputs[0]), n.attrs.name)
+        elif n.out.id in late and n.op is not Op.INPUT:
+            bmap[n.out.id] = bb.node(n.op, tuple(bval(v) for v in n.inputs), n.attrs, n.path)
+    for k, v in enumerate(saved):
+        fb.output(fmap[v.id], f"saved.{k}")
+    tensors = dict(bg.tensors)
+    fb.tensors = {k: t for k, t in tensors.items() if any(n.op in leaf and n.attrs.name == k for n in fb.nodes)}
+    bb.tensors = {k: t for k, t in tensors.items() if any(n.op in leaf and n.attrs.name == k for n in bb.nodes)}
+    return fb.build(), bb.build()

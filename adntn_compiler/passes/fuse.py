@@ -22,7 +22,9 @@ def _scalar_product(n: Node) -> int | None:
     return k if a.terms[k] and sorted(a.terms[k]) == sorted(a.out) and len(set(a.out)) == len(a.out) else None
 
 
-def fuse(g: Graph) -> Graph:
+def fuse(g: Graph, scalars: bool = True) -> Graph:
+    """`scalars=False` leaves scalar products alone: a training graph then keeps the unscaled result, so the
+    scale's gradient is a cheap <ct, result> instead of a second full contraction."""
     uses = Counter(v.id for n in g.nodes for v in n.inputs)
     outputs = {v.id for v in g.outputs}
     producer = g.producer()
@@ -36,7 +38,7 @@ def fuse(g: Graph) -> Graph:
     for n in g.nodes:
         if n.op is Op.MAP and fusable(n.inputs[0], False):
             absorbed.add(n.inputs[0].id)
-        k = _scalar_product(n)
+        k = _scalar_product(n) if scalars else None
         if k is not None and fusable(n.inputs[k], False):
             absorbed.add(n.inputs[k].id)
 

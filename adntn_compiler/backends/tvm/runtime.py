@@ -17,15 +17,19 @@ from .lower import Program, prepare_const
 class ProgramRunner:
     """Binds a Program to a module of kernels and to its constant tensors; calling it runs the kernels."""
 
-    def __init__(self, module, program: Program, tensors: Mapping[str, np.ndarray]):
+    def __init__(self, module, program: Program, tensors: Mapping[str, np.ndarray],
+                 buffers: Mapping[str, np.ndarray] | None = None):
+        """`buffers` supplies (flat, aligned) memory for some buffers, e.g. another program's outputs."""
         import tvm
 
         self.program = program
-        self.bufs = {name: aligned_empty((size,)) for name, size in program.buffers.items()}
-        for spec in program.consts:
-            if spec["tensor"] not in tensors:
-                raise ConfigError(f"program needs tensor {spec['tensor']!r}, which is missing")
-            self.bufs[spec["buffer"]][:] = prepare_const(tensors[spec["tensor"]], spec)
+        given = dict(buffers or {})
+        self.bufs = {name: given[name] if name in given else aligned_empty((size,))
+                     for name, size in program.buffers.items()}
+        missing = sorted({s["tensor"] for s in program.consts} - set(tensors))
+        if missing:
+            raise ConfigError(f"program needs tensors {', '.join(map(repr, missing))}, which are missing")
+        self.update(tensors)
 
         def view(b: str, shape) -> np.ndarray:
             return self.bufs[b][: math.prod(shape)].reshape(shape)
@@ -34,17 +38,41 @@ class ProgramRunner:
         for c in program.calls:
             args = [tvm.runtime.from_dlpack(view(b, s)) for b, s in c["args"]]
             self._steps.append((module[c["kernel"]], args))
-        self._inputs = [view(b, s) for b, s in program.inputs]
+        self.input_names = [name for name, _, _ in program.inputs]
+        self._inputs = [view(b, s) for _, b, s in program.inputs]
         self._outputs = [(name, view(b, s)) for name, b, s in program.outputs]
 
-    def __call__(self, *args: np.ndarray) -> dict[str, np.ndarray]:
+    def update(self, tensors: Mapping[str, np.ndarray]) -> None:
+        """(Re)fill the constant buffers made from these tensors, e.g. cores after an optimiser step."""
+        for spec in self.program.consts:
+            if spec["tensor"] in tensors:
+                self.bufs[spec["buffer"]][:] = prepare_const(tensors[spec["tensor"]], spec)
+
+    def _run(self, args) -> None:
         if len(args) != len(self._inputs):
             raise ConfigError(f"program takes {len(self._inputs)} inputs, got {len(args)}")
         for k, (buf, x) in enumerate(zip(self._inputs, args)):
+            if x is None:  # already in place (a shared buffer)
+                continue
             x = np.asarray(x)
             if x.shape != buf.shape:
                 raise ConfigError(f"input {k}: expected shape {buf.shape}, got {x.shape}")
             np.copyto(buf, x, casting="same_kind" if x.dtype.kind == "f" else "unsafe")
         for f, a in self._steps:
             f(*a)
+
+    def __call__(self, *args: np.ndarray) -> dict[str, np.ndarray]:
+        self._run(args)
         return {name: v.copy() for name, v in self._outputs}
+
+    def run_in_place(self, *args) -> dict[str, np.ndarray]:
+        """Like calling it, but the outputs are views of the runner's buffers (valid until the next call)."""
+        self._run(args)
+        return dict(self._outputs)
+
+    def output_buffer(self, name: str) -> tuple[str, np.ndarray]:
+        """(buffer name, flat buffer) holding output `name` after a call."""
+        b = next(b for n, b, _ in self.program.outputs if n == name)
+        return b, self.bufs[b]
+
+

@@ -1,0 +1,68 @@
+"""A layer's training step on TVM kernels: the autodiff graph of the optimised layer program, split into
+a forward program (y and the values the backward pass reads) and a backward program (gradients of x and of
+every core), both in one library. numpy in and out; `nn.ADNTNLinear(backend="tvm")` wraps it in a
+torch.autograd.Function."""
+from __future__ import annotations
+
+import weakref
+from functools import partial
+from typing import Mapping
+
+import numpy as np
+
+from ...generators.base import Generator
+from ...passes import fuse, optimize, order, segment
+from ...passes.autodiff import autodiff, split_training
+from ...trace import trace
+from . import build
+from .runtime import ProgramRunner
+
+
+class CompiledTraining:
+    def __init__(self, gen: Generator, batch_size: int, cores: Mapping[str, np.ndarray], target: str = "cpu"):
+        # the scale stays a separate product (fuse(scalars=False)): its gradient is then <ct, unscaled y>
+        g = optimize(trace(gen, "layer", batch_size=batch_size, structure_only=True),
+                     (segment, order, partial(fuse, scalars=False)))
+        fwd, bwd = split_training(autodiff(g, inputs=True))
+        fwd, bwd = fuse(fwd), optimize(bwd, (order, fuse))  # order: a VJP may have 3 operands
+        self.graphs = {"fwd": fwd, "bwd": bwd}
+        lib, progs = build(self.graphs, target)
+        self.fwd = ProgramRunner(lib, progs["fwd"], {**fwd.tensors, **cores})
+        self.saved = [n for n, _, _ in progs["fwd"].outputs if n.startswith("saved.")]
+        # The backward program reads the saved values straight from the forward program's output buffers.
+        bin_ = {n: b for n, b, _ in progs["bwd"].inputs}
+        shared = {bin_[n]: self.fwd.output_buffer(n)[1] for n in self.saved}
+        self.bwd = ProgramRunner(lib, progs["bwd"], {**bwd.tensors, **cores}, buffers=shared)
+        self.grads = [n for n, _, _ in progs["bwd"].outputs]
+        self._live: weakref.ref | None = None  # the Saved whose values are still in the shared buffers
+
+    def forward(self, x: np.ndarray, cores: Mapping[str, np.ndarray]) -> tuple[np.ndarray, "Saved"]:
+        """y, and a handle on the values the backward pass needs."""
+        prev = self._live() if self._live else None
+        if prev is not None and prev.arrays is None:  # its backward has not run yet: copy its values out
+            prev.arrays = [self.fwd.output_buffer(n)[1].copy() for n in self.saved]
+        self.fwd.update(cores)
+        out = self.fwd.run_in_place(x)
+        saved = Saved()
+        self._live = weakref.ref(saved)
+        return out["y"].copy(), saved
+
+    def backward(self, ct: np.ndarray, saved: "Saved", cores: Mapping[str, np.ndarray]) -> dict:
+        """{"grad.x": ..., "grad.<core>": ...} for the cotangent `ct` of y."""
+        self.bwd.update(cores)
+        if saved.arrays is None:  # still in the shared buffers
+            args = {"ct.y": ct, **dict.fromkeys(self.saved)}
+        else:
+            shapes = {n: tuple(s) for n, _, s in self.bwd.program.inputs}
+            args = {"ct.y": ct, **{n: a.reshape(shapes[n]) for n, a in zip(self.saved, saved.arrays)}}
+        return self.bwd(*(args[n] for n in self.bwd.input_names))
+
+
+class Saved:
+    """What a forward call leaves for its backward: nothing while the values sit in the shared buffers;
+    a private copy once another forward call is about to overwrite them."""
+
+    __slots__ = ("arrays", "__weakref__")
+
+    def __init__(self):
+        self.arrays: list[np.ndarray] | None = None
