@@ -118,10 +118,11 @@ def gemm_tiles(I: int, J: int, K: int, lanes: int = 16) -> GemmTiles:
     vec = 1 << (vec.bit_length() - 1) if vec & (vec - 1) else vec  # power-of-two lanes vectorise cleanly
     while J % vec:
         vec //= 2
-    jt = _largest_divisor(J, 2 * lanes if J % (2 * lanes) == 0 else lanes, vec)
-    rows = _largest_divisor(I, 8)
-    if rows < 4 and I > 8:  # an awkward I: keep the tile tall anyway, the tail is guarded
-        rows = 8
+    jt = _largest_divisor(J, 2 * lanes if vec == lanes else 8 * vec, vec)  # narrow vectors: wider panels
+    max_rows = max(1, min(8, 24 // (jt // vec)))  # at most ~24 vector accumulators (32 registers)
+    rows = _largest_divisor(I, max_rows)
+    if rows < max_rows // 2 and I > max_rows:  # an awkward I: keep the tile tall anyway, the tail is guarded
+        rows = max_rows
     if K <= 64 and J % (4 * lanes) == 0:  # a short k: the output write dominates; wide panels, short tiles
         jt, rows = 4 * lanes, _largest_divisor(I, 2)
     kt = _largest_divisor(K, 4)

@@ -76,3 +76,17 @@ class ProgramRunner:
         return b, self.bufs[b]
 
 
+    def profile(self, *args, repeats: int = 5) -> list[dict]:
+        """Median seconds of each kernel call, timed inside whole runs of the program (real data flow)."""
+        import statistics
+        import time
+
+        self._run(args)
+        times: list[list[float]] = [[] for _ in self._steps]
+        for _ in range(repeats):
+            for k, (f, a) in enumerate(self._steps):
+                t = time.perf_counter()
+                f(*a)
+                times[k].append(time.perf_counter() - t)
+        return [dict(kernel=c["kernel"], args=[tuple(s) for _, s in c["args"]], seconds=statistics.median(ts))
+                for c, ts in zip(self.program.calls, times)]
