@@ -122,13 +122,21 @@ def fit_outputs(gen: Generator, W: np.ndarray, X: np.ndarray, steps: int = 500, 
 
 
 def train_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float = 1e-3,
-                     batch_size: int = 128, seed: int = 0) -> tuple[list[float], list[float]]:
-    """End-to-end task training with cross-entropy and Adam: (mean loss per epoch, seconds per epoch)."""
+                     batch_size: int = 128, seed: int = 0,
+                     core_lr: float | None = None) -> tuple[list[float], list[float]]:
+    """End-to-end task training with cross-entropy and Adam: (mean loss per epoch, seconds per epoch).
+    `core_lr` gives the ADNTN cores their own learning rate (the other parameters keep `lr`)."""
     import time
 
     import torch.nn.functional as F
 
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    named = list(model.named_parameters())
+    cores = [p for n, p in named if ".cores." in f".{n}"]
+    if core_lr is None or not cores:
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    else:
+        rest = [p for n, p in named if ".cores." not in f".{n}"]
+        opt = torch.optim.Adam([{"params": rest, "lr": lr}, {"params": cores, "lr": core_lr}])
     g = torch.Generator().manual_seed(seed)
     losses, times = [], []
     model.train()

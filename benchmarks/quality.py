@@ -87,9 +87,10 @@ def build(row: dict, seed: int) -> nn.Module:
     return adntn.compress(mlp(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed)})
 
 
-def train(model: nn.Module, data, epochs: int, lr: float, batch: int = 128, seed: int = 0) -> tuple[float, float, list]:
+def train(model: nn.Module, data, epochs: int, lr: float, batch: int = 128, seed: int = 0,
+          core_lr: float | None = None) -> tuple[float, float, list]:
     xtr, ytr, xte, yte = data
-    losses, times = train_classifier(model, xtr, ytr, epochs, lr, batch, seed)
+    losses, times = train_classifier(model, xtr, ytr, epochs, lr, batch, seed, core_lr=core_lr)
     with torch.no_grad():
         acc = sum((model(xte[i:i + 512]).argmax(1) == yte[i:i + 512]).sum().item() for i in range(0, len(xte), 512))
     return acc / len(xte), statistics.median(times), losses
@@ -184,6 +185,7 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--core-lr", type=float, default=None, help="learning rate of the ADNTN cores (default: --lr)")
     ap.add_argument("--samples", type=int, default=12000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--archs", nargs="+", help="only these rows (e.g. ttn narrow)")
@@ -207,7 +209,7 @@ def main(argv=None):
             layer = model[2] if row["task"] == "mnist1d" else model[7]
             gen = getattr(layer, "gen", None)
             acc, epoch_s, losses = train(model, data[row["task"]], 5 if row["task"] == "mnist5000" else epochs,
-                                         a.lr, seed=seed)
+                                         a.lr, seed=seed, core_lr=a.core_lr)
             res.update(accuracy=acc, epoch_s=epoch_s, losses=losses, params=count(model),
                        layer_params=gen.num_params if gen else layer.weight.numel(),
                        ratio=gen.compression_ratio if gen else (4096 * 4096 / layer.weight.numel()
@@ -215,7 +217,7 @@ def main(argv=None):
                        config=gen.config if gen else None)
         done[key(row, seed)] = res
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"recipe": dict(epochs=epochs, lr=a.lr, batch=128, samples=a.samples),
+        out.write_text(json.dumps({"recipe": dict(epochs=epochs, lr=a.lr, core_lr=a.core_lr, batch=128, samples=a.samples),
                                    "runs": list(done.values())}, indent=1, default=str))
     summary = summarize(list(done.values()))
     print(table(summary))
