@@ -309,14 +309,20 @@ def add(name: str, shape: tuple[int, ...], bshape: tuple[int, ...], parallel: bo
                           name, parallel)
 
 
-def _schedule_nest(mod: tvm.IRModule, name: str, parallel: bool, lanes: int = 16) -> tvm.tirx.PrimFunc:
-    """A copy kernel: keep the loop nest (no index division), vectorise the innermost loop, parallel outermost."""
+def _schedule_nest(mod: tvm.IRModule, name: str, parallel: bool, lanes: int = 16,
+                   order: tuple[int, ...] | None = None) -> tvm.tirx.PrimFunc:
+    """A copy kernel: keep the loop nest (no index division), visit the loops in `order` (the source's axis
+    order for a transpose, so reads stream and each written line fills within a few iterations), vectorise
+    the innermost loop, run the outermost in parallel."""
     sch = s_tir.Schedule(mod)
     sch.work_on(name)
     blk = sch.get_child_blocks(sch.get_sblock("root"))[-1]
     loops = sch.get_loops(blk)
     if not loops:
         return sch.mod[name]
+    if order is not None and len(loops) == len(order) and list(order) != sorted(order):
+        loops = [loops[k] for k in order]
+        sch.reorder(*loops)
     inner = loops[-1]
     n = int(sch.get(inner).extent)
     if n % lanes == 0:
@@ -340,8 +346,10 @@ def transpose(name: str, shape: tuple[int, ...], perm: tuple[int, ...], parallel
         return X(*src)
 
     Y = te.compute(out, f, name="transpose")
+    # when the innermost axis is contiguous on both sides, visit the other axes in source order
+    src_order = tuple(perm.index(d) for d in range(len(shape))) if perm and perm[-1] == len(shape) - 1 else None
     return _schedule_nest(tvm.IRModule({name: te.create_prim_func([X, Y]).with_attr("global_symbol", name)}),
-                          name, parallel)
+                          name, parallel, order=src_order)
 
 
 def pad(name: str, shape: tuple[int, ...], pads: tuple[tuple[int, int], ...], parallel: bool = True):
