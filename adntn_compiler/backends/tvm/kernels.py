@@ -1,12 +1,13 @@
 """TensorIR kernels for the steps of a lowered program, each with a real CPU schedule.
 
 Every kernel is built in TE, turned into a PrimFunc and scheduled with `tvm.s_tir.Schedule`:
-- `gemm`: C[b, i, j] = act(s * sum_k A[b, i, k] * B[b, k, j]); B is packed into column panels
-  (b, j // jt, k, jt) (at load time when it is a constant, by the kernel otherwise), the (rows x jt)
-  accumulator tile lives in registers (cache_write), the inner jt loop is vectorised, the activation and
-  scale are fused into the tile write-back, and the outer loops run in parallel.
-- `elementwise`: maps and adds; `copy`: transpose/pad/slice/concat; `einsum`: anything else
-  (a plain reduction, vectorised over its last output axis). These are memory-bound, so one schedule fits.
+- `gemm`: C[b, i, j] = act(s * sum_k A[b, i, k] * B[b, k, j]), B usually packed into column panels
+  (b, j // jt, k, jt) (by the lowering: at load time for a constant, by a copy kernel otherwise); the
+  (rows x jt) accumulator tile is a cache_write block, the inner jt loop is vectorised, the scale and
+  activation are fused into the tile write-back, and the outer loops run in parallel. A long k uses a
+  k-blocked order instead (`_schedule_gemm_kblocked`).
+- `elementwise`/`add`, `transpose`/`pad`/`slice_`/`concat`, and `einsum` (anything that is not a GEMM: a
+  plain reduction): memory-bound kernels with simple vectorised, parallel schedules.
 
 Schedules are templates over `GemmTiles`, so a tuner can search them; `gemm_tiles` picks the defaults.
 """
