@@ -347,10 +347,39 @@ def transpose(name: str, shape: tuple[int, ...], perm: tuple[int, ...], parallel
         return X(*src)
 
     Y = te.compute(out, f, name="transpose")
-    # when the innermost axis is contiguous on both sides, visit the other axes in source order
-    src_order = tuple(perm.index(d) for d in range(len(shape))) if perm and perm[-1] == len(shape) - 1 else None
-    return _schedule_nest(tvm.IRModule({name: te.create_prim_func([X, Y]).with_attr("global_symbol", name)}),
-                          name, parallel, order=src_order)
+    mod = tvm.IRModule({name: te.create_prim_func([X, Y]).with_attr("global_symbol", name)})
+    n = len(shape)
+    if n >= 2 and perm[-1] != n - 1:
+        return _schedule_tiled_transpose(mod, name, perm, parallel)
+    # the innermost axis is contiguous on both sides: visit the other axes in source order
+    src_order = tuple(perm.index(d) for d in range(n)) if n else None
+    return _schedule_nest(mod, name, parallel, order=src_order)
+
+
+def _tile(n: int) -> int:
+    return next((t for t in (16, 8, 4) if n % t == 0), 1)
+
+
+def _schedule_tiled_transpose(mod: tvm.IRModule, name: str, perm: tuple[int, ...], parallel: bool):
+    """A transpose that moves the innermost axis: T x T tiles of (the source's innermost axis, the output's
+    innermost axis), so reads and writes both stay within a few cache lines per tile; writes vectorised."""
+    sch = s_tir.Schedule(mod)
+    sch.work_on(name)
+    blk = sch.get_child_blocks(sch.get_sblock("root"))[-1]
+    loops = sch.get_loops(blk)
+    n = len(loops)
+    s_pos = perm.index(n - 1)  # the output loop that walks the source's contiguous axis
+    ts, to = _tile(int(sch.get(loops[s_pos]).extent)), _tile(int(sch.get(loops[-1]).extent))
+    if ts == 1 or to == 1:
+        return _schedule_nest(mod, name, parallel)
+    so, si = sch.split(loops[s_pos], [None, ts])
+    oo, oi = sch.split(loops[-1], [None, to])
+    rest = [lp for k, lp in enumerate(loops[:-1]) if k != s_pos]
+    sch.reorder(*rest, so, oo, si, oi)
+    sch.vectorize(oi)
+    if parallel:
+        sch.parallel(rest[0] if rest else so)
+    return sch.mod[name]
 
 
 def pad(name: str, shape: tuple[int, ...], pads: tuple[tuple[int, int], ...], parallel: bool = True):
