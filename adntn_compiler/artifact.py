@@ -38,7 +38,9 @@ def _manifest_digest(m: dict) -> str:
 
 def _load_library(lib_bytes: bytes):
     """Load a shared library from bytes (through a private temporary file)."""
-    import tvm
+    from .backends.tvm.targets import import_tvm
+
+    tvm = import_tvm()
 
     with tempfile.TemporaryDirectory(prefix="adntn-") as d:
         path = os.path.join(d, LIB)
@@ -51,7 +53,7 @@ class Executable:
     """A compiled model: call it on numpy arrays of shape `input_shape`; `save` writes the artifact."""
 
     def __init__(self, lib_bytes: bytes, tensors: Mapping[str, np.ndarray], manifest: dict):
-        from .backends.tvm.lower import Program
+        from .backends.tvm.program import Program
         from .backends.tvm.runtime import ProgramRunner
 
         self.manifest = manifest

@@ -153,3 +153,24 @@ def test_no_pickle_in_artifact(saved):
         assert sorted(z.namelist()) == sorted([artifact.MANIFEST, artifact.TENSORS, artifact.LIB])
         for n in z.namelist():
             assert b"\x80\x04\x95" not in z.read(n)[:64]  # pickle protocol 4 header
+
+
+def test_missing_tvm_is_a_clear_error(saved):
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tvm" or name.startswith("tvm."):
+            raise ImportError("No module named 'tvm'")
+sys.meta_path.insert(0, Block())
+import adntn_compiler as adntn
+for f in (lambda: adntn.load({str(saved[1])!r}), lambda: adntn.compile(adntn.ttn((8, 8), rank=2))):
+    try:
+        f()
+    except adntn.ConfigError as e:
+        print(e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2 and all("pip install apache-tvm==0.27.0.post1" in line for line in lines)

@@ -10,16 +10,18 @@ from typing import Mapping
 import numpy as np
 
 from ...ir.graph import Graph, Node
-from .lower import Program, lower
+from .program import Program
 from .targets import TARGETS, tvm_target, vector_lanes
 
 
 def build(graphs: Mapping[str, Graph], target: str = "cpu", progress=None):
     """Lower and compile several graphs (e.g. {"load": ..., "call": ...}) into one library.
     Returns (runtime module, {graph name: Program})."""
+    tgt = tvm_target(target)  # a clear error when TVM is missing
     import tvm
 
-    tgt = tvm_target(target)
+    from .lower import lower
+
     lanes = vector_lanes()
     funcs, programs = {}, {}
     for name, g in graphs.items():
@@ -52,4 +54,4 @@ class TVMBackend:
         return lambda *args: tuple(runner(*args)[n] for n in names)
 
 
-__all__ = ["TARGETS", "TVMBackend", "Program", "build", "lower", "tvm_target"]
+__all__ = ["TARGETS", "TVMBackend", "Program", "build", "tvm_target"]

@@ -11,43 +11,11 @@ The program is plain JSON (`Program.to_dict`), so an artifact stores it next to 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-
-import numpy as np
 
 from ...errors import ConfigError
 from ...ir.graph import Graph, Node, Op, Value
 from . import kernels as K
-
-
-@dataclass
-class Program:
-    """A graph lowered to kernel calls. Buffers are named; `consts` say how to fill constant buffers from
-    named tensors (axis permutation, then optional packing of B into (BT, J/jt, K, jt) panels)."""
-    buffers: dict[str, int] = field(default_factory=dict)  # name -> number of float32 elements
-    calls: list[dict] = field(default_factory=list)  # {"kernel": name, "args": [[buffer, shape], ...]}
-    inputs: list[list] = field(default_factory=list)  # [name, buffer, shape] per graph input
-    outputs: list[list] = field(default_factory=list)  # [name, buffer, shape] per graph output
-    consts: list[dict] = field(default_factory=list)  # {"buffer", "tensor", "shape", "perm", "pack"}
-
-    def to_dict(self) -> dict:
-        return dict(buffers=self.buffers, calls=self.calls, inputs=self.inputs, outputs=self.outputs,
-                    consts=self.consts)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Program":
-        return cls(**{k: d[k] for k in ("buffers", "calls", "inputs", "outputs", "consts")})
-
-
-def prepare_const(t: np.ndarray, spec: dict) -> np.ndarray:
-    """A constant in the layout a kernel wants (load time, numpy)."""
-    a = np.asarray(t, dtype=np.float32).reshape(spec["shape"])
-    if spec["perm"] is not None:
-        a = a.transpose(spec["perm"])
-    if spec["pack"] is not None:
-        bt, k, j, jt = spec["pack"]
-        a = a.reshape(bt, k, j // jt, jt).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(a).reshape(-1)
+from .program import Program, prepare_const  # noqa: F401  (re-exported)
 
 
 def _nonunit(labels: str, sizes: dict[str, int]) -> str:

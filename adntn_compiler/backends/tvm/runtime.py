@@ -11,7 +11,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from .buffers import aligned_empty
-from .lower import Program, prepare_const
+from .program import Program, prepare_const
 
 
 class ProgramRunner:

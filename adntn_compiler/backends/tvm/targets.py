@@ -10,10 +10,24 @@ TARGETS = ("cpu",)
 LATER = ("cuda", "arm64", "cortex-m")  # named by DESIGN.md, built in a later issue
 
 
+INSTALL = "pip install apache-tvm==0.27.0.post1 apache-tvm-ffi==0.1.14.post1"
+
+
+def import_tvm():
+    """tvm, or a clear error saying how to install it."""
+    try:
+        import tvm
+    except ImportError as e:
+        raise ConfigError(f"the TVM backend needs Apache TVM 0.27 ({e}); install it with: {INSTALL}") from None
+    return tvm
+
+
 def tvm_target(name: str):
     """The TVM Target for one of our target names. The host CPU is detected by LLVM (never mcpu=native,
     which TVM 0.27 silently turns into generic x86 without vector units)."""
-    import tvm
+    if name not in ("cpu", *LATER):
+        raise ConfigError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
+    tvm = import_tvm()
 
     if name == "cpu":
         cpu = tvm.target.codegen.llvm_get_system_cpu()
