@@ -81,3 +81,32 @@ def test_missing_vjp_rule_names_the_op():
             autodiff(g)
     finally:
         VJP[Op.RESHAPE] = saved
+
+
+@given(generators(conv=False), st.integers(1, 3), st.integers(0, 2**16))
+def test_split_training_programs_equal_the_autodiff_graph(gen, batch, seed):
+    """The training split (forward program + backward program, scale unfused, input gradient) gives the
+    autodiff graph's outputs and torch's gradient of x."""
+    from functools import partial
+
+    from adntn_compiler.passes.autodiff import split_training
+
+    rng = np.random.default_rng(seed)
+    g = optimize(adntn.trace(gen, "layer", batch_size=batch), (segment, order, partial(fuse, scalars=False)))
+    x = rng.standard_normal(g.inputs[0].shape)
+    ct = rng.standard_normal(g.outputs[0].shape)
+    bg = ir.verify(autodiff(g, inputs=True))
+    fwd, bwd = (ir.verify(p) for p in split_training(bg))
+    fnames = [n.attrs.name for n in fwd.nodes if n.op is Op.OUTPUT]
+    fout = dict(zip(fnames, run(fwd, [x])))
+    bargs = {"ct.y": ct, **{k: v for k, v in fout.items() if k.startswith("saved.")}}
+    bnames = [n.attrs.name for n in bwd.nodes if n.op is Op.OUTPUT]
+    bout = dict(zip(bnames, run(bwd, [bargs[n] for n in bwd.input_names])))
+    whole = dict(zip([n.attrs.name for n in bg.nodes if n.op is Op.OUTPUT], run(bg, [x, ct])))
+    np.testing.assert_allclose(fout["y"], whole["y"], rtol=1e-10, atol=1e-12)
+    assert set(bout) == {k for k in whole if k.startswith("grad.")} and "grad.x" in bout
+    for k, v in bout.items():
+        np.testing.assert_allclose(v, whole[k], rtol=1e-9, atol=1e-11, err_msg=k)
+    xt = torch.tensor(x, requires_grad=True)
+    (tb.run(g, [xt], {k: torch.tensor(v) for k, v in g.tensors.items()})[0] * torch.tensor(ct)).sum().backward()
+    np.testing.assert_allclose(bout["grad.x"], xt.grad.numpy(), rtol=1e-9, atol=1e-11)
