@@ -64,7 +64,6 @@ def main(batch: int = 4, out: str = "build/vgg16_head.adntn", repeats: int = 20)
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     import torch
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
-
 from ..errors import ConfigError
 from .base import Generator, Leg, check_rank, level_rank, normalize_shape
 from .legs import make_legs, plain_legs

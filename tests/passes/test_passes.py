@@ -1,4 +1,3 @@
-from functools import partial
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from adntn_compiler.backends.reference import run
 from adntn_compiler.errors import ConfigError, MemoryEstimateError
 from adntn_compiler.ir.graph import Op
 from adntn_compiler.ir.ops import einsum_sizes
-from adntn_compiler.passes import batch as batch_pass, fold, fuse, optimize, order, segment
+from adntn_compiler.passes import batch as batch_pass, fold, fuse, order, segment
 from adntn_compiler.passes.order import naive_path, path_cost, search_path
 from adntn_compiler.passes.rebuild import depends_on_input
 from adntn_compiler.plan import plan

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import numpy as np
-
 from ...ir.graph import Graph, Node
 from .program import Program
 from .targets import TARGETS, tvm_target, vector_lanes

@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 
 from ...errors import ConfigError
-from ...ir.graph import Graph, Node, Op, Value
+from ...ir.graph import Graph, Node, Value
 from . import kernels as K
-from .program import Program, prepare_const  # noqa: F401  (re-exported)
+from .program import Program
 
 
 def _nonunit(labels: str, sizes: dict[str, int]) -> str:
