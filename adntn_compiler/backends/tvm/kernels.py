@@ -382,6 +382,26 @@ def _schedule_tiled_transpose(mod: tvm.IRModule, name: str, perm: tuple[int, ...
     return sch.mod[name]
 
 
+def pack_b(name: str, shape: tuple[int, ...], axes: AxisMap, BT: int, K: int, J: int, jt: int,
+           parallel: bool = True) -> tvm.tirx.PrimFunc:
+    """Gather a GEMM's B operand from its own layout straight into column panels (BT, J/jt, K, jt): one copy
+    instead of a transpose to (BT, K, J) followed by a packing transpose. `axes`: per source axis, the fused
+    b, k or j index it is a digit of, as (group, divisor, size)."""
+    X = te.placeholder(shape, DTYPE, name="X")
+    total = {"b": BT, "k": K, "j": J}
+
+    def f(b, jo, k, ji):
+        src, idx = {"b": b, "k": k, "j": jo * jt + ji}, []
+        for g, d, n in axes:
+            v = src[g] if d == 1 else src[g] // d
+            idx.append(0 if n == 1 else v if d * n == total[g] else v % n)
+        return X[tuple(idx)]
+
+    Y = te.compute((BT, J // jt, K, jt), f, name="pack")
+    return _schedule_nest(tvm.IRModule({name: te.create_prim_func([X, Y]).with_attr("global_symbol", name)}),
+                          name, parallel)
+
+
 def pad(name: str, shape: tuple[int, ...], pads: tuple[tuple[int, int], ...], parallel: bool = True):
     X = te.placeholder(shape, DTYPE, name="X")
     out = tuple(d + a + b for d, (a, b) in zip(shape, pads))

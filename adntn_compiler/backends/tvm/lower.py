@@ -199,16 +199,16 @@ class Lowerer:
             perm = tuple(tb.index(c) for c in bl + kl + jl)
             bbuf = self.const_layout(vb, perm, (BT, Kd, J, tiles.jt))
             bshape = (BT, J // tiles.jt, Kd, tiles.jt)
+        elif J > tiles.jt and Kd * J >= PACK_B_MIN:  # pack a dynamic B into column panels: one gather kernel
+            packed, bshape = True, (BT, J // tiles.jt, Kd, tiles.jt)
+            axes = _digits(tb, {"b": bl, "k": kl, "j": jl}, sizes)
+            bbuf = self.new_buffer(vb.size, "pk")
+            kp = self.kernel(("pack", vb.shape, axes, BT, Kd, J, tiles.jt),
+                             lambda nm: K.pack_b(nm, vb.shape, axes, BT, Kd, J, tiles.jt, self.parallel))
+            self.call(kp, self.view(vb), (bbuf, bshape))
         else:
             bbuf = self.transpose_to(vb, tb, bl + kl + jl, sizes)
             bshape = (BT, Kd, J)
-            if J > tiles.jt and Kd * J >= PACK_B_MIN:  # pack a dynamic B into column panels (a copy kernel)
-                packed, src, bshape = True, bbuf, (BT, J // tiles.jt, Kd, tiles.jt)
-                view = (BT, Kd, J // tiles.jt, tiles.jt)
-                bbuf = self.new_buffer(vb.size, "pk")
-                kp = self.kernel(("transpose", view, (0, 2, 1, 3)),
-                                 lambda nm: K.transpose(nm, view, (0, 2, 1, 3), self.parallel))
-                self.call(kp, (src, view), (bbuf, bshape))
         direct = _nonunit(a.out, sizes) == _nonunit(bl + il + jl, sizes)
         out = self._fresh(n)[0]
         cbuf = out if direct else self.new_buffer(n.out.size, "t")
@@ -238,6 +238,15 @@ def _axis_map(term: str, groups: tuple[str, str, str], sizes: dict[str, int]) ->
         else:
             g, ls = ("b", bl) if c in bl else ("i", il)
             out.append((g, math.prod(sizes[x] for x in ls[ls.index(c) + 1:]), sizes[c]))
+    return tuple(out)
+
+
+def _digits(term: str, groups: dict[str, str], sizes: dict[str, int]) -> tuple:
+    """Per label of `term`: (group, divisor, size), the label's index being (fused group index // divisor) % size."""
+    out = []
+    for c in term:
+        g, ls = next((g, ls) for g, ls in groups.items() if c in ls)
+        out.append((g, math.prod(sizes[x] for x in ls[ls.index(c) + 1:]), sizes[c]))
     return tuple(out)
 
 
