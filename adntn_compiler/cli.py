@@ -125,13 +125,11 @@ def compile_cmd(a) -> int:
 
 
 def run_cmd(a) -> int:
-    import statistics
-    import time
-
     import numpy as np
 
     from .artifact import load as load_artifact
     from .errors import ConfigError
+    from .timing import median_time
 
     if a.no_torch:
         block_torch()
@@ -148,12 +146,7 @@ def run_cmd(a) -> int:
     if a.output:
         np.save(a.output, y)
     if a.repeats:
-        ts = []
-        for _ in range(a.repeats):
-            t = time.perf_counter()
-            exe(x)
-            ts.append(time.perf_counter() - t)
-        out["median_s"] = statistics.median(ts)
+        out["median_s"] = median_time(lambda: exe(x), a.repeats, warmup=0)  # the call above warmed it up
     if a.check:
         ref = exe.reference(x)
         out["max_abs_error"] = float(np.abs(y - ref).max())

@@ -45,18 +45,6 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _median(fn, repeats: int) -> float:
-    import statistics
-
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
 def main(batch: int = 4, out: str = "build/vgg16_head.adntn", repeats: int = 20) -> int:
     """Compress the bundled VGG-16 head, compile it to an artifact, run the artifact in a fresh process
     (torch blocked there), and compare with the reference interpreter and with torch dense."""
@@ -70,6 +58,7 @@ def main(batch: int = 4, out: str = "build/vgg16_head.adntn", repeats: int = 20)
     from .compiler import compile as compile_model
     from .models import compressed_vgg16_head, vgg16_head
     from .nn import report
+    from .timing import median_time
 
     torch.set_num_threads(1)  # one thread everywhere: this VM gives about one core
     print("== Reference layers: configurations at 2,000x / 20,000x / 77,000x (n/a: not reachable at rank >= 2)")
@@ -101,8 +90,8 @@ def main(batch: int = 4, out: str = "build/vgg16_head.adntn", repeats: int = 20)
         xt = torch.from_numpy(x)
         y_torch = model(xt).numpy()
         dense = vgg16_head().eval()
-        t_dense = _median(lambda: dense(xt), max(3, repeats // 4))
-        t_eager = _median(lambda: model(xt), repeats)
+        t_dense = median_time(lambda: dense(xt), max(3, repeats // 4))
+        t_eager = median_time(lambda: model(xt), repeats)
     err_torch = float(np.abs(y - y_torch).max() / np.abs(y_torch).max())
     dense_params = sum(p.numel() for p in dense.parameters())
     params = sum(p.numel() for p in model.parameters())

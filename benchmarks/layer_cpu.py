@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -20,16 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import adntn_compiler as adntn
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+from adntn_compiler.timing import median_time
 
 
 COLD = """

@@ -19,6 +19,18 @@ from adntn_compiler.errors import SerializationError  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+def blocking(module: str) -> str:
+    """Python source that makes `import <module>` (and its submodules) fail in the process that runs it."""
+    return f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r} or name.startswith({module + "."!r}):
+            raise ImportError("No module named {module!r} (blocked in this test)")
+sys.meta_path.insert(0, Block())
+"""
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     gen = adntn.ttn((48, 96), rank=3, layout="interleaved", activation="tanh", seed=3)
@@ -31,13 +43,7 @@ def saved(tmp_path_factory):
 def test_round_trip_in_fresh_process_without_torch(saved, tmp_path):
     exe, path, x = saved
     np.save(tmp_path / "x.npy", x)
-    code = f"""
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, Block())
+    code = blocking("torch") + f"""
 import numpy as np
 import adntn_compiler as adntn
 exe = adntn.load({str(path)!r})
@@ -156,13 +162,7 @@ def test_no_pickle_in_artifact(saved):
 
 
 def test_missing_tvm_is_a_clear_error(saved):
-    code = f"""
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name == "tvm" or name.startswith("tvm."):
-            raise ImportError("No module named 'tvm'")
-sys.meta_path.insert(0, Block())
+    code = blocking("tvm") + f"""
 import adntn_compiler as adntn
 for f in (lambda: adntn.load({str(saved[1])!r}), lambda: adntn.compile(adntn.ttn((8, 8), rank=2))):
     try:
@@ -174,3 +174,4 @@ for f in (lambda: adntn.load({str(saved[1])!r}), lambda: adntn.compile(adntn.ttn
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2 and all("pip install apache-tvm==0.27.0.post1" in line for line in lines)
+

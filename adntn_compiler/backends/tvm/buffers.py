@@ -12,9 +12,3 @@ def aligned_empty(shape, dtype="float32") -> np.ndarray:
     raw = np.empty(n * dtype.itemsize + ALIGN, np.uint8)
     off = (-raw.ctypes.data) % ALIGN
     return raw[off: off + n * dtype.itemsize].view(dtype).reshape(shape)
-
-
-def aligned_copy(x: np.ndarray, dtype="float32") -> np.ndarray:
-    out = aligned_empty(x.shape, dtype)
-    np.copyto(out, x, casting="unsafe")
-    return out

@@ -87,14 +87,6 @@ def _d_silu(x: te.Tensor) -> te.Tensor:
     return te.compute(x.shape, lambda *i: s(*i) * (1 + x(*i) * (1 - s(*i))), name="d_silu")
 
 
-def supported_activation(name: str) -> bool:
-    try:
-        activation(name, te.placeholder((1,), DTYPE))
-        return True
-    except KeyError:
-        return False
-
-
 # ---------------------------------------------------------------- GEMM
 
 
@@ -130,6 +122,14 @@ def gemm_tiles(I: int, J: int, K: int, lanes: int = 16) -> GemmTiles:
     return GemmTiles(rows, jt, vec, kt)
 
 
+def _digit(index, divisor: int, size: int, total: int):
+    """Digit (index // divisor) % size of a fused index of extent `total`, without needless div/mod."""
+    if size == 1:
+        return 0
+    v = index if divisor == 1 else index // divisor
+    return v if divisor * size == total else v % size
+
+
 AxisMap = tuple[tuple[str, int, int], ...]  # per axis of A: ("b"/"i", divisor, size) or ("k", position, size)
 
 
@@ -156,14 +156,8 @@ def gemm(name: str, BT: int, I: int, J: int, K: int, *, packed_b: bool, tiles: G
         total = {"b": BT, "i": I}
 
         def a_at(b, i):
-            src, idx = {"b": b, "i": i}, []
-            for g, d, n in a_axes:
-                if g == "k":
-                    idx.append(ks[d])
-                else:
-                    v = src[g] if d == 1 else src[g] // d
-                    idx.append(0 if n == 1 else v if d * n == total[g] else v % n)
-            return A[tuple(idx)]
+            src = {"b": b, "i": i}
+            return A[tuple(ks[d] if g == "k" else _digit(src[g], d, n, total[g]) for g, d, n in a_axes)]
 
     B = te.placeholder((BT, J // jt, K, jt) if packed_b else (BT, K, J), DTYPE, name="B")
     S = [te.placeholder((1,), DTYPE, name=f"s{i}") for i in range(n_scales)]
@@ -391,11 +385,8 @@ def pack_b(name: str, shape: tuple[int, ...], axes: AxisMap, BT: int, K: int, J:
     total = {"b": BT, "k": K, "j": J}
 
     def f(b, jo, k, ji):
-        src, idx = {"b": b, "k": k, "j": jo * jt + ji}, []
-        for g, d, n in axes:
-            v = src[g] if d == 1 else src[g] // d
-            idx.append(0 if n == 1 else v if d * n == total[g] else v % n)
-        return X[tuple(idx)]
+        src = {"b": b, "k": k, "j": jo * jt + ji}
+        return X[tuple(_digit(src[g], d, n, total[g]) for g, d, n in axes)]
 
     Y = te.compute((BT, J // jt, K, jt), f, name="pack")
     return _schedule_nest(tvm.IRModule({name: te.create_prim_func([X, Y]).with_attr("global_symbol", name)}),

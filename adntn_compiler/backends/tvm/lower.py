@@ -227,20 +227,6 @@ class Lowerer:
         return True
 
 
-def _axis_map(term: str, groups: tuple[str, str, str], sizes: dict[str, int]) -> tuple:
-    """Per label of `term`: ("b" or "i", divisor, size), the label's index being (fused index // divisor) % size,
-    or ("k", position, size) for the reduction label at that position."""
-    bl, il, kl = groups
-    out = []
-    for c in term:
-        if c in kl:
-            out.append(("k", kl.index(c), sizes[c]))
-        else:
-            g, ls = ("b", bl) if c in bl else ("i", il)
-            out.append((g, math.prod(sizes[x] for x in ls[ls.index(c) + 1:]), sizes[c]))
-    return tuple(out)
-
-
 def _digits(term: str, groups: dict[str, str], sizes: dict[str, int]) -> tuple:
     """Per label of `term`: (group, divisor, size), the label's index being (fused group index // divisor) % size."""
     out = []
@@ -248,6 +234,14 @@ def _digits(term: str, groups: dict[str, str], sizes: dict[str, int]) -> tuple:
         g, ls = next((g, ls) for g, ls in groups.items() if c in ls)
         out.append((g, math.prod(sizes[x] for x in ls[ls.index(c) + 1:]), sizes[c]))
     return tuple(out)
+
+
+def _axis_map(term: str, groups: tuple[str, str, str], sizes: dict[str, int]) -> tuple:
+    """`_digits` for a GEMM's A, except that a reduction label is ("k", its position in kl, size): the GEMM
+    keeps one reduction axis per label."""
+    bl, il, kl = groups
+    return tuple(("k", kl.index(c), n) if g == "k" else (g, d, n)
+                 for c, (g, d, n) in zip(term, _digits(term, {"b": bl, "i": il, "k": kl}, sizes)))
 
 
 def lower(g: Graph, prefix: str, lanes: int = 16, parallel: bool = True) -> tuple[Program, dict]:
