@@ -23,7 +23,7 @@ import numpy as np
 from .errors import ConfigError, SerializationError
 
 FORMAT = "adntn-artifact"
-VERSION = 1
+VERSION = 2  # 2: program inputs carry their names
 MANIFEST, TENSORS, LIB = "manifest.json", "tensors.safetensors", "lib.so"
 
 
@@ -186,7 +186,7 @@ def read_manifest(path: str | os.PathLike) -> tuple[dict, zipfile.ZipFile]:
 def _read(z: zipfile.ZipFile, path, name: str) -> bytes:
     try:
         return z.read(name)
-    except (zipfile.BadZipFile, OSError, EOFError, Exception) as e:  # zlib.error on a damaged member
+    except Exception as e:  # BadZipFile, OSError, EOFError, zlib.error: a damaged member
         raise SerializationError(f"{path}: cannot read {name} from the artifact (corrupt or truncated: {e})") from None
 
 
@@ -211,8 +211,11 @@ def load(path: str | os.PathLike) -> Executable:
     except Exception as e:  # safetensors raises its own error type
         raise SerializationError(f"{path}: tensors.safetensors is unreadable ({e})") from None
     tensors.pop("__empty__", None)
+    from .backends.tvm.program import Program
+
+    for k, prog in m.get("programs", {}).items():
+        try:
+            Program.from_dict(prog)
+        except (ValueError, AttributeError) as e:
+            raise SerializationError(f"{path}: the manifest's {k!r} program is malformed ({e})") from None
     return Executable(files[LIB], tensors, m)
-
-
-def save(exe: Executable, path) -> Path:
-    return exe.save(path)

@@ -175,3 +175,14 @@ for f in (lambda: adntn.load({str(saved[1])!r}), lambda: adntn.compile(adntn.ttn
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2 and all("pip install apache-tvm==0.27.0.post1" in line for line in lines)
 
+
+def test_malformed_program_is_refused(saved, tmp_path):
+    def edit(n, b):
+        if n != artifact.MANIFEST:
+            return b
+        m = json.loads(b)
+        m["programs"]["call"]["inputs"] = [e[1:] for e in m["programs"]["call"]["inputs"]]  # drop the names
+        return _resign(m)
+
+    with pytest.raises(SerializationError, match="'call' program is malformed"):
+        adntn.load(_rewrite(saved[1], tmp_path / "p.adntn", edit))

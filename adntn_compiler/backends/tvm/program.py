@@ -22,7 +22,17 @@ class Program:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Program":
-        return cls(**{k: d[k] for k in ("buffers", "calls", "inputs", "outputs", "consts")})
+        """Raises ValueError naming what is malformed."""
+        try:
+            p = cls(**{k: d[k] for k in ("buffers", "calls", "inputs", "outputs", "consts")})
+            ok = (all(len(e) == 3 for e in p.inputs + p.outputs)
+                  and all(set(c) == {"kernel", "args"} and all(len(a) == 2 for a in c["args"]) for c in p.calls)
+                  and all({"buffer", "tensor", "shape", "perm", "pack"} <= set(c) for c in p.consts))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"missing or mistyped field {e}") from None
+        if not ok:
+            raise ValueError("an input, output, call or constant entry has the wrong form")
+        return p
 
 
 def prepare_const(t: np.ndarray, spec: dict) -> np.ndarray:
