@@ -74,7 +74,8 @@ class _CompiledLayerFn(torch.autograd.Function):
     def backward(ctx, gy):
         g = ctx.prog.backward(np.ascontiguousarray(gy.detach().numpy(), dtype=np.float32), ctx.saved_arrays,
                               ctx.vals)
-        return (None, None, torch.from_numpy(g["grad.x"]),
+        gx = torch.from_numpy(g["grad.x"]) if "grad.x" in g else None
+        return (None, None, gx,
                 *(torch.from_numpy(g[f"grad.{k}"]).reshape(ctx.vals[k].shape) for k in ctx.names))
 
 
@@ -95,15 +96,16 @@ class ADNTNLinear(_ADNTNBase):
         super().__init__(gen, bias, dtype)
         self.in_features, self.out_features = gen.I, gen.O
         self.backend = backend
-        self._compiled: dict[int, Any] = {}
+        self._compiled: dict[tuple[int, bool], Any] = {}
 
-    def _compiled_program(self, batch: int):
-        if batch not in self._compiled:
+    def _compiled_program(self, batch: int, input_grad: bool):
+        key = (batch, input_grad)  # an input that needs no gradient gets a backward program without grad.x
+        if key not in self._compiled:
             from .backends.tvm.train import CompiledTraining
 
             cores = {k: v.detach().numpy() for k, v in self.cores.items()}
-            self._compiled[batch] = CompiledTraining(self.gen, batch, cores)
-        return self._compiled[batch]
+            self._compiled[key] = CompiledTraining(self.gen, batch, cores, input_grad=input_grad)
+        return self._compiled[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
@@ -113,7 +115,8 @@ class ADNTNLinear(_ADNTNBase):
         x2 = x.reshape(-1, self.in_features)
         if self.backend == "tvm":
             names = list(self.cores.keys())
-            y = _CompiledLayerFn.apply(self._compiled_program(x2.shape[0]), names, x2.contiguous(),
+            prog = self._compiled_program(x2.shape[0], x2.requires_grad and torch.is_grad_enabled())
+            y = _CompiledLayerFn.apply(prog, names, x2.contiguous(),
                                        *self.cores.values())
         else:
             y = torch_backend.run(self._graph(x2.shape[0]), [x2], self.cores)[0]

@@ -79,6 +79,30 @@ def test_gemm_kernel_shapes(I, J, K):
     close(get_backend("tvm").compile(g)(xs.astype(np.float32))[0], reference.run(g, [xs])[0])
 
 
+@pytest.mark.parametrize("also_output", [False, True])
+def test_permuted_gemm_result_is_read_in_place(also_output):
+    """A GEMM result in another label order than the graph's stays in GEMM order: a map and the next einsum
+    read it as stored (no transpose call); an output gets it in graph order (one transpose)."""
+    rng = np.random.default_rng(0)
+    b = Builder()
+    x = b.input("x", (5, 6, 32))
+    w = b.param("w", rng.standard_normal((32, 48)), const=True)
+    v = b.param("v", rng.standard_normal((48, 7)), const=True)
+    h = b.contract([(x, "pbk"), (w, "kj")], "jpb")  # stored in GEMM order (p b) x j
+    t = b.map("tanh", h)
+    b.output(b.contract([(t, "jpb"), (v, "jo")], "bpo"), "y")
+    if also_output:
+        b.output(t, "t")
+    g = b.build()
+    lib, progs = build({"main": g})
+    calls = [c["kernel"] for c in progs["main"].calls]
+    assert sum("transpose" in c for c in calls) == also_output, calls
+    xs = rng.standard_normal((5, 6, 32))
+    got = ProgramRunner(lib, progs["main"], dict(g.tensors))(xs.astype(np.float32))
+    for (name, _, _), ref in zip(progs["main"].outputs, reference.run(g, [xs])):
+        close(got[name], ref)
+
+
 def test_gemm_tiles_divide():
     for i, j, k in [(4096, 256, 3584), (229376, 64, 28), (7, 12, 5), (1, 1, 1)]:
         t = K.gemm_tiles(i, j, k)

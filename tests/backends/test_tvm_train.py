@@ -18,8 +18,9 @@ from tests.corpus import generators  # noqa: E402
 
 
 @settings(max_examples=25)
-@given(gen=generators(conv=False), batch=st.sampled_from([1, 3]), seed=st.integers(0, 99))
-def test_compiled_gradients_equal_torch_autograd(gen, batch, seed):
+@given(gen=generators(conv=False), batch=st.sampled_from([1, 3]), seed=st.integers(0, 99), input_grad=st.booleans())
+def test_compiled_gradients_equal_torch_autograd(gen, batch, seed, input_grad):
+    """With and without a gradient for x (without one, the compiled backward program leaves grad.x out)."""
     torch.manual_seed(seed)
     ref = adntn.ADNTNLinear(gen, bias=True)
     tvm_layer = adntn.ADNTNLinear(gen, bias=True, backend="tvm")
@@ -28,14 +29,19 @@ def test_compiled_gradients_equal_torch_autograd(gen, batch, seed):
     w = torch.randn(batch, gen.O)
     grads = []
     for m in (ref, tvm_layer):
-        xi = x.clone().requires_grad_()
+        xi = x.clone().requires_grad_(input_grad)
         y = m(xi)
         (y * w).sum().backward()
         grads.append((y.detach(), xi.grad, {k: p.grad for k, p in m.named_parameters()}))
     (y0, gx0, g0), (y1, gx1, g1) = grads
     tol = lambda t: 1e-4 * max(1.0, float(t.abs().max()))  # noqa: E731
     assert (y0 - y1).abs().max() <= tol(y0)
-    assert (gx0 - gx1).abs().max() <= tol(gx0)
+    if input_grad:
+        assert (gx0 - gx1).abs().max() <= tol(gx0)
+    else:
+        assert gx0 is None and gx1 is None
+    (prog,) = tvm_layer._compiled.values()
+    assert ("grad.x" in prog.grads) == input_grad
     for k in g0:
         assert (g0[k] - g1[k]).abs().max() <= tol(g0[k]), k
 

@@ -183,8 +183,9 @@ def _schedule_gemm(mod: tvm.IRModule, name: str, t: GemmTiles, parallel: bool) -
         sch.compute_inline(sch.get_sblock(n))
     blk = sch.get_sblock("C")
     b, i, j, *ks = sch.get_loops(blk)
-    if len(ks) == 1 and int(sch.get(ks[0]).extent) >= 4 * KC and int(sch.get(ks[0]).extent) % KC == 0:
-        return _schedule_gemm_kblocked(sch, name, blk, tail, t, parallel)
+    kc = k_block(int(sch.get(j).extent))
+    if len(ks) == 1 and int(sch.get(ks[0]).extent) >= LONG_K and int(sch.get(ks[0]).extent) % kc == 0:
+        return _schedule_gemm_kblocked(sch, name, blk, tail, t, kc, parallel)
     io, ii = sch.split(i, [None, t.rows])
     jo, ji = sch.split(j, [None, t.jt])
     ji0, ji1 = sch.split(ji, [None, t.vec])
@@ -213,10 +214,18 @@ def _schedule_gemm(mod: tvm.IRModule, name: str, t: GemmTiles, parallel: bool) -
     return sch.mod[name]
 
 
-KC = 512  # k block of the long-k GEMM: a (KC x J) slice of packed B stays in L2 (measured best of 128..1024)
+LONG_K = 2048  # from this k on, the GEMM is k-blocked (k = 512 measured faster without: 108 against 68 GF/s)
 
 
-def _schedule_gemm_kblocked(sch, name: str, blk, tail: list[str], t: GemmTiles, parallel: bool):
+def k_block(J: int) -> int:
+    """k block of the long-k GEMM: the (kc x J) slice of B that every row tile re-reads stays in half of L2
+    (512 KB). Measured best of 128..1024: 512 for J = 256 (FC6 inference, 4096x256x3584) and 256 for
+    J = 512 (FC6 training forward, 256x512x3584: 106-111 GF/s against 90 with 512)."""
+    kc = 1 << max(0, (131072 // max(J, 1)).bit_length() - 1)
+    return min(1024, max(256, kc))
+
+
+def _schedule_gemm_kblocked(sch, name: str, blk, tail: list[str], t: GemmTiles, KC: int, parallel: bool):
     """Long k (GotoBLAS order): for each k block, every row tile meets every B panel while that block of B
     is in cache; C accumulates in memory (its 8x32 tile stays in L1 across the inner k loop). The
     scale/activation then run as one vectorised pass over C. 8x32 tiles, KC=512: 116 GF/s on FC6's

@@ -3,8 +3,10 @@
 Buffers are flat and C-ordered, so a reshape is free (the same buffer seen with another shape) and every
 kernel argument is a (buffer, shape) view. A two-operand einsum becomes a batched GEMM
 C[b, i, j] = sum_k A[b, i, k] B[b, k, j]: a constant operand is put in that layout (and B packed into column
-panels) once, at load time; a dynamic operand in the wrong layout is copied by a transpose kernel; so is
-a result whose label order differs from the canonical (b, i, j). Everything else is a memory-bound kernel.
+panels) once, at load time; a dynamic operand in the wrong layout is copied by a transpose kernel. A result
+whose label order differs from the canonical (b, i, j) stays in that order: it is a permuted value, which an
+einsum or map reads as it is (an einsum's labels are layout-free) and which is transposed into its graph
+order only when another op or an output needs it. Everything else is a memory-bound kernel.
 
 The program is plain JSON (`Program.to_dict`), so an artifact stores it next to the compiled library.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import math
 
 from ...errors import ConfigError
-from ...ir.graph import Graph, Node, Value
+from ...ir.graph import Graph, Node, Op, Value
 from . import kernels as K
 from .program import Program
 
@@ -37,6 +39,10 @@ class Lowerer:
         self.p = Program()
         self.buf: dict[int, str] = {}  # value id -> buffer name
         self.const_of: dict[int, str] = {}  # value id -> tensor name, for CONST/PARAM values
+        # value id -> physical axis order (graph axes), for a value whose buffer is not in graph order
+        self.perm: dict[int, tuple[int, ...]] = {}
+        self._graph_order: dict[int, str] = {}  # value id -> buffer holding a permuted value in graph order
+        self.in_order: set[int] = set()  # values some op reads in graph order (not only einsums and maps)
 
     # ------------------------------------------------------------ helpers
     def new_buffer(self, size: int, hint: str) -> str:
@@ -54,8 +60,26 @@ class Lowerer:
     def call(self, kernel: str, *args: tuple[str, tuple[int, ...]]) -> None:
         self.p.calls.append({"kernel": kernel, "args": [[b, list(s)] for b, s in args]})
 
+    def phys(self, v: Value, term: str = "") -> tuple[str, tuple[int, ...], str]:
+        """(buffer, physical shape, `term` relabelled in physical axis order) of v as it is stored."""
+        p = self.perm.get(v.id)
+        if p is None:
+            return self.buf[v.id], v.shape, term
+        return self.buf[v.id], tuple(v.shape[i] for i in p), "".join(term[i] for i in p) if term else term
+
     def view(self, v: Value) -> tuple[str, tuple[int, ...]]:
-        return self.buf[v.id], v.shape
+        """v in graph order: a permuted value is transposed (once) for the ops that need that."""
+        p = self.perm.get(v.id)
+        if p is None:
+            return self.buf[v.id], v.shape
+        if v.id not in self._graph_order:
+            pshape = tuple(v.shape[i] for i in p)
+            inv = tuple(p.index(i) for i in range(len(p)))
+            out = self.new_buffer(v.size, "t")
+            k = self.kernel(("transpose", pshape, inv), lambda nm: K.transpose(nm, pshape, inv, self.parallel))
+            self.call(k, (self.buf[v.id], pshape), (out, v.shape))
+            self._graph_order[v.id] = out
+        return self._graph_order[v.id], v.shape
 
     def const_layout(self, v: Value, perm, pack) -> str:
         """A load-time copy of constant `v` in another layout (shared between uses)."""
@@ -70,19 +94,24 @@ class Lowerer:
         return name
 
     def transpose_to(self, v: Value, term: str, want: str, sizes: dict[str, int]) -> str:
-        """Buffer holding v (labels `term`) in label order `want`: the same buffer when only unit axes move."""
+        """Buffer holding v (labels `term`, in buffer order) in label order `want`: the same buffer when only
+        unit axes move."""
         if _nonunit(term, sizes) == _nonunit(want, sizes):
             return self.buf[v.id]
         perm = tuple(term.index(c) for c in want)
         if v.id in self.const_of:
             return self.const_layout(v, perm, None)
+        buf, shape, _ = self.phys(v)
         out = self.new_buffer(v.size, "t")
-        k = self.kernel(("transpose", v.shape, perm), lambda n: K.transpose(n, v.shape, perm, self.parallel))
-        self.call(k, self.view(v), (out, tuple(v.shape[p] for p in perm)))
+        k = self.kernel(("transpose", shape, perm), lambda n: K.transpose(n, shape, perm, self.parallel))
+        self.call(k, (buf, shape), (out, tuple(shape[p] for p in perm)))
         return out
 
     # ------------------------------------------------------------ ops
     def lower(self, g: Graph) -> Program:
+        for n in reversed(g.nodes):  # a map's input is needed in graph order when its result is
+            if n.op is not Op.EINSUM and (n.op is not Op.MAP or n.out.id in self.in_order):
+                self.in_order.update(v.id for v in n.inputs)
         for n in g.nodes:
             getattr(self, "op_" + n.op.value)(n)
         return self.p
@@ -101,10 +130,10 @@ class Lowerer:
 
     def op_output(self, n: Node) -> None:
         v = n.inputs[0]
-        self.p.outputs.append([n.attrs.name, self.buf[v.id], list(v.shape)])
+        self.p.outputs.append([n.attrs.name, self.view(v)[0], list(v.shape)])
 
     def op_reshape(self, n: Node) -> None:
-        self.buf[n.out.id] = self.buf[n.inputs[0].id]
+        self.buf[n.out.id] = self.view(n.inputs[0])[0]
         if n.inputs[0].id in self.const_of:  # a view of a constant: its layouts come from the same tensor
             self.const_of[n.out.id] = self.const_of[n.inputs[0].id]
 
@@ -114,8 +143,11 @@ class Lowerer:
 
     def op_map(self, n: Node) -> None:
         x = n.inputs[0]
-        k = self.kernel(("map", x.shape, n.attrs.fn), lambda nm: K.elementwise(nm, x.shape, n.attrs.fn, self.parallel))
-        self.call(k, self.view(x), self._fresh(n))
+        buf, shape, _ = self.phys(x)  # elementwise: a permuted value stays permuted
+        k = self.kernel(("map", shape, n.attrs.fn), lambda nm: K.elementwise(nm, shape, n.attrs.fn, self.parallel))
+        self.call(k, (buf, shape), (self._fresh(n)[0], shape))
+        if x.id in self.perm:
+            self.perm[n.out.id] = self.perm[x.id]
 
     def op_add(self, n: Node) -> None:
         a, b = n.inputs
@@ -147,50 +179,67 @@ class Lowerer:
     def op_einsum(self, n: Node) -> None:
         a = n.attrs
         sizes = {c: s for t, v in zip(a.terms, n.inputs) for c, s in zip(t, v.shape)}
-        tensors = [k for k, t in enumerate(a.terms) if t]
-        scalars = [k for k, t in enumerate(a.terms) if not t]
-        if len(tensors) == 2 and self._gemm(n, sizes, tensors, scalars):
+        ph = [self.phys(v, t) for t, v in zip(a.terms, n.inputs)]  # operands as stored: labels in buffer order
+        terms = tuple(t for _, _, t in ph)
+        tensors = [k for k, t in enumerate(terms) if t]
+        scalars = [k for k, t in enumerate(terms) if not t]
+        elementwise = all(set(terms[k]) == set(a.out) for k in tensors)
+        if len(tensors) == 2 and not elementwise and self._gemm(n, terms, sizes, tensors, scalars):
             return
-        shapes = [v.shape for v in n.inputs]
-        k = self.kernel(("einsum", a.terms, a.out, tuple(shapes), a.epilogue),
-                        lambda nm: K.einsum(nm, a.terms, a.out, shapes, a.epilogue, self.parallel))
-        self.call(k, *((self.buf[v.id], v.shape if t else (1,)) for t, v in zip(a.terms, n.inputs)), self._fresh(n))
+        out = a.out
+        if elementwise and n.out.id not in self.in_order:  # write in the first operand's order: no transpose
+            out = terms[tensors[0]]
+            if _nonunit(out, sizes) != _nonunit(a.out, sizes):
+                self.perm[n.out.id] = tuple(a.out.index(c) for c in out)
+        shapes = [s for _, s, _ in ph]
+        k = self.kernel(("einsum", terms, out, tuple(shapes), a.epilogue),
+                        lambda nm: K.einsum(nm, terms, out, shapes, a.epilogue, self.parallel))
+        self.call(k, *((b, s if t else (1,)) for b, s, t in ph), (self._fresh(n)[0], tuple(sizes[c] for c in out)))
 
-    def _gemm(self, n: Node, sizes: dict[str, int], tensors: list[int], scalars: list[int]) -> bool:
+    def _gemm(self, n: Node, terms: tuple[str, ...], sizes: dict[str, int], tensors: list[int],
+              scalars: list[int]) -> bool:
         a = n.attrs
-        t0, t1 = (a.terms[k] for k in tensors)
+        t0, t1 = (terms[k] for k in tensors)
         if any(len(set(t)) != len(t) for t in (t0, t1)):
             return False  # a repeated label (diagonal): not a GEMM
         if any(c not in a.out and c not in other for t, other in ((t0, t1), (t1, t0)) for c in t):
             return False  # a label summed within one operand: not a GEMM
 
-        def roles(ka: int, kb: int):
-            ta, tb = a.terms[ka], a.terms[kb]
+        def roles(ka: int, kb: int, src: str):
+            ta, tb = terms[ka], terms[kb]
             va, vb = n.inputs[ka], n.inputs[kb]
             bl = "".join(c for c in a.out if c in ta and c in tb)
             il = "".join(c for c in a.out if c in ta and c not in tb)
             jl = "".join(c for c in a.out if c in tb and c not in ta)
-            src = ta if va.id not in self.const_of else tb  # k order: the dynamic operand's
             kl = "".join(c for c in src if c in ta and c in tb and c not in a.out)
             copies = 0  # elements a dynamic transpose has to move
             if va.id not in self.const_of and _nonunit(ta, sizes) != _nonunit(bl + il + kl, sizes):
                 copies += va.size
             if vb.id not in self.const_of and _nonunit(tb, sizes) != _nonunit(bl + kl + jl, sizes):
                 copies += vb.size
-            if _nonunit(a.out, sizes) != _nonunit(bl + il + jl, sizes):
+            if n.out.id in self.in_order and _nonunit(a.out, sizes) != _nonunit(bl + il + jl, sizes):
                 copies += n.out.size
-            return (copies, vb.id not in self.const_of), (ka, kb, bl, il, jl, kl)
+            # estimated seconds: copies at ~1.3 ns per element; the GEMM at ~80 GF/s with full vectors, far
+            # less with narrow ones (measured 30 GF/s for J = 28 against 56 with J = 64, same flops)
+            J = math.prod(sizes[c] for c in jl)
+            full = K.gemm_tiles(1, J, 1, self.lanes).vec == self.lanes
+            t = copies * 1.3e-9 + 2 * math.prod(sizes.values()) / (80e9 if full else 30e9)
+            return (t, vb.id not in self.const_of), (ka, kb, bl, il, jl, kl)
 
-        ka, kb, bl, il, jl, kl = min(roles(*tensors), roles(*reversed(tensors)), key=lambda r: r[0])[1]
-        ta, tb = a.terms[ka], a.terms[kb]
+        # k order: that of a dynamic operand (a constant is laid out at load time), whichever copies less
+        dyn = [terms[k] for k in tensors if n.inputs[k].id not in self.const_of] or [terms[tensors[0]]]
+        ka, kb, bl, il, jl, kl = min((roles(*ab, src) for ab in (tensors, tensors[::-1]) for src in dyn),
+                                     key=lambda r: r[0])[1]
+        ta, tb = terms[ka], terms[kb]
         va, vb = n.inputs[ka], n.inputs[kb]
+        (_, ashape_p, _), (_, bshape_p, _) = self.phys(va), self.phys(vb)
         size = lambda ls: math.prod(sizes[c] for c in ls)  # noqa: E731
         BT, I, J, Kd = size(bl), size(il), size(jl), size(kl)
         tiles = K.gemm_tiles(I, J, Kd, self.lanes)
         if va.id in self.const_of or va.size > STRIDED_A_MAX or J > tiles.jt:
             abuf, a_axes, ashape = self.transpose_to(va, ta, bl + il + kl, sizes), None, (BT, I, Kd)
         else:  # read in place: each axis of A is a digit of the fused b, i or k index
-            abuf, a_axes, ashape = self.buf[va.id], _axis_map(ta, (bl, il, kl), sizes), va.shape
+            abuf, a_axes, ashape = self.buf[va.id], _axis_map(ta, (bl, il, kl), sizes), ashape_p
             if _nonunit(ta, sizes) == _nonunit(bl + il + kl, sizes):
                 a_axes, ashape = None, (BT, I, Kd)
         k_sizes = tuple(sizes[c] for c in kl) if a_axes is not None else None
@@ -203,27 +252,22 @@ class Lowerer:
             packed, bshape = True, (BT, J // tiles.jt, Kd, tiles.jt)
             axes = _digits(tb, {"b": bl, "k": kl, "j": jl}, sizes)
             bbuf = self.new_buffer(vb.size, "pk")
-            kp = self.kernel(("pack", vb.shape, axes, BT, Kd, J, tiles.jt),
-                             lambda nm: K.pack_b(nm, vb.shape, axes, BT, Kd, J, tiles.jt, self.parallel))
-            self.call(kp, self.view(vb), (bbuf, bshape))
+            kp = self.kernel(("pack", bshape_p, axes, BT, Kd, J, tiles.jt),
+                             lambda nm: K.pack_b(nm, bshape_p, axes, BT, Kd, J, tiles.jt, self.parallel))
+            self.call(kp, (self.buf[vb.id], bshape_p), (bbuf, bshape))
         else:
             bbuf = self.transpose_to(vb, tb, bl + kl + jl, sizes)
             bshape = (BT, Kd, J)
-        direct = _nonunit(a.out, sizes) == _nonunit(bl + il + jl, sizes)
-        out = self._fresh(n)[0]
-        cbuf = out if direct else self.new_buffer(n.out.size, "t")
+        cbuf = self._fresh(n)[0]
+        canon = bl + il + jl
+        if _nonunit(a.out, sizes) != _nonunit(canon, sizes):  # stored in GEMM order: a permuted value
+            self.perm[n.out.id] = tuple(a.out.index(c) for c in canon)
         key = ("gemm", BT, I, J, Kd, packed, tiles, len(scalars), a.epilogue, a_axes, k_sizes)
         k = self.kernel(key, lambda nm: K.gemm(nm, BT, I, J, Kd, packed_b=packed, tiles=tiles, n_scales=len(scalars),
                                                act=a.epilogue, parallel=self.parallel, a_axes=a_axes,
                                                k_sizes=k_sizes))
         self.call(k, (abuf, ashape), (bbuf, bshape), *((self.buf[n.inputs[s].id], (1,)) for s in scalars),
                   (cbuf, (BT, I, J)))
-        if not direct:
-            canon = bl + il + jl
-            shape = tuple(sizes[c] for c in canon)
-            perm = tuple(canon.index(c) for c in a.out)
-            kt = self.kernel(("transpose", shape, perm), lambda nm: K.transpose(nm, shape, perm, self.parallel))
-            self.call(kt, (cbuf, shape), (out, n.out.shape))
         return True
 
 

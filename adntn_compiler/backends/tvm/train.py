@@ -19,11 +19,14 @@ from .runtime import ProgramRunner
 
 
 class CompiledTraining:
-    def __init__(self, gen: Generator, batch_size: int, cores: Mapping[str, np.ndarray], target: str = "cpu"):
+    def __init__(self, gen: Generator, batch_size: int, cores: Mapping[str, np.ndarray], target: str = "cpu",
+                 input_grad: bool = True):
+        """`input_grad=False` leaves out grad.x (as torch does for an input that needs no gradient): the
+        backward program is then one contraction and its copies shorter."""
         # the scale stays a separate product (fuse(scalars=False)): its gradient is then <ct, unscaled y>
         g = optimize(trace(gen, "layer", batch_size=batch_size, structure_only=True),
                      (segment, order, partial(fuse, scalars=False)))
-        fwd, bwd = split_training(autodiff(g, inputs=True))
+        fwd, bwd = split_training(autodiff(g, inputs=input_grad))
         fwd, bwd = fuse(fwd), optimize(bwd, (order, fuse))  # order: a VJP may have 3 operands
         self.graphs = {"fwd": fwd, "bwd": bwd}
         lib, progs = build(self.graphs, target)
@@ -48,7 +51,7 @@ class CompiledTraining:
         return out["y"].copy(), saved
 
     def backward(self, ct: np.ndarray, saved: "Saved", cores: Mapping[str, np.ndarray]) -> dict:
-        """{"grad.x": ..., "grad.<core>": ...} for the cotangent `ct` of y."""
+        """{"grad.x": ... (unless input_grad=False), "grad.<core>": ...} for the cotangent `ct` of y."""
         self.bwd.update(cores)
         if saved.arrays is None:  # still in the shared buffers
             args = {"ct.y": ct, **dict.fromkeys(self.saved)}
