@@ -183,7 +183,9 @@ class Lowerer:
         terms = tuple(t for _, _, t in ph)
         tensors = [k for k, t in enumerate(terms) if t]
         scalars = [k for k, t in enumerate(terms) if not t]
-        elementwise = all(set(terms[k]) == set(a.out) for k in tensors)
+        # every operand has exactly the output's labels (no diagonal, nothing summed): an elementwise product
+        elementwise = bool(tensors) and all(len(terms[k]) == len(a.out) and set(terms[k]) == set(a.out)
+                                            for k in tensors)
         if len(tensors) == 2 and not elementwise and self._gemm(n, terms, sizes, tensors, scalars):
             return
         out = a.out
