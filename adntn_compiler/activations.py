@@ -101,7 +101,18 @@ def torch_fn(name: str) -> Callable:
     return getattr(F, act.torch_name)
 
 
-def second_moment(name: str) -> float:
-    """E[act(z)^2] for z ~ N(0, 1), by Gauss-Hermite quadrature; used to keep init variance steady."""
+def _gauss_mean(f) -> float:
+    """E[f(z)] for z ~ N(0, 1), by Gauss-Hermite quadrature."""
     x, w = np.polynomial.hermite_e.hermegauss(80)
-    return float(np.sum(w * get(name).numpy(x) ** 2) / np.sqrt(2.0 * np.pi))
+    return float(np.sum(w * f(x)) / np.sqrt(2.0 * np.pi))
+
+
+def first_moment(name: str) -> float:
+    """E[act(z)] for z ~ N(0, 1): 0 for odd activations (tanh), 0.40 for relu, 0.5 for sigmoid."""
+    m = _gauss_mean(get(name).numpy)
+    return 0.0 if abs(m) < 1e-12 else m
+
+
+def second_moment(name: str) -> float:
+    """E[act(z)^2] for z ~ N(0, 1); used to keep init variance steady."""
+    return _gauss_mean(lambda x: get(name).numpy(x) ** 2)

@@ -86,6 +86,15 @@ class _ModelBuilder:
             raise ShapeError(f"{what} expects {n} input features, but the previous layer gives shape {self.x.shape}")
         return self.x
 
+    def _layer_tensors(self, graphs, cores: dict[str, Any], prefix: str) -> None:
+        """The tensors a generator's graphs read: its cores, and constants the graphs carry (activation centres)."""
+        for g in graphs:
+            for n in g.nodes:
+                if n.op is Op.PARAM:
+                    self.tensors[prefix + n.attrs.name] = _f32(cores[n.attrs.name])
+                elif n.op is Op.CONST and n.attrs.name in g.tensors:
+                    self.tensors[prefix + n.attrs.name] = _f32(g.tensors[n.attrs.name])
+
     def generator(self, gen: Generator, cores: dict[str, Any], bias, path: str) -> None:
         from .plan import plan
 
@@ -94,9 +103,7 @@ class _ModelBuilder:
         x = self._features(f"{path} ({gen!r})", gen.I)
         p = plan(gen, self.batch_size, self.schedule, self.memory_budget)
         prefix = f"{path}."
-        for n in p.program.load.nodes:
-            if n.op is Op.PARAM:
-                self.tensors[prefix + n.attrs.name] = _f32(cores[n.attrs.name])
+        self._layer_tensors((p.program.load, p.program.call), cores, prefix)
         self._resident(_inline(self.load, p.program.load, {}, prefix), prefix)
         y = _inline(self.call, p.program.call, {"x": x}, prefix)["y"]
         if bias is not None:
@@ -113,9 +120,7 @@ class _ModelBuilder:
 
         wg = trace(gen, "weight", structure_only=True)
         prefix = f"{path}."
-        for n in wg.nodes:
-            if n.op is Op.PARAM:
-                self.tensors[prefix + n.attrs.name] = _f32(cores[n.attrs.name])
+        self._layer_tensors((wg,), cores, prefix)
         self._resident(_inline(self.load, wg, {}, prefix), prefix)
         wname = prefix + wg.nodes[-1].attrs.name
         W = self.call.node(Op.CONST, (), NameAttrs(wname), path, wg.outputs[0].shape)

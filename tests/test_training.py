@@ -19,14 +19,19 @@ def data():
     return f(d["x"]), f(d["y"], torch.long), f(d["x_test"]), f(d["y_test"], torch.long)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("arch", ["ttn", "attn", "mera", "brickwall"])
-def test_default_init_trains_at_2000x(data, arch, seed):
+CASES = [(arch, seed, "default") for arch in ("ttn", "attn", "mera", "brickwall") for seed in (0, 1, 2)] + \
+    [("ttn", 0, act) for act in ("relu", "gelu", "sigmoid")]  # non-default activations (centred)
+
+
+@pytest.mark.parametrize("arch,seed,activation", CASES)
+def test_default_init_trains_at_2000x(data, arch, seed, activation):
     xtr, ytr, xte, yte = data
     torch.manual_seed(seed)
     torch.set_num_threads(1)  # small layers: threads only add contention
     model = nn.Sequential(nn.Linear(40, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
-    adntn.compress(model, {"2": dict(arch=arch, ratio=2000, seed=seed)})
+    spec = dict(arch=arch, ratio=2000, seed=seed) if activation == "default" else \
+        dict(arch=arch, ratio=2000, seed=seed, activation=activation)
+    adntn.compress(model, {"2": spec})
     assert model[2].gen.compression_ratio >= 2000
     with torch.no_grad():
         first = F.cross_entropy(model(xtr), ytr).item()

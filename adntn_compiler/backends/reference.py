@@ -47,8 +47,9 @@ def last_uses(g: Graph) -> dict[int, list[int]]:
 
 def run(g: Graph, args: Sequence[np.ndarray] = (), tensors: Mapping[str, np.ndarray] | None = None,
         dtype=np.float64) -> list[np.ndarray]:
-    """Execute `g` on `args` (one per input node, in order); params default to the graph's tensors."""
-    tensors = g.tensors if tensors is None else tensors
+    """Execute `g` on `args` (one per input node, in order); params default to the graph's tensors, and a
+    constant missing from `tensors` comes from the graph's."""
+    tensors = g.tensors if tensors is None else {**g.tensors, **tensors}
     check_fits(g, np.dtype(dtype).itemsize)
     inputs = iter(args)
     env: dict[int, np.ndarray] = {}

@@ -36,12 +36,18 @@ IMPL_TORCH = {
 
 
 def run(g: Graph, args: Sequence[torch.Tensor], tensors: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Run `g`; params come from `tensors`, a constant from `tensors` or else from the graph (in the dtype and
+    device of the other tensors)."""
     inputs = iter(args)
     env: dict[int, torch.Tensor] = {}
     drop = last_uses(g)
+    like = next(iter(tensors.values()), None)
     for i, n in enumerate(g.nodes):
         if n.op is Op.INPUT:
             env[n.out.id] = next(inputs)
+        elif n.op is Op.CONST and n.attrs.name not in tensors:
+            env[n.out.id] = torch.as_tensor(g.tensors[n.attrs.name], dtype=like.dtype if like is not None else None,
+                                            device=like.device if like is not None else None)
         elif n.op in (Op.PARAM, Op.CONST):
             env[n.out.id] = tensors[n.attrs.name]
         else:

@@ -28,8 +28,8 @@ def close(y, ref, rtol=1e-4):
 
 def run_plan_on_tvm(p):
     lib, progs = build({"load": p.program.load, "call": p.program.call})
-    loaded = ProgramRunner(lib, progs["load"], p.gen.cores)()
-    return ProgramRunner(lib, progs["call"], loaded)
+    loaded = ProgramRunner(lib, progs["load"], {**p.program.load.tensors, **p.gen.cores})()
+    return ProgramRunner(lib, progs["call"], {**p.program.call.tensors, **loaded})
 
 
 @settings(max_examples=40)

@@ -160,7 +160,10 @@ def test_memory_budget_is_respected_or_refused(gen, batch, log2_budget, seed):
     assert p.resident_bytes + p.peak_bytes <= budget
     x = _x(gen, batch, seed)
     np.testing.assert_allclose(p.run(x), x @ adntn.materialize(gen).reshape(gen.O, gen.I).T, rtol=1e-9, atol=1e-12)
-    assert _measured_peak(p, x) <= 1.05 * p.peak_bytes + 64 * 1024  # tracemalloc sees numpy's allocations
+    # tracemalloc sees numpy's allocations, and also opt_einsum's Python bookkeeping (a few KiB per einsum call:
+    # 92 KiB for a 37-einsum stream-tiled program whose arrays peak at 256 bytes)
+    n_einsums = sum(1 for n in p.program.call.nodes if n.op is Op.EINSUM)
+    assert _measured_peak(p, x) <= 1.05 * p.peak_bytes + 64 * 1024 + 4096 * n_einsums
 
 
 def test_stream_tiles_to_fit_where_factored_cannot():
