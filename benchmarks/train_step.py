@@ -118,21 +118,24 @@ def main(argv=None) -> dict:
     rows = [dict(ask(v, 0), median_s=statistics.median(times[v]), step_s=times[v]) for v in VARIANTS]
     for p in procs.values():
         p.wait()
-    print(f"VGG-16 FC6 TTN rank 4 interleaved (~18,000x), batch {a.batch}, {a.threads} thread(s), {a.rounds} "
-          f"interleaved rounds of {a.steps} steps (forward + backward + Adam); median step")
-    print(f"{'variant':<18} {'step ms':>9} {'vs eager':>9} {'per round':>13} {'peak extra MiB':>15} "
-          f"{'first step s':>13}")
+    lines = [f"VGG-16 FC6 TTN rank 4 interleaved (~18,000x), batch {a.batch}, {a.threads} thread(s), {a.rounds} "
+             f"interleaved rounds of {a.steps} steps (forward + backward + Adam); median step",
+             f"{'variant':<18} {'step ms':>9} {'vs eager':>9} {'per round':>13} {'peak extra MiB':>15} "
+             f"{'first step s':>13}"]
     for r in rows:
         base = "torch_eager+xgrad" if r["variant"].endswith("+xgrad") else "torch_eager"  # same x
         r["speedup_vs_torch_eager"] = statistics.median(times[base]) / r["median_s"]
         per = [rd[base] / rd[r["variant"]] for rd in rounds]
         r["speedup_per_round"] = per
-        print(f"{r['variant']:<18} {1e3 * r['median_s']:>9.1f} {r['speedup_vs_torch_eager']:>8.2f}x "
-              f"{min(per):>5.2f}-{max(per):.2f}x {r['peak_extra_bytes'] / 2**20:>15.1f} {r['first_step_s']:>13.1f}")
+        lines.append(f"{r['variant']:<18} {1e3 * r['median_s']:>9.1f} {r['speedup_vs_torch_eager']:>8.2f}x "
+                     f"{min(per):>5.2f}-{max(per):.2f}x {r['peak_extra_bytes'] / 2**20:>15.1f} "
+                     f"{r['first_step_s']:>13.1f}")
+    print("\n".join(lines))
     result = dict(layer="vgg16.fc6 (4096x25088) ttn rank 4 interleaved", batch=a.batch, threads=a.threads,
                   rounds=a.rounds, steps_per_round=a.steps, rows=rows)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1))
+    Path(a.out).with_suffix(".txt").write_text("\n".join(lines) + "\n")
     return result
 
 
