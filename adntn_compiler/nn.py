@@ -20,11 +20,16 @@ from .trace import trace
 
 
 class _ADNTNBase(nn.Module):
-    def __init__(self, gen: Generator, bias: bool, dtype: torch.dtype | None):
+    def __init__(self, gen: Generator, bias: bool, dtype: torch.dtype | None, backend: str = "torch"):
         super().__init__()
         if not isinstance(gen, Generator):
             raise ConfigError(f"expected a generator (adntn.ttn(...), ...), got {type(gen).__name__}")
-        self.gen = gen
+        if backend not in ("torch", "tvm"):
+            raise ConfigError(f"unknown backend {backend!r} for {type(self).__name__}; known: torch, tvm")
+        if backend == "tvm" and (dtype or torch.get_default_dtype()) != torch.float32:
+            raise ConfigError(f"backend='tvm' computes in float32; got dtype {dtype or torch.get_default_dtype()}")
+        self.gen, self.backend = gen, backend
+        self._compiled: dict[tuple, Any] = {}  # (program, batch, input_grad) -> CompiledTraining
         dtype = dtype or torch.get_default_dtype()
         self.cores = nn.ParameterDict({k: nn.Parameter(torch.as_tensor(v, dtype=dtype).clone())
                                        for k, v in gen.cores.items()})
@@ -59,14 +64,24 @@ class _ADNTNBase(nn.Module):
     def num_params(self) -> int:
         return self.gen.num_params
 
+    def _compiled_program(self, program: str, batch: int, input_grad: bool):
+        key = (program, batch, input_grad)  # an input that needs no gradient: a backward without grad.x
+        if key not in self._compiled:
+            from .backends.tvm.train import CompiledTraining
+
+            cores = {k: v.detach().numpy() for k, v in self.cores.items()}
+            self._compiled[key] = CompiledTraining(self.gen, batch, cores, input_grad=input_grad, program=program)
+        return self._compiled[key]
+
 
 class _CompiledLayerFn(torch.autograd.Function):
-    """Forward and backward of an ADNTN layer program on compiled TVM kernels (float32)."""
+    """Forward and backward of an ADNTN layer program (x given) or weight program (x None) on compiled TVM
+    kernels (float32)."""
 
     @staticmethod
     def forward(ctx, prog, names, x, *cores):
         vals = {k: c.detach().numpy() for k, c in zip(names, cores)}
-        y, saved = prog.forward(x.detach().numpy(), vals)
+        y, saved = prog.forward(None if x is None else x.detach().numpy(), vals)
         ctx.prog, ctx.names, ctx.saved_arrays, ctx.vals = prog, names, saved, vals
         return torch.from_numpy(y)
 
@@ -89,23 +104,8 @@ class ADNTNLinear(_ADNTNBase):
     def __init__(self, gen: Generator, bias: bool = True, dtype: torch.dtype | None = None, backend: str = "torch"):
         if gen.kind != "linear":
             raise ShapeError(f"ADNTNLinear needs a Linear-shaped generator (O, I), got shape {gen.shape}")
-        if backend not in ("torch", "tvm"):
-            raise ConfigError(f"unknown backend {backend!r} for ADNTNLinear; known: torch, tvm")
-        if backend == "tvm" and (dtype or torch.get_default_dtype()) != torch.float32:
-            raise ConfigError(f"backend='tvm' computes in float32; got dtype {dtype or torch.get_default_dtype()}")
-        super().__init__(gen, bias, dtype)
+        super().__init__(gen, bias, dtype, backend)
         self.in_features, self.out_features = gen.I, gen.O
-        self.backend = backend
-        self._compiled: dict[tuple[int, bool], Any] = {}
-
-    def _compiled_program(self, batch: int, input_grad: bool):
-        key = (batch, input_grad)  # an input that needs no gradient gets a backward program without grad.x
-        if key not in self._compiled:
-            from .backends.tvm.train import CompiledTraining
-
-            cores = {k: v.detach().numpy() for k, v in self.cores.items()}
-            self._compiled[key] = CompiledTraining(self.gen, batch, cores, input_grad=input_grad)
-        return self._compiled[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
@@ -115,7 +115,7 @@ class ADNTNLinear(_ADNTNBase):
         x2 = x.reshape(-1, self.in_features)
         if self.backend == "tvm":
             names = list(self.cores.keys())
-            prog = self._compiled_program(x2.shape[0], x2.requires_grad and torch.is_grad_enabled())
+            prog = self._compiled_program("layer", x2.shape[0], x2.requires_grad and torch.is_grad_enabled())
             y = _CompiledLayerFn.apply(prog, names, x2.contiguous(),
                                        *self.cores.values())
         else:
@@ -132,10 +132,12 @@ class ADNTNConv2d(_ADNTNBase):
     """Drop-in for nn.Conv2d with a generated weight of shape (Cout, Cin/groups, kh, kw)."""
 
     def __init__(self, gen: Generator, stride=1, padding=0, dilation=1, groups: int = 1, bias: bool = True,
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None, backend: str = "torch"):
+        """backend="tvm": the weight is generated (and its gradient taken) by compiled TVM programs; the
+        convolution itself stays torch's."""
         if gen.kind != "conv2d":
             raise ShapeError(f"ADNTNConv2d needs a Conv2d-shaped generator (Cout, Cin, kh, kw), got shape {gen.shape}")
-        super().__init__(gen, bias, dtype)
+        super().__init__(gen, bias, dtype, backend)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.out_channels, self.in_channels = gen.shape[0], gen.shape[1] * groups
         self.kernel_size = gen.shape[2:]
@@ -143,7 +145,12 @@ class ADNTNConv2d(_ADNTNBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ShapeError(f"ADNTNConv2d expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if self.backend == "tvm":
+            w = _CompiledLayerFn.apply(self._compiled_program("weight", 1, False), list(self.cores.keys()), None,
+                                       *self.cores.values())
+        else:
+            w = self.weight
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return f"{self.gen!r}, stride={self.stride}, padding={self.padding}, ratio={self.gen.compression_ratio:.0f}x"

@@ -46,6 +46,30 @@ def test_compiled_gradients_equal_torch_autograd(gen, batch, seed, input_grad):
         assert (g0[k] - g1[k]).abs().max() <= tol(g0[k]), k
 
 
+@settings(max_examples=15)
+@given(gen=generators(conv=True), seed=st.integers(0, 99))
+def test_compiled_conv_gradients_equal_torch_autograd(gen, seed):
+    """ADNTNConv2d(backend="tvm"): the weight and its core gradients from compiled programs, the conv in torch."""
+    torch.manual_seed(seed)
+    ref = adntn.ADNTNConv2d(gen, padding=1)
+    comp = adntn.ADNTNConv2d(gen, padding=1, backend="tvm")
+    comp.load_state_dict(ref.state_dict())
+    x = torch.randn(2, gen.shape[1], 5, 5)
+    outs = []
+    for m in (ref, comp):
+        xi = x.clone().requires_grad_()
+        y = m(xi)
+        (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        outs.append((y.detach(), xi.grad, {k: p.grad for k, p in m.named_parameters()}))
+    (y0, gx0, g0), (y1, gx1, g1) = outs
+    tol = lambda t: 1e-4 * max(1.0, float(t.abs().max()))  # noqa: E731
+    assert (y0 - y1).abs().max() <= tol(y0)
+    assert (gx0 - gx1).abs().max() <= tol(gx0)
+    for k in g0:
+        assert (g0[k] - g1[k]).abs().max() <= tol(g0[k]), k
+    assert [k[0] for k in comp._compiled] == ["weight"]
+
+
 def test_saved_values_survive_a_second_forward():
     """Two forward calls before the backward: the first one's saved values are copied out, not overwritten."""
     gen = adntn.ttn((24, 40), rank=3, seed=0)

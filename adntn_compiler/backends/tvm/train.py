@@ -1,7 +1,7 @@
-"""A layer's training step on TVM kernels: the autodiff graph of the optimised layer program, split into
-a forward program (y and the values the backward pass reads) and a backward program (gradients of x and of
-every core), both in one library. numpy in and out; `nn.ADNTNLinear(backend="tvm")` wraps it in a
-torch.autograd.Function."""
+"""A layer's training step on TVM kernels: the autodiff graph of the optimised layer program (or of the weight
+program, for conv layers), split into a forward program (y and the values the backward pass reads) and a
+backward program (gradients of x and of every core), both in one library. numpy in and out;
+`nn.ADNTNLinear(backend="tvm")` and `nn.ADNTNConv2d(backend="tvm")` wrap it in a torch.autograd.Function."""
 from __future__ import annotations
 
 import weakref
@@ -20,13 +20,15 @@ from .runtime import ProgramRunner
 
 class CompiledTraining:
     def __init__(self, gen: Generator, batch_size: int, cores: Mapping[str, np.ndarray], target: str = "cpu",
-                 input_grad: bool = True):
+                 input_grad: bool = True, program: str = "layer"):
         """`input_grad=False` leaves out grad.x (as torch does for an input that needs no gradient): the
-        backward program is then one contraction and its copies shorter."""
+        backward program is then one contraction and its copies shorter. program="weight": the generated
+        weight (no input x; output "W"), e.g. for a conv layer whose convolution stays in torch."""
         # the scale stays a separate product (fuse(scalars=False)): its gradient is then <ct, unscaled y>
-        g = optimize(trace(gen, "layer", batch_size=batch_size, structure_only=True),
+        g = optimize(trace(gen, program, batch_size=batch_size, structure_only=True),
                      (segment, order, partial(fuse, scalars=False)))
-        fwd, bwd = split_training(autodiff(g, inputs=input_grad))
+        self.out = "y" if program == "layer" else "W"
+        fwd, bwd = split_training(autodiff(g, inputs=input_grad and program == "layer"))
         fwd, bwd = fuse(fwd), optimize(bwd, (order, fuse))  # order: a VJP may have 3 operands
         self.graphs = {"fwd": fwd, "bwd": bwd}
         lib, progs = build(self.graphs, target)
@@ -39,25 +41,25 @@ class CompiledTraining:
         self.grads = [n for n, _, _ in progs["bwd"].outputs]
         self._live: weakref.ref | None = None  # the Saved whose values are still in the shared buffers
 
-    def forward(self, x: np.ndarray, cores: Mapping[str, np.ndarray]) -> tuple[np.ndarray, "Saved"]:
-        """y, and a handle on the values the backward pass needs."""
+    def forward(self, x: np.ndarray | None, cores: Mapping[str, np.ndarray]) -> tuple[np.ndarray, "Saved"]:
+        """y (or W: x is None), and a handle on the values the backward pass needs."""
         prev = self._live() if self._live else None
         if prev is not None and prev.arrays is None:  # its backward has not run yet: copy its values out
             prev.arrays = [self.fwd.output_buffer(n)[1].copy() for n in self.saved]
         self.fwd.update(cores)
-        out = self.fwd.run_in_place(x)
+        out = self.fwd.run_in_place(*(() if x is None else (x,)))
         saved = Saved()
         self._live = weakref.ref(saved)
-        return out["y"].copy(), saved
+        return out[self.out].copy(), saved
 
     def backward(self, ct: np.ndarray, saved: "Saved", cores: Mapping[str, np.ndarray]) -> dict:
-        """{"grad.x": ... (unless input_grad=False), "grad.<core>": ...} for the cotangent `ct` of y."""
+        """{"grad.x": ... (unless input_grad=False), "grad.<core>": ...} for the cotangent `ct` of y (or W)."""
         self.bwd.update(cores)
         if saved.arrays is None:  # still in the shared buffers
-            args = {"ct.y": ct, **dict.fromkeys(self.saved)}
+            args = {f"ct.{self.out}": ct, **dict.fromkeys(self.saved)}
         else:
             shapes = {n: tuple(s) for n, _, s in self.bwd.program.inputs}
-            args = {"ct.y": ct, **{n: a.reshape(shapes[n]) for n, a in zip(self.saved, saved.arrays)}}
+            args = {f"ct.{self.out}": ct, **{n: a.reshape(shapes[n]) for n, a in zip(self.saved, saved.arrays)}}
         return self.bwd(*(args[n] for n in self.bwd.input_names))
 
 
