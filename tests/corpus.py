@@ -39,3 +39,13 @@ def generators(draw, archs=TREE_ARCHS + LINEAR_ARCHS, conv: bool | None = None):
 
         assume(False)
         raise AssertionError(e)
+
+
+def assert_close64(actual, desired, rtol: float = 1e-9, err_msg: str = "") -> None:
+    """float64 agreement up to rounding: relative, with an absolute floor scaled to the array's magnitude (a
+    centred activation cancels, so some entries are tiny next to the rest and carry the others' rounding)."""
+    import numpy as np
+
+    desired = np.asarray(desired)
+    scale = float(np.abs(desired).max()) if desired.size else 0.0
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale + 1e-300, err_msg=err_msg)

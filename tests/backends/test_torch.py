@@ -6,7 +6,7 @@ import adntn_compiler as adntn
 from adntn_compiler.backends import get_backend
 from adntn_compiler.backends import torch as tb
 from adntn_compiler.backends.reference import run
-from tests.corpus import generators
+from tests.corpus import assert_close64, generators
 
 
 @given(generators(), st.integers(1, 3), st.integers(0, 2**16))
@@ -15,7 +15,7 @@ def test_torch_backend_equals_reference_float64(gen, batch, seed):
     for g, args in ((adntn.trace(gen, "layer", batch_size=batch), [x]), (adntn.trace(gen, "weight"), [])):
         ref = run(g, args)[0]
         out = get_backend("torch").compile(g, dtype=torch.float64)(*args)[0]
-        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
+        assert_close64(out.numpy(), ref, rtol=1e-10)
 
 
 @given(generators())

@@ -11,7 +11,7 @@ from adntn_compiler.ir.builder import Builder
 from adntn_compiler.ir.graph import Op
 from adntn_compiler.passes import fuse, optimize, order, segment
 from adntn_compiler.passes.autodiff import autodiff
-from tests.corpus import generators
+from tests.corpus import assert_close64, generators
 
 
 @pytest.fixture(autouse=True)
@@ -36,11 +36,11 @@ def test_core_gradients_equal_torch_autograd(gen, batch, layer_program, seed):
     (y * torch.tensor(ct)).sum().backward()
     assert set(grads) == {n.attrs.name for n in g.params}
     for k, gr in grads.items():
-        np.testing.assert_allclose(gr, params[k].grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=k)
+        assert_close64(gr, params[k].grad.numpy(), err_msg=k)
     # recomputation and the optimisation passes change the program, not the gradients
     for bg in (autodiff(g, recompute=True), optimize(autodiff(g), (segment, order, fuse))):
         for k, gr in _grads(ir.verify(bg), args + [ct]).items():
-            np.testing.assert_allclose(gr, grads[k], rtol=1e-9, atol=1e-11, err_msg=k)
+            assert_close64(gr, grads[k], err_msg=k)
 
 
 @st.composite
@@ -103,10 +103,10 @@ def test_split_training_programs_equal_the_autodiff_graph(gen, batch, seed):
     bnames = [n.attrs.name for n in bwd.nodes if n.op is Op.OUTPUT]
     bout = dict(zip(bnames, run(bwd, [bargs[n] for n in bwd.input_names])))
     whole = dict(zip([n.attrs.name for n in bg.nodes if n.op is Op.OUTPUT], run(bg, [x, ct])))
-    np.testing.assert_allclose(fout["y"], whole["y"], rtol=1e-10, atol=1e-12)
+    assert_close64(fout["y"], whole["y"], rtol=1e-10)
     assert set(bout) == {k for k in whole if k.startswith("grad.")} and "grad.x" in bout
     for k, v in bout.items():
-        np.testing.assert_allclose(v, whole[k], rtol=1e-9, atol=1e-11, err_msg=k)
+        assert_close64(v, whole[k], err_msg=k)
     xt = torch.tensor(x, requires_grad=True)
     (tb.run(g, [xt], {k: torch.tensor(v) for k, v in g.tensors.items()})[0] * torch.tensor(ct)).sum().backward()
-    np.testing.assert_allclose(bout["grad.x"], xt.grad.numpy(), rtol=1e-9, atol=1e-11)
+    assert_close64(bout["grad.x"], xt.grad.numpy())

@@ -13,7 +13,7 @@ from adntn_compiler.passes import batch as batch_pass, fold, fuse, order, segmen
 from adntn_compiler.passes.order import naive_path, path_cost, search_path
 from adntn_compiler.passes.rebuild import depends_on_input
 from adntn_compiler.plan import plan
-from tests.corpus import generators
+from tests.corpus import assert_close64, generators
 
 
 @pytest.fixture(autouse=True)
@@ -31,12 +31,12 @@ def test_each_pass_preserves_the_reference_result(gen, batch, keep_constant, see
     x = _x(gen, batch, seed)
     ref = run(g, [x])[0]
     g1 = ir.verify(segment(g, keep_constant=keep_constant))
-    np.testing.assert_allclose(run(g1, [x])[0], ref, rtol=1e-9, atol=1e-12)
+    assert_close64(run(g1, [x])[0], ref)
     g2 = ir.verify(order(g1, objective="call" if keep_constant else "total"))
     assert all(len(n.inputs) <= 2 for n in g2.nodes if n.op is Op.EINSUM)
-    np.testing.assert_allclose(run(g2, [x])[0], ref, rtol=1e-9, atol=1e-12)
+    assert_close64(run(g2, [x])[0], ref)
     g3 = ir.verify(fuse(g2))
-    np.testing.assert_allclose(run(g3, [x])[0], ref, rtol=1e-9, atol=1e-12)
+    assert_close64(run(g3, [x])[0], ref)
     maps = lambda h: sum(n.op is Op.MAP for n in h.nodes)  # noqa: E731
     assert maps(g3) <= maps(g2) and len(g3.nodes) <= len(g2.nodes)
     prod3, uses3 = g3.producer(), [v.id for n in g3.nodes for v in n.inputs]
