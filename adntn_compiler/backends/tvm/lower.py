@@ -73,13 +73,17 @@ class Lowerer:
         if p is None:
             return self.buf[v.id], v.shape
         if v.id not in self._graph_order:
-            pshape = tuple(v.shape[i] for i in p)
-            inv = tuple(p.index(i) for i in range(len(p)))
-            out = self.new_buffer(v.size, "t")
-            k = self.kernel(("transpose", pshape, inv), lambda nm: K.transpose(nm, pshape, inv, self.parallel))
-            self.call(k, (self.buf[v.id], pshape), (out, v.shape))
-            self._graph_order[v.id] = out
+            buf, shape, _ = self.phys(v)
+            self._graph_order[v.id] = self._transpose(buf, shape, tuple(p.index(i) for i in range(len(p))))
         return self._graph_order[v.id], v.shape
+
+    def _transpose(self, buf: str, shape: tuple[int, ...], perm: tuple[int, ...], out: str | None = None) -> str:
+        """A transpose kernel call: `buf` (of `shape`) with its axes permuted by `perm`, into `out` or a new
+        buffer."""
+        out = out or self.new_buffer(math.prod(shape), "t")
+        k = self.kernel(("transpose", shape, perm), lambda nm: K.transpose(nm, shape, perm, self.parallel))
+        self.call(k, (buf, shape), (out, tuple(shape[p] for p in perm)))
+        return out
 
     def const_layout(self, v: Value, perm, pack) -> str:
         """A load-time copy of constant `v` in another layout (shared between uses)."""
@@ -102,10 +106,7 @@ class Lowerer:
         if v.id in self.const_of:
             return self.const_layout(v, perm, None)
         buf, shape, _ = self.phys(v)
-        out = self.new_buffer(v.size, "t")
-        k = self.kernel(("transpose", shape, perm), lambda n: K.transpose(n, shape, perm, self.parallel))
-        self.call(k, (buf, shape), (out, tuple(shape[p] for p in perm)))
-        return out
+        return self._transpose(buf, shape, perm)
 
     # ------------------------------------------------------------ ops
     def lower(self, g: Graph) -> Program:
@@ -155,9 +156,11 @@ class Lowerer:
         self.call(k, self.view(a), self.view(b), self._fresh(n))
 
     def op_transpose(self, n: Node) -> None:
-        x, perm = n.inputs[0], n.attrs.perm
-        k = self.kernel(("transpose", x.shape, perm), lambda nm: K.transpose(nm, x.shape, perm, self.parallel))
-        self.call(k, self.view(x), self._fresh(n))
+        x, perm = n.inputs[0], tuple(n.attrs.perm)
+        buf, shape, _ = self.phys(x)
+        if x.id in self.perm:  # from the stored order straight to the result's: one copy, not two
+            perm = tuple(self.perm[x.id].index(q) for q in perm)
+        self._transpose(buf, shape, perm, self._fresh(n)[0])
 
     def op_pad(self, n: Node) -> None:
         x, pads = n.inputs[0], n.attrs.pads
