@@ -11,10 +11,15 @@ from ..ir.graph import Graph, Node, Op
 from .reference import last_uses
 
 
+def _map(fn: str, x: torch.Tensor) -> torch.Tensor:
+    # On a flat view: some torch kernels (gelu) refuse tensors of more than 16 dims, which binary legs give.
+    return activations.torch_fn(fn)(x.reshape(-1)).reshape(x.shape)
+
+
 def _einsum(n: Node, *xs: torch.Tensor) -> torch.Tensor:
     # The builder names labels a..z, A..Z first, so torch.einsum takes up to 52 labels.
     y = torch.einsum(n.attrs.equation, *xs)
-    return activations.torch_fn(n.attrs.epilogue)(y) if n.attrs.epilogue else y
+    return _map(n.attrs.epilogue, y) if n.attrs.epilogue else y
 
 
 def _pad(n: Node, x: torch.Tensor) -> torch.Tensor:
@@ -24,7 +29,7 @@ def _pad(n: Node, x: torch.Tensor) -> torch.Tensor:
 
 IMPL_TORCH = {
     Op.EINSUM: _einsum,
-    Op.MAP: lambda n, x: activations.torch_fn(n.attrs.fn)(x),
+    Op.MAP: lambda n, x: _map(n.attrs.fn, x),
     Op.RESHAPE: lambda n, x: x.reshape(n.attrs.shape),
     Op.TRANSPOSE: lambda n, x: x.permute(n.attrs.perm),
     Op.PAD: _pad,

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, strategies as st
 
@@ -28,3 +29,17 @@ def test_gradients_reach_every_core(gen):
         assert p.grad is not None, k
         assert torch.isfinite(p.grad).all(), k
     assert not get_backend("torch").unsupported(g)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "silu", "tanh"])
+def test_activation_on_more_than_16_axes(activation):
+    # binary legs of 1024x1024: the fused level-4 contraction + activation has 17 axes, and torch's gelu
+    # float32 kernel refuses more than 16 dims
+    gen = adntn.ttn((1024, 1024), rank=3, layout="binary", activation=activation, seed=0)
+    layer = adntn.ADNTNLinear(gen)
+    g = layer._graph(2)
+    assert any(n.attrs.epilogue and len(n.out.shape) > 16 for n in g.nodes if hasattr(n.attrs, "epilogue"))
+    x = np.random.default_rng(0).standard_normal((2, 1024))
+    y = layer(torch.tensor(x, dtype=torch.float32)).detach().numpy()
+    ref = run(adntn.trace(gen, "layer", batch_size=2), [x])[0]
+    np.testing.assert_allclose(y - layer.bias.detach().numpy(), ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
