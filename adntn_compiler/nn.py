@@ -216,27 +216,32 @@ class Report:
         return {"dense_params": dense, "params": gen, "ratio": dense / gen if gen else float("nan")}
 
     def __str__(self) -> str:
-        head = f"{'layer':<20} {'shape':<22} {'arch':<10} {'dense params':>14} {'params':>10} {'ratio':>10} {'pad':>6}"
+        head = (f"{'layer':<20} {'shape':<22} {'arch':<10} {'dense params':>14} {'params':>10} {'ratio':>10} "
+                f"{'pad':>6} {'max rank':>8}  configuration")
         lines = [head, "-" * len(head)]
         for r in self.rows:
+            cfg = " ".join(f"{k}={r['config'][k]}" for k in ("layout", "legs", "rank", "depth", "activation")
+                           if r["config"].get(k) is not None)
             lines.append(f"{r['layer']:<20} {str(r['shape']):<22} {r['arch']:<10} {r['dense_params']:>14,} "
-                         f"{r['params']:>10,} {r['ratio']:>9,.0f}x {r['padding']:>6.2f}")
+                         f"{r['params']:>10,} {r['ratio']:>9,.0f}x {r['padding']:>6.2f} {r['max_rank']:>8,}  {cfg}")
         t = self.total
         lines.append(f"{'total':<20} {'':<22} {'':<10} {t['dense_params']:>14,} {t['params']:>10,} {t['ratio']:>9,.0f}x")
         return "\n".join(lines)
 
 
 def report(model: nn.Module) -> Report:
-    """Per-layer table: shape, dense params, generator params, ratio, arch (bias not counted)."""
+    """Per-layer table: shape, dense params, generator params, ratio, arch, the largest rank of W the
+    structure allows, the configuration (bias not counted)."""
     rows = []
     for name, m in model.named_modules():
         if isinstance(m, _ADNTNBase):
             g = m.gen
             rows.append(dict(layer=name, shape=g.shape, arch=g.arch, dense_params=g.dense_params,
                              params=g.num_params, ratio=g.compression_ratio, padding=g.padding_overhead,
-                             config=g.config))
+                             max_rank=g.rank_bound(), config=g.config))
         elif isinstance(m, (nn.Linear, nn.Conv2d)):
             n = m.weight.numel()
-            rows.append(dict(layer=name, shape=layer_shape(m), arch="dense", dense_params=n, params=n, ratio=1.0,
-                             padding=1.0, config={}))
+            shape = layer_shape(m)
+            rows.append(dict(layer=name, shape=shape, arch="dense", dense_params=n, params=n, ratio=1.0,
+                             padding=1.0, max_rank=min(shape[0], n // shape[0]), config={}))
     return Report(rows)

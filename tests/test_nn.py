@@ -59,7 +59,9 @@ def test_compress_replaces_layers_and_keeps_bias():
     rep = adntn.report(model)
     assert [r["arch"] for r in rep.rows] == ["ttn", "mera", "tt"]
     text = str(rep)
-    assert "ratio" in text and "total" in text and "(8, 3, 3, 3)" in text
+    assert "ratio" in text and "total" in text and "(8, 3, 3, 3)" in text and "layout=binary rank=2" in text
+    assert "max rank" in text and all(1 <= r["max_rank"] <= min(r["shape"][0], r["dense_params"] // r["shape"][0])
+                                      for r in rep.rows)
     for r in rep.rows:
         assert r["ratio"] == pytest.approx(r["dense_params"] / r["params"])
 

@@ -99,6 +99,12 @@ class Generator:
     def compression_ratio(self) -> float:
         return self.dense_params / self.num_params
 
+    def rank_bound(self) -> int:
+        """The largest matrix rank of W (O x I) the structure allows, whatever the cores: a linear bond that
+        separates every out-leg from every in-leg bounds it (a separated TTN's root bond). min(O, I) where the
+        structure sets no bound (a nonlinear node sees both out- and in-legs)."""
+        return min(self.O, self.I)
+
     @property
     def padding_overhead(self) -> float:
         """Generated elements / target elements (1.0 = no padding)."""

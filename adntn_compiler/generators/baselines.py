@@ -32,6 +32,13 @@ class TT(Generator):
         return {f"core{j}": ((r[j - 1],) if j > 0 else ()) + (d[j],) + ((r[j],) if j < n - 1 else ())
                 for j in range(n)}
 
+    def rank_bound(self):
+        # A bond with only out-legs on one side and only in-legs on the other bounds the rank (linear chain).
+        sides = [self.legs.side(j) for j in range(len(self.legs.legs))]
+        cuts = [r for j, r in enumerate(self.bonds) if None not in sides and len(set(sides[:j + 1])) == 1
+                and len(set(sides[j + 1:])) == 1 and sides[0] != sides[-1]]
+        return min(cuts + [super().rank_bound()])
+
     def init_core(self, name, shape, rng):
         j = int(name[4:])
         fan = 1 if j == 0 else self.bonds[j - 1]
@@ -65,6 +72,13 @@ class Tucker(Generator):
         shapes["core"] = tuple(self.r)
         return shapes
 
+    def rank_bound(self):
+        sides = [self.legs.side(j) for j in range(len(self.legs.legs))]
+        if None in sides:
+            return super().rank_bound()
+        r = {s: math.prod(r for r, t in zip(self.r, sides) if t == s) for s in ("out", "in")}
+        return min(r["out"], r["in"], super().rank_bound())
+
     def init_core(self, name, shape, rng):
         return rng.standard_normal(shape)
 
@@ -91,6 +105,10 @@ class CP(Generator):
     def structure(self):
         return {f"factor{j}": (d, self.R) for j, d in enumerate(self.legs.dims)}
 
+    def rank_bound(self):
+        pure = all(self.legs.side(j) for j in range(len(self.legs.legs)))  # each term an outer product
+        return min(self.R, super().rank_bound()) if pure else super().rank_bound()
+
     def init_core(self, name, shape, rng):
         return rng.standard_normal(shape)
 
@@ -112,6 +130,9 @@ class LowRank(Generator):
 
     def structure(self):
         return {"U": (self.O, self.r), "V": (self.I, self.r)}
+
+    def rank_bound(self):
+        return self.r
 
     def init_core(self, name, shape, rng):
         return rng.standard_normal(shape) / (math.sqrt(self.r) if name == "U" else 1.0)
@@ -149,6 +170,17 @@ class BrickWall(Generator):
             for k, (a, c) in enumerate(self.pairs(layer)):
                 shapes[f"gate{layer}_{k}"] = (d[a], d[c], d[a], d[c])
         return shapes
+
+    def rank_bound(self):
+        if self.depth > 1:  # an activation over the whole tensor between layers: no structural bound
+            return super().rank_bound()
+        # one linear layer on a product state: each gate on an out- and an in-leg multiplies the rank by
+        # at most min(d_a, d_c)^2
+        bound, d = 1, self.legs.dims
+        for a, c in self.pairs(0):
+            sides = {self.legs.side(a), self.legs.side(c)}
+            bound *= min(d[a], d[c]) ** 2 if len(sides) > 1 or None in sides else 1
+        return min(bound, super().rank_bound())
 
     def init_core(self, name, shape, rng):
         if name.startswith("site"):

@@ -64,6 +64,11 @@ class Legs:
     def dims(self) -> tuple[int, ...]:
         return tuple(self.dim(j) for j in range(len(self.legs)))
 
+    def side(self, j: int) -> str | None:
+        """'out' or 'in' when every fine axis of leg j is on that side of W; None for a mixed leg."""
+        outs = [f < len(self.out_dims) for f in self.legs[j]]
+        return "out" if all(outs) else "in" if not any(outs) else None
+
     @property
     def O_pad(self) -> int:
         return math.prod(self.out_dims)

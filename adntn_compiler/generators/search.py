@@ -1,8 +1,11 @@
 """Choose a configuration (layout, legs, rank or depth) that reaches a target compression ratio.
 
 Only shapes are computed (no core is initialised), so the search is cheap. Among the candidates that
-reach the ratio, the one with the most parameters wins (the most expressive within the budget); ties go
-to less padding, then to the architecture's default layout. Rank 1 (a product) is a last resort.
+reach the ratio, the one whose structure allows the highest matrix rank of W wins (a separated TTN joins
+its out- and in-subtrees through one root bond: rank 2 at 2,000x on 512x800, and that layer then scores
+47 % against 93 % for an interleaved one on MNIST), then the one with the most parameters (the most
+expressive within the budget); ties go to less padding, then to the architecture's default layout.
+Rank 1 (a product) is a last resort.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ def config_for_ratio(shape: Sequence[int], arch: str, ratio: float, **fixed: Any
     for gen, cfg in candidates(shape, arch, **dict(fixed)):
         if gen.compression_ratio < ratio:
             continue
-        key = (cfg.get("rank") != 1, gen.num_params, -gen.padding_overhead,
+        key = (cfg.get("rank") != 1, gen.rank_bound(), gen.num_params, -gen.padding_overhead,
                cfg.get("layout") == getattr(default_layout, "default", None))
         if best_key is None or key > best_key:
             best, best_key = cfg, key

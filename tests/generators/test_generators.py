@@ -132,3 +132,30 @@ def test_non_odd_activations_are_centred(arch, cfg, activation):
     for seed in range(3):
         W = adntn.materialize(adntn.make(arch, (256, 256), activation=activation, seed=seed, **cfg))
         assert np.abs(W.mean(axis=1)).mean() < 0.3 * W.std(), (arch, activation, seed)
+
+
+@given(generators())
+def test_rank_bound_holds(gen):
+    W = adntn.materialize(gen).reshape(gen.O, gen.I)
+    assert 1 <= gen.rank_bound() <= min(gen.O, gen.I)
+    assert np.linalg.matrix_rank(W) <= gen.rank_bound()
+
+
+@pytest.mark.parametrize("arch,kw,bound", [
+    ("ttn", dict(layout="separated", rank=3, legs=2), 3),
+    ("tt", dict(layout="separated", rank=2, legs=2), 2),
+    ("cp", dict(layout="separated", rank=3, legs=2), 3),
+    ("lowrank", dict(rank=4), 4),
+    ("ttn", dict(layout="interleaved", rank=2, legs=3), 48),
+])
+def test_rank_bound_is_tight_for_bottlenecked_structures(arch, kw, bound):
+    gen = adntn.make(arch, (48, 64), seed=0, **kw)
+    assert gen.rank_bound() == bound == np.linalg.matrix_rank(adntn.materialize(gen))
+
+
+def test_ratio_search_avoids_a_rank_bottleneck():
+    # 512x800 at 2000x: the most parameters is a separated TTN whose root bond (2) caps rank(W) at 2
+    cfg = adntn.config_for_ratio((512, 800), "ttn", 2000)
+    gen = adntn.make("ttn", (512, 800), **cfg)
+    assert gen.compression_ratio >= 2000 and gen.rank_bound() == 512
+    assert np.linalg.matrix_rank(adntn.materialize(gen)) > 100
