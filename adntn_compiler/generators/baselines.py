@@ -34,9 +34,9 @@ class TT(Generator):
 
     def rank_bound(self):
         # A bond with only out-legs on one side and only in-legs on the other bounds the rank (linear chain).
-        sides = [self.legs.side(j) for j in range(len(self.legs.legs))]
-        cuts = [r for j, r in enumerate(self.bonds) if None not in sides and len(set(sides[:j + 1])) == 1
-                and len(set(sides[j + 1:])) == 1 and sides[0] != sides[-1]]
+        n = len(self.legs.legs)
+        cuts = [r for j, r in enumerate(self.bonds)
+                if {self.legs.one_side(range(j + 1)), self.legs.one_side(range(j + 1, n))} == {"out", "in"}]
         return min(cuts + [super().rank_bound()])
 
     def init_core(self, name, shape, rng):
@@ -178,8 +178,7 @@ class BrickWall(Generator):
         # at most min(d_a, d_c)^2
         bound, d = 1, self.legs.dims
         for a, c in self.pairs(0):
-            sides = {self.legs.side(a), self.legs.side(c)}
-            bound *= min(d[a], d[c]) ** 2 if len(sides) > 1 or None in sides else 1
+            bound *= min(d[a], d[c]) ** 2 if self.legs.one_side((a, c)) is None else 1
         return min(bound, super().rank_bound())
 
     def init_core(self, name, shape, rng):

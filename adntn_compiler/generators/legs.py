@@ -69,6 +69,11 @@ class Legs:
         outs = [f < len(self.out_dims) for f in self.legs[j]]
         return "out" if all(outs) else "in" if not any(outs) else None
 
+    def one_side(self, js) -> str | None:
+        """'out' or 'in' when all the legs js lie on that side of W, else None."""
+        sides = {self.side(j) for j in js}
+        return sides.pop() if len(sides) == 1 else None
+
     @property
     def O_pad(self) -> int:
         return math.prod(self.out_dims)

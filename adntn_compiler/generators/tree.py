@@ -110,13 +110,9 @@ class TTN(Generator):
                 shapes[n.name] = tuple(c.bond for c in n.children) + ((n.bond,) if n.bond else ())
         return shapes
 
-    def subtree_side(self, n: TreeNode) -> str | None:
-        sides = {self.legs.side(j) for j in n.leaves}
-        return sides.pop() if len(sides) == 1 else None
-
     def rank_bound(self) -> int:
         # The root is linear: when each child subtree is all-out or all-in, W = H_out C H_in^T.
-        sides = [self.subtree_side(c) for c in self.root.children]
+        sides = [self.legs.one_side(c.leaves) for c in self.root.children]
         if None in sides:
             return super().rank_bound()
         bonds = {s: math.prod(c.bond for c, cs in zip(self.root.children, sides) if cs == s) for s in ("out", "in")}
@@ -178,8 +174,7 @@ class ATTN(TTN):
         # A linear disentangler on an out-leg a and an in-leg c multiplies the rank by at most min(d_a, d_c)^2.
         bound, d = super().rank_bound(), self.legs.dims
         for a, c in self.boundary_pairs():
-            sides = {self.legs.side(a), self.legs.side(c)}
-            if len(sides) > 1 or None in sides:
+            if self.legs.one_side((a, c)) is None:
                 bound *= min(d[a], d[c]) ** 2
         return min(bound, Generator.rank_bound(self))
 
