@@ -183,7 +183,7 @@ def plot(summary: list[dict], path: Path) -> None:
                         marker="o" if arch in ADNTN_ARCHS else "s", ls="-" if arch in ADNTN_ARCHS else ":",
                         capsize=3, label=arch)
     ax.set_xscale("log")
-    ax.set_xlabel("compression ratio of the 4096x4096 layer (narrow MLP: same total parameters as that ratio)")
+    ax.set_xlabel("compression ratio of the 4096x4096 layer\n(narrow MLP: same total parameters as that ratio)")
     ax.set_ylabel("mnist1d test accuracy (%)")
     ax.set_title("MLP 40-4096-4096-10: mean and min-max over seeds")
     ax.legend(fontsize=8, ncol=2)
