@@ -106,8 +106,7 @@ def train(model: nn.Module, data, epochs: int, lr: float, batch: int = 128, seed
 
 
 def rows_to_run(quick: bool) -> list[dict]:
-    rows = [dict(task="mnist1d", arch="dense", target=1)] + ([] if quick else [dict(task="mnist1d", arch="frozen",
-                                                                                   target=1)])
+    rows = [dict(task="mnist1d", arch=arch, target=1) for arch in (("dense",) if quick else ("dense", "frozen"))]
     base_total = count(mlp()) - 4096 * 4096
     for target in RATIOS[:1] if quick else RATIOS:
         for arch in (("ttn",) if quick else ADNTN_ARCHS) + (("lowrank", "narrow") if quick else BASELINES):
@@ -207,6 +206,8 @@ def main(argv=None):
     ap.add_argument("--untrained-layer", action="store_true",
                     help="leave the replaced layer at its init (cores, scale, bias): does training it matter?")
     a = ap.parse_args(argv)
+    if a.untrained_layer and a.out == ap.get_default("out"):
+        ap.error("--untrained-layer needs its own --out (its runs share the trained runs' keys)")
     torch.set_num_threads(a.threads)
     seeds, epochs = ([0], 1) if a.quick else (a.seeds, a.epochs)
     out = Path(a.out)
@@ -236,12 +237,15 @@ def main(argv=None):
             gen = getattr(layer, "gen", None)
             acc, epoch_s, losses = train(model, data[row["task"]], 5 if row["task"] == "mnist5000" else epochs,
                                          a.lr, seed=seed, core_lr=a.core_lr)
-            frozen = row["arch"] == "frozen"
+            if gen:
+                layer_params, ratio = gen.num_params, gen.compression_ratio
+            elif row["arch"] == "frozen":  # regenerable from the seed: nothing stored
+                layer_params, ratio = 0, None
+            else:  # dense, or the narrow MLP's middle layer (ratio: the 4096x4096 layer's size over its own)
+                layer_params = layer.weight.numel()
+                ratio = 4096 * 4096 / layer_params if row["arch"] == "narrow" else 1.0
             res.update(untrained_layer=a.untrained_layer or None, accuracy=acc, epoch_s=epoch_s, losses=losses,
-                       params=count(model, trainable=True),
-                       layer_params=gen.num_params if gen else 0 if frozen else layer.weight.numel(),
-                       ratio=gen.compression_ratio if gen else None if frozen else (
-                           4096 * 4096 / layer.weight.numel() if row["arch"] == "narrow" else 1.0),
+                       params=count(model, trainable=True), layer_params=layer_params, ratio=ratio,
                        config=gen.config if gen else None)
         done[key(row, seed)] = res
         save()

@@ -29,9 +29,8 @@ def test_default_init_trains_at_2000x(data, arch, seed, activation):
     torch.manual_seed(seed)
     torch.set_num_threads(1)  # small layers: threads only add contention
     model = nn.Sequential(nn.Linear(40, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
-    spec = dict(arch=arch, ratio=2000, seed=seed) if activation == "default" else \
-        dict(arch=arch, ratio=2000, seed=seed, activation=activation)
-    adntn.compress(model, {"2": spec})
+    act = {} if activation == "default" else dict(activation=activation)
+    adntn.compress(model, {"2": dict(arch=arch, ratio=2000, seed=seed, **act)})
     assert model[2].gen.compression_ratio >= 2000
     with torch.no_grad():
         first = F.cross_entropy(model(xtr), ytr).item()
