@@ -13,8 +13,9 @@ from .generators import ARCHS, Generator, attn, brickwall, cp, dense, lowrank, m
 from .generators.search import config_for_ratio
 from .artifact import Executable, load
 from .compiler import compile
+from .frontends.trace import materialize, trace
 from .plan import Plan, plan
-from .trace import materialize, trace
+from .targets import Target, targets
 
 __version__ = "0.1.0"
 
@@ -36,5 +37,5 @@ def __getattr__(name: str):
 __all__ = [
     "ARCHS", "AdntnError", "Executable", "compile", "load", "ConfigError", "Generator", "MemoryEstimateError", "SerializationError", "ShapeError",
     "VerifyError", "attn", "brickwall", "config_for_ratio", "cp", "dense", "ir", "lowrank", "make", "materialize",
-    "mera", "Plan", "plan", "trace", "tt", "ttn", "tucker", *sorted(_TORCH_NAMES),
+    "mera", "Plan", "plan", "Target", "targets", "trace", "tt", "ttn", "tucker", *sorted(_TORCH_NAMES),
 ]

@@ -1,12 +1,14 @@
-"""The deployment artifact (`.adntn`, a zip) and the executable that runs it.
+"""The deployment artifact (`.adntn`, a zip) and the executable that runs it. Backend-neutral: the backend
+named in the manifest supplies the library (`build` -> `Library`, `load` from bytes) and runs its programs.
 
-    manifest.json        format and version, target and host ISA, shapes, the layer list, the load and call
-                         graphs and programs, and the sha256 of every other file (and of itself, minus that field)
+    manifest.json        format and version, backend, the Target it was built for (arch, ISA, lanes, TVM dict),
+                         shapes, the layer list, the load and call graphs and programs, and the sha256 of every
+                         other file (and of itself, minus that field)
     tensors.safetensors  cores, dense weights and biases (float32)
     lib.so               every kernel, compiled for the target
 
 Loading needs numpy, safetensors and the TVM runtime only (no torch); nothing is unpickled. The library is
-checked against its checksum before it is loaded, so a tampered file never runs.
+checked against its checksum, and its recorded Target against this machine, before it is loaded.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import numpy as np
 from .errors import ConfigError, SerializationError
 
 FORMAT = "adntn-artifact"
-VERSION = 2  # 2: program inputs carry their names
+VERSION = 3  # 2: program inputs carry their names; 3: the backend and the whole Target are recorded
 MANIFEST, TENSORS, LIB = "manifest.json", "tensors.safetensors", "lib.so"
 
 
@@ -36,56 +38,37 @@ def _manifest_digest(m: dict) -> str:
     return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
-def _load_library(lib_bytes: bytes):
-    """Load a shared library from bytes (through a private temporary file)."""
-    from .backends.tvm.targets import import_tvm
-
-    tvm = import_tvm()
-
-    with tempfile.TemporaryDirectory(prefix="adntn-") as d:
-        path = os.path.join(d, LIB)
-        with open(path, "wb") as f:
-            f.write(lib_bytes)
-        return tvm.runtime.load_module(path)  # stays mapped after the file is removed
-
-
 class Executable:
     """A compiled model: call it on numpy arrays of shape `input_shape`; `save` writes the artifact."""
 
-    def __init__(self, lib_bytes: bytes, tensors: Mapping[str, np.ndarray], manifest: dict):
-        from .backends.tvm.program import Program
-        from .backends.tvm.runtime import ProgramRunner
-
+    def __init__(self, library, lib_bytes: bytes, tensors: Mapping[str, np.ndarray], manifest: dict):
+        """`library`: the backend's Library (its `runner(name, tensors)` runs a program); `lib_bytes` its file."""
         self.manifest = manifest
+        self.library = library
         self._lib_bytes = lib_bytes
         self._tensors = {k: np.array(v, dtype=np.float32, order="C") for k, v in tensors.items()}
-        module = _load_library(lib_bytes)
-        progs = {k: Program.from_dict(v) for k, v in manifest["programs"].items()}
-        loaded = ProgramRunner(module, progs["load"], self._tensors)()
-        self._call = ProgramRunner(module, progs["call"], {**self._tensors, **loaded})
-        self._module = module
+        loaded = library.runner("load", self._tensors)()
+        self._call = library.runner("call", {**self._tensors, **loaded})
+
+    @property
+    def target(self):
+        return self.library.target
 
     @classmethod
-    def from_build(cls, lib, programs, mg, target: str, batch_size: int, schedule: str) -> "Executable":
+    def from_build(cls, lib, mg, batch_size: int, schedule: str) -> "Executable":
         import tvm
 
         from . import __version__
-        from .backends.tvm.targets import host
         from .ir.serialize import to_dict
 
-        with tempfile.TemporaryDirectory(prefix="adntn-") as d:
-            path = os.path.join(d, LIB)
-            lib.export_library(path)
-            lib_bytes = Path(path).read_bytes()
         manifest = dict(
             format=FORMAT, version=VERSION, adntn_version=__version__, tvm_version=tvm.__version__,
-            target=dict(name=target, tvm=str(_target_json(target)), host=host()),
-            batch_size=batch_size, schedule=schedule,
+            backend=lib.backend, target=lib.target.to_dict(), batch_size=batch_size, schedule=schedule,
             input_shape=list(mg.input_shape), output_shape=list(mg.output_shape), layers=mg.layers,
             graphs={"load": _graph_dict(mg.load, to_dict), "call": _graph_dict(mg.call, to_dict)},
-            programs={k: p.to_dict() for k, p in programs.items()},
+            programs=lib.program_dicts(),
         )
-        return cls(lib_bytes, mg.tensors, manifest)
+        return cls(lib, lib.to_bytes(), mg.tensors, manifest)
 
     # ---------------------------------------------------------------- running
     @property
@@ -145,12 +128,6 @@ class Executable:
             "library_bytes": len(self._lib_bytes)}
 
 
-def _target_json(target: str):
-    from .backends.tvm.targets import tvm_target
-
-    return tvm_target(target)
-
-
 def _graph_dict(g, to_dict) -> dict:
     d = to_dict(g)
     d["tensors"] = {}  # values live in tensors.safetensors
@@ -194,7 +171,8 @@ def load(path: str | os.PathLike) -> Executable:
     """Load an artifact written by `Executable.save`; refuses corrupt, tampered or foreign ones."""
     from safetensors.numpy import load as st_load
 
-    from .backends.tvm.targets import check_host
+    from .backends import backends, get_backend
+    from .targets import Target, check_runs_here
 
     m, z = read_manifest(path)
     with z:
@@ -202,8 +180,11 @@ def load(path: str | os.PathLike) -> Executable:
     for n, data in files.items():
         if _sha256(data) != m.get("files", {}).get(n):
             raise SerializationError(f"{path}: checksum mismatch for {n} (the file was modified or damaged)")
+    if m.get("backend") not in backends():
+        raise SerializationError(f"{path}: unknown backend {m.get('backend')!r} in the manifest")
     try:
-        check_host(m["target"]["host"])
+        target = Target.from_dict(m.get("target") if isinstance(m.get("target"), dict) else {})
+        check_runs_here(target)
     except ConfigError as e:
         raise SerializationError(f"{path}: {e}") from None
     try:
@@ -211,11 +192,11 @@ def load(path: str | os.PathLike) -> Executable:
     except Exception as e:  # safetensors raises its own error type
         raise SerializationError(f"{path}: tensors.safetensors is unreadable ({e})") from None
     tensors.pop("__empty__", None)
-    from .backends.tvm.program import Program
-
-    for k, prog in m.get("programs", {}).items():
-        try:
-            Program.from_dict(prog)
-        except (ValueError, AttributeError) as e:
-            raise SerializationError(f"{path}: the manifest's {k!r} program is malformed ({e})") from None
-    return Executable(files[LIB], tensors, m)
+    programs = m.get("programs")
+    if not isinstance(programs, dict) or set(programs) != {"load", "call"}:
+        raise SerializationError(f"{path}: the manifest must hold a 'load' and a 'call' program")
+    try:
+        library = get_backend(m["backend"]).load(files[LIB], programs, target)
+    except SerializationError as e:
+        raise SerializationError(f"{path}: {e}") from None
+    return Executable(library, files[LIB], tensors, m)

@@ -118,7 +118,7 @@ def compile_cmd(a) -> int:
                         input_shape=tuple(a.input_shape) if a.input_shape else None, progress=True)
     path = exe.save(a.output)
     info = exe.info()
-    print(f"compiled {a.model} for {a.target} ({info['target']['tvm']}) in {time.perf_counter() - t:.1f} s: "
+    print(f"compiled {a.model} for {a.target} ({exe.target.describe()}) in {time.perf_counter() - t:.1f} s: "
           f"{len(info['kernels'])} kernels, input {tuple(info['input_shape'])} -> output {tuple(info['output_shape'])}")
     print(f"wrote {path} ({path.stat().st_size:,} bytes)")
     return 0
@@ -188,7 +188,9 @@ def info_cmd(a) -> int:
         print(json.dumps(info, indent=1))
         return 0
     print(f"{a.artifact}: {info['format']} v{info['version']} (adntn {info['adntn_version']}, tvm {info['tvm_version']})")
-    print(f"  target {info['target']['name']}: {info['target']['tvm']}  host {info['target']['host']['machine']}")
+    t = info["target"]
+    print(f"  target {t['name']}: {t['device']} {t['arch']}, {t['lanes']} float32 lanes, TVM {t['tvm']}; "
+          f"needs {', '.join(t['isa']) or 'no ISA extensions'}")
     print(f"  batch {info['batch_size']}, input {tuple(info['input_shape'])} -> output {tuple(info['output_shape'])}, "
           f"{info['tensor_params']:,} stored parameters, library {info['library_bytes']:,} bytes, "
           f"{len(info['kernels'])} kernels")

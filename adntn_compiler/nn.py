@@ -10,13 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backends import torch as torch_backend
+from .backends import get_backend
 from .errors import ConfigError, ShapeError
+from .frontends.trace import trace
 from .generators import Generator, make
-from .ir.graph import Graph
 from .memory import check_fits
-from .passes import batch, fuse, optimize, order, segment
-from .trace import trace
+from .passes.pipelines import TORCH_LAYER
 
 
 class _ADNTNBase(nn.Module):
@@ -38,22 +37,25 @@ class _ADNTNBase(nn.Module):
             self.bias = nn.Parameter(torch.empty(gen.O, dtype=dtype).uniform_(-bound, bound))
         else:
             self.register_parameter("bias", None)
-        self._graphs: dict[Any, Graph] = {}
+        self._programs: dict[Any, Any] = {}  # "weight" or batch size -> the torch backend's callable
 
-    def _graph(self, key: Any) -> Graph:
-        if key not in self._graphs:  # traced once per batch size; the structure does not depend on values
+    def _graph(self, key: Any):
+        return self._program(key)[0]
+
+    def _program(self, key: Any):
+        if key not in self._programs:  # traced once per batch size; the structure does not depend on values
             g = trace(self.gen, "weight", structure_only=True) if key == "weight" else \
                 trace(self.gen, "layer", batch_size=key, structure_only=True)
-            # Cores change while training, so nothing is folded; the order minimises all flops per step.
-            g = optimize(g, (segment, order, fuse, batch))
+            g = TORCH_LAYER(g)
             check_fits(g, next(iter(self.cores.values())).element_size(), f"{type(self).__name__} {self.gen!r}")
-            self._graphs[key] = g
-        return self._graphs[key]
+            # bound to the live ParameterDict: every call reads the current cores
+            self._programs[key] = g, get_backend("torch").compile(g, tensors=self.cores)
+        return self._programs[key]
 
     @property
     def weight(self) -> torch.Tensor:
         """The generated weight, differentiable with respect to the cores."""
-        return torch_backend.run(self._graph("weight"), [], self.cores)[0]
+        return self._program("weight")[1]()[0]
 
     def sync_generator(self) -> Generator:
         """Copy the trained cores back into the generator (float64) and return it."""
@@ -67,7 +69,7 @@ class _ADNTNBase(nn.Module):
     def _compiled_program(self, program: str, batch: int, input_grad: bool):
         key = (program, batch, input_grad)  # an input that needs no gradient: a backward without grad.x
         if key not in self._compiled:
-            from .backends.tvm.train import CompiledTraining
+            from .train_step import CompiledTraining
 
             cores = {k: v.detach().numpy() for k, v in self.cores.items()}
             self._compiled[key] = CompiledTraining(self.gen, batch, cores, input_grad=input_grad, program=program)
@@ -119,7 +121,7 @@ class ADNTNLinear(_ADNTNBase):
             y = _CompiledLayerFn.apply(prog, names, x2.contiguous(),
                                        *self.cores.values())
         else:
-            y = torch_backend.run(self._graph(x2.shape[0]), [x2], self.cores)[0]
+            y = self._program(x2.shape[0])[1](x2)[0]
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)

@@ -4,33 +4,53 @@
 - factored:    x joins the last linear segment; the contraction order decides whether W is ever formed.
 - stream:      only the activation outputs (and cores) stay resident; the last linear segment is recomputed
                per call, sliced into tiles so that its peak fits the memory budget.
-- auto:        the one with the lowest estimated time per call (flops and bytes moved, roofline-style)
-               whose memory (resident + peak per call) fits the budget.
+- auto:        the one with the lowest estimated time per call (flops and bytes moved, roofline-style, at the
+               rates of the target's policy) whose memory (resident + peak per call) fits the budget.
+
+Bytes are counted in the dtype that will run (float32 for compiled programs, the default).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Literal
 
 import numpy as np
 
 from .errors import ConfigError, MemoryEstimateError
+from .frontends.trace import trace
 from .generators.base import Generator
 from .ir.graph import Graph, Op
 from .ir.ops import einsum_sizes
 from .memory import available_bytes, fmt_bytes, peak_bytes
-from .passes import Folded, batch, fold, fuse, optimize, order, segment, tile
+from .passes import Folded, fold
 from .passes.order import step_flops
-from .trace import trace
+from .passes.pipelines import TRAINING_COSTS, plan_pipeline
 
 SCHEDULES = ("materialize", "factored", "stream")
 Schedule = Literal["auto", "materialize", "factored", "stream"]
+DTYPES = {"float32": 4, "float64": 8}
 
 
-# Rough one-core CPU rates for the cost model (only their ratio matters when comparing schedules).
-FLOP_RATE = 50e9  # flop/s
-BYTE_RATE = 10e9  # bytes/s from memory
+@dataclass(frozen=True)
+class Rates:
+    """Nominal one-core rates of the cost model (only their ratio matters when comparing schedules); a
+    target's policy supplies its own (`rates_for`)."""
+    flop_rate: float = 50e9  # flop/s
+    byte_rate: float = 10e9  # bytes/s from memory
+
+    def seconds(self, flops: float, nbytes: float) -> float:
+        return flops / self.flop_rate + nbytes / self.byte_rate
+
+
+def rates_for(target) -> Rates:
+    """The cost rates of `target`'s default policy (None: the nominal rates, no TVM needed)."""
+    if target is None:
+        return Rates()
+    from .backends.tvm.policy import default_policy
+    from .targets import resolve
+
+    p = default_policy(resolve(target))
+    return Rates(p.flop_rate, p.byte_rate)
 
 
 @dataclass(frozen=True)
@@ -41,18 +61,18 @@ class Step:
     flops: int
     shape: tuple[int, ...]
     path: str
-    bytes: int  # read + written, float64
+    bytes: int  # read + written, in the plan's dtype
 
 
-def graph_steps(g: Graph, where: str) -> list[Step]:
+def graph_steps(g: Graph, where: str, itemsize: int = 4) -> list[Step]:
     out = []
     for n in g.nodes:
         if n.op is Op.EINSUM:
             sizes = einsum_sizes(n.attrs, [v.shape for v in n.inputs])
             out.append(Step(where, "einsum", n.attrs.equation, step_flops(n.attrs.terms, n.attrs.out, sizes),
-                            n.out.shape, n.path, 8 * (sum(v.size for v in n.inputs) + n.out.size)))
+                            n.out.shape, n.path, itemsize * (sum(v.size for v in n.inputs) + n.out.size)))
         elif n.op is Op.MAP:
-            out.append(Step(where, "map", n.attrs.fn, n.out.size, n.out.shape, n.path, 16 * n.out.size))
+            out.append(Step(where, "map", n.attrs.fn, n.out.size, n.out.shape, n.path, 2 * itemsize * n.out.size))
     return out
 
 
@@ -62,11 +82,18 @@ class Plan:
     batch_size: int
     schedule: str
     program: Folded = field(repr=False)
+    dtype: str = "float32"  # what memory and bytes moved are counted in
+    rates: Rates = field(default_factory=Rates, repr=False)
     _consts: dict | None = field(default=None, repr=False)
 
     @property
+    def itemsize(self) -> int:
+        return DTYPES[self.dtype]
+
+    @property
     def steps(self) -> list[Step]:
-        return graph_steps(self.program.load, "load") + graph_steps(self.program.call, "call")
+        return graph_steps(self.program.load, "load", self.itemsize) + graph_steps(self.program.call, "call",
+                                                                                   self.itemsize)
 
     @property
     def flops_per_call(self) -> int:
@@ -82,18 +109,18 @@ class Plan:
 
     @property
     def seconds_per_call(self) -> float:
-        """Cost-model estimate (roofline: flops and bytes moved each at a nominal rate)."""
-        return self.flops_per_call / FLOP_RATE + self.bytes_per_call / BYTE_RATE
+        """Cost-model estimate (roofline: flops and bytes moved each at the target's nominal rate)."""
+        return self.rates.seconds(self.flops_per_call, self.bytes_per_call)
 
     @property
     def peak_bytes(self) -> int:
-        """Peak live bytes of the per-call part (float64), input and output included, resident values not."""
-        return peak_bytes(self.program.call, 8, resident=False)[0]
+        """Peak live bytes of the per-call part (in `dtype`), input and output included, resident values not."""
+        return peak_bytes(self.program.call, self.itemsize, resident=False)[0]
 
     @property
     def resident_bytes(self) -> int:
-        """Bytes of load-time results kept between calls (float64)."""
-        return self.program.resident_bytes
+        """Bytes of load-time results kept between calls (in `dtype`)."""
+        return self.program.resident_bytes * self.itemsize // 8
 
     def consts(self) -> dict[str, np.ndarray]:
         if self._consts is None:
@@ -117,11 +144,12 @@ class Plan:
         """The optimised per-call program on the torch backend (load-time results computed once)."""
         import torch
 
-        from .backends import torch as tb
+        from .backends import get_backend
 
         dtype = dtype or torch.get_default_dtype()
         consts = {k: torch.as_tensor(v, dtype=dtype) for k, v in self.consts().items()}
-        return lambda x: tb.run(self.program.call, [x], consts)[0]
+        fn = get_backend("torch").compile(self.program.call, tensors=consts, dtype=dtype)
+        return lambda x: fn(x)[0]
 
     def summary(self) -> dict:
         return dict(schedule=self.schedule, batch_size=self.batch_size, flops_per_call=self.flops_per_call,
@@ -129,22 +157,21 @@ class Plan:
                     resident_bytes=self.resident_bytes, peak_bytes=self.peak_bytes)
 
 
-def _build(gen: Generator, batch_size: int, schedule: str, objective: str, target_size: int | None = None) -> Plan:
-    g = trace(gen, "layer", batch_size=batch_size, structure_only=True)
-    passes = [partial(segment, keep_constant=schedule == "materialize")]
-    if target_size is not None:
-        passes.append(partial(tile, target_size=target_size))
-    g = optimize(g, (*passes, partial(order, objective=objective), fuse, batch))
-    return Plan(gen, batch_size, schedule, fold(g, resident="nonlinear" if schedule == "stream" else "all"))
+def _build(gen: Generator, batch_size: int, schedule: str, objective: str, dtype: str, rates: Rates,
+           target_size: int | None = None) -> Plan:
+    g = plan_pipeline(schedule, objective, target_size)(trace(gen, "layer", batch_size=batch_size,
+                                                              structure_only=True))
+    return Plan(gen, batch_size, schedule, fold(g, resident="nonlinear" if schedule == "stream" else "all"),
+                dtype, rates)
 
 
-def _stream(gen: Generator, batch_size: int, budget: int) -> Plan:
+def _stream(gen: Generator, batch_size: int, budget: int, dtype: str, rates: Rates) -> Plan:
     """Tile until resident + per-call peak fits `budget` (or the tiles cannot get smaller)."""
-    best = p = _build(gen, batch_size, "stream", "total")
-    room = (budget - p.resident_bytes) // 8
-    target = max(1, room if room > 0 else p.peak_bytes // 32)
+    best = p = _build(gen, batch_size, "stream", "total", dtype, rates)
+    room = (budget - p.resident_bytes) // p.itemsize
+    target = max(1, room if room > 0 else p.peak_bytes // (4 * p.itemsize))
     while not _fits(p, budget):
-        p = _build(gen, batch_size, "stream", "total", target)
+        p = _build(gen, batch_size, "stream", "total", dtype, rates, target)
         if p.resident_bytes + p.peak_bytes < best.resident_bytes + best.peak_bytes:
             best = p
         if target == 1:
@@ -163,46 +190,39 @@ def _fits(p: Plan, budget: int) -> bool:
     return p.resident_bytes + p.peak_bytes <= budget
 
 
-def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memory_budget: int | None = None) -> Plan:
+def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memory_budget: int | None = None,
+         dtype: str = "float32", target=None) -> Plan:
+    """The execution plan of one layer. Memory is counted in `dtype` (float32: what compiled programs run in);
+    `target` (a name or Target) supplies the cost model's rates (None: nominal rates)."""
     if schedule not in ("auto", *SCHEDULES):
         raise ConfigError(f"unknown schedule {schedule!r}; known: auto, {', '.join(SCHEDULES)}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r} for plan; known: {', '.join(DTYPES)}")
     budget = available_bytes() if memory_budget is None else int(memory_budget)
+    rates = rates_for(target)
     names = SCHEDULES if schedule == "auto" else (schedule,)
-    plans = [_build(gen, batch_size, s, obj) for name in names for s, obj in CANDIDATES[name]]
+    plans = [_build(gen, batch_size, s, obj, dtype, rates) for name in names for s, obj in CANDIDATES[name]]
     if "stream" in names and (schedule == "stream" or not any(_fits(p, budget) for p in plans)):
-        plans.append(_stream(gen, batch_size, budget))
+        plans.append(_stream(gen, batch_size, budget, dtype, rates))
     fits = [p for p in plans if _fits(p, budget)]
     if not fits:
         best = min(plans, key=lambda p: p.resident_bytes + p.peak_bytes)
         raise MemoryEstimateError(
-            f"no schedule of {gen!r} at batch {batch_size} fits a memory budget of {fmt_bytes(budget)}; the "
+            f"no schedule of {gen!r} at batch {batch_size} fits a memory budget of {fmt_bytes(budget)} ({dtype}); the "
             f"smallest achievable is {fmt_bytes(best.resident_bytes + best.peak_bytes)} ({best.schedule}: "
             f"{fmt_bytes(best.resident_bytes)} resident + {fmt_bytes(best.peak_bytes)} peak per call)")
     return min(fits, key=lambda p: (p.seconds_per_call, p.resident_bytes + p.peak_bytes))
 
 
-def training_costs(gen: Generator, batch_size: int = 32) -> dict[str, dict]:
-    """Flops and peak memory of one forward + backward pass (the autodiff graph, optimised), keeping every
-    forward intermediate ("keep") or recomputing them in the backward pass ("recompute")."""
+def training_costs(gen: Generator, batch_size: int = 32, dtype: str = "float32") -> dict[str, dict]:
+    """Flops and peak memory (in `dtype`) of one forward + backward pass (the autodiff graph, optimised), keeping
+    every forward intermediate ("keep") or recomputing them in the backward pass ("recompute")."""
     from .passes.autodiff import autodiff
 
     g = trace(gen, "layer", batch_size=batch_size, structure_only=True)
     out = {}
     for name, rc in (("keep", False), ("recompute", True)):
-        bg = optimize(autodiff(g, recompute=rc), (segment, order, fuse))
-        out[name] = dict(flops=sum(s.flops for s in graph_steps(bg, "call")), peak_bytes=peak_bytes(bg, 8)[0],
-                         nodes=len(bg.nodes))
+        bg = TRAINING_COSTS(autodiff(g, recompute=rc))
+        out[name] = dict(flops=sum(s.flops for s in graph_steps(bg, "call")),
+                         peak_bytes=peak_bytes(bg, DTYPES[dtype])[0], nodes=len(bg.nodes))
     return out
-
-
-def choose_recompute(gen: Generator, batch_size: int, memory_budget: int | None = None) -> bool:
-    """Recompute forward intermediates only when keeping them would not fit the memory budget."""
-    costs = training_costs(gen, batch_size)
-    budget = available_bytes() if memory_budget is None else memory_budget
-    if costs["keep"]["peak_bytes"] <= budget:
-        return False
-    if costs["recompute"]["peak_bytes"] <= budget:
-        return True
-    raise MemoryEstimateError(f"a training step of {gen!r} at batch {batch_size} needs at least "
-                              f"{fmt_bytes(costs['recompute']['peak_bytes'])} (with recomputation); the budget is "
-                              f"{fmt_bytes(budget)}")

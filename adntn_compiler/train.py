@@ -93,7 +93,7 @@ def fit_weight(gen: Generator, W: np.ndarray, steps: int = 500, lr: float = 1e-2
 
     res = _fit(gen, "fit_weight", loss, steps, lr, progress)
     if gen.has_scale:
-        from .trace import materialize
+        from .frontends.trace import materialize
 
         Wg = materialize(gen)
         cores = dict(gen.cores)

@@ -116,15 +116,15 @@ def test_unknown_format_version_is_refused(saved, tmp_path):
         adntn.load(_rewrite(saved[1], tmp_path / "v.adntn", edit))
 
 
-@pytest.mark.parametrize("host,msg", [({"machine": "aarch64", "isa": []}, "built for aarch64"),
+@pytest.mark.parametrize("host,msg", [({"arch": "aarch64", "isa": []}, "built for aarch64"),
                                       ({"isa": ["avx512_future_ext"]}, "CPU with avx512_future_ext")])
 def test_library_for_another_target_is_refused(saved, tmp_path, host, msg):
     def edit(n, b):
         if n != artifact.MANIFEST:
             return b
         m = json.loads(b)
-        m["target"]["host"] = {**m["target"]["host"], **host}
-        m["target"]["host"]["isa"] = m["target"]["host"]["isa"] + host["isa"]
+        m["target"] = {**m["target"], **host}  # the recorded Target: arch, isa
+        m["target"]["isa"] = json.loads(b)["target"]["isa"] + host["isa"]
         return _resign(m)
 
     with pytest.raises(SerializationError, match=msg):

@@ -7,18 +7,18 @@ import numpy as np
 import opt_einsum
 
 from .. import activations
+from ..errors import ConfigError
 from ..ir.graph import Graph, Node, Op
+from ..ir.interpret import interpret
 from ..memory import check_fits
+
 
 def _einsum(n: Node, *xs: np.ndarray) -> np.ndarray:
     y = opt_einsum.contract(n.attrs.equation, *xs)
     return activations.get(n.attrs.epilogue).numpy(y) if n.attrs.epilogue else y
 
 
-IMPL_NUMPY = {
-    Op.INPUT: None,  # bound from the arguments
-    Op.PARAM: None,  # bound from the tensors
-    Op.CONST: None,
+IMPL_NUMPY = {  # INPUT, PARAM and CONST are bound by the interpreter
     Op.EINSUM: _einsum,
     Op.MAP: lambda n, x: activations.get(n.attrs.fn).numpy(x),
     Op.RESHAPE: lambda n, x: x.reshape(n.attrs.shape),
@@ -31,46 +31,26 @@ IMPL_NUMPY = {
 }
 
 
-def last_uses(g: Graph) -> dict[int, list[int]]:
-    """node index -> value ids whose last use is that node (outputs are never freed)."""
-    last: dict[int, int] = {}
-    for i, n in enumerate(g.nodes):
-        for v in n.inputs:
-            last[v.id] = i
-    keep = {v.id for v in g.outputs}
-    out: dict[int, list[int]] = {}
-    for vid, i in last.items():
-        if vid not in keep:
-            out.setdefault(i, []).append(vid)
-    return out
-
-
 def run(g: Graph, args: Sequence[np.ndarray] = (), tensors: Mapping[str, np.ndarray] | None = None,
         dtype=np.float64) -> list[np.ndarray]:
     """Execute `g` on `args` (one per input node, in order); params default to the graph's tensors, and a
     constant missing from `tensors` comes from the graph's."""
     tensors = g.tensors if tensors is None else {**g.tensors, **tensors}
     check_fits(g, np.dtype(dtype).itemsize)
-    inputs = iter(args)
-    env: dict[int, np.ndarray] = {}
-    drop = last_uses(g)
-    for i, n in enumerate(g.nodes):
-        if n.op is Op.INPUT:
-            env[n.out.id] = np.asarray(next(inputs), dtype=dtype)
-        elif n.op in (Op.PARAM, Op.CONST):
-            env[n.out.id] = np.asarray(tensors[n.attrs.name], dtype=dtype)
-        else:
-            env[n.out.id] = IMPL_NUMPY[n.op](n, *(env[v.id] for v in n.inputs))
-        for vid in drop.get(i, ()):
-            del env[vid]
-    return [env[v.id] for v in g.outputs]
+
+    def bind_tensor(n: Node) -> np.ndarray:
+        if n.attrs.name not in tensors:
+            raise ConfigError(f"no tensor named {n.attrs.name!r} was given")
+        return np.asarray(tensors[n.attrs.name], dtype=dtype)
+
+    return interpret(g, args, IMPL_NUMPY, lambda n, x: np.asarray(x, dtype=dtype), bind_tensor, "reference")
 
 
 class ReferenceBackend:
     name = "reference"
 
-    def unsupported(self, g: Graph) -> list[Node]:
+    def unsupported(self, g: Graph, target="cpu") -> list[Node]:
         return [n for n in g.nodes if n.op not in IMPL_NUMPY]
 
-    def compile(self, g: Graph, target: str = "cpu"):
-        return lambda *args: tuple(run(g, args))
+    def compile(self, g: Graph, target="cpu", tensors: Mapping[str, np.ndarray] | None = None):
+        return lambda *args: tuple(run(g, args, tensors))

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import activations
+from ..errors import ConfigError
 from ..ir.graph import Graph, Node, Op
-from .reference import last_uses
+from ..ir.interpret import interpret
 
 
 def _map(fn: str, x: torch.Tensor) -> torch.Tensor:
@@ -43,31 +44,33 @@ IMPL_TORCH = {
 def run(g: Graph, args: Sequence[torch.Tensor], tensors: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
     """Run `g`; params come from `tensors`, a constant from `tensors` or else from the graph (in the dtype and
     device of the other tensors)."""
-    inputs = iter(args)
-    env: dict[int, torch.Tensor] = {}
-    drop = last_uses(g)
     like = next(iter(tensors.values()), None)
-    for i, n in enumerate(g.nodes):
-        if n.op is Op.INPUT:
-            env[n.out.id] = next(inputs)
-        elif n.op is Op.CONST and n.attrs.name not in tensors:
-            env[n.out.id] = torch.as_tensor(g.tensors[n.attrs.name], dtype=like.dtype if like is not None else None,
-                                            device=like.device if like is not None else None)
-        elif n.op in (Op.PARAM, Op.CONST):
-            env[n.out.id] = tensors[n.attrs.name]
-        else:
-            env[n.out.id] = IMPL_TORCH[n.op](n, *(env[v.id] for v in n.inputs))
-        for vid in drop.get(i, ()):
-            del env[vid]
-    return [env[v.id] for v in g.outputs]
+
+    def bind_tensor(n: Node) -> torch.Tensor:
+        name = n.attrs.name
+        if name in tensors:
+            return tensors[name]
+        if n.op is Op.CONST and name in g.tensors:
+            return torch.as_tensor(g.tensors[name], dtype=like.dtype if like is not None else None,
+                                   device=like.device if like is not None else None)
+        raise ConfigError(f"no tensor named {name!r} was given")
+
+    return interpret(g, args, IMPL_TORCH, lambda n, x: x, bind_tensor, "torch")
 
 
 class TorchBackend:
     name = "torch"
 
-    def unsupported(self, g: Graph) -> list[Node]:
+    def unsupported(self, g: Graph, target="cpu") -> list[Node]:
         return [n for n in g.nodes if n.op not in IMPL_TORCH and n.op not in (Op.INPUT, Op.PARAM, Op.CONST)]
 
-    def compile(self, g: Graph, target: str = "cpu", dtype: torch.dtype = torch.float32):
-        tensors = {k: torch.as_tensor(v, dtype=dtype) for k, v in g.tensors.items()}
-        return lambda *args: tuple(run(g, [torch.as_tensor(a, dtype=dtype) for a in args], tensors))
+    def compile(self, g: Graph, target="cpu", tensors: Mapping[str, torch.Tensor] | None = None,
+                dtype: torch.dtype | None = None):
+        """`tensors` (e.g. a module's live ParameterDict) are used as they are; without them the graph's own
+        tensors are converted to `dtype` (default float32) once. Inputs are converted to `dtype` when there is
+        one (or when the graph's tensors are used), else passed as they are (autograd flows through them)."""
+        if tensors is None:
+            dtype = dtype or torch.float32
+            tensors = {k: torch.as_tensor(v, dtype=dtype) for k, v in g.tensors.items()}
+        convert = (lambda a: torch.as_tensor(a, dtype=dtype)) if dtype else torch.as_tensor
+        return lambda *args: tuple(run(g, [convert(a) for a in args], tensors))

@@ -71,6 +71,7 @@ class Generator:
             raise MemoryEstimateError(f"{self.arch} cores alone would need {fmt_bytes(need)} "
                                       f"({self.num_params:,} parameters); {fmt_bytes(available_bytes())} is available")
         self._cores: dict[str, np.ndarray] | None = None
+        self.calibration: str | None = None  # how the scale was calibrated: exact, sampled or moments
 
     # --- to be provided by each architecture ---------------------------------------------------
     def structure(self) -> dict[str, tuple[int, ...]]:
@@ -133,12 +134,11 @@ class Generator:
         cores = {k: self.init_core(k, s, rng).astype(np.float64) for k, s in self.core_shapes.items() if k != "scale"}
         if not self.has_scale:
             return cores
-        # Calibrate the scale so that the generated weight has the std of a default dense layer.
-        from ..trace import materialize_cores
+        # Calibrate the scale so that the generated weight has the std of a default dense layer (estimated
+        # without forming W: see calibrate.py).
+        from .calibrate import weight_std
 
-        cores["scale"] = np.array(1.0)
-        W = materialize_cores(self, cores)
-        std = float(W.std())
+        std, self.calibration = weight_std(self, cores, self.seed)
         cores["scale"] = np.array(self.target_std / std if std > 0 else 1.0)
         return cores
 

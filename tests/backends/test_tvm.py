@@ -12,12 +12,12 @@ import adntn_compiler as adntn  # noqa: E402
 from adntn_compiler.backends import get_backend  # noqa: E402
 from adntn_compiler.backends import reference  # noqa: E402
 from adntn_compiler.backends.tvm import build  # noqa: E402
-from adntn_compiler.backends.tvm import kernels as K  # noqa: E402
-from adntn_compiler.backends.tvm.runtime import ProgramRunner  # noqa: E402
+from adntn_compiler.backends.tvm.policy import default_policy  # noqa: E402
 from adntn_compiler.errors import ConfigError  # noqa: E402
+from adntn_compiler.frontends.trace import trace  # noqa: E402
 from adntn_compiler.ir.builder import Builder  # noqa: E402
 from adntn_compiler.passes.autodiff import autodiff  # noqa: E402
-from adntn_compiler.trace import trace  # noqa: E402
+from adntn_compiler.targets import resolve  # noqa: E402
 from tests.corpus import generators  # noqa: E402
 
 
@@ -27,9 +27,9 @@ def close(y, ref, rtol=1e-4):
 
 
 def run_plan_on_tvm(p):
-    lib, progs = build({"load": p.program.load, "call": p.program.call})
-    loaded = ProgramRunner(lib, progs["load"], {**p.program.load.tensors, **p.gen.cores})()
-    return ProgramRunner(lib, progs["call"], {**p.program.call.tensors, **loaded})
+    lib = build({"load": p.program.load, "call": p.program.call})
+    loaded = lib.runner("load", {**p.program.load.tensors, **p.gen.cores})()
+    return lib.runner("call", {**p.program.call.tensors, **loaded})
 
 
 @settings(max_examples=40)
@@ -97,18 +97,19 @@ def test_permuted_gemm_result_is_read_in_place(also):
     elif also == "transpose":
         b.output(b.transpose(t, (2, 0, 1)), "tt")
     g = b.build()
-    lib, progs = build({"main": g})
+    lib = build({"main": g})
+    progs = lib.programs
     calls = [c["kernel"] for c in progs["main"].calls]
     assert sum("transpose" in c for c in calls) == (1 if also else 0), calls
     xs = rng.standard_normal((5, 6, 32))
-    got = ProgramRunner(lib, progs["main"], dict(g.tensors))(xs.astype(np.float32))
+    got = lib.runner("main", dict(g.tensors))(xs.astype(np.float32))
     for (name, _, _), ref in zip(progs["main"].outputs, reference.run(g, [xs])):
         close(got[name], ref)
 
 
 def test_gemm_tiles_divide():
     for i, j, k in [(4096, 256, 3584), (229376, 64, 28), (7, 12, 5), (1, 1, 1)]:
-        t = K.gemm_tiles(i, j, k)
+        t = default_policy(resolve("cpu")).gemm_tiles(i, j, k)
         assert j % t.jt == 0 and t.jt % t.vec == 0 and k % t.kt == 0
 
 

@@ -102,7 +102,7 @@ def test_batch_merges_the_sibling_nodes_of_a_tree_level():
 
 def test_factored_beats_materialize_at_batch_1_on_fc6():
     gen = adntn.ttn((4096, 25088), rank=4, layout="interleaved", seed=0)
-    m, f = plan(gen, 1, "materialize"), plan(gen, 1, "factored")
+    m, f = plan(gen, 1, "materialize", dtype="float64"), plan(gen, 1, "factored", dtype="float64")
     assert m.flops_per_call == 2 * 4096 * 25088  # one dense matvec
     assert f.flops_per_call * 5 < m.flops_per_call
     assert plan(gen, 1).schedule == "factored"
@@ -153,7 +153,7 @@ def _measured_peak(p, x) -> int:
 def test_memory_budget_is_respected_or_refused(gen, batch, log2_budget, seed):
     budget = 2**log2_budget
     try:
-        p = plan(gen, batch, "auto", memory_budget=budget)
+        p = plan(gen, batch, "auto", memory_budget=budget, dtype="float64")  # p.run is float64
     except MemoryEstimateError as e:
         assert "smallest achievable" in str(e)
         return
@@ -169,12 +169,12 @@ def test_memory_budget_is_respected_or_refused(gen, batch, log2_budget, seed):
 def test_stream_tiles_to_fit_where_factored_cannot():
     gen = adntn.ttn((512, 2048), rank=4, layout="interleaved", seed=0)
     x = _x(gen, 64, 0)
-    f = plan(gen, 64, "factored")
+    f = plan(gen, 64, "factored", dtype="float64")
     budget = (f.resident_bytes + f.peak_bytes) // 2
-    s = plan(gen, 64, "stream", memory_budget=budget)
+    s = plan(gen, 64, "stream", memory_budget=budget, dtype="float64")
     assert s.resident_bytes + s.peak_bytes <= budget < f.resident_bytes + f.peak_bytes
     assert any(n.op is Op.CONCAT for n in s.program.call.nodes)  # it really tiled
-    assert plan(gen, 64, memory_budget=budget).schedule == "stream"
+    assert plan(gen, 64, memory_budget=budget, dtype="float64").schedule == "stream"
     np.testing.assert_allclose(s.run(x), f.run(x), rtol=1e-10, atol=1e-12)
     assert _measured_peak(s, x) <= 1.05 * s.peak_bytes + 64 * 1024
 

@@ -1,55 +1,104 @@
-"""The TVM backend: every step of a graph becomes a scheduled TensorIR kernel; all kernels of a model go into
-one library, and the call sequence is a JSON program run by `ProgramRunner` (numpy + the TVM runtime).
+"""The TVM backend: every step of a graph becomes a TensorIR kernel scheduled by the Target's schedule module
+under a policy; all kernels of a build go into one library, and each graph's call sequence is a JSON `Program`
+run by `ProgramRunner` (numpy + the TVM runtime).
 
 TVM is imported lazily: importing this package does not need it.
 """
 from __future__ import annotations
 
-from typing import Mapping
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Mapping
 
+import numpy as np
+
+from ...errors import SerializationError
 from ...ir.graph import Graph, Node
+from ...targets import Target, import_tvm, resolve
 from .program import Program
-from .targets import TARGETS, tvm_target, vector_lanes
 
 
-def build(graphs: Mapping[str, Graph], target: str = "cpu", progress=None):
-    """Lower and compile several graphs (e.g. {"load": ..., "call": ...}) into one library.
-    Returns (runtime module, {graph name: Program})."""
-    tgt = tvm_target(target)  # a clear error when TVM is missing
-    import tvm
+class Library:
+    """Compiled kernels for one Target plus the programs (call sequences) of the graphs built into them."""
 
+    backend = "tvm"
+
+    def __init__(self, module, programs: Mapping[str, Program], target: Target):
+        self.module, self.programs, self.target = module, dict(programs), target
+
+    def runner(self, name: str, tensors: Mapping[str, np.ndarray], buffers=None):
+        """A `ProgramRunner` for program `name`, its constant buffers filled from `tensors`."""
+        from .runtime import ProgramRunner
+
+        return ProgramRunner(self.module, self.programs[name], tensors, buffers)
+
+    def to_bytes(self) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="adntn-") as d:
+            path = os.path.join(d, "lib.so")
+            self.module.export_library(path)
+            return Path(path).read_bytes()
+
+    def program_dicts(self) -> dict[str, dict]:
+        return {k: p.to_dict() for k, p in self.programs.items()}
+
+
+def build(graphs: Mapping[str, Graph], target: "str | Target" = "cpu", policy=None,
+          progress: Callable[[str], None] | None = None) -> Library:
+    """Lower and compile several graphs (e.g. {"load": ..., "call": ...}) into one library for `target`, with
+    `policy` (default: the target's) choosing tiles and thresholds."""
+    target = resolve(target)
+    tvm = import_tvm()
     from .lower import lower
+    from .policy import default_policy
 
-    lanes = vector_lanes()
+    policy = policy or default_policy(target)
     funcs, programs = {}, {}
     for name, g in graphs.items():
-        programs[name], fs = lower(g, name, lanes)
+        programs[name], fs = lower(g, name, target, policy)
         funcs.update(fs)
         if progress:
             progress(f"lowered {name}: {len(fs)} kernels")
-    mod = tvm.IRModule(funcs)
-    ex = tvm.compile(mod, target=tgt)
+    module = tvm.compile(tvm.IRModule(funcs), target=target.tvm_target())
     if progress:
         progress(f"compiled {len(funcs)} kernels")
-    return ex, programs
+    return Library(module, programs, target)
+
+
+def load_library(lib_bytes: bytes, programs: Mapping[str, dict], target: Target) -> Library:
+    """A Library from an artifact's bytes (through a private temporary file) and its program dicts."""
+    tvm = import_tvm()
+    progs = {}
+    for k, v in programs.items():
+        try:
+            progs[k] = Program.from_dict(v)
+        except (ValueError, AttributeError) as e:
+            raise SerializationError(f"the manifest's {k!r} program is malformed ({e})") from None
+    with tempfile.TemporaryDirectory(prefix="adntn-") as d:
+        path = os.path.join(d, "lib.so")
+        Path(path).write_bytes(lib_bytes)
+        module = tvm.runtime.load_module(path)  # stays mapped after the file is removed
+    return Library(module, progs, target)
 
 
 class TVMBackend:
     name = "tvm"
 
-    def unsupported(self, g: Graph) -> list[Node]:
+    def unsupported(self, g: Graph, target: "str | Target" = "cpu") -> list[Node]:
         from .lower import Lowerer
 
         return [n for n in g.nodes if not hasattr(Lowerer, "op_" + n.op.value)]
 
-    def compile(self, g: Graph, target: str = "cpu"):
-        """A callable running `g` (params bound from g.tensors) on TVM kernels; float32."""
-        from .runtime import ProgramRunner
-
-        lib, progs = build({"main": g}, target)
-        runner = ProgramRunner(lib, progs["main"], dict(g.tensors))
-        names = [o for o, _, _ in progs["main"].outputs]
+    def compile(self, g: Graph, target: "str | Target" = "cpu", tensors: Mapping[str, np.ndarray] | None = None,
+                policy=None):
+        """A callable running `g` on TVM kernels (float32); params bound from `tensors` (default g.tensors)."""
+        lib = build({"main": g}, target, policy)
+        runner = lib.runner("main", dict(g.tensors if tensors is None else {**g.tensors, **tensors}))
+        names = [o for o, _, _ in lib.programs["main"].outputs]
         return lambda *args: tuple(runner(*args)[n] for n in names)
 
+    build = staticmethod(build)
+    load = staticmethod(load_library)
 
-__all__ = ["TARGETS", "TVMBackend", "Program", "build", "tvm_target"]
+
+__all__ = ["Library", "Program", "TVMBackend", "build", "load_library"]

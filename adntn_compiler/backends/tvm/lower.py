@@ -16,7 +16,10 @@ import math
 
 from ...errors import ConfigError
 from ...ir.graph import Graph, Node, Op, Value
-from . import kernels as K
+from ...targets import Target
+from . import compute as C
+from . import schedules
+from .policy import CPUPolicy
 from .program import Program
 
 
@@ -24,16 +27,14 @@ def _nonunit(labels: str, sizes: dict[str, int]) -> str:
     return "".join(c for c in labels if sizes[c] != 1)
 
 
-# A dynamic A operand up to this many elements (1 MiB: it stays in L2) is read in its own layout by a GEMM
-# with a single B panel (so A is read once); otherwise it is transposed first: scattered reads of an A that is
-# re-read once per panel cost far more than the copy (measured: 95 ms against 1 ms of copy + 14 ms).
-STRIDED_A_MAX = 1 << 18
-PACK_B_MIN = 1 << 14  # a dynamic B of at least this many elements is packed into panels before its GEMM
-
-
 class Lowerer:
-    def __init__(self, prefix: str, lanes: int = 16, parallel: bool = True):
-        self.prefix, self.lanes, self.parallel = prefix, lanes, parallel
+    """Lowers one graph for one Target: tiles and thresholds come from `policy`, schedules from the target's
+    schedule module, the vector width and threading from the target."""
+
+    def __init__(self, prefix: str, target: Target, policy: CPUPolicy):
+        self.prefix, self.target, self.policy = prefix, target, policy
+        self.sched = schedules.for_target(target)
+        self.parallel = target.parallel
         self.funcs: dict[str, object] = {}  # kernel name -> PrimFunc
         self._keys: dict[tuple, str] = {}  # kernel signature -> name (identical kernels are shared)
         self.p = Program()
@@ -56,6 +57,9 @@ class Lowerer:
             self.funcs[name] = build(name)
             self._keys[key] = name
         return self._keys[key]
+
+    def flat(self, func):
+        return self.sched.flat(func, self.policy, self.parallel)
 
     def call(self, kernel: str, *args: tuple[str, tuple[int, ...]]) -> None:
         self.p.calls.append({"kernel": kernel, "args": [[b, list(s)] for b, s in args]})
@@ -81,7 +85,8 @@ class Lowerer:
         """A transpose kernel call: `buf` (of `shape`) with its axes permuted by `perm`, into `out` or a new
         buffer."""
         out = out or self.new_buffer(math.prod(shape), "t")
-        k = self.kernel(("transpose", shape, perm), lambda nm: K.transpose(nm, shape, perm, self.parallel))
+        k = self.kernel(("transpose", shape, perm), lambda nm: self.sched.transpose(
+            C.transpose(nm, shape, perm), perm, self.policy, self.parallel))
         self.call(k, (buf, shape), (out, tuple(shape[p] for p in perm)))
         return out
 
@@ -145,14 +150,14 @@ class Lowerer:
     def op_map(self, n: Node) -> None:
         x = n.inputs[0]
         buf, shape, _ = self.phys(x)  # elementwise: a permuted value stays permuted
-        k = self.kernel(("map", shape, n.attrs.fn), lambda nm: K.elementwise(nm, shape, n.attrs.fn, self.parallel))
+        k = self.kernel(("map", shape, n.attrs.fn), lambda nm: self.flat(C.elementwise(nm, shape, n.attrs.fn)))
         self.call(k, (buf, shape), (self._fresh(n)[0], shape))
         if x.id in self.perm:
             self.perm[n.out.id] = self.perm[x.id]
 
     def op_add(self, n: Node) -> None:
         a, b = n.inputs
-        k = self.kernel(("add", a.shape, b.shape), lambda nm: K.add(nm, a.shape, b.shape, self.parallel))
+        k = self.kernel(("add", a.shape, b.shape), lambda nm: self.flat(C.add(nm, a.shape, b.shape)))
         self.call(k, self.view(a), self.view(b), self._fresh(n))
 
     def op_transpose(self, n: Node) -> None:
@@ -164,19 +169,19 @@ class Lowerer:
 
     def op_pad(self, n: Node) -> None:
         x, pads = n.inputs[0], n.attrs.pads
-        k = self.kernel(("pad", x.shape, pads), lambda nm: K.pad(nm, x.shape, pads, self.parallel))
+        k = self.kernel(("pad", x.shape, pads), lambda nm: self.flat(C.pad(nm, x.shape, pads)))
         self.call(k, self.view(x), self._fresh(n))
 
     def op_slice(self, n: Node) -> None:
         x, a = n.inputs[0], n.attrs
         k = self.kernel(("slice", x.shape, a.starts, a.stops),
-                        lambda nm: K.slice_(nm, x.shape, a.starts, a.stops, self.parallel))
+                        lambda nm: self.flat(C.slice_(nm, x.shape, a.starts, a.stops)))
         self.call(k, self.view(x), self._fresh(n))
 
     def op_concat(self, n: Node) -> None:
         shapes = [v.shape for v in n.inputs]
         k = self.kernel(("concat", tuple(shapes), n.attrs.axis),
-                        lambda nm: K.concat(nm, shapes, n.attrs.axis, self.parallel))
+                        lambda nm: self.flat(C.concat(nm, shapes, n.attrs.axis)))
         self.call(k, *(self.view(v) for v in n.inputs), self._fresh(n))
 
     def op_einsum(self, n: Node) -> None:
@@ -198,7 +203,7 @@ class Lowerer:
                 self.perm[n.out.id] = tuple(a.out.index(c) for c in out)
         shapes = [s for _, s, _ in ph]
         k = self.kernel(("einsum", terms, out, tuple(shapes), a.epilogue),
-                        lambda nm: K.einsum(nm, terms, out, shapes, a.epilogue, self.parallel))
+                        lambda nm: self.flat(C.einsum(nm, terms, out, shapes, a.epilogue)))
         self.call(k, *((b, s if t else (1,)) for b, s, t in ph), (self._fresh(n)[0], tuple(sizes[c] for c in out)))
 
     def _gemm(self, n: Node, terms: tuple[str, ...], sizes: dict[str, int], tensors: list[int],
@@ -224,11 +229,7 @@ class Lowerer:
                 copies += vb.size
             if n.out.id in self.in_order and _nonunit(a.out, sizes) != _nonunit(bl + il + jl, sizes):
                 copies += n.out.size
-            # estimated seconds: copies at ~1.3 ns per element; the GEMM at ~80 GF/s with full vectors, far
-            # less with narrow ones (measured 30 GF/s for J = 28 against 56 with J = 64, same flops)
-            J = math.prod(sizes[c] for c in jl)
-            full = K.gemm_tiles(1, J, 1, self.lanes).vec == self.lanes
-            t = copies * 1.3e-9 + 2 * math.prod(sizes.values()) / (80e9 if full else 30e9)
+            t = self.policy.gemm_seconds(2 * math.prod(sizes.values()), math.prod(sizes[c] for c in jl), copies)
             return (t, vb.id not in self.const_of), (ka, kb, bl, il, jl, kl)
 
         # k order: that of a dynamic operand (a constant is laid out at load time), whichever copies less
@@ -240,8 +241,8 @@ class Lowerer:
         (_, ashape_p, _), (_, bshape_p, _) = self.phys(va), self.phys(vb)
         size = lambda ls: math.prod(sizes[c] for c in ls)  # noqa: E731
         BT, I, J, Kd = size(bl), size(il), size(jl), size(kl)
-        tiles = K.gemm_tiles(I, J, Kd, self.lanes)
-        if va.id in self.const_of or va.size > STRIDED_A_MAX or J > tiles.jt:
+        tiles = self.policy.gemm_tiles(I, J, Kd)
+        if va.id in self.const_of or va.size > self.policy.strided_a_max or J > tiles.jt:
             abuf, a_axes, ashape = self.transpose_to(va, ta, bl + il + kl, sizes), None, (BT, I, Kd)
         else:  # read in place: each axis of A is a digit of the fused b, i or k index
             abuf, a_axes, ashape = self.buf[va.id], _axis_map(ta, (bl, il, kl), sizes), ashape_p
@@ -253,12 +254,13 @@ class Lowerer:
             perm = tuple(tb.index(c) for c in bl + kl + jl)
             bbuf = self.const_layout(vb, perm, (BT, Kd, J, tiles.jt))
             bshape = (BT, J // tiles.jt, Kd, tiles.jt)
-        elif J > tiles.jt and Kd * J >= PACK_B_MIN:  # pack a dynamic B into column panels: one gather kernel
+        elif J > tiles.jt and Kd * J >= self.policy.pack_b_min:  # pack a dynamic B into column panels: one gather kernel
             packed, bshape = True, (BT, J // tiles.jt, Kd, tiles.jt)
             axes = _digits(tb, {"b": bl, "k": kl, "j": jl}, sizes)
             bbuf = self.new_buffer(vb.size, "pk")
             kp = self.kernel(("pack", bshape_p, axes, BT, Kd, J, tiles.jt),
-                             lambda nm: K.pack_b(nm, bshape_p, axes, BT, Kd, J, tiles.jt, self.parallel))
+                             lambda nm: self.sched.copy(C.pack_b(nm, bshape_p, axes, BT, Kd, J, tiles.jt), self.policy,
+                                                        self.parallel))
             self.call(kp, (self.buf[vb.id], bshape_p), (bbuf, bshape))
         else:
             bbuf = self.transpose_to(vb, tb, bl + kl + jl, sizes)
@@ -268,9 +270,9 @@ class Lowerer:
         if _nonunit(a.out, sizes) != _nonunit(canon, sizes):  # stored in GEMM order: a permuted value
             self.perm[n.out.id] = tuple(a.out.index(c) for c in canon)
         key = ("gemm", BT, I, J, Kd, packed, tiles, len(scalars), a.epilogue, a_axes, k_sizes)
-        k = self.kernel(key, lambda nm: K.gemm(nm, BT, I, J, Kd, packed_b=packed, tiles=tiles, n_scales=len(scalars),
-                                               act=a.epilogue, parallel=self.parallel, a_axes=a_axes,
-                                               k_sizes=k_sizes))
+        k = self.kernel(key, lambda nm: self.sched.gemm(
+            C.gemm(nm, BT, I, J, Kd, jt=tiles.jt if packed else None, n_scales=len(scalars), act=a.epilogue,
+                   a_axes=a_axes, k_sizes=k_sizes), tiles, self.policy, self.parallel))
         self.call(k, (abuf, ashape), (bbuf, bshape), *((self.buf[n.inputs[s].id], (1,)) for s in scalars),
                   (cbuf, (BT, I, J)))
         return True
@@ -293,13 +295,13 @@ def _axis_map(term: str, groups: tuple[str, str, str], sizes: dict[str, int]) ->
                  for c, (g, d, n) in zip(term, _digits(term, {"b": bl, "i": il, "k": kl}, sizes)))
 
 
-def lower(g: Graph, prefix: str, lanes: int = 16, parallel: bool = True) -> tuple[Program, dict]:
-    """(program, {kernel name: PrimFunc}) for graph `g`; kernel names start with `prefix`."""
+def lower(g: Graph, prefix: str, target: Target, policy: CPUPolicy) -> tuple[Program, dict]:
+    """(program, {kernel name: PrimFunc}) for graph `g` on `target`; kernel names start with `prefix`."""
     unknown = [n for n in g.nodes if not hasattr(Lowerer, "op_" + n.op.value)]
     if unknown:
         n = unknown[0]
         raise ConfigError(f"the tvm backend cannot lower op {n.op.value} (node %{n.out.id} at {n.path})")
-    lw = Lowerer(prefix, lanes, parallel)
+    lw = Lowerer(prefix, target, policy)
     prog = lw.lower(g)
     # a constant only ever used in another layout needs no plain copy (W at materialize would be there twice)
     used = {b for c in prog.calls for b, _ in c["args"]} | {b for _, b, _ in prog.outputs}

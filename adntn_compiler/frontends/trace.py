@@ -6,11 +6,11 @@ from typing import Literal, Mapping
 
 import numpy as np
 
-from .errors import ConfigError
-from .generators.base import Generator
-from .ir.builder import Builder
-from .ir.graph import Graph, Value
-from .ir.verify import verify
+from ..errors import ConfigError
+from ..generators.base import Generator
+from ..ir.builder import Builder
+from ..ir.graph import Graph, Value
+from ..ir.verify import verify
 
 
 def _emit_scaled(gen: Generator, b: Builder, tensors: Mapping[str, np.ndarray]) -> tuple[Value, list]:
@@ -72,16 +72,10 @@ def trace(gen: Generator, program: Literal["layer", "weight"] = "layer", batch_s
     raise ConfigError(f"unknown program {program!r}; use 'layer' or 'weight'")
 
 
-def materialize_cores(gen: Generator, cores: Mapping[str, np.ndarray]) -> np.ndarray:
-    from .backends.reference import run
-
-    g = weight_program(gen, cores)
-    return run(g)[0]
-
-
 def materialize(gen: Generator) -> np.ndarray:
     """The generated weight (float64 numpy, the target shape), via the reference interpreter."""
-    from .memory import check_fits
+    from ..backends.reference import run
+    from ..memory import check_fits
 
     check_fits(trace(gen, "weight", structure_only=True), 8, f"materializing {gen!r}")
-    return materialize_cores(gen, gen.cores)
+    return run(weight_program(gen, gen.cores))[0]

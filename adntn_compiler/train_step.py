@@ -1,43 +1,43 @@
-"""A layer's training step on TVM kernels: the autodiff graph of the optimised layer program (or of the weight
-program, for conv layers), split into a forward program (y and the values the backward pass reads) and a
-backward program (gradients of x and of every core), both in one library. numpy in and out;
-`nn.ADNTNLinear(backend="tvm")` and `nn.ADNTNConv2d(backend="tvm")` wrap it in a torch.autograd.Function."""
+"""The compiled training step of a layer (a driver over the backend): the autodiff graph of the optimised layer
+program (or of the weight program, for conv layers), split into a forward program (y and the values the
+backward pass reads) and a backward program (gradients of x and of every core), built into one library.
+numpy in and out; `nn.ADNTNLinear(backend="tvm")` and `nn.ADNTNConv2d(backend="tvm")` wrap it in a
+torch.autograd.Function."""
 from __future__ import annotations
 
 import weakref
-from functools import partial
 from typing import Mapping
 
 import numpy as np
 
-from ...generators.base import Generator
-from ...passes import fuse, optimize, order, segment
-from ...passes.autodiff import autodiff, split_training
-from ...trace import trace
-from . import build
-from .runtime import ProgramRunner
+from .backends import get_backend
+from .frontends.trace import trace
+from .generators.base import Generator
+from .passes.autodiff import autodiff, split_training
+from .passes.pipelines import TRAIN_BACKWARD, TRAIN_FORWARD, TRAIN_LAYER
+from .targets import Target
 
 
 class CompiledTraining:
-    def __init__(self, gen: Generator, batch_size: int, cores: Mapping[str, np.ndarray], target: str = "cpu",
-                 input_grad: bool = True, program: str = "layer"):
+    def __init__(self, gen: Generator, batch_size: int, cores: Mapping[str, np.ndarray],
+                 target: "str | Target" = "cpu", input_grad: bool = True, program: str = "layer",
+                 backend: str = "tvm", policy=None):
         """`input_grad=False` leaves out grad.x (as torch does for an input that needs no gradient): the
         backward program is then one contraction and its copies shorter. program="weight": the generated
         weight (no input x; output "W"), e.g. for a conv layer whose convolution stays in torch."""
-        # the scale stays a separate product (fuse(scalars=False)): its gradient is then <ct, unscaled y>
-        g = optimize(trace(gen, program, batch_size=batch_size, structure_only=True),
-                     (segment, order, partial(fuse, scalars=False)))
+        g = TRAIN_LAYER(trace(gen, program, batch_size=batch_size, structure_only=True))
         self.out = "y" if program == "layer" else "W"
         fwd, bwd = split_training(autodiff(g, inputs=input_grad and program == "layer"))
-        fwd, bwd = fuse(fwd), optimize(bwd, (order, fuse))  # order: a VJP may have 3 operands
+        fwd, bwd = TRAIN_FORWARD(fwd), TRAIN_BACKWARD(bwd)
         self.graphs = {"fwd": fwd, "bwd": bwd}
-        lib, progs = build(self.graphs, target)
-        self.fwd = ProgramRunner(lib, progs["fwd"], {**fwd.tensors, **cores})
+        lib = get_backend(backend).build(self.graphs, target, policy)
+        progs = lib.programs
+        self.fwd = lib.runner("fwd", {**fwd.tensors, **cores})
         self.saved = [n for n, _, _ in progs["fwd"].outputs if n.startswith("saved.")]
         # The backward program reads the saved values straight from the forward program's output buffers.
         bin_ = {n: b for n, b, _ in progs["bwd"].inputs}
         shared = {bin_[n]: self.fwd.output_buffer(n)[1] for n in self.saved}
-        self.bwd = ProgramRunner(lib, progs["bwd"], {**bwd.tensors, **cores}, buffers=shared)
+        self.bwd = lib.runner("bwd", {**bwd.tensors, **cores}, buffers=shared)
         self.grads = [n for n, _, _ in progs["bwd"].outputs]
         self._live: weakref.ref | None = None  # the Saved whose values are still in the shared buffers
 

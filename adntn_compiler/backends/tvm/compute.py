@@ -1,0 +1,253 @@
+"""The compute definitions of every kernel, in TE, with no schedule: each function returns an unscheduled
+PrimFunc. The target's schedule module (`schedules/<target.schedules>.py`) turns it into fast code.
+
+- `gemm`: C[b, i, j] = act(s * sum_k A[b, i, k] * B[b, k, j]), B plain (b, k, j) or packed into column
+  panels (b, j // jt, k, jt) (by the lowering: at load time for a constant, by `pack_b` otherwise); A in
+  (b, i, k) order or read in place in another layout.
+- `elementwise`/`add`, `transpose`/`pack_b`/`pad`/`slice_`/`concat`, and `einsum` (anything that is not a
+  GEMM: a plain reduction): memory-bound kernels.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import tvm
+from tvm import te, topi
+
+from ...activations import DERIV_PREFIX, LEAKY_SLOPE
+
+DTYPE = "float32"
+
+
+# ---------------------------------------------------------------- activations as TE stages
+
+
+def _ew(x: te.Tensor, f, name: str) -> te.Tensor:
+    return te.compute(x.shape, lambda *i: f(x(*i)), name=name)
+
+
+def _sigmoid(x: te.Tensor) -> te.Tensor:  # 0.5 (1 + tanh(x / 2)), on the fast tanh
+    t = topi.fast_tanh(_ew(x, lambda v: v * 0.5, "half"))
+    return _ew(t, lambda v: 0.5 + 0.5 * v, "sigmoid")
+
+
+def _gelu(x: te.Tensor) -> te.Tensor:
+    e = topi.fast_erf(_ew(x, lambda v: v * (1 / math.sqrt(2)), "gelu_in"))
+    return te.compute(x.shape, lambda *i: 0.5 * x(*i) * (1 + e(*i)), name="gelu")
+
+
+def _gelu_d(x: te.Tensor) -> te.Tensor:
+    e = topi.fast_erf(_ew(x, lambda v: v * (1 / math.sqrt(2)), "gelu_in"))
+    g = topi.fast_exp(_ew(x, lambda v: -0.5 * v * v, "gauss_in"))
+    c = 1 / math.sqrt(2 * math.pi)
+    return te.compute(x.shape, lambda *i: 0.5 * (1 + e(*i)) + x(*i) * g(*i) * c, name="d_gelu")
+
+
+def _mul(a: te.Tensor, b: te.Tensor, name: str) -> te.Tensor:
+    return te.compute(a.shape, lambda *i: a(*i) * b(*i), name=name)
+
+
+def _where_pos(x: te.Tensor, pos, neg, name: str) -> te.Tensor:
+    return te.compute(x.shape, lambda *i: tvm.tirx.Select(x(*i) > 0, pos(x(*i)), neg(x(*i))), name=name)
+
+
+def activation(name: str, x: te.Tensor) -> te.Tensor:
+    """The TE stages of activation `name` (or its derivative "d:<name>") applied to x; fast polynomial
+    tanh/erf/exp, since TVM's exact ones are scalarised libm calls (8-20x slower)."""
+    zero, one = tvm.tirx.const(0, DTYPE), tvm.tirx.const(1, DTYPE)
+    slope = tvm.tirx.const(LEAKY_SLOPE, DTYPE)
+    table = {
+        "identity": lambda: x,
+        "tanh": lambda: topi.fast_tanh(x),
+        "relu": lambda: _ew(x, lambda v: tvm.tirx.max(v, zero), "relu"),
+        "leaky_relu": lambda: _where_pos(x, lambda v: v, lambda v: v * slope, "leaky_relu"),
+        "sigmoid": lambda: _sigmoid(x),
+        "silu": lambda: _mul(x, _sigmoid(x), "silu"),
+        "gelu": lambda: _gelu(x),
+        DERIV_PREFIX + "identity": lambda: _ew(x, lambda v: one, "d_identity"),
+        DERIV_PREFIX + "tanh": lambda: _ew(topi.fast_tanh(x), lambda t: 1 - t * t, "d_tanh"),
+        DERIV_PREFIX + "relu": lambda: _where_pos(x, lambda v: one, lambda v: zero, "d_relu"),
+        DERIV_PREFIX + "leaky_relu": lambda: _where_pos(x, lambda v: one, lambda v: slope, "d_leaky_relu"),
+        DERIV_PREFIX + "sigmoid": lambda: _ew(_sigmoid(x), lambda s: s * (1 - s), "d_sigmoid"),
+        DERIV_PREFIX + "silu": lambda: _d_silu(x),
+        DERIV_PREFIX + "gelu": lambda: _gelu_d(x),
+    }
+    if name not in table:
+        raise KeyError(name)
+    return table[name]()
+
+
+def _d_silu(x: te.Tensor) -> te.Tensor:
+    s = _sigmoid(x)
+    return te.compute(x.shape, lambda *i: s(*i) * (1 + x(*i) * (1 - s(*i))), name="d_silu")
+
+
+# ---------------------------------------------------------------- GEMM
+
+
+def _digit(index, divisor: int, size: int, total: int):
+    """Digit (index // divisor) % size of a fused index of extent `total`, without needless div/mod."""
+    if size == 1:
+        return 0
+    v = index if divisor == 1 else index // divisor
+    return v if divisor * size == total else v % size
+
+
+AxisMap = tuple[tuple[str, int, int], ...]  # per axis of A: ("b"/"i", divisor, size) or ("k", position, size)
+
+
+def _func(args: list[te.Tensor], name: str) -> tvm.tirx.PrimFunc:
+    return te.create_prim_func(args).with_attr("global_symbol", name)
+
+
+def gemm(name: str, BT: int, I: int, J: int, K: int, *, jt: int | None, n_scales: int = 0, act: str = "",
+         a_axes: AxisMap | None = None, k_sizes: tuple[int, ...] | None = None) -> tvm.tirx.PrimFunc:
+    """C = act(prod(scales) * A @ B) over a batch; B packed (BT, J/jt, K, jt) when `jt` is given, else (BT, K, J).
+
+    A is (BT, I, K), or any layout described by `a_axes`: an axis is a digit of the fused b or i index
+    ((index // divisor) % size) or one of the reduction axes `k_sizes` (whose row-major fusion is B's k).
+    A is only read as broadcast scalars, so a dynamic A in another layout is read in place, not copied.
+    The contraction is the block named "C"; the stages after it are the epilogue."""
+    k_sizes = tuple(k_sizes or (K,))
+    assert math.prod(k_sizes) == K
+    ks = [te.reduce_axis((0, n), name=f"k{p}") for p, n in enumerate(k_sizes)]
+    kf = 0  # the fused k index (linear in the reduction axes: no division in the inner loop)
+    for r, n in zip(ks, k_sizes):
+        kf = kf * n + r if not isinstance(kf, int) or kf else r
+    if a_axes is None:
+        A = te.placeholder((BT, I, K), DTYPE, name="A")
+        a_at = lambda b, i: A[b, i, kf]  # noqa: E731
+    else:
+        A = te.placeholder(tuple(s for _, _, s in a_axes), DTYPE, name="A")
+        total = {"b": BT, "i": I}
+
+        def a_at(b, i):
+            src = {"b": b, "i": i}
+            return A[tuple(ks[d] if g == "k" else _digit(src[g], d, n, total[g]) for g, d, n in a_axes)]
+
+    if jt:
+        B = te.placeholder((BT, J // jt, K, jt), DTYPE, name="B")
+        C = te.compute((BT, I, J), lambda b, i, j: te.sum(a_at(b, i) * B[b, j // jt, kf, j % jt], axis=ks), name="C")
+    else:
+        B = te.placeholder((BT, K, J), DTYPE, name="B")
+        C = te.compute((BT, I, J), lambda b, i, j: te.sum(a_at(b, i) * B[b, kf, j], axis=ks), name="C")
+    S = [te.placeholder((1,), DTYPE, name=f"s{i}") for i in range(n_scales)]
+    Y = C
+    if S:
+        Y = te.compute(C.shape, lambda *i: C(*i) * math.prod([s[0] for s in S]), name="scaled")
+    if act and act != "identity":
+        Y = activation(act, Y)
+    return _func([A, B, *S, Y], name)
+
+
+# ---------------------------------------------------------------- memory-bound kernels
+
+
+def elementwise(name: str, shape: tuple[int, ...], fn: str) -> tvm.tirx.PrimFunc:
+    X = te.placeholder(shape, DTYPE, name="X")
+    Y = activation(fn, X)
+    if Y is X:
+        Y = te.compute(shape, lambda *i: X(*i), name="copy")
+    return _func([X, Y], name)
+
+
+def add(name: str, shape: tuple[int, ...], bshape: tuple[int, ...]) -> tvm.tirx.PrimFunc:
+    """y = a + b, b broadcast against a's trailing axes (numpy rules)."""
+    A = te.placeholder(shape, DTYPE, name="A")
+    B = te.placeholder(bshape, DTYPE, name="B")
+    off = len(shape) - len(bshape)
+
+    def f(*i):
+        return A(*i) + B(*[0 if d == 1 else i[off + k] for k, d in enumerate(bshape)])
+
+    return _func([A, B, te.compute(shape, f, name="add")], name)
+
+
+def transpose(name: str, shape: tuple[int, ...], perm: tuple[int, ...]) -> tvm.tirx.PrimFunc:
+    X = te.placeholder(shape, DTYPE, name="X")
+
+    def f(*i):
+        src = [None] * len(shape)
+        for k, p in enumerate(perm):
+            src[p] = i[k]
+        return X(*src)
+
+    return _func([X, te.compute(tuple(shape[p] for p in perm), f, name="transpose")], name)
+
+
+def pack_b(name: str, shape: tuple[int, ...], axes: AxisMap, BT: int, K: int, J: int, jt: int) -> tvm.tirx.PrimFunc:
+    """Gather a GEMM's B operand from its own layout straight into column panels (BT, J/jt, K, jt): one copy
+    instead of a transpose to (BT, K, J) followed by a packing transpose. `axes`: per source axis, the fused
+    b, k or j index it is a digit of, as (group, divisor, size)."""
+    X = te.placeholder(shape, DTYPE, name="X")
+    total = {"b": BT, "k": K, "j": J}
+
+    def f(b, jo, k, ji):
+        src = {"b": b, "k": k, "j": jo * jt + ji}
+        return X[tuple(_digit(src[g], d, n, total[g]) for g, d, n in axes)]
+
+    return _func([X, te.compute((BT, J // jt, K, jt), f, name="pack")], name)
+
+
+def pad(name: str, shape: tuple[int, ...], pads: tuple[tuple[int, int], ...]) -> tvm.tirx.PrimFunc:
+    X = te.placeholder(shape, DTYPE, name="X")
+    out = tuple(d + a + b for d, (a, b) in zip(shape, pads))
+
+    def f(*i):
+        inside = tvm.tirx.all(*[tvm.tirx.all(v >= a, v < a + d) for v, d, (a, _) in zip(i, shape, pads)]) \
+            if i else tvm.tirx.const(True)
+        src = [tvm.tirx.min(tvm.tirx.max(v - a, 0), d - 1) for v, d, (a, _) in zip(i, shape, pads)]
+        return tvm.tirx.Select(inside, X(*src), tvm.tirx.const(0, DTYPE))
+
+    return _func([X, te.compute(out, f, name="pad")], name)
+
+
+def slice_(name: str, shape: tuple[int, ...], starts: tuple[int, ...], stops: tuple[int, ...]) -> tvm.tirx.PrimFunc:
+    X = te.placeholder(shape, DTYPE, name="X")
+    out = tuple(b - a for a, b in zip(starts, stops))
+    return _func([X, te.compute(out, lambda *i: X(*[v + a for v, a in zip(i, starts)]), name="slice")], name)
+
+
+def concat(name: str, shapes: list[tuple[int, ...]], axis: int) -> tvm.tirx.PrimFunc:
+    Xs = [te.placeholder(s, DTYPE, name=f"X{k}") for k, s in enumerate(shapes)]
+    offs = [0]
+    for s in shapes:
+        offs.append(offs[-1] + s[axis])
+    out = list(shapes[0])
+    out[axis] = offs[-1]
+
+    def f(*i):
+        v = i[axis]
+        expr = None
+        for k in reversed(range(len(Xs))):
+            src = list(i)
+            src[axis] = tvm.tirx.min(tvm.tirx.max(v - offs[k], 0), shapes[k][axis] - 1)
+            val = Xs[k](*src)
+            expr = val if expr is None else tvm.tirx.Select(v < offs[k + 1], val, expr)
+        return expr
+
+    return _func([*Xs, te.compute(tuple(out), f, name="concat")], name)
+
+
+def einsum(name: str, terms: tuple[str, ...], out: str, shapes: list[tuple[int, ...]], act: str = "") -> tvm.tirx.PrimFunc:
+    """Any einsum (repeated labels, one or many operands): a plain reduction. Scalars are (1,)-shaped."""
+    sizes: dict[str, int] = {}
+    for t, s in zip(terms, shapes):
+        sizes.update(zip(t, s))
+    Xs = [te.placeholder(s if t else (1,), DTYPE, name=f"X{k}") for k, (t, s) in enumerate(zip(terms, shapes))]
+    summed = sorted({c for t in terms for c in t} - set(out))
+    raxes = {c: te.reduce_axis((0, sizes[c]), name=f"r{c}") for c in summed}
+
+    def f(*i):
+        env = {**dict(zip(out, i)), **raxes}
+        prod = None
+        for t, X in zip(terms, Xs):
+            v = X(*[env[c] for c in t]) if t else X[0]
+            prod = v if prod is None else prod * v
+        return te.sum(prod, axis=[raxes[c] for c in summed]) if summed else prod
+
+    Y = te.compute(tuple(sizes[c] for c in out), f, name="einsum")
+    if act and act != "identity":
+        Y = activation(act, Y)
+    return _func([*Xs, Y], name)

@@ -1,0 +1,89 @@
+"""The kernel policy of a target: every tile, threshold and cost rate the lowering and the schedules choose by.
+
+A policy is a frozen value. `default_policy(target)` gives the heuristics measured on x86; a tuner (or a user)
+hands `compile(..., policy=...)` another one (`dataclasses.replace(p, max_rows=4)`, or per-GEMM `tiles`
+found by measurement) without touching the lowering.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from ...targets import Target
+
+
+@dataclass(frozen=True)
+class GemmTiles:
+    rows: int  # rows of the register tile (divides I, or the tail is guarded)
+    jt: int  # columns of a packed B panel (divides J)
+    vec: int  # vector lanes (divides jt)
+    kt: int  # inner k unroll (divides K)
+
+
+def _largest_divisor(n: int, limit: int, multiple_of: int = 1) -> int:
+    for d in range(min(n, limit), 0, -1):
+        if n % d == 0 and d % multiple_of == 0:
+            return d
+    return 1
+
+
+@dataclass(frozen=True)
+class CPUPolicy:
+    lanes: int  # float32 vector lanes (from the Target)
+    max_rows: int = 8  # register tile: at most max_rows x (2 * lanes) accumulators
+    registers: int = 24  # vector registers the accumulator tile may take (of 32 on AVX-512/NEON)
+    short_k: int = 64  # up to this k the output write dominates: wide panels, short tiles
+    # From this k on the GEMM is k-blocked (k = 512 measured faster without: 108 against 68 GF/s).
+    long_k: int = 2048
+    # The (kc x J) slice of B that every row tile re-reads stays in half of L2 (512 KB of float32). Measured
+    # best of 128..1024: 512 for J = 256 (FC6 inference) and 256 for J = 512 (FC6 training forward).
+    k_block_elements: int = 131072
+    # A dynamic A up to this many elements (1 MiB, stays in L2) is read in its own layout by a GEMM with a
+    # single B panel; larger ones are transposed first (scattered re-reads: 95 ms against 1 + 14 ms).
+    strided_a_max: int = 1 << 18
+    pack_b_min: int = 1 << 14  # a dynamic B of at least this many elements is packed into panels first
+    # GEMM role cost: copies at ~1.3 ns per element; the GEMM at ~80 GF/s with full vectors, far less with
+    # narrow ones (measured 30 GF/s for J = 28 against 56 with J = 64, same flops).
+    copy_seconds: float = 1.3e-9
+    gemm_rate: float = 80e9
+    narrow_gemm_rate: float = 30e9
+    # Plan cost model (roofline; only the ratio matters when comparing schedules).
+    flop_rate: float = 50e9
+    byte_rate: float = 10e9
+    tiles: Mapping[tuple[int, int, int], GemmTiles] = field(default_factory=dict, hash=False)  # (I, J, K) -> tuned
+
+    def gemm_tiles(self, I: int, J: int, K: int) -> GemmTiles:
+        """Tuned tiles for this shape, else the default: a rows x jt accumulator of at most 8 x 2*lanes floats."""
+        if (I, J, K) in self.tiles:
+            return self.tiles[(I, J, K)]
+        lanes = self.lanes
+        vec = _largest_divisor(J, lanes, 1) if J % lanes else lanes
+        vec = 1 << (vec.bit_length() - 1) if vec & (vec - 1) else vec  # power-of-two lanes vectorise cleanly
+        while J % vec:
+            vec //= 2
+        jt = _largest_divisor(J, 2 * lanes if vec == lanes else 8 * vec, vec)  # narrow vectors: wider panels
+        max_rows = max(1, min(self.max_rows, self.registers // (jt // vec)))
+        rows = _largest_divisor(I, max_rows)
+        if rows < max_rows // 2 and I > max_rows:  # an awkward I: keep the tile tall anyway, the tail is guarded
+            rows = max_rows
+        if K <= self.short_k and J % (4 * lanes) == 0:
+            jt, rows = 4 * lanes, _largest_divisor(I, 2)
+        return GemmTiles(rows, jt, vec, _largest_divisor(K, 4))
+
+    def k_block(self, J: int) -> int:
+        kc = 1 << max(0, (self.k_block_elements // max(J, 1)).bit_length() - 1)
+        return min(1024, max(256, kc))
+
+    def gemm_seconds(self, flops: float, J: int, copies: int) -> float:
+        """Estimated time of a GEMM with `copies` elements of layout copies around it (its role choice)."""
+        full = self.gemm_tiles(1, J, 1).vec == self.lanes
+        return copies * self.copy_seconds + flops / (self.gemm_rate if full else self.narrow_gemm_rate)
+
+    def seconds(self, flops: float, nbytes: float) -> float:
+        return flops / self.flop_rate + nbytes / self.byte_rate
+
+
+def default_policy(target: Target) -> CPUPolicy:
+    if target.schedules != "cpu":
+        raise NotImplementedError(f"no policy for schedule module {target.schedules!r}")
+    return CPUPolicy(lanes=target.lanes)

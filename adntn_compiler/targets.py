@@ -1,0 +1,187 @@
+"""Targets are values: a `Target` says everything the lowering, the kernels, the cost model and the artifact need
+to know about the device, so that nothing below the frontends reads the host.
+
+`resolve("cpu")` is the only place that looks at the machine it runs on (the host CPU, as LLVM detects it); every
+other name in the registry is a fixed description. The artifact records the Target it was built for, and the
+loader checks *that* against its own machine (`check_runs_here`).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Literal, Mapping
+
+from .errors import ConfigError
+
+INSTALL_TVM = "pip install apache-tvm==0.27.0.post1 apache-tvm-ffi==0.1.14.post1"
+
+Device = Literal["cpu", "gpu", "microcontroller"]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # as the user named it: "cpu", "cpu:x86-64", ...
+    tvm: Mapping[str, Any] = field(hash=False)  # the TVM target dict (`tvm.target.Target(target.tvm)`)
+    arch: str  # the machine, as platform.machine() names it on the device: x86_64, aarch64, ...
+    lanes: int  # float32 lanes of the widest vector unit the kernels may use
+    threads: int  # parallel loops run on this many threads (1: none)
+    device: Device = "cpu"
+    link: Literal["host", "cross", "none"] = "host"  # how a library is linked: host cc, a cross compiler, not at all
+    cross_compiler: str | None = None
+    isa: tuple[str, ...] = ()  # ISA extensions the library uses: the loading machine must have all of them
+    runtime: Literal["tvm", "c-bundle"] = "tvm"  # what it deploys with
+    schedules: str = "cpu"  # the schedule module (backends/tvm/schedules/<name>.py) and its policy
+
+    @property
+    def parallel(self) -> bool:
+        return self.threads > 1
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "tvm": dict(self.tvm), "isa": list(self.isa)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Target":
+        """Raises ConfigError naming a missing or mistyped field (manifests are checked with it)."""
+        try:
+            t = cls(**{**d, "isa": tuple(d["isa"]), "tvm": dict(d["tvm"])})
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"malformed target record ({e})") from None
+        if not all(isinstance(s, str) for s in t.isa) or not isinstance(t.lanes, int) or t.lanes < 1:
+            raise ConfigError(f"malformed target record: isa {t.isa!r}, lanes {t.lanes!r}")
+        return t
+
+    def tvm_target(self):
+        tvm = import_tvm()
+        return tvm.target.Target(dict(self.tvm))
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.device} {self.arch}, {self.lanes} float32 lanes, {self.threads} thread(s), "
+                f"TVM {dict(self.tvm)}")
+
+
+def import_tvm():
+    """tvm, or a clear error saying how to install it."""
+    try:
+        import tvm
+    except ImportError as e:
+        raise ConfigError(f"the TVM backend needs Apache TVM 0.27 ({e}); install it with: {INSTALL_TVM}") from None
+    return tvm
+
+
+# ISA extensions that matter for generated kernels (vector units); others (cmov, popcnt...) are not checked.
+_ISA_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "neon", "sve")
+
+
+def _norm(feature: str) -> str:
+    """One spelling for LLVM's and /proc/cpuinfo's names: sse4.1 / sse4_1, avx512vnni / avx512_vnni, neon / asimd."""
+    f = feature.lower().replace(".", "").replace("_", "").replace("-", "")
+    return "neon" if f == "asimd" else f
+
+
+def _llvm_isa(tvm_dict: Mapping[str, Any]) -> tuple[str, ...]:
+    from tvm.target import codegen
+
+    feats = codegen.llvm_get_cpu_features(import_tvm().target.Target(dict(tvm_dict)))
+    return tuple(sorted({_norm(f) for f in feats if _norm(f).startswith(_ISA_PREFIXES)}))
+
+
+def _x86_lanes(isa: tuple[str, ...]) -> int:
+    return 16 if "avx512f" in isa else 8 if "avx" in isa else 4
+
+
+def _cpu(name: str, mcpu: str | None) -> Target:
+    """The host CPU (mcpu None: as LLVM detects it; never mcpu=native, which TVM 0.27 silently turns into generic
+    x86 without vector units) or a named CPU of the host's architecture (e.g. cpu:x86-64 for any x86-64)."""
+    tvm = import_tvm()
+    from tvm.target import codegen
+
+    if mcpu is not None and not codegen.llvm_is_valid_cpu(mcpu, codegen.llvm_get_system_triple()):
+        raise ConfigError(f"target {name!r}: LLVM does not know the CPU {mcpu!r}")
+    threads = os.cpu_count() or 1
+    d = {"kind": "llvm", "mcpu": mcpu or codegen.llvm_get_system_cpu(), "num-cores": threads}
+    isa = _llvm_isa(d)
+    if mcpu is None:  # LLVM's model of the detected CPU may list extensions a VM hides: record what is really here
+        isa = tuple(f for f in isa if f in host_isa())
+    machine = platform.machine()
+    lanes = 4 if machine in ("aarch64", "arm64") else _x86_lanes(isa)
+    return Target(name, d, machine, lanes, threads, isa=isa)
+
+
+def _planned(issue: str) -> Callable[[str, str | None], Target]:
+    def refuse(name: str, arg: str | None) -> Target:
+        raise ConfigError(f"target {name!r} is not supported yet ({issue}); supported: {', '.join(supported())}")
+    return refuse
+
+
+@dataclass(frozen=True)
+class Entry:
+    make: Callable[[str, str | None], Target]
+    device: Device
+    summary: str
+    supported: bool = True
+
+
+REGISTRY: dict[str, Entry] = {
+    "cpu": Entry(_cpu, "cpu", "this machine's CPU (LLVM detects it); cpu:<llvm cpu> for another CPU of this "
+                              "architecture, e.g. cpu:x86-64 (SSE2 only) or cpu:skylake-avx512"),
+    "arm64": Entry(_planned("the embedded ARM issue"), "cpu", "aarch64 Linux boards with NEON", False),
+    "cortex-m4": Entry(_planned("the embedded ARM issue"), "microcontroller", "Cortex-M4F, runtime-free C", False),
+    "cortex-m7": Entry(_planned("the embedded ARM issue"), "microcontroller", "Cortex-M7, runtime-free C", False),
+    "cuda": Entry(_planned("the GPU issue"), "gpu", "NVIDIA GPUs, ahead-of-time cubin", False),
+    "opencl": Entry(_planned("the GPU issue"), "gpu", "OpenCL devices", False),
+}
+
+
+def supported() -> list[str]:
+    return [k for k, e in REGISTRY.items() if e.supported]
+
+
+def targets() -> list[dict]:
+    """Every named target: its device kind, whether it is supported yet, and what it is for."""
+    return [dict(name=k, device=e.device, supported=e.supported, summary=e.summary) for k, e in REGISTRY.items()]
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve(name: str) -> Target:
+    base, _, arg = name.partition(":")
+    if base not in REGISTRY:
+        raise ConfigError(f"unknown target {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[base].make(name, arg or None)
+
+
+def resolve(target: "str | Target") -> Target:
+    """A Target from a name (resolved once per process) or a Target as it is."""
+    if isinstance(target, Target):
+        return target
+    if not isinstance(target, str):
+        raise ConfigError(f"target must be a name ({', '.join(REGISTRY)}) or a Target, got {type(target).__name__}")
+    return _resolve(target)
+
+
+def host_isa() -> set[str]:
+    """The ISA extensions of the machine this process runs on (from /proc/cpuinfo), in `_norm` spelling."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return {_norm(w) for w in line.split(":", 1)[1].split()}
+    except OSError:
+        pass
+    return set()
+
+
+def check_runs_here(t: Target) -> None:
+    """Refuse a library built for another architecture or for ISA extensions this machine lacks."""
+    here = platform.machine()
+    if t.arch != here:
+        raise ConfigError(f"the artifact's library was built for {t.arch} (target {t.name!r}), this machine is "
+                          f"{here}; recompile it here with --target cpu")
+    if t.device != "cpu" or t.runtime != "tvm":
+        raise ConfigError(f"the artifact was built for a {t.device} target ({t.name!r}, runtime {t.runtime}); it "
+                          f"does not load into this process")
+    missing = sorted(set(t.isa) - host_isa())
+    if missing:
+        raise ConfigError(f"the artifact's library was built for a CPU with {', '.join(missing)}, which this CPU "
+                          f"lacks; recompile it here with --target cpu")
