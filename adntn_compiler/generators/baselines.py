@@ -9,6 +9,15 @@ from .base import Generator, Leg, check_rank, level_rank, normalize_shape
 from .legs import make_legs, plain_legs
 
 
+def linear_only(arch: str, activation: str) -> str:
+    """The linear baselines take `activation` only so that generic code may pass it: anything but identity is
+    refused (a tt(activation="tanh") used to build a linear TT without a word)."""
+    if activation != "identity":
+        raise ConfigError(f"{arch} is a linear baseline: activation must be 'identity', got {activation!r} "
+                          f"(the nonlinear trees are ttn, attn, mera and brickwall)")
+    return activation
+
+
 class TT(Generator):
     """MPO / tensor-train chain C_j[r_{j-1}, d_j, r_j] (linear); boundary bonds are omitted."""
     arch = "tt"
@@ -17,6 +26,7 @@ class TT(Generator):
                  leg_order=None, activation: str = "identity"):
         _, O, I = normalize_shape(shape)
         self.ranks = check_rank(rank)
+        linear_only(self.arch, activation)
         lg = make_legs(layout, O, I, legs, leg_order)
         if len(lg.legs) < 2:
             raise ConfigError(f"tt: needs at least 2 legs, got {len(lg.legs)}")
@@ -62,6 +72,7 @@ class Tucker(Generator):
                  leg_order=None, activation: str = "identity"):
         _, O, I = normalize_shape(shape)
         self.ranks = check_rank(rank)
+        linear_only(self.arch, activation)
         lg = make_legs(layout, O, I, legs, leg_order)
         self.r = [min(level_rank(self.ranks, j), d) for j, d in enumerate(lg.dims)]
         super().__init__(shape, lg, "identity", seed, dict(rank=rank, layout=layout, seed=seed, legs=legs,
@@ -98,6 +109,7 @@ class CP(Generator):
                  activation: str = "identity"):
         _, O, I = normalize_shape(shape)
         self.R = check_rank(rank)[0]
+        linear_only(self.arch, activation)
         lg = make_legs(layout, O, I, legs, leg_order)
         super().__init__(shape, lg, "identity", seed, dict(rank=rank, layout=layout, seed=seed, legs=legs,
                                                           leg_order=leg_order))
@@ -123,8 +135,9 @@ class LowRank(Generator):
     """W = U @ V.T (LoRA-like); no factorisation, no padding."""
     arch = "lowrank"
 
-    def __init__(self, shape, rank: int = 4, seed: int = 0, layout: str = "separated", activation: str = "identity"):
+    def __init__(self, shape, rank: int = 4, seed: int = 0, activation: str = "identity"):
         _, O, I = normalize_shape(shape)
+        linear_only(self.arch, activation)
         self.r = min(check_rank(rank)[0], O, I)
         super().__init__(shape, plain_legs(O, I), "identity", seed, dict(rank=rank, seed=seed))
 
@@ -210,8 +223,9 @@ class Dense(Generator):
     arch = "dense"
     has_scale = False
 
-    def __init__(self, shape, seed: int = 0, layout: str = "separated", activation: str = "identity"):
+    def __init__(self, shape, seed: int = 0, activation: str = "identity"):
         _, O, I = normalize_shape(shape)
+        linear_only(self.arch, activation)
         super().__init__(shape, plain_legs(O, I), "identity", seed, dict(seed=seed))
 
     def structure(self):

@@ -1,17 +1,16 @@
 """The initial scale of a generator: the std of the generated W, estimated without materialising W.
 
-Three estimates, the first that fits:
-- exact:   W's graph has a small peak (up to EXACT_BYTES): run it, take the std of the cropped W.
-- sampled: everything before the last linear segment fits (up to SAMPLE_BYTES): run that part, then compute
-           SAMPLES random entries of W from its operands by gathering (an entry of a multilinear contraction
-           only needs the operands' slices at that entry's indices). ttn/attn on VGG-16 layers: ~1% error.
-- moments: propagate mean and mean square through the graph (an einsum sums independent products, an
-           activation of N(0, m2) by Gauss-Hermite quadrature). For structures whose nonlinear tensors are as
-           large as W (a binary MERA at rank 4 on FC6: a 134 M-entry level tensor) this is the only estimate
-           that stays within memory; it is the expectation over the cores' draw, not this draw's std.
-
-Only the IR builder, the passes' `segment` and the numpy op table are used: the tracer is not (generators
-must not depend on it).
+One interpreter over the weight graph in which every value is either exact (an array, while it is small) or a
+random sample of its entries (`Sample`), so memory stays bounded whatever the layer's size:
+- an einsum whose inputs are exact and whose output is small is computed; one with a large output is sampled
+  *exactly*: SAMPLES random entries, each from the operands' slices at its indices (gathered), as long as those
+  slices are small (ttn and a MERA's isometries on VGG-16 layers);
+- an einsum that mixes a sampled value (attn's disentanglers over the tree's output, a MERA level) takes the
+  mean and mean square of independent products (near-unitary mixers keep the norm) and continues with a
+  Gaussian sample of those moments;
+- an activation maps a sample entry by entry (exact on exact samples); shape ops keep the sample.
+A small W is therefore computed exactly (as before, and as the tests check); a large one is estimated
+(`Generator.calibration` says how). Only the IR builder and numpy are used: not the tracer.
 """
 from __future__ import annotations
 
@@ -23,12 +22,21 @@ import opt_einsum
 
 from .. import activations
 from ..ir.builder import Builder
-from ..ir.graph import Graph, NameAttrs, Node, Op, Value
-from ..memory import peak_bytes
+from ..ir.graph import Graph, Node, Op
 
-EXACT_BYTES = 64 << 20
-SAMPLE_BYTES = 128 << 20
+EXACT_ELEMENTS = 1 << 23  # values up to 64 MiB (float64) are computed whole
 SAMPLES = 1 << 16
+GATHER_ELEMENTS = 1 << 22  # gathered operand slices (samples x the labels an entry sums over) stay under 32 MiB
+MIN_SAMPLES = 2048
+
+
+class Sample:
+    """Entries of a value too large to hold, at random positions (not necessarily the same for every value)."""
+
+    __slots__ = ("values", "exact")
+
+    def __init__(self, values: np.ndarray, exact: bool):
+        self.values, self.exact = values, exact  # exact: true entries; else drawn from estimated moments
 
 
 def weight_graph(gen, cores: Mapping[str, np.ndarray]) -> tuple[Graph, list]:
@@ -41,54 +49,81 @@ def weight_graph(gen, cores: Mapping[str, np.ndarray]) -> tuple[Graph, list]:
 
 
 def weight_std(gen, cores: Mapping[str, np.ndarray], seed: int = 0) -> tuple[float, str]:
-    """(std of W without its scale, the method used)."""
+    """(std of W without its scale, how it was obtained: "exact", "sampled" or "moments")."""
     g, labels = weight_graph(gen, cores)
-    if peak_bytes(g, 8)[0] <= EXACT_BYTES:
-        return _exact(gen, g, labels), "exact"
-    from ..passes.segment import segment
-
-    sg = segment(g)
-    last = sg.producer()[sg.outputs[0].id]
-    if last.op is Op.EINSUM:
-        prefix = _prefix(sg, last)
-        if peak_bytes(prefix, 8)[0] <= SAMPLE_BYTES:
-            return _sampled(gen, prefix, last, labels, seed), "sampled"
-    return _moments(g), "moments"
-
-
-def _run(g: Graph) -> list[np.ndarray]:
-    from ..backends.reference import run
-
-    return run(g)
-
-
-def _exact(gen, g: Graph, labels: list) -> float:
-    w = _run(g)[0]
+    w, how = evaluate(g, np.random.default_rng([seed, 0x5ca1e]))
+    if isinstance(w, Sample):
+        return float(w.values.std()), how
     lg = gen.legs
     order = [labels.index(("f", f, None)) for f in range(len(lg.fine))]
-    return float(w.transpose(order).reshape(lg.O_pad, lg.I_pad)[: gen.O, : gen.I].std())
+    return float(w.transpose(order).reshape(lg.O_pad, lg.I_pad)[: gen.O, : gen.I].std()), how
 
 
-def _prefix(g: Graph, last: Node) -> Graph:
-    """The part of `g` before node `last`, with last's operands as its outputs."""
-    i = g.nodes.index(last)
-    nodes = list(g.nodes[:i])
-    nid = max(n.out.id for n in g.nodes) + 1
-    for k, v in enumerate(last.inputs):
-        nodes.append(Node(Op.OUTPUT, (v,), Value(nid + k, v.shape, v.dtype), NameAttrs(f"operand{k}")))
-    return Graph(tuple(nodes), g.tensors)
+def evaluate(g: Graph, rng: np.random.Generator):
+    """(the output: an array or a Sample, the least exact method any value needed)."""
+    from ..backends.reference import IMPL_NUMPY
+
+    env: dict[int, object] = {}
+    how = "exact"
+    for n in g.nodes:
+        ins = [env[v.id] for v in n.inputs]
+        if n.op in (Op.PARAM, Op.CONST):
+            out = np.asarray(g.tensors[n.attrs.name], dtype=np.float64)
+        elif not any(isinstance(x, Sample) for x in ins) and (n.out.size <= EXACT_ELEMENTS or n.op is Op.OUTPUT):
+            out = IMPL_NUMPY[n.op](n, *ins)
+        elif n.op is Op.EINSUM:
+            out = _einsum(n, ins, rng)
+        elif n.op is Op.MAP:
+            s = _sample(ins[0], rng)
+            out = Sample(activations.get(n.attrs.fn).numpy(s.values), s.exact)
+        elif n.op is Op.ADD:  # broadcasting: entries of both at independent positions
+            a, b = (_sample(x, rng) for x in ins)
+            out = Sample(a.values + b.values[rng.integers(0, b.values.size, a.values.size)], False)
+        elif n.op is Op.PAD:
+            s = _sample(ins[0], rng)
+            keep = rng.random(s.values.size) < n.inputs[0].size / n.out.size
+            out = Sample(np.where(keep, s.values, 0.0), s.exact)
+        else:  # reshape, transpose, slice, concat, output: entries of the same values
+            out = _sample(ins[0], rng)
+        if isinstance(out, Sample):
+            how = "sampled" if out.exact and how == "exact" else "moments" if not out.exact else how
+        env[n.out.id] = out
+    return env[g.outputs[0].id], how
 
 
-def _sampled(gen, prefix: Graph, last: Node, labels: list, seed: int) -> float:
-    lg = gen.legs
-    rng = np.random.default_rng([seed, 0x5ca1e])
-    n = min(SAMPLES, gen.O * gen.I)
-    o, i = rng.integers(0, gen.O, n), rng.integers(0, gen.I, n)  # entries of the cropped W
-    fine = np.unravel_index(o, lg.out_dims) + np.unravel_index(i, lg.in_dims)
-    # last's output axis j is fine axis labels[j][1]: its index array per sample
-    idx = {c: fine[labels[j][1]] for j, c in enumerate(last.attrs.out)}
+def _sample(x, rng: np.random.Generator) -> Sample:
+    if isinstance(x, Sample):
+        return x
+    flat = np.asarray(x).reshape(-1)
+    return Sample(flat[rng.integers(0, flat.size, min(SAMPLES, flat.size))], True)
+
+
+def _einsum(n: Node, ins: list, rng: np.random.Generator) -> Sample:
+    a = n.attrs
+    out = set(a.out)
+    sizes = {c: s for t, v in zip(a.terms, n.inputs) for c, s in zip(t, v.shape)}
+    if not any(isinstance(x, Sample) for x in ins):
+        summed = max(math.prod(sizes[c] for c in t if c not in out) for t in a.terms)
+        k = min(SAMPLES, GATHER_ELEMENTS // summed)
+        if k >= MIN_SAMPLES:
+            return _gathered(n, ins, sizes, k, rng)
+    # the mean and mean square of a sum of independent products, then a Gaussian sample with those moments
+    S = math.prod(s for c, s in sizes.items() if c not in out)
+    vals = [x.values if isinstance(x, Sample) else np.asarray(x) for x in ins]
+    m1 = math.prod(float(v.mean()) for v in vals)
+    p2 = math.prod(float((v * v).mean()) for v in vals)
+    mean, square = S * m1, S * (p2 - m1 * m1) + S * S * m1 * m1
+    std = math.sqrt(max(square - mean * mean, 0.0))
+    return Sample(mean + std * rng.standard_normal(SAMPLES), False)
+
+
+def _gathered(n: Node, ins: list, sizes: dict[str, int], k: int, rng: np.random.Generator) -> Sample:
+    """k true entries of einsum n at random positions: each operand gathered at those positions' indices."""
+    a = n.attrs
+    idx = {c: rng.integers(0, sizes[c], k) for c in a.out}
+    s = next(chr(c) for c in range(0x4E00, 0x9FFF) if all(chr(c) not in t for t in a.terms))  # a free label
     operands, terms = [], []
-    for x, t in zip(_run(prefix), last.attrs.terms):
+    for x, t in zip(ins, a.terms):
         picked = [c for c in t if c in idx]
         if not picked:
             operands.append(x)
@@ -96,48 +131,6 @@ def _sampled(gen, prefix: Graph, last: Node, labels: list, seed: int) -> float:
             continue
         rest = [c for c in t if c not in idx]
         x = x.transpose([t.index(c) for c in picked + rest])
-        operands.append(x[tuple(idx[c] for c in picked)])  # (samples, *rest)
-        terms.append("".join(["#", *rest]))
-    s = opt_einsum.get_symbol(len({c for t in last.attrs.terms for c in t}) + 1)
-    while any(s in t for t in last.attrs.terms):
-        s = chr(ord(s) + 1)
-    eq = ",".join(t.replace("#", s) for t in terms) + "->" + s
-    return float(opt_einsum.contract(eq, *operands).std())
-
-
-def _gauss(fn: str, m2: float) -> tuple[float, float]:
-    """(E f(z), E f(z)^2) for z ~ N(0, m2)."""
-    z, w = np.polynomial.hermite_e.hermegauss(64)
-    fz = activations.get(fn).numpy(z * math.sqrt(max(m2, 0.0)))
-    w = w / w.sum()
-    return float(w @ fz), float(w @ fz**2)
-
-
-def _moments(g: Graph) -> float:
-    """Mean and mean square per value, propagated node by node (entries treated as independent)."""
-    m: dict[int, tuple[float, float]] = {}
-    for n in g.nodes:
-        ins = [m[v.id] for v in n.inputs]
-        if n.op in (Op.PARAM, Op.CONST):
-            t = np.asarray(g.tensors[n.attrs.name], dtype=np.float64)
-            m[n.out.id] = (float(t.mean()), float((t * t).mean())) if t.size else (0.0, 0.0)
-        elif n.op is Op.EINSUM:
-            sizes = {c: s for t, v in zip(n.attrs.terms, n.inputs) for c, s in zip(t, v.shape)}
-            S = math.prod(s for c, s in sizes.items() if c not in n.attrs.out)
-            m1, p2 = math.prod(a for a, _ in ins), math.prod(b for _, b in ins)
-            m[n.out.id] = (S * m1, S * (p2 - m1 * m1) + S * S * m1 * m1)
-        elif n.op is Op.MAP:
-            m[n.out.id] = _gauss(n.attrs.fn, ins[0][1])
-        elif n.op is Op.ADD:
-            (a1, a2), (b1, b2) = ins
-            m[n.out.id] = (a1 + b1, a2 + b2 + 2 * a1 * b1)
-        elif n.op is Op.PAD:
-            f = n.inputs[0].size / n.out.size
-            m[n.out.id] = (ins[0][0] * f, ins[0][1] * f)
-        elif n.op is Op.CONCAT:
-            w = np.array([v.size for v in n.inputs], dtype=np.float64) / n.out.size
-            m[n.out.id] = (float(w @ [a for a, _ in ins]), float(w @ [b for _, b in ins]))
-        else:  # reshape, transpose, slice, output: the same entries
-            m[n.out.id] = ins[0]
-    m1, m2 = m[g.outputs[0].id]
-    return math.sqrt(max(m2 - m1 * m1, 0.0))
+        operands.append(x[tuple(idx[c] for c in picked)])  # (k, *rest)
+        terms.append(s + "".join(rest))
+    return Sample(opt_einsum.contract(",".join(terms) + "->" + s, *operands), True)

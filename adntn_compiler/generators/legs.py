@@ -119,6 +119,37 @@ def make_legs(layout: str, O: int, I: int, legs: int | Sequence[int] | None = No
     return Legs(layout, od, idim, groups)
 
 
+MIXER_MAX = 4096  # entries of one two-leg mixer D[d_a, d_c, d_a, d_c] that a default configuration allows
+
+
+def mixer_legs(arch: str, layout: str, O: int, I: int, legs: int | Sequence[int] | None = None,
+               order: Sequence[int] | None = None) -> Legs:
+    """Legs for an architecture with two-leg mixers (attn, mera), which hold (d_a d_c)^2 entries each. With
+    legs=None the default count is raised until the largest leg gives mixers of at most MIXER_MAX entries
+    (interleaved legs of ~512 elements would make each one 2^36 entries)."""
+    lg = make_legs(layout, O, I, legs, order)
+    if legs is not None or order is not None or layout == "binary":
+        return lg
+    n_o, n_i = default_legs(layout, O, I)
+    cap = (int(math.log2(2 * O)), int(math.log2(2 * I)))
+    while max(lg.dims) ** 4 > MIXER_MAX:
+        n_o, n_i = min(n_o + 1, cap[0]), min(n_i + 1, cap[1])
+        if layout == "interleaved":
+            n_o = n_i = min(n_o, n_i)
+        try:
+            nxt = make_legs(layout, O, I, (n_o, n_i))
+        except ShapeError:
+            nxt = lg
+        if nxt == lg:  # no more legs to be had
+            d = max(lg.dims)
+            raise ConfigError(
+                f"{arch}: with layout {layout!r}, {O}x{I} splits into at most {len(lg.legs)} legs, the largest of "
+                f"{d} elements, so a disentangler would hold {d ** 4:,} entries (limit {MIXER_MAX:,}); pass legs= "
+                f"explicitly or use layout='binary'")
+        lg = nxt
+    return lg
+
+
 def plain_legs(O: int, I: int) -> Legs:
     """Two legs (O and I) with no factorisation or padding: lowrank and dense."""
     return Legs("separated", (O,), (I,), ((0,), (1,)))

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .base import Generator, Leg, check_rank, level_rank, normalize_shape
-from .legs import make_legs
+from .legs import mixer_legs
 
 
 class MERA(Generator):
@@ -19,7 +19,7 @@ class MERA(Generator):
                  seed: int = 0, legs=None, leg_order: Sequence[int] | None = None):
         _, O, I = normalize_shape(shape)
         self.ranks = check_rank(rank)  # chi per level, counted from the physical level up
-        lg = make_legs(layout, O, I, legs, leg_order)
+        lg = mixer_legs(self.arch, layout, O, I, legs, leg_order)
         if len(lg.legs) < 3:
             raise ConfigError(f"mera: needs at least 3 legs, layout {layout!r} gives {len(lg.legs)}")
         self.legs = lg

@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..ir.builder import Builder
 from ..ir.graph import Value
 from .base import Generator, Labels, Leg, check_rank, level_rank, normalize_shape
-from .legs import make_legs
+from .legs import make_legs, mixer_legs
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class TreeNode:
 
 class TTN(Generator):
     arch = "ttn"
+    mixers = False  # two-leg disentanglers (aTTN): their size limits the default legs
 
     def __init__(self, shape, rank: int | Sequence[int] = 4, layout: str = "interleaved", activation: str = "tanh",
                  seed: int = 0, legs=None, arity: int = 2, leaf_activation: bool = False,
@@ -36,7 +37,8 @@ class TTN(Generator):
             raise ConfigError(f"{self.arch}: arity must be an integer >= 2, got {arity!r}")
         self.arity = arity
         self.leaf_activation = leaf_activation
-        lg = make_legs(layout, O, I, legs, leg_order)
+        lg = mixer_legs(self.arch, layout, O, I, legs, leg_order) if self.mixers else \
+            make_legs(layout, O, I, legs, leg_order)
         if len(lg.legs) < 2:
             raise ConfigError(f"{self.arch}: needs at least 2 legs, layout {layout!r} gives {len(lg.legs)}")
         self.legs = lg
@@ -150,6 +152,7 @@ class ATTN(TTN):
     """TTN whose output passes through linear disentanglers D[d_a, d_b, d_a', d_b'] on the leg pairs
     (a, b) that sit in neighbouring lowest-level subtrees."""
     arch = "attn"
+    mixers = True
 
     def __init__(self, shape, rank: int | Sequence[int] = 4, layout: str = "binary", activation: str = "tanh",
                  seed: int = 0, legs=None, arity: int = 2, leaf_activation: bool = False,

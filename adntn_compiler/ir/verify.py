@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from ..errors import VerifyError
-from .graph import Graph, NameAttrs, Op
+from .graph import (AddAttrs, AxisAttrs, EinsumAttrs, Graph, MapAttrs, NameAttrs, Op, PadAttrs, PermAttrs,
+                    ShapeAttrs, SliceAttrs)
 from .ops import ARITY, SHAPE, ShapeRuleError
 from .printer import format_graph, format_node
 
@@ -11,6 +12,11 @@ def _fail(g: Graph, i: int, msg: str) -> VerifyError:
     n = g.nodes[i]
     where = f"  at {n.path}" if n.path else ""
     return VerifyError(f"{format_node(n)}{where}\n  {msg}\nnearby:\n{format_graph(g, around=i)}")
+
+
+ATTRS = {Op.INPUT: NameAttrs, Op.PARAM: NameAttrs, Op.CONST: NameAttrs, Op.OUTPUT: NameAttrs,
+         Op.EINSUM: EinsumAttrs, Op.MAP: MapAttrs, Op.RESHAPE: ShapeAttrs, Op.TRANSPOSE: PermAttrs, Op.PAD: PadAttrs,
+         Op.SLICE: SliceAttrs, Op.CONCAT: AxisAttrs, Op.ADD: AddAttrs}
 
 
 def verify(g: Graph) -> Graph:
@@ -27,9 +33,9 @@ def verify(g: Graph) -> Graph:
                 raise _fail(g, i, f"input %{v.id} is used before it is defined (order or SSA)")
             if defined[v.id] != v.shape:
                 raise _fail(g, i, f"input %{v.id} has shape {v.shape} here but {defined[v.id]} where defined")
+        if not isinstance(n.attrs, ATTRS[n.op]):
+            raise _fail(g, i, f"op {n.op.value} needs {ATTRS[n.op].__name__}, got {type(n.attrs).__name__}")
         if n.op in (Op.INPUT, Op.PARAM, Op.CONST, Op.OUTPUT):
-            if not isinstance(n.attrs, NameAttrs):
-                raise _fail(g, i, f"op {n.op.value} needs a name")
             key = (Op.PARAM if n.op is Op.CONST else n.op, n.attrs.name)
             if key in names:
                 raise _fail(g, i, f"{n.op.value} name '{n.attrs.name}' is used twice")

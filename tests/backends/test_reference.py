@@ -3,6 +3,7 @@ from hypothesis import given, strategies as st
 
 import adntn_compiler as adntn
 from adntn_compiler.backends.reference import run
+from adntn_compiler.ir.builder import Builder
 from tests.corpus import generators
 
 
@@ -15,7 +16,15 @@ def test_layer_program_is_x_times_w_transposed(gen, batch, seed):
 
 
 def test_einsum_with_unicode_labels_beyond_52():
-    # binary legs of a 64x64 weight plus bonds: the builder must go past 'Z' only when needed
-    gen = adntn.ttn((64, 64), rank=2, layout="binary", arity=12)
-    W = adntn.materialize(gen)
-    assert W.shape == (64, 64) and np.isfinite(W).all()
+    # a 60-operand chain has 61 labels: the builder goes past 'Z' into unicode labels, and the interpreter's
+    # result equals the chain of matrix products
+    rng = np.random.default_rng(0)
+    mats = [rng.standard_normal((2, 2)) for _ in range(60)]
+    b = Builder()
+    vals = [b.param(f"m{k}", m) for k, m in enumerate(mats)]
+    y = b.contract([(v, [k, k + 1]) for k, v in enumerate(vals)], [0, 60])
+    b.output(y)
+    g = b.build()
+    n = g.producer()[y.id]
+    assert len({c for t in n.attrs.terms for c in t}) == 61 > 52
+    np.testing.assert_allclose(run(g)[0], np.linalg.multi_dot(mats), rtol=1e-10)

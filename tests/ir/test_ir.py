@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 import adntn_compiler as adntn
 from adntn_compiler import ir
 from adntn_compiler.errors import SerializationError, VerifyError
-from adntn_compiler.ir.graph import EinsumAttrs, Graph, NameAttrs, Node, Op, Value
+from adntn_compiler.ir.graph import EinsumAttrs, Graph, NameAttrs, Node, Op, ShapeAttrs, Value
 from tests.corpus import generators
 
 
@@ -19,10 +20,20 @@ def test_json_round_trip_is_exact(gen):
         assert ir.to_json(g2) == ir.to_json(g)
 
 
-@given(generators())
-def test_traced_graphs_verify(gen):
-    ir.verify(adntn.trace(gen, "layer", batch_size=3))
-    ir.verify(adntn.trace(gen, "weight"))
+@given(generators(), st.data())
+def test_verify_refuses_a_traced_graph_with_one_node_broken(gen, data):
+    """A traced graph verifies; the same graph with one node's shape or attrs type broken does not, and the error
+    names that node's op."""
+    g = adntn.trace(gen, "layer", batch_size=3)
+    ir.verify(g)
+    k = data.draw(st.sampled_from([i for i, n in enumerate(g.nodes) if n.op not in (Op.PARAM, Op.CONST)]))
+    n = g.nodes[k]
+    if data.draw(st.booleans()):
+        bad = Node(n.op, n.inputs, Value(n.out.id, n.out.shape + (2,), n.out.dtype), n.attrs, n.path)
+    else:
+        bad = Node(n.op, n.inputs, n.out, ShapeAttrs((7,)) if n.op is not Op.RESHAPE else NameAttrs("x"), n.path)
+    with pytest.raises(VerifyError, match=n.op.value):
+        ir.verify(Graph(g.nodes[:k] + (bad,) + g.nodes[k + 1:], g.tensors))
 
 
 def _graph(shape_b=(4, 5)):
