@@ -94,7 +94,7 @@ def _x86_lanes(isa: tuple[str, ...]) -> int:
 def _cpu(name: str, mcpu: str | None) -> Target:
     """The host CPU (mcpu None: as LLVM detects it; never mcpu=native, which TVM 0.27 silently turns into generic
     x86 without vector units) or a named CPU of the host's architecture (e.g. cpu:x86-64 for any x86-64)."""
-    tvm = import_tvm()
+    import_tvm()
     from tvm.target import codegen
 
     if mcpu is not None and not codegen.llvm_is_valid_cpu(mcpu, codegen.llvm_get_system_triple()):

@@ -5,3 +5,34 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def _have_gpu() -> bool:
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return False
+    return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+def _have_qemu() -> bool:
+    import shutil
+
+    return all(shutil.which(t) for t in ("qemu-aarch64", "aarch64-linux-gnu-gcc"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Hardware tests run where their tool is; elsewhere they are skipped with the reason (CI installs qemu)."""
+    import pytest
+
+    have = {"gpu": _have_gpu, "qemu": _have_qemu}
+    reasons = {"gpu": "no CUDA GPU here (nvidia-smi -L fails)", "qemu": "qemu-aarch64 or aarch64-linux-gnu-gcc missing"}
+    cache: dict[str, bool] = {}
+    for item in items:
+        for mark in ("gpu", "qemu"):
+            if mark in item.keywords:
+                if mark not in cache:
+                    cache[mark] = have[mark]()
+                if not cache[mark]:
+                    item.add_marker(pytest.mark.skip(reason=reasons[mark]))

@@ -1,4 +1,5 @@
 """Smoke run of the quality benchmark (--quick): it trains, writes its JSON, table and plot, and merges."""
+import pytest
 import json
 import runpy
 from pathlib import Path
@@ -8,6 +9,7 @@ import torch
 BENCH = Path(__file__).parent.parent / "benchmarks"
 
 
+@pytest.mark.slow
 def test_quality_quick(tmp_path):
     torch.set_num_threads(1)
     main = runpy.run_path(str(BENCH / "quality.py"), run_name="quality")["main"]

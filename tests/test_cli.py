@@ -1,3 +1,4 @@
+import pytest
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ def test_table_json(capsys):
     assert all(r["ratio"] >= r["target"] for r in fc6)
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     art = tmp_path / "head.adntn"
     out = subprocess.run([sys.executable, "-m", "adntn_compiler.cli", "demo", "--batch", "2", "--out", str(art),

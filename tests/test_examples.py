@@ -1,4 +1,5 @@
 """The examples a user copies run as written (small settings)."""
+import pytest
 import runpy
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import torch
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
+@pytest.mark.slow
 def test_compress_and_train_example(capsys):
     torch.set_num_threads(1)
     main = runpy.run_path(str(EXAMPLES / "compress_and_train.py"))["main"]

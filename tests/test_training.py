@@ -23,6 +23,7 @@ CASES = [(arch, seed, "default") for arch in ("ttn", "attn", "mera", "brickwall"
     [("ttn", 0, act) for act in ("relu", "gelu", "sigmoid")]  # non-default activations (centred)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,seed,activation", CASES)
 def test_default_init_trains_at_2000x(data, arch, seed, activation):
     xtr, ytr, xte, yte = data

@@ -10,7 +10,6 @@ PrimFunc. The target's schedule module (`schedules/<target.schedules>.py`) turns
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import tvm
 from tvm import te, topi

@@ -152,8 +152,8 @@ def copy(func: tvm.tirx.PrimFunc, policy: CPUPolicy, parallel: bool,
     return sch.mod[name]
 
 
-def _tile(n: int) -> int:
-    return next((t for t in (16, 8, 4) if n % t == 0), 1)
+def _tile(n: int, limit: int = 16) -> int:
+    return next((t for t in (16, 8, 4) if n % t == 0 and t <= limit), 1)
 
 
 def transpose(func: tvm.tirx.PrimFunc, perm: tuple[int, ...], policy: CPUPolicy,
@@ -167,7 +167,8 @@ def transpose(func: tvm.tirx.PrimFunc, perm: tuple[int, ...], policy: CPUPolicy,
     blk = sch.get_child_blocks(sch.get_sblock("root"))[-1]
     loops = sch.get_loops(blk)
     s_pos = perm.index(n - 1)  # the output loop that walks the source's contiguous axis
-    ts, to = _tile(int(sch.get(loops[s_pos]).extent)), _tile(int(sch.get(loops[-1]).extent))
+    # the written (vectorised) side is at most the target's vector width
+    ts, to = _tile(int(sch.get(loops[s_pos]).extent)), _tile(int(sch.get(loops[-1]).extent), policy.lanes)
     if ts == 1 or to == 1:
         return copy(func, policy, parallel)
     so, si = sch.split(loops[s_pos], [None, ts])
