@@ -37,10 +37,12 @@ class _ADNTNBase(nn.Module):
             self.bias = nn.Parameter(torch.empty(gen.O, dtype=dtype).uniform_(-bound, bound))
         else:
             self.register_parameter("bias", None)
-        self._programs: dict[Any, Any] = {}  # "weight" or batch size -> the torch backend's callable
+        self._graphs: dict[Any, Any] = {}  # "weight" or batch size -> the optimised graph
+        self._programs: dict[Any, Any] = {}  # the same keys -> the torch backend's callable for it
 
     def _graph(self, key: Any):
-        return self._program(key)[0]
+        self._program(key)
+        return self._graphs[key]
 
     def _program(self, key: Any):
         if key not in self._programs:  # traced once per batch size; the structure does not depend on values
@@ -49,13 +51,14 @@ class _ADNTNBase(nn.Module):
             g = TORCH_LAYER(g)
             check_fits(g, next(iter(self.cores.values())).element_size(), f"{type(self).__name__} {self.gen!r}")
             # bound to the live ParameterDict: every call reads the current cores
-            self._programs[key] = g, get_backend("torch").compile(g, tensors=self.cores)
+            self._graphs[key] = g
+            self._programs[key] = get_backend("torch").compile(g, tensors=self.cores)
         return self._programs[key]
 
     @property
     def weight(self) -> torch.Tensor:
         """The generated weight, differentiable with respect to the cores."""
-        return self._program("weight")[1]()[0]
+        return self._program("weight")()[0]
 
     def sync_generator(self) -> Generator:
         """Copy the trained cores back into the generator (float64) and return it."""
@@ -121,7 +124,7 @@ class ADNTNLinear(_ADNTNBase):
             y = _CompiledLayerFn.apply(prog, names, x2.contiguous(),
                                        *self.cores.values())
         else:
-            y = self._program(x2.shape[0])[1](x2)[0]
+            y = self._program(x2.shape[0])(x2)[0]
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
