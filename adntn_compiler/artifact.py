@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import stat
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Mapping
@@ -26,7 +29,11 @@ from .errors import ConfigError, SerializationError
 
 FORMAT = "adntn-artifact"
 VERSION = 3  # 2: program inputs carry their names; 3: the backend and the whole Target are recorded
-MANIFEST, TENSORS, LIB = "manifest.json", "tensors.safetensors", "lib.so"
+MANIFEST, TENSORS, LIB, SIGNATURE = "manifest.json", "tensors.safetensors", "lib.so", "signature.json"
+MEMBERS = (MANIFEST, TENSORS, LIB, SIGNATURE)  # in this order; nothing else may be in the zip
+MANIFEST_MAX = 8 << 20  # bytes: a manifest is a few hundred KB even for a whole VGG head
+LIBRARY_MAX = 1 << 30
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the same inputs give a byte-identical artifact
 
 
 def _sha256(data: bytes) -> str:
@@ -49,6 +56,9 @@ class Executable:
         self._tensors = {k: np.array(v, dtype=np.float32, order="C") for k, v in tensors.items()}
         loaded = library.runner("load", self._tensors)()
         self._call = library.runner("call", {**self._tensors, **loaded})
+        # The runner's buffers are shared: one call at a time. A lock (not per-thread buffers) keeps memory at
+        # one copy; threads gain nothing from running the kernels concurrently anyway (they are parallel inside).
+        self._lock = threading.Lock()
 
     @property
     def target(self):
@@ -84,7 +94,8 @@ class Executable:
         if x.shape != self.input_shape:
             raise ConfigError(f"this executable was compiled for input shape {self.input_shape} "
                               f"(batch_size={self.manifest['batch_size']}), got {x.shape}")
-        return self._call(x)["y"]
+        with self._lock:
+            return self._call(x)["y"]
 
     def reference(self, x: np.ndarray) -> np.ndarray:
         """The same model on the numpy reference interpreter (float64), from the graphs in the manifest."""
@@ -98,26 +109,20 @@ class Executable:
         return run(from_dict(self.manifest["graphs"]["call"], t), [np.asarray(x, np.float64)], t)[0]
 
     # ---------------------------------------------------------------- the artifact
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the artifact atomically (a partial file never appears under `path`)."""
+    def save(self, path: str | os.PathLike, signing_key=None) -> Path:
+        """Write the artifact atomically (a partial file never appears under `path`), signed with `signing_key`
+        (an Ed25519 private key or a key file; default: this user's key, created on first use)."""
         from safetensors.numpy import save as st_save
 
+        from . import signing
+
+        key = signing.load_private(signing_key) if isinstance(signing_key, (str, os.PathLike)) else signing_key
         tensors = st_save(self._tensors) if self._tensors else st_save({"__empty__": np.zeros(1, np.float32)})
         manifest = dict(self.manifest, files={TENSORS: _sha256(tensors), LIB: _sha256(self._lib_bytes)})
         manifest["manifest_sha256"] = _manifest_digest(manifest)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
-                z.writestr(MANIFEST, json.dumps(manifest, indent=1))
-                z.writestr(TENSORS, tensors)
-                z.writestr(LIB, self._lib_bytes)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        mbytes = json.dumps(manifest, indent=1).encode()
+        sig = json.dumps(signing.sign(mbytes, key)).encode()
+        return write_zip(Path(path), {MANIFEST: mbytes, TENSORS: tensors, LIB: self._lib_bytes, SIGNATURE: sig})
 
     def info(self) -> dict:
         m = self.manifest
@@ -128,26 +133,107 @@ class Executable:
             "library_bytes": len(self._lib_bytes)}
 
 
+def write_zip(path: Path, members: dict[str, bytes]) -> Path:
+    """Members in a fixed order with fixed timestamps, written through a temporary file named after `path` and
+    then renamed; the file gets the mode the umask allows (mkstemp alone gives 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give the artifact's file name")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w") as z:
+            for name in MEMBERS:
+                if name in members:
+                    info = zipfile.ZipInfo(name, ZIP_TIME)
+                    info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+                    z.writestr(info, members[name])
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def inspect(path: str | os.PathLike) -> dict:
+    """What an artifact holds, from its manifest and zip directory alone: the library is never loaded (nor the
+    signature trusted: `signer` and `signed_by_trusted_key` say who signed it)."""
+    from . import signing
+
+    m, mbytes, z = read_manifest(path)
+    with z:
+        signer, trusted = None, False
+        if SIGNATURE in z.namelist():
+            try:
+                signer = signing.verify(mbytes, json.loads(_read(z, path, SIGNATURE)), None)
+            except (SerializationError, json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise SerializationError(f"{path}: {e}") from None
+            trusted = signer in signing.trusted()
+        sizes = {i.filename: i.file_size for i in z.infolist()}
+        params = _safetensors_params(path, z)
+    try:
+        return {k: m[k] for k in ("format", "version", "adntn_version", "tvm_version", "target", "batch_size",
+                                  "schedule", "input_shape", "output_shape", "layers")} | {
+            "kernels": sorted({c["kernel"] for p in m["programs"].values() for c in p["calls"]}),
+            "tensor_params": params, "library_bytes": sizes[LIB],
+            "signer": signing.fingerprint(signer) if signer else None, "signed_by_trusted_key": trusted}
+    except (KeyError, TypeError, AttributeError) as e:
+        raise SerializationError(f"{path}: the manifest lacks or mistypes {e}") from None
+
+
+def _safetensors_params(path, z: zipfile.ZipFile) -> int:
+    """Element count of the tensors, from the safetensors header only (8-byte length, then JSON)."""
+    try:
+        with z.open(TENSORS) as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n > MANIFEST_MAX:
+                raise ValueError(f"header of {n:,} bytes")
+            header = json.loads(f.read(n))
+        return int(sum(math.prod(v["shape"]) for k, v in header.items() if k not in ("__metadata__", "__empty__")))
+    except Exception as e:
+        raise SerializationError(f"{path}: tensors.safetensors has an unreadable header ({e})") from None
+
+
 def _graph_dict(g, to_dict) -> dict:
     d = to_dict(g)
     d["tensors"] = {}  # values live in tensors.safetensors
     return d
 
 
-def read_manifest(path: str | os.PathLike) -> tuple[dict, zipfile.ZipFile]:
-    """Open an artifact and check its manifest (format, version, self-checksum); returns (manifest, zip)."""
+def read_manifest(path: str | os.PathLike) -> tuple[dict, bytes, zipfile.ZipFile]:
+    """Open an artifact and check its layout and manifest (format, version, self-checksum) from the zip's central
+    directory and the manifest alone: no other member is read. Returns (manifest, manifest bytes, zip)."""
     try:
-        z = zipfile.ZipFile(path)
-        names = set(z.namelist())
+        st = os.stat(path)
     except FileNotFoundError:
         raise SerializationError(f"{path}: no such artifact") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise SerializationError(f"{path}: not a valid .adntn artifact (corrupt or truncated zip: {e})") from None
-    missing = [n for n in (MANIFEST, TENSORS, LIB) if n not in names]
-    if missing:
-        raise SerializationError(f"{path}: artifact is missing {', '.join(missing)}")
+    except OSError as e:
+        raise SerializationError(f"{path}: cannot read the artifact ({e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SerializationError(f"{path}: not a regular file (a folder, FIFO or device is never read)")
     try:
-        m = json.loads(_read(z, path, MANIFEST))
+        z = zipfile.ZipFile(path)
+        infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise SerializationError(f"{path}: not a valid .adntn artifact (corrupt or truncated zip: {e})") from None
+    names = [i.filename for i in infos]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    extra = sorted(set(names) - set(MEMBERS))
+    missing = [n for n in (MANIFEST, TENSORS, LIB) if n not in names]
+    problem = (f"duplicate members {dupes}" if dupes else f"unexpected members {extra}" if extra else
+               f"artifact is missing {', '.join(missing)}" if missing else None)
+    if problem:
+        z.close()
+        raise SerializationError(f"{path}: {problem}")
+    sizes = {i.filename: i.file_size for i in infos}
+    if sizes[MANIFEST] > MANIFEST_MAX or sizes.get(SIGNATURE, 0) > 4096:
+        z.close()
+        raise SerializationError(f"{path}: manifest.json declares {sizes[MANIFEST]:,} bytes (limit {MANIFEST_MAX:,})")
+    mbytes = _read(z, path, MANIFEST)
+    try:
+        m = json.loads(mbytes)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SerializationError(f"{path}: manifest.json is not valid JSON ({e})") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
@@ -157,7 +243,42 @@ def read_manifest(path: str | os.PathLike) -> tuple[dict, zipfile.ZipFile]:
                                  f"adntn-compiler (it reads version {VERSION}); recompile the model")
     if m.get("manifest_sha256") != _manifest_digest(m):
         raise SerializationError(f"{path}: manifest.json checksum mismatch (the manifest was modified)")
-    return m, z
+    from .memory import available_bytes, fmt_bytes
+
+    limits = {TENSORS: available_bytes() // 2, LIB: LIBRARY_MAX}
+    for n, limit in limits.items():
+        if sizes[n] > limit:
+            raise SerializationError(f"{path}: {n} declares {fmt_bytes(sizes[n])}, more than the limit "
+                                     f"{fmt_bytes(limit)}")
+    return m, mbytes, z
+
+
+def check_signature(path, z: zipfile.ZipFile, mbytes: bytes, trusted_keys=(), allow_unsigned: bool = False):
+    """The signer's public key (hex), or None for an unsigned artifact. `allow_unsigned` lets an unsigned or
+    untrusted-signed artifact through with a warning; a signature that does not match is refused always."""
+    import warnings
+
+    from . import signing
+
+    if SIGNATURE not in z.namelist():
+        if not allow_unsigned:
+            raise SerializationError(f"{path}: the artifact is not signed, so nothing vouches for its native code; "
+                                     f"pass allow_unsigned=True only for an artifact you trust")
+        warnings.warn(f"{path}: loading an unsigned artifact (allow_unsigned=True)", stacklevel=3)
+        return None
+    try:
+        record = json.loads(_read(z, path, SIGNATURE))
+        pub = signing.verify(mbytes, record, None)  # valid at all?
+        if pub not in signing.trusted(trusted_keys):
+            if not allow_unsigned:
+                signing.verify(mbytes, record, signing.trusted(trusted_keys))  # raises, naming the key
+            warnings.warn(f"{path}: loading an artifact signed by untrusted key {signing.fingerprint(pub)} "
+                          f"(allow_unsigned=True)", stacklevel=3)
+        return pub
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SerializationError(f"{path}: signature.json is not valid JSON ({e})") from None
+    except SerializationError as e:
+        raise SerializationError(f"{path}: {e}") from None
 
 
 def _read(z: zipfile.ZipFile, path, name: str) -> bytes:
@@ -167,15 +288,18 @@ def _read(z: zipfile.ZipFile, path, name: str) -> bytes:
         raise SerializationError(f"{path}: cannot read {name} from the artifact (corrupt or truncated: {e})") from None
 
 
-def load(path: str | os.PathLike) -> Executable:
-    """Load an artifact written by `Executable.save`; refuses corrupt, tampered or foreign ones."""
+def load(path: str | os.PathLike, trusted_keys=(), allow_unsigned: bool = False) -> Executable:
+    """Load an artifact written by `Executable.save`. Refuses corrupt, tampered, foreign or untrusted ones before
+    the library is written to disk or loaded: the signature must be by a trusted key (this user's own, one in
+    `adntn trust`, or one of `trusted_keys`), unless `allow_unsigned` (which warns)."""
     from safetensors.numpy import load as st_load
 
     from .backends import backends, get_backend
     from .targets import Target, check_runs_here
 
-    m, z = read_manifest(path)
+    m, mbytes, z = read_manifest(path)
     with z:
+        check_signature(path, z, mbytes, trusted_keys, allow_unsigned)
         files = {n: _read(z, path, n) for n in (TENSORS, LIB)}
     for n, data in files.items():
         if _sha256(data) != m.get("files", {}).get(n):

@@ -43,15 +43,26 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--check", action="store_true", help="compare with the reference interpreter (float64)")
     r.add_argument("--json", action="store_true")
     r.add_argument("--no-torch", action="store_true", help="make `import torch` fail first (proves the run needs none)")
-    i = sub.add_parser("info", help="what an artifact holds: target, shapes, layers, kernels")
+    r.add_argument("--trust", action="append", default=[], metavar="KEY.pub", help="also trust this signer's key")
+    r.add_argument("--allow-unsigned", action="store_true", help="load an unsigned or untrusted artifact (warns)")
+    c.add_argument("--sign", metavar="KEY", help="sign with this private key (default: yours, made on first use)")
+    i = sub.add_parser("info", help="what an artifact holds: target, shapes, layers, kernels (never loads its code)")
     i.add_argument("artifact")
     i.add_argument("--json", action="store_true")
+    k = sub.add_parser("keygen", help="make an Ed25519 signing key pair (signing.key, signing.pub)")
+    k.add_argument("--out", help="folder for the pair (default: $ADNTN_HOME, your own key)")
+    tr = sub.add_parser("trust", help="trust artifacts signed by this public key (a signing.pub file)")
+    tr.add_argument("public_key")
+    v = sub.add_parser("verify", help="check an artifact's checksums and signature without loading its code")
+    v.add_argument("artifact")
+    v.add_argument("--trust", action="append", default=[], metavar="KEY.pub")
     a = p.parse_args(argv)
-    if a.cmd in ("compile", "run", "info"):
+    if a.cmd in ("compile", "run", "info", "keygen", "trust", "verify"):
         from .errors import AdntnError
 
         try:
-            return {"compile": compile_cmd, "run": run_cmd, "info": info_cmd}[a.cmd](a)
+            return {"compile": compile_cmd, "run": run_cmd, "info": info_cmd, "keygen": keygen_cmd,
+                    "trust": trust_cmd, "verify": verify_cmd}[a.cmd](a)
         except AdntnError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -116,7 +127,7 @@ def compile_cmd(a) -> int:
     model = resolve_model(a.model)
     exe = compile_model(model, target=a.target, batch_size=a.batch_size, schedule=a.schedule,
                         input_shape=tuple(a.input_shape) if a.input_shape else None, progress=True)
-    path = exe.save(a.output)
+    path = exe.save(a.output, signing_key=a.sign)
     info = exe.info()
     print(f"compiled {a.model} for {a.target} ({exe.target.describe()}) in {time.perf_counter() - t:.1f} s: "
           f"{len(info['kernels'])} kernels, input {tuple(info['input_shape'])} -> output {tuple(info['output_shape'])}")
@@ -133,7 +144,7 @@ def run_cmd(a) -> int:
 
     if a.no_torch:
         block_torch()
-    exe = load_artifact(a.artifact)
+    exe = load_artifact(a.artifact, trusted_keys=a.trust, allow_unsigned=a.allow_unsigned)
     if a.input:
         try:
             x = np.load(a.input, allow_pickle=False)
@@ -181,9 +192,9 @@ def block_torch() -> None:
 
 
 def info_cmd(a) -> int:
-    from .artifact import load as load_artifact
+    from .artifact import inspect
 
-    info = load_artifact(a.artifact).info()
+    info = inspect(a.artifact)  # the manifest only: the library is never loaded to look at it
     if a.json:
         print(json.dumps(info, indent=1))
         return 0
@@ -194,6 +205,8 @@ def info_cmd(a) -> int:
     print(f"  batch {info['batch_size']}, input {tuple(info['input_shape'])} -> output {tuple(info['output_shape'])}, "
           f"{info['tensor_params']:,} stored parameters, library {info['library_bytes']:,} bytes, "
           f"{len(info['kernels'])} kernels")
+    print(f"  signed by {info['signer'] or 'nobody'}"
+          + (" (trusted here)" if info["signed_by_trusted_key"] else " (NOT trusted here)" if info["signer"] else ""))
     for lay in info["layers"]:
         if lay["kind"].startswith("adntn"):
             print(f"  {lay['path']:<10} {lay['generator']}  {lay['ratio']:,.0f}x, {lay['params']:,} params, "
@@ -202,6 +215,40 @@ def info_cmd(a) -> int:
             print(f"  {lay['path']:<10} {lay['kind']} {tuple(lay['shape'])}")
         else:
             print(f"  {lay['path']:<10} {lay['kind']} {lay.get('fn', '')}")
+    return 0
+
+
+def keygen_cmd(a) -> int:
+    from . import signing
+
+    key, pub = signing.keygen(a.out or signing.home())
+    print(f"wrote {key} (private, mode 0600) and {pub} (public key {signing.fingerprint(pub.read_text().strip())});"
+          f" others trust your artifacts with: adntn trust {pub}")
+    return 0
+
+
+def trust_cmd(a) -> int:
+    from . import signing
+
+    path = signing.trust(a.public_key)
+    print(f"trusted key {path.stem}: artifacts it signs now load here ({path})")
+    return 0
+
+
+def verify_cmd(a) -> int:
+    """Checksums of every member and the signature; nothing is loaded or run."""
+    from . import signing
+    from .artifact import LIB, TENSORS, _read, _sha256, check_signature, read_manifest
+
+    m, mbytes, z = read_manifest(a.artifact)
+    with z:
+        pub = check_signature(a.artifact, z, mbytes, a.trust)
+        for n in (TENSORS, LIB):
+            if _sha256(_read(z, a.artifact, n)) != m.get("files", {}).get(n):
+                from .errors import SerializationError
+
+                raise SerializationError(f"{a.artifact}: checksum mismatch for {n}")
+    print(f"{a.artifact}: checksums match; signed by trusted key {signing.fingerprint(pub)}")
     return 0
 
 

@@ -36,3 +36,10 @@ def pytest_collection_modifyitems(config, items):
                     cache[mark] = have[mark]()
                 if not cache[mark]:
                     item.add_marker(pytest.mark.skip(reason=reasons[mark]))
+
+
+# Signing keys of the test session live in a private folder (a key is made on the first compile); subprocesses
+# inherit it, so an artifact saved in one test loads in a fresh process as it would for a user.
+import tempfile  # noqa: E402
+
+os.environ["ADNTN_HOME"] = tempfile.mkdtemp(prefix="adntn-home-")

@@ -1,0 +1,171 @@
+"""Artifacts hold against tampering: signatures by trusted keys, limits read from the zip directory, a lock for
+threads, byte-reproducible files. The swapped-library attack never runs the attacker's code."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm", reason="apache-tvm is not installed")
+
+import adntn_compiler as adntn  # noqa: E402
+from adntn_compiler import artifact, signing  # noqa: E402
+from adntn_compiler.cli import main as cli  # noqa: E402
+from adntn_compiler.errors import SerializationError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    exe = adntn.compile(adntn.ttn((48, 96), rank=3, seed=3), batch_size=2)
+    return exe, exe.save(tmp_path_factory.mktemp("trust") / "layer.adntn")
+
+
+def _members(path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def _zip(path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    return path
+
+
+def _evil_library(tmp_path) -> tuple[bytes, Path]:
+    """A shared library whose constructor writes a marker file when it is loaded."""
+    marker = tmp_path / "pwned"
+    src = tmp_path / "evil.c"
+    src.write_text(f'#include <stdio.h>\n__attribute__((constructor)) static void f(void) {{ FILE *o = '
+                   f'fopen("{marker}", "w"); if (o) fclose(o); }}\n')
+    so = tmp_path / "evil.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(so), str(src)], check=True)
+    return so.read_bytes(), marker
+
+
+def _swapped(saved, tmp_path, key) -> tuple[Path, Path]:
+    """lib.so replaced, every checksum recomputed, the manifest re-signed with `key` (None: the old signature)."""
+    lib, marker = _evil_library(tmp_path)
+    ms = _members(saved[1])
+    m = json.loads(ms[artifact.MANIFEST])
+    m["files"][artifact.LIB] = hashlib.sha256(lib).hexdigest()
+    m["manifest_sha256"] = artifact._manifest_digest(m)
+    ms[artifact.MANIFEST], ms[artifact.LIB] = json.dumps(m).encode(), lib
+    if key is not None:
+        ms[artifact.SIGNATURE] = json.dumps(signing.sign(ms[artifact.MANIFEST], key)).encode()
+    return _zip(tmp_path / "evil.adntn", ms), marker
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler to build the attacker's library")
+@pytest.mark.parametrize("resign", ["kept", "attacker"])
+def test_swapped_library_never_runs(saved, tmp_path, resign):
+    key = None
+    if resign == "attacker":
+        signing.keygen(tmp_path / "attacker")
+        key = signing.load_private(tmp_path / "attacker" / "signing.key")
+    path, marker = _swapped(saved, tmp_path, key)
+    msg = "does not match the manifest" if key is None else "signed by key .* which this machine does not trust"
+    with pytest.raises(SerializationError, match=msg):
+        adntn.load(path)
+    assert cli(["verify", str(path)]) == 2
+    if key is None:
+        with pytest.raises(SerializationError, match="does not match"):
+            artifact.inspect(path)
+    else:  # info only reads the manifest: it shows who signed, and runs nothing
+        assert cli(["info", str(path)]) == 0
+        assert artifact.inspect(path)["signed_by_trusted_key"] is False
+    # and in a fresh process, as a user would run it
+    out = subprocess.run([sys.executable, "-m", "adntn_compiler.cli", "run", str(path)], capture_output=True,
+                         text=True, cwd=REPO)
+    assert out.returncode == 2 and "error:" in out.stderr
+    assert not marker.exists(), "the attacker's constructor ran"
+
+
+def test_unsigned_and_foreign_artifacts_need_an_explicit_choice(saved, tmp_path):
+    ms = _members(saved[1])
+    unsigned = _zip(tmp_path / "u.adntn", {k: v for k, v in ms.items() if k != artifact.SIGNATURE})
+    with pytest.raises(SerializationError, match="not signed"):
+        adntn.load(unsigned)
+    with pytest.warns(UserWarning, match="unsigned"):
+        adntn.load(unsigned, allow_unsigned=True)
+    # signed by someone else: refused until that key is trusted (per call, or on this machine)
+    _, pub = signing.keygen(tmp_path / "colleague")
+    other = signing.load_private(tmp_path / "colleague" / "signing.key")
+    foreign = _zip(tmp_path / "f.adntn", {**ms, artifact.SIGNATURE: json.dumps(
+        signing.sign(ms[artifact.MANIFEST], other)).encode()})
+    with pytest.raises(SerializationError, match="does not trust"):
+        adntn.load(foreign)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adntn.load(foreign, trusted_keys=[pub])
+    assert cli(["trust", str(pub)]) == 0
+    adntn.load(foreign)
+    assert cli(["verify", str(foreign)]) == 0
+
+
+def test_zip_layout_is_checked_before_reading(saved, tmp_path):
+    ms = _members(saved[1])
+    with zipfile.ZipFile(tmp_path / "d.adntn", "w") as z:
+        for n, b in ms.items():
+            z.writestr(n, b)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+            z.writestr(artifact.LIB, b"second")
+    with pytest.raises(SerializationError, match="duplicate members"):
+        adntn.load(tmp_path / "d.adntn")
+    with pytest.raises(SerializationError, match="unexpected members"):
+        adntn.load(_zip(tmp_path / "e.adntn", {**ms, "extra.py": b"print(1)"}))
+    big = _zip(tmp_path / "b.adntn", {**ms, artifact.MANIFEST: b" " * (artifact.MANIFEST_MAX + 1)})
+    with pytest.raises(SerializationError, match="manifest.json declares"):
+        adntn.load(big)
+    fifo = tmp_path / "fifo.adntn"
+    os.mkfifo(fifo)
+    with pytest.raises(SerializationError, match="not a regular file"):
+        adntn.load(fifo)  # would block forever if it were opened
+
+
+def test_one_executable_serves_many_threads(saved):
+    exe = saved[0]
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((2, 96)).astype(np.float32) for _ in range(8)]
+    want = [exe(x) for x in xs]
+    wrong = []
+
+    def work(k):
+        for i in range(300):
+            j = (i + k) % len(xs)
+            if not np.array_equal(exe(xs[j]), want[j]):
+                wrong.append(j)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+
+
+def test_fresh_compiles_give_byte_identical_artifacts(tmp_path):
+    code = """
+import sys, adntn_compiler as adntn
+adntn.compile(adntn.ttn((40, 64), rank=3, seed=5), batch_size=3).save(sys.argv[1])
+"""
+    paths = [tmp_path / f"a{k}.adntn" for k in range(2)]
+    for p in paths:
+        subprocess.run([sys.executable, "-c", code, str(p)], check=True, cwd=REPO)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert paths[0].stat().st_mode & 0o777 == 0o666 & ~umask
