@@ -33,6 +33,27 @@ MANIFEST, TENSORS, LIB, SIGNATURE = "manifest.json", "tensors.safetensors", "lib
 MEMBERS = (MANIFEST, TENSORS, LIB, SIGNATURE)  # in this order; nothing else may be in the zip
 MANIFEST_MAX = 8 << 20  # bytes: a manifest is a few hundred KB even for a whole VGG head
 LIBRARY_MAX = 1 << 30
+_SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1, "maxItems": 64}
+_PAIR = {"type": "object", "required": ["load", "call"], "additionalProperties": False,
+         "properties": {"load": {"type": "object"}, "call": {"type": "object"}}}
+MANIFEST_SCHEMA = {  # the types of every field; the programs' own schema is the backend's (program.py)
+    "type": "object",
+    "required": ["format", "version", "adntn_version", "tvm_version", "backend", "target", "batch_size", "schedule",
+                 "input_shape", "output_shape", "layers", "graphs", "programs", "files", "manifest_sha256"],
+    "properties": {
+        "format": {"const": FORMAT}, "version": {"const": VERSION}, "adntn_version": {"type": "string"},
+        "tvm_version": {"type": "string"}, "backend": {"type": "string"}, "schedule": {"type": "string"},
+        "target": {"type": "object", "required": ["name", "tvm", "arch", "lanes", "threads", "isa"], "properties": {
+            "name": {"type": "string"}, "tvm": {"type": "object"}, "arch": {"type": "string"},
+            "lanes": {"type": "integer", "minimum": 1}, "threads": {"type": "integer", "minimum": 1},
+            "isa": {"type": "array", "items": {"type": "string"}}}},
+        "batch_size": {"type": "integer", "minimum": 1}, "input_shape": _SHAPE, "output_shape": _SHAPE,
+        "layers": {"type": "array", "items": {"type": "object"}}, "graphs": _PAIR, "programs": _PAIR,
+        "files": {"type": "object", "required": [TENSORS, LIB], "properties": {
+            TENSORS: {"type": "string", "pattern": "^[0-9a-f]{64}$"}, LIB: {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
+        "manifest_sha256": {"type": "string"},
+    },
+}
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the same inputs give a byte-identical artifact
 
 
@@ -243,6 +264,13 @@ def read_manifest(path: str | os.PathLike) -> tuple[dict, bytes, zipfile.ZipFile
                                  f"adntn-compiler (it reads version {VERSION}); recompile the model")
     if m.get("manifest_sha256") != _manifest_digest(m):
         raise SerializationError(f"{path}: manifest.json checksum mismatch (the manifest was modified)")
+    import jsonschema
+
+    try:
+        jsonschema.validate(m, MANIFEST_SCHEMA)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(x) for x in e.absolute_path) or "the manifest"
+        raise SerializationError(f"{path}: manifest field {where}: {e.message[:200]}") from None
     from .memory import available_bytes, fmt_bytes
 
     limits = {TENSORS: available_bytes() // 2, LIB: LIBRARY_MAX}
@@ -320,7 +348,7 @@ def load(path: str | os.PathLike, trusted_keys=(), allow_unsigned: bool = False)
     if not isinstance(programs, dict) or set(programs) != {"load", "call"}:
         raise SerializationError(f"{path}: the manifest must hold a 'load' and a 'call' program")
     try:
-        library = get_backend(m["backend"]).load(files[LIB], programs, target)
+        library = get_backend(m["backend"]).load(files[LIB], programs, target, tensors)
     except SerializationError as e:
         raise SerializationError(f"{path}: {e}") from None
     return Executable(library, files[LIB], tensors, m)

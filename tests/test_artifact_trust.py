@@ -169,3 +169,42 @@ adntn.compile(adntn.ttn((40, 64), rank=3, seed=5), batch_size=3).save(sys.argv[1
     umask = os.umask(0)
     os.umask(umask)
     assert paths[0].stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def _trusted_edit(saved, tmp_path, name, edit_manifest=None, members=None) -> Path:
+    """An artifact changed and re-signed by this machine's trusted key (a mistaken builder, not an attacker):
+    what stands behind the signature must refuse it."""
+    ms = {**_members(saved[1]), **(members or {})}
+    m = json.loads(ms[artifact.MANIFEST])
+    if edit_manifest:
+        edit_manifest(m)
+    m["files"] = {n: hashlib.sha256(ms[n]).hexdigest() for n in (artifact.TENSORS, artifact.LIB)}
+    m["manifest_sha256"] = artifact._manifest_digest(m)
+    ms[artifact.MANIFEST] = json.dumps(m).encode()
+    ms[artifact.SIGNATURE] = json.dumps(signing.sign(ms[artifact.MANIFEST])).encode()
+    return _zip(tmp_path / name, ms)
+
+
+def test_manifest_and_programs_are_validated_before_loading(saved, tmp_path):
+    cases = [
+        (lambda m: m.update(batch_size="two"), "manifest field batch_size"),
+        (lambda m: m["target"].update(lanes=-1), "manifest field target/lanes"),
+        (lambda m: m["programs"]["call"]["calls"].pop(0), "before anything writes it|is never written"),
+        (lambda m: m["programs"]["call"]["calls"][0]["args"][0].__setitem__(0, "nowhere"), "unknown buffer 'nowhere'"),
+        (lambda m: m["programs"]["call"]["buffers"].update(huge=1 << 50), "more than the limit"),
+        (lambda m: m["programs"]["load"]["calls"][0].update(kernel="not_there"), "no kernel 'not_there'"),
+    ]
+    for k, (edit, msg) in enumerate(cases):
+        with pytest.raises(SerializationError, match=msg):
+            adntn.load(_trusted_edit(saved, tmp_path, f"m{k}.adntn", edit))
+
+
+def test_tensors_must_have_the_shapes_the_programs_read(saved, tmp_path):
+    from safetensors.numpy import load as st_load
+    from safetensors.numpy import save as st_save
+
+    t = st_load(_members(saved[1])[artifact.TENSORS])
+    name = sorted(t)[0]
+    t[name] = np.zeros((1,), np.float32)  # would broadcast
+    with pytest.raises(SerializationError, match=f"tensor '{name}' is float32 \\(1,\\)"):
+        adntn.load(_trusted_edit(saved, tmp_path, "t.adntn", members={artifact.TENSORS: st_save(t)}))

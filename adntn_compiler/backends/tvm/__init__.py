@@ -65,15 +65,31 @@ def build(graphs: Mapping[str, Graph], target: "str | Target" = "cpu", policy=No
     return Library(module, programs, target)
 
 
-def load_library(lib_bytes: bytes, programs: Mapping[str, dict], target: Target) -> Library:
-    """A Library from an artifact's bytes (through a private temporary file) and its program dicts."""
+def load_library(lib_bytes: bytes, programs: Mapping[str, dict], target: Target,
+                 tensors: Mapping[str, np.ndarray] | None = None) -> Library:
+    """A Library from an artifact's bytes (through a private temporary file) and its program dicts. The programs
+    are checked first (schema, buffers, order; with `tensors`, that every constant has its tensor at its size):
+    nothing is written or loaded for a malformed one."""
+    from ...memory import available_bytes
+
     tvm = import_tvm()
     progs = {}
     for k, v in programs.items():
         try:
-            progs[k] = Program.from_dict(v)
-        except (ValueError, AttributeError) as e:
+            progs[k] = Program.from_dict(v, max_elements=available_bytes() // 8)
+        except (ValueError, AttributeError, TypeError) as e:
             raise SerializationError(f"the manifest's {k!r} program is malformed ({e})") from None
+    if tensors is not None:
+        produced = {name for p in progs.values() for name, _, _ in p.outputs}  # e.g. the load program's results
+        for k, p in progs.items():
+            for c in p.consts:
+                t = tensors.get(c["tensor"])
+                if t is None and c["tensor"] not in produced:
+                    raise SerializationError(f"the {k!r} program needs tensor {c['tensor']!r}, which the artifact "
+                                             f"lacks")
+                if t is not None and (t.dtype != np.float32 or t.size != int(np.prod(c["shape"]))):
+                    raise SerializationError(f"tensor {c['tensor']!r} is {t.dtype} {t.shape}; the {k!r} program "
+                                             f"reads it as float32 {tuple(c['shape'])}")
     with tempfile.TemporaryDirectory(prefix="adntn-") as d:
         path = os.path.join(d, "lib.so")
         Path(path).write_bytes(lib_bytes)

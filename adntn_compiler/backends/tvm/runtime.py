@@ -9,7 +9,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ...errors import ConfigError
+from ...errors import ConfigError, SerializationError
 from .buffers import aligned_empty
 from .program import Program, prepare_const
 
@@ -37,7 +37,11 @@ class ProgramRunner:
         self._steps = []
         for c in program.calls:
             args = [tvm.runtime.from_dlpack(view(b, s)) for b, s in c["args"]]
-            self._steps.append((module[c["kernel"]], args))
+            try:
+                kernel = module[c["kernel"]]
+            except (AttributeError, KeyError, RuntimeError) as e:
+                raise SerializationError(f"the library has no kernel {c['kernel']!r} ({type(e).__name__})") from None
+            self._steps.append((kernel, args))
         self.input_names = [name for name, _, _ in program.inputs]
         self._inputs = [view(b, s) for _, b, s in program.inputs]
         self._outputs = [(name, view(b, s)) for name, b, s in program.outputs]
