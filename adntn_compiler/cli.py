@@ -6,21 +6,40 @@ import json
 import sys
 
 
+def _count(minimum: int):
+    """An argparse type: an integer of at least `minimum` (argparse then says what was wrong, rc 2)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {v}")
+        return v
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Every user error is one line `adntn: error: ...` with rc 2; --debug shows the traceback instead."""
+    from .errors import AdntnError
+
     p = argparse.ArgumentParser(prog="adntn", description="Compiler for ADNTN weight generators")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="compress the bundled VGG-16 head, print the tables and check correctness")
-    d.add_argument("--batch", type=int, default=4)
+    d.add_argument("--batch", type=_count(1), default=4)
     d.add_argument("--out", default="build/vgg16_head.adntn", help="where the compiled artifact goes")
-    d.add_argument("--repeats", type=int, default=20, help="timed calls per latency measurement")
+    d.add_argument("--repeats", type=_count(1), default=20, help="timed calls per latency measurement")
     t = sub.add_parser("table", help="configurations of ttn/attn/mera for the AlexNet/VGG-16 layers at target ratios")
     t.add_argument("--json", action="store_true")
-    t.add_argument("--arch", nargs="+", default=["ttn", "attn", "mera"])
+    from .generators import ARCHS
+
+    t.add_argument("--arch", nargs="+", default=["ttn", "attn", "mera"], choices=sorted(ARCHS))
     e = sub.add_parser("explain", help="steps, flops and memory of each schedule of a generator or a model's layers")
     e.add_argument("arch", nargs="?", help="generator architecture (ttn, attn, mera, ...)")
     e.add_argument("--shape", type=int, nargs="+", help="O I, or Cout Cin kh kw")
     e.add_argument("--model", help="module:function returning a compressed torch model (explains each ADNTN layer)")
-    e.add_argument("--batch", type=int, default=1)
+    e.add_argument("--batch", type=_count(1), default=1)
     e.add_argument("--budget", type=float, default=None, help="memory budget in bytes")
     e.add_argument("--json", action="store_true")
     e.add_argument("--backward", action="store_true",
@@ -31,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("model", help="a file written by adntn.save_model, or module:function returning a model")
     c.add_argument("-o", "--output", required=True, help="artifact path (.adntn)")
     c.add_argument("--target", default="cpu")
-    c.add_argument("--batch-size", type=int, default=1)
+    c.add_argument("--batch-size", type=_count(1), default=1)
     c.add_argument("--schedule", default="auto", choices=["auto", "materialize", "factored", "stream"])
     c.add_argument("--input-shape", type=int, nargs="+", help="per-sample input shape (needed when a model "
                    "starts with a conv layer), e.g. 3 32 32")
@@ -39,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("artifact")
     r.add_argument("--input", help=".npy file of the compiled input shape (default: random normal)")
     r.add_argument("--output", help="write the result here (.npy)")
-    r.add_argument("--repeats", type=int, default=0, help="time this many calls and print the median")
+    r.add_argument("--repeats", type=_count(0), default=0, help="time this many calls and print the median")
     r.add_argument("--check", action="store_true", help="compare with the reference interpreter (float64)")
     r.add_argument("--json", action="store_true")
     r.add_argument("--no-torch", action="store_true", help="make `import torch` fail first (proves the run needs none)")
@@ -57,28 +76,29 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("artifact")
     v.add_argument("--trust", action="append", default=[], metavar="KEY.pub")
     a = p.parse_args(argv)
-    if a.cmd in ("compile", "run", "info", "keygen", "trust", "verify"):
-        from .errors import AdntnError
+    try:
+        return _dispatch(a)
+    except (AdntnError, OSError) as err:  # bad input or a file that cannot be read or written
+        if a.debug:
+            raise
+        print(f"adntn: error: {err}", file=sys.stderr)
+        return 2
 
-        try:
-            return {"compile": compile_cmd, "run": run_cmd, "info": info_cmd, "keygen": keygen_cmd,
-                    "trust": trust_cmd, "verify": verify_cmd}[a.cmd](a)
-        except AdntnError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    if a.cmd == "explain":
-        return explain(a)
+
+def _dispatch(a) -> int:
+    cmds = {"compile": compile_cmd, "run": run_cmd, "info": info_cmd, "keygen": keygen_cmd, "trust": trust_cmd,
+            "verify": verify_cmd, "explain": explain}
+    if a.cmd in cmds:
+        return cmds[a.cmd](a)
     if a.cmd == "demo":
         from .demo import main as demo
 
         return demo(a.batch, a.out, a.repeats)
-    if a.cmd == "table":
-        from .demo import compression_table, format_table
+    from .demo import compression_table, format_table
 
-        rows = compression_table(tuple(a.arch))
-        print(json.dumps(rows, indent=1, default=str) if a.json else format_table(rows))
-        return 0
-    return 2
+    rows = compression_table(tuple(a.arch))
+    print(json.dumps(rows, indent=1, default=str) if a.json else format_table(rows))
+    return 0
 
 
 def _value(text: str):
@@ -123,6 +143,12 @@ def compile_cmd(a) -> int:
 
     from .compiler import compile as compile_model
 
+    from pathlib import Path
+
+    from .errors import ConfigError
+
+    if Path(a.output).is_dir():  # before any work
+        raise ConfigError(f"-o {a.output} is a folder; give the artifact's file name")
     t = time.perf_counter()
     model = resolve_model(a.model)
     exe = compile_model(model, target=a.target, batch_size=a.batch_size, schedule=a.schedule,
@@ -155,6 +181,10 @@ def run_cmd(a) -> int:
     y = exe(x)
     out = {"input_shape": list(x.shape), "output_shape": list(y.shape)}
     if a.output:
+        from pathlib import Path
+
+        if not Path(a.output).parent.is_dir():
+            raise ConfigError(f"--output {a.output}: the folder {Path(a.output).parent} does not exist")
         np.save(a.output, y)
     if a.repeats:
         out["median_s"] = median_time(lambda: exe(x), a.repeats, warmup=0)  # the call above warmed it up
@@ -253,25 +283,24 @@ def verify_cmd(a) -> int:
 
 
 def explain(a) -> int:
-    from .errors import AdntnError, ConfigError
+    from .errors import ConfigError
 
-    try:
-        if a.model:
-            from .nn import _ADNTNBase
+    if a.model:
+        from .nn import _ADNTNBase
 
-            gens = [(name, m.gen) for name, m in load_model(a.model).named_modules() if isinstance(m, _ADNTNBase)]
-            if not gens:
-                raise ConfigError(f"model {a.model!r} has no ADNTN layers")
-        elif a.arch and a.shape:
-            from . import make
+        gens = [(name, m.gen) for name, m in load_model(a.model).named_modules() if isinstance(m, _ADNTNBase)]
+        if not gens:
+            raise ConfigError(f"model {a.model!r} has no ADNTN layers")
+    elif a.arch and a.shape:
+        from . import make
 
-            gens = [("", make(a.arch, a.shape, **{k: _value(v) for k, v in (kv.split("=", 1) for kv in a.set)}))]
-        else:
-            raise ConfigError("explain needs ARCH --shape ... or --model module:function")
-        reports = [_explain_one(name, gen, a) for name, gen in gens]
-    except AdntnError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        sets = [kv.split("=", 1) for kv in a.set]
+        if any(len(kv) != 2 for kv in sets):
+            raise ConfigError(f"--set takes KEY=VALUE pairs, got {a.set}")
+        gens = [("", make(a.arch, a.shape, **{k: _value(v) for k, v in sets}))]
+    else:
+        raise ConfigError("explain needs ARCH --shape ... or --model module:function")
+    reports = [_explain_one(name, gen, a) for name, gen in gens]
     if a.json:
         print(json.dumps(reports if a.model else reports[0], indent=1, default=list))
     return 0

@@ -65,3 +65,24 @@ def test_explain_backward(capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out["backward"]) == {"keep", "recompute"}
     assert all(c["flops"] > 0 and c["peak_bytes"] > 0 for c in out["backward"].values())
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["run", "ART", "--repeats", "-3"], "--repeats: must be at least 0"),
+    (["table", "--arch", "foo"], "invalid choice: 'foo'"),
+    (["demo", "--batch", "0"], "--batch: must be at least 1"),
+    (["run", "ART", "--output", "/nonexistent-dir/y.npy"], "does not exist"),
+    (["compile", "adntn_compiler.models:vgg16_head", "-o", "FOLDER"], "is a folder"),
+    (["info", "/nonexistent.adntn"], "no such artifact"),
+    (["explain", "ttn", "--shape", "8", "8", "--set", "rank"], "KEY=VALUE"),
+])
+def test_user_errors_are_one_line_with_rc_2(tmp_path, args, msg):
+    """Never a traceback: one `error:` line and exit status 2 (argparse's own errors included)."""
+    import adntn_compiler as adntn
+
+    art = adntn.compile(adntn.ttn((8, 8), rank=2), batch_size=1).save(tmp_path / "a.adntn")
+    args = [str(art) if x == "ART" else str(tmp_path) if x == "FOLDER" else x for x in args]
+    out = subprocess.run([sys.executable, "-m", "adntn_compiler.cli", *args], capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and msg in out.stderr
+    assert [line for line in out.stderr.splitlines() if "error:" in line][0].startswith(("adntn: error:", "adntn "))
