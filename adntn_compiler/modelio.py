@@ -1,13 +1,17 @@
 """`save_model` / `load_model`: a compressed torch model as one safetensors file, no pickle.
 
 The weights are the file's tensors; the architecture (a tree of layer specs, generators by arch, shape and
-config) is JSON in the safetensors metadata under "adntn_model". Loading rebuilds the modules and sets the
-trained cores, so no initialisation or calibration runs.
+config) is JSON in the safetensors metadata under "adntn_model", with the sha256 of the tensors. Loading checks
+the digest and every tensor's exact shape against the described layers (and the memory they need) before any
+layer is allocated, then rebuilds the modules and sets the trained cores (no initialisation or calibration).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import tempfile
 from pathlib import Path
 
 from .errors import ConfigError, SerializationError
@@ -68,12 +72,60 @@ def save_model(model, path: str | os.PathLike) -> Path:
 
     tensors: dict = {}
     spec = _spec(model, "", tensors)
-    meta = {"adntn_model": json.dumps(dict(format=FORMAT, version=VERSION, model=spec))}
+    meta = {"adntn_model": json.dumps(dict(format=FORMAT, version=VERSION, model=spec,
+                                           tensors_sha256=_digest({k: v.numpy() for k, v in tensors.items()})))}
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+def _digest(arrays: dict) -> str:
+    """sha256 over the tensors in name order: each name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = arrays[k]
+        h.update(json.dumps([k, str(a.dtype), list(a.shape)]).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _expected(d: dict, path: str, out: dict) -> None:
+    """The exact shape of every tensor the described layers hold, from the description alone (a generator
+    is built for its core shapes, which allocates nothing)."""
+    from .generators import make
+
+    key = lambda name: f"{path}.{name}" if path else name  # noqa: E731
+    t = d.get("type")
+    if t in ("ADNTNLinear", "ADNTNConv2d"):
+        gen = make(d["arch"], d["shape"], **d["config"])
+        out.update({key(f"cores.{k}"): tuple(s) for k, s in gen.core_shapes.items()})
+        o = gen.O
+    elif t == "Linear":
+        out[key("weight")], o = (int(d["out_features"]), int(d["in_features"])), int(d["out_features"])
+    elif t == "Conv2d":
+        o, groups = int(d["out_channels"]), int(d["groups"])
+        if groups < 1 or int(d["in_channels"]) % groups:
+            raise SerializationError(f"layer {path}: in_channels {d['in_channels']} is not a multiple of groups {groups}")
+        out[key("weight")] = (o, int(d["in_channels"]) // groups, *map(int, d["kernel_size"]))
+    elif t == "Sequential":
+        for k, c in d["children"]:
+            _expected(c, key(str(k)), out)
+        return
+    else:
+        return  # activations, Flatten, Dropout: no tensors
+    if d.get("bias"):
+        out[key("bias")] = (o,)
 
 
 def _build(d: dict, path: str, tensors: dict):
@@ -117,7 +169,11 @@ def _build(d: dict, path: str, tensors: dict):
         raise SerializationError(f"model file has a layer of unknown type {t!r} at {path or '<root>'}")
     with torch.no_grad():
         for name, p in m.named_parameters():
-            p.copy_(get(name))
+            src = get(name)
+            if tuple(src.shape) != tuple(p.shape):  # copy_ would broadcast a (1,) bias silently
+                raise SerializationError(f"tensor {path}.{name} has shape {tuple(src.shape)}, layer needs "
+                                         f"{tuple(p.shape)}")
+            p.copy_(src)
     return m
 
 
@@ -142,7 +198,29 @@ def load_model(path: str | os.PathLike):
     if doc.get("format") != FORMAT or doc.get("version") != VERSION:
         raise SerializationError(f"{path}: model format {doc.get('format')!r} version {doc.get('version')!r} is not "
                                  f"supported (this build reads {FORMAT} version {VERSION})")
+    from .errors import AdntnError
+    from .memory import available_bytes, fmt_bytes
+
+    if doc.get("tensors_sha256") != _digest({k: v.numpy() for k, v in tensors.items()}):
+        raise SerializationError(f"{path}: the tensors do not match the sha256 in the model description (the file "
+                                 f"was modified or damaged)")
+    try:
+        want: dict = {}
+        _expected(doc["model"], "", want)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise SerializationError(f"{path}: malformed model description ({type(e).__name__}: {e})") from None
+    except AdntnError as e:
+        raise SerializationError(f"{path}: a layer in the model description is invalid: {e}") from None
+    have = {k: tuple(v.shape) for k, v in tensors.items()}
+    for k in sorted(set(want) | set(have)):
+        if want.get(k) != have.get(k):
+            raise SerializationError(f"{path}: tensor {k!r}: the described layers need shape {want.get(k)}, the file "
+                                     f"holds {have.get(k)}")
+    need = 2 * 4 * sum(math.prod(s) for s in want.values())  # the layers' parameters next to the file's copy
+    if need > available_bytes():
+        raise SerializationError(f"{path}: the model needs about {fmt_bytes(need)}; {fmt_bytes(available_bytes())} "
+                                 f"is available")
     try:
         return _build(doc["model"], "", tensors).eval()
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise SerializationError(f"{path}: malformed model description ({type(e).__name__}: {e})") from None
