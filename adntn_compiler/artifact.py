@@ -112,6 +112,8 @@ class Executable:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
+        if x.dtype.kind not in "fiu":  # floats and integers are cast to float32; complex would lose its imaginary part
+            raise ConfigError(f"input must be a float or integer array (cast to float32), got dtype {x.dtype}")
         if x.shape != self.input_shape:
             raise ConfigError(f"this executable was compiled for input shape {self.input_shape} "
                               f"(batch_size={self.manifest['batch_size']}), got {x.shape}")

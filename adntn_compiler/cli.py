@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--shape", type=int, nargs="+", help="O I, or Cout Cin kh kw")
     e.add_argument("--model", help="module:function returning a compressed torch model (explains each ADNTN layer)")
     e.add_argument("--batch", type=_count(1), default=1)
-    e.add_argument("--budget", type=float, default=None, help="memory budget in bytes")
+    e.add_argument("--budget", default=None, help="memory budget: bytes or a size like 64MiB")
     e.add_argument("--json", action="store_true")
     e.add_argument("--backward", action="store_true",
                    help="also show a training step (forward + backward) with and without recomputation")
@@ -99,6 +99,12 @@ def _dispatch(a) -> int:
     rows = compression_table(tuple(a.arch))
     print(json.dumps(rows, indent=1, default=str) if a.json else format_table(rows))
     return 0
+
+
+def _budget(text: str) -> int:
+    from .memory import parse_bytes
+
+    return parse_bytes(int(text) if text.isdigit() else text, "--budget")
 
 
 def _value(text: str):
@@ -311,7 +317,7 @@ def _explain_one(layer: str, gen, a) -> dict:
     from .plan import SCHEDULES, plan
 
     plans = {s: plan(gen, a.batch, s) for s in SCHEDULES}
-    chosen = plan(gen, a.batch, "auto", None if a.budget is None else int(a.budget)).schedule
+    chosen = plan(gen, a.batch, "auto", None if a.budget is None else _budget(a.budget)).schedule
     train = None
     if a.backward:
         from .plan import training_costs

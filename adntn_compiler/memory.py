@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from .errors import MemoryEstimateError
 from .ir.graph import Graph
 
@@ -19,6 +21,24 @@ def available_bytes() -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(value, what: str = "memory_budget") -> int:
+    """A byte count from an int or a string like "64MiB", "1 GB", "512kb" (decimal kB/MB/GB, binary KiB/MiB/GiB)."""
+    import re
+
+    from .errors import ConfigError
+
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value) if isinstance(value, str) else None
+    if m and m.group(2).lower() in _UNITS and float(m.group(1)) > 0:
+        return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    raise ConfigError(f"{what} must be a positive number of bytes or a size like '64MiB' or '1GB', got {value!r}")
 
 
 def fmt_bytes(n: float) -> str:

@@ -21,7 +21,7 @@ from .frontends.trace import trace
 from .generators.base import Generator
 from .ir.graph import Graph, Op
 from .ir.ops import einsum_sizes
-from .memory import available_bytes, fmt_bytes, peak_bytes
+from .memory import available_bytes, fmt_bytes, parse_bytes, peak_bytes
 from .passes import Folded, fold
 from .passes.order import step_flops
 from .passes.pipelines import TRAINING_COSTS, plan_pipeline
@@ -198,7 +198,7 @@ def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memor
         raise ConfigError(f"unknown schedule {schedule!r}; known: auto, {', '.join(SCHEDULES)}")
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r} for plan; known: {', '.join(DTYPES)}")
-    budget = available_bytes() if memory_budget is None else int(memory_budget)
+    budget = available_bytes() if memory_budget is None else parse_bytes(memory_budget)
     rates = rates_for(target)
     names = SCHEDULES if schedule == "auto" else (schedule,)
     plans = [_build(gen, batch_size, s, obj, dtype, rates) for name in names for s, obj in CANDIDATES[name]]
@@ -207,10 +207,18 @@ def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memor
     fits = [p for p in plans if _fits(p, budget)]
     if not fits:
         best = min(plans, key=lambda p: p.resident_bytes + p.peak_bytes)
+        what = "no schedule" if schedule == "auto" else f"the {schedule} schedule"
+        verb = "fits" if schedule == "auto" else "does not fit"
+        hint = ""
+        if schedule != "auto":  # say when another schedule would fit
+            try:
+                hint = f"; schedule='auto' fits with {plan(gen, batch_size, 'auto', budget, dtype, target).schedule}"
+            except MemoryEstimateError:
+                pass
         raise MemoryEstimateError(
-            f"no schedule of {gen!r} at batch {batch_size} fits a memory budget of {fmt_bytes(budget)} ({dtype}); the "
+            f"{what} of {gen!r} at batch {batch_size} {verb} a memory budget of {fmt_bytes(budget)} ({dtype}); the "
             f"smallest achievable is {fmt_bytes(best.resident_bytes + best.peak_bytes)} ({best.schedule}: "
-            f"{fmt_bytes(best.resident_bytes)} resident + {fmt_bytes(best.peak_bytes)} peak per call)")
+            f"{fmt_bytes(best.resident_bytes)} resident + {fmt_bytes(best.peak_bytes)} peak per call){hint}")
     return min(fits, key=lambda p: (p.seconds_per_call, p.resident_bytes + p.peak_bytes))
 
 

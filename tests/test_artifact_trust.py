@@ -208,3 +208,11 @@ def test_tensors_must_have_the_shapes_the_programs_read(saved, tmp_path):
     t[name] = np.zeros((1,), np.float32)  # would broadcast
     with pytest.raises(SerializationError, match=f"tensor '{name}' is float32 \\(1,\\)"):
         adntn.load(_trusted_edit(saved, tmp_path, "t.adntn", members={artifact.TENSORS: st_save(t)}))
+
+
+def test_complex_and_string_inputs_are_refused(saved):
+    exe = saved[0]
+    for bad in (np.zeros((2, 96), np.complex64), np.full((2, 96), "1")):
+        with pytest.raises(adntn.ConfigError, match="float or integer array"):
+            exe(bad)
+    np.testing.assert_array_equal(exe(np.ones((2, 96), np.int64)), exe(np.ones((2, 96), np.float32)))

@@ -30,11 +30,18 @@ def fine_label(f: int, tag: Hashable = None) -> tuple:
     return ("f", f, tag)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 def normalize_shape(shape: Sequence[int]) -> tuple[tuple[int, ...], int, int]:
     try:
-        shape = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise ShapeError(f"target shape {shape!r} must be a tuple of integers") from None
+        ok = all(_is_int(s) for s in shape)
+    except TypeError:
+        ok = False
+    if not ok:  # int(2.5) would silently make a (2, 4) layer of a (2.5, 4) request
+        raise ShapeError(f"target shape {shape!r} must be a tuple of integers")
+    shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 4) or any(s < 1 for s in shape):
         raise ShapeError(f"target shape {shape} must be (O, I) for Linear or (Cout, Cin, kh, kw) for Conv2d, "
                          "all >= 1")
@@ -42,8 +49,11 @@ def normalize_shape(shape: Sequence[int]) -> tuple[tuple[int, ...], int, int]:
 
 
 def check_rank(rank: int | Sequence[int], what: str = "rank") -> tuple[int, ...]:
-    ranks = (rank,) if isinstance(rank, (int, np.integer)) else tuple(rank)
-    if not ranks or any(not isinstance(r, (int, np.integer)) or r < 1 for r in ranks):
+    try:
+        ranks = (rank,) if not isinstance(rank, (list, tuple)) else tuple(rank)
+    except TypeError:
+        ranks = (rank,)
+    if not ranks or any(not _is_int(r) or r < 1 for r in ranks):
         raise ConfigError(f"{what} must be an integer >= 1 (or a sequence of them), got {rank!r}")
     return tuple(int(r) for r in ranks)
 
@@ -61,7 +71,9 @@ class Generator:
         self.legs = legs
         activations.get(activation)
         self.activation = activation
-        self.seed = seed
+        if not _is_int(seed):
+            raise ConfigError(f"{self.arch}: seed must be an integer, got {seed!r}")
+        self.seed = int(seed)
         self.config = dict(config)  # the keyword arguments that rebuild this generator
         self.core_shapes: dict[str, tuple[int, ...]] = {k: tuple(map(int, v)) for k, v in self.structure().items()}
         if self.has_scale:

@@ -159,3 +159,21 @@ def test_ratio_search_avoids_a_rank_bottleneck():
     gen = adntn.make("ttn", (512, 800), **cfg)
     assert gen.compression_ratio >= 2000 and gen.rank_bound() == 512
     assert np.linalg.matrix_rank(adntn.materialize(gen)) > 100
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: adntn.ttn((2.5, 4)), "must be a tuple of integers"),
+    (lambda: adntn.ttn((8, 8), rank=2.5), "rank must be an integer >= 1"),
+    (lambda: adntn.ttn((8, 8), seed="a"), "seed must be an integer"),
+    (lambda: adntn.plan(adntn.ttn((8, 8), rank=2), memory_budget="5 parsecs"), "size like '64MiB'"),
+])
+def test_arguments_are_validated_not_coerced(call, match):
+    with pytest.raises(adntn.AdntnError, match=match):
+        call()
+
+
+def test_fixed_schedule_that_does_not_fit_points_to_auto():
+    gen = adntn.ttn((512, 2048), rank=4, seed=0)
+    with pytest.raises(adntn.MemoryEstimateError, match="materialize schedule .* does not fit.*'auto' fits with"):
+        adntn.plan(gen, 1, "materialize", memory_budget="1MiB")
+    assert adntn.plan(gen, 1, memory_budget="1MiB").schedule != "materialize"
