@@ -62,8 +62,12 @@ class ProgramRunner:
             if x.shape != buf.shape:
                 raise ConfigError(f"input {k}: expected shape {buf.shape}, got {x.shape}")
             np.copyto(buf, x, casting="same_kind" if x.dtype.kind == "f" else "unsafe")
-        for f, a in self._steps:
-            f(*a)
+        for k, (f, a) in enumerate(self._steps):
+            try:
+                f(*a)
+            except Exception as e:  # TVM's argument checks: a program whose shapes do not match its kernels
+                raise SerializationError(f"kernel call {k} ({self.program.calls[k]['kernel']}) failed: "
+                                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
 
     def __call__(self, *args: np.ndarray) -> dict[str, np.ndarray]:
         self._run(args)
