@@ -7,8 +7,11 @@ named in the manifest supplies the library (`build` -> `Library`, `load` from by
     tensors.safetensors  cores, dense weights and biases (float32)
     lib.so               every kernel, compiled for the target
 
-Loading needs numpy, safetensors and the TVM runtime only (no torch); nothing is unpickled. The library is
-checked against its checksum, and its recorded Target against this machine, before it is loaded.
+    signature.json       Ed25519 signature of manifest.json's bytes (signing.py says what it and the sha256s guarantee)
+
+Loading needs numpy, safetensors and the TVM runtime only (no torch); nothing is unpickled. The zip's layout, the
+manifest, the signature (by a trusted key), the checksums, the recorded Target and the programs are all checked
+before the library is written to disk or loaded.
 """
 from __future__ import annotations
 
@@ -156,6 +159,21 @@ class Executable:
             "library_bytes": len(self._lib_bytes)}
 
 
+def umask() -> int:
+    """The process umask, read without changing it where /proc says (os.umask can only set it, which would race
+    with other threads creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 def write_zip(path: Path, members: dict[str, bytes]) -> Path:
     """Members in a fixed order with fixed timestamps, written through a temporary file named after `path` and
     then renamed; the file gets the mode the umask allows (mkstemp alone gives 0600)."""
@@ -170,9 +188,7 @@ def write_zip(path: Path, members: dict[str, bytes]) -> Path:
                     info = zipfile.ZipInfo(name, ZIP_TIME)
                     info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
                     z.writestr(info, members[name])
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
