@@ -24,7 +24,7 @@ import tempfile
 import threading
 import zipfile
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -151,12 +151,8 @@ class Executable:
         return write_zip(Path(path), {MANIFEST: mbytes, TENSORS: tensors, LIB: self._lib_bytes, SIGNATURE: sig})
 
     def info(self) -> dict:
-        m = self.manifest
-        return {k: m[k] for k in ("format", "version", "adntn_version", "tvm_version", "target", "batch_size",
-                                  "schedule", "input_shape", "output_shape", "layers")} | {
-            "kernels": sorted({c["kernel"] for p in m["programs"].values() for c in p["calls"]}),
-            "tensor_params": int(sum(v.size for v in self._tensors.values())),
-            "library_bytes": len(self._lib_bytes)}
+        return _info(self.manifest) | {"tensor_params": int(sum(v.size for v in self._tensors.values())),
+                                       "library_bytes": len(self._lib_bytes)}
 
 
 def umask() -> int:
@@ -174,26 +170,37 @@ def umask() -> int:
     return old
 
 
-def write_zip(path: Path, members: dict[str, bytes]) -> Path:
-    """Members in a fixed order with fixed timestamps, written through a temporary file named after `path` and
-    then renamed; the file gets the mode the umask allows (mkstemp alone gives 0600)."""
+def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
+    """`write(tmp)` into a temporary file named after `path`, then renamed onto it: a partial file never appears
+    under `path`, and the temporary one is removed on any error. The file gets the mode the umask allows (mkstemp
+    alone gives 0600); the folder is created."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
-        raise ConfigError(f"{path} is a folder; give the artifact's file name")
+        raise ConfigError(f"{path} is a folder; give the file's name")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w") as z:
-            for name in MEMBERS:
-                if name in members:
-                    info = zipfile.ZipInfo(name, ZIP_TIME)
-                    info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
-                    z.writestr(info, members[name])
+        write(tmp)
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_zip(path: Path, members: dict[str, bytes]) -> Path:
+    """The artifact's members in a fixed order with fixed timestamps (byte-reproducible), written atomically."""
+    def write(tmp: str) -> None:
+        with zipfile.ZipFile(tmp, "w") as z:
+            for name in MEMBERS:
+                if name in members:
+                    info = zipfile.ZipInfo(name, ZIP_TIME)
+                    info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+                    z.writestr(info, members[name])
+
+    return write_atomic(path, write)
 
 
 def inspect(path: str | os.PathLike) -> dict:
@@ -213,13 +220,18 @@ def inspect(path: str | os.PathLike) -> dict:
         sizes = {i.filename: i.file_size for i in z.infolist()}
         params = _safetensors_params(path, z)
     try:
-        return {k: m[k] for k in ("format", "version", "adntn_version", "tvm_version", "target", "batch_size",
-                                  "schedule", "input_shape", "output_shape", "layers")} | {
-            "kernels": sorted({c["kernel"] for p in m["programs"].values() for c in p["calls"]}),
-            "tensor_params": params, "library_bytes": sizes[LIB],
-            "signer": signing.fingerprint(signer) if signer else None, "signed_by_trusted_key": trusted}
+        return _info(m) | {"tensor_params": params, "library_bytes": sizes[LIB],
+                           "signer": signing.fingerprint(signer) if signer else None,
+                           "signed_by_trusted_key": trusted}
     except (KeyError, TypeError, AttributeError) as e:
         raise SerializationError(f"{path}: the manifest lacks or mistypes {e}") from None
+
+
+def _info(m: dict) -> dict:
+    """The manifest's description of an artifact (what `info` and `adntn info` show)."""
+    return {k: m[k] for k in ("format", "version", "adntn_version", "tvm_version", "target", "batch_size",
+                              "schedule", "input_shape", "output_shape", "layers")} | {
+        "kernels": sorted({c["kernel"] for p in m["programs"].values() for c in p["calls"]})}
 
 
 def _safetensors_params(path, z: zipfile.ZipFile) -> int:
@@ -334,6 +346,15 @@ def _read(z: zipfile.ZipFile, path, name: str) -> bytes:
         raise SerializationError(f"{path}: cannot read {name} from the artifact (corrupt or truncated: {e})") from None
 
 
+def read_checked(path, z: zipfile.ZipFile, m: dict) -> dict[str, bytes]:
+    """The tensors and library members, each checked against its sha256 in the manifest."""
+    files = {n: _read(z, path, n) for n in (TENSORS, LIB)}
+    for n, data in files.items():
+        if _sha256(data) != m.get("files", {}).get(n):
+            raise SerializationError(f"{path}: checksum mismatch for {n} (the file was modified or damaged)")
+    return files
+
+
 def load(path: str | os.PathLike, trusted_keys=(), allow_unsigned: bool = False) -> Executable:
     """Load an artifact written by `Executable.save`. Refuses corrupt, tampered, foreign or untrusted ones before
     the library is written to disk or loaded: the signature must be by a trusted key (this user's own, one in
@@ -346,10 +367,7 @@ def load(path: str | os.PathLike, trusted_keys=(), allow_unsigned: bool = False)
     m, mbytes, z = read_manifest(path)
     with z:
         check_signature(path, z, mbytes, trusted_keys, allow_unsigned)
-        files = {n: _read(z, path, n) for n in (TENSORS, LIB)}
-    for n, data in files.items():
-        if _sha256(data) != m.get("files", {}).get(n):
-            raise SerializationError(f"{path}: checksum mismatch for {n} (the file was modified or damaged)")
+        files = read_checked(path, z, m)
     if m.get("backend") not in backends():
         raise SerializationError(f"{path}: unknown backend {m.get('backend')!r} in the manifest")
     try:

@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from .errors import ConfigError, SerializationError
@@ -74,20 +73,9 @@ def save_model(model, path: str | os.PathLike) -> Path:
     spec = _spec(model, "", tensors)
     meta = {"adntn_model": json.dumps(dict(format=FORMAT, version=VERSION, model=spec,
                                            tensors_sha256=_digest({k: v.numpy() for k, v in tensors.items()})))}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        from .artifact import umask
+    from .artifact import write_atomic
 
-        os.chmod(tmp, 0o666 & ~umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def _digest(arrays: dict) -> str:

@@ -120,7 +120,7 @@ class Plan:
     @property
     def resident_bytes(self) -> int:
         """Bytes of load-time results kept between calls (in `dtype`)."""
-        return self.program.resident_bytes * self.itemsize // 8
+        return self.program.resident_elements * self.itemsize
 
     def consts(self) -> dict[str, np.ndarray]:
         if self._consts is None:

@@ -9,13 +9,12 @@ from .base import Generator, Leg, check_rank, level_rank, normalize_shape
 from .legs import make_legs, plain_legs
 
 
-def linear_only(arch: str, activation: str) -> str:
+def linear_only(arch: str, activation: str) -> None:
     """The linear baselines take `activation` only so that generic code may pass it: anything but identity is
     refused (a tt(activation="tanh") used to build a linear TT without a word)."""
     if activation != "identity":
         raise ConfigError(f"{arch} is a linear baseline: activation must be 'identity', got {activation!r} "
                           f"(the nonlinear trees are ttn, attn, mera and brickwall)")
-    return activation
 
 
 class TT(Generator):

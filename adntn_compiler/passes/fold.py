@@ -2,7 +2,7 @@
 
 The load graph computes every constant value that the per-call part uses (its outputs are named
 `fold0`, `fold1`, ...); the call graph reads them as CONST nodes. Keeping them resident costs memory:
-`resident_bytes` reports it, and `plan` weighs it against the memory budget.
+`resident_elements` reports it, and `plan` weighs it against the memory budget.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ class Folded:
     call: Graph  # inputs + CONST fold0.. -> outputs
 
     @property
-    def resident_bytes(self) -> int:
-        return 8 * sum(v.size for v in self.load.outputs)
+    def resident_elements(self) -> int:
+        return sum(v.size for v in self.load.outputs)
 
 
 def _linear_tail(g: Graph, varying: set[int]) -> set[int]:
