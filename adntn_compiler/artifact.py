@@ -78,11 +78,18 @@ class Executable:
         self.library = library
         self._lib_bytes = lib_bytes
         self._tensors = {k: np.array(v, dtype=np.float32, order="C") for k, v in tensors.items()}
-        loaded = library.runner("load", self._tensors)()
-        self._call = library.runner("call", {**self._tensors, **loaded})
         # The runner's buffers are shared: one call at a time. A lock (not per-thread buffers) keeps memory at
         # one copy; threads gain nothing from running the kernels concurrently anyway (they are parallel inside).
         self._lock = threading.Lock()
+        from .targets import check_runs_here
+
+        try:  # a library for another machine (cpu:skylake-avx512 built here) is saved, never run here
+            check_runs_here(library.target)
+        except ConfigError as e:
+            self._call, self._not_here = None, str(e)
+            return
+        loaded = library.runner("load", self._tensors)()
+        self._call = library.runner("call", {**self._tensors, **loaded})
 
     @property
     def target(self):
@@ -120,6 +127,9 @@ class Executable:
         if x.shape != self.input_shape:
             raise ConfigError(f"this executable was compiled for input shape {self.input_shape} "
                               f"(batch_size={self.manifest['batch_size']}), got {x.shape}")
+        if self._call is None:
+            raise ConfigError(f"this executable cannot run on this machine ({self._not_here}); save it and run "
+                              f"it on its target")
         with self._lock:
             return self._call(x)["y"]
 

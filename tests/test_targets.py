@@ -86,3 +86,21 @@ def test_another_policy_gives_another_correct_program():
     x = np.random.default_rng(1).standard_normal((8, 256)).astype(np.float32)
     for exe in (a, b, c):
         np.testing.assert_allclose(exe(x), a.reference(x), rtol=1e-4, atol=1e-5)
+
+
+@x86
+def test_a_library_for_a_cpu_this_machine_lacks_is_built_and_saved_but_not_run(tmp_path):
+    """Compiling for a CPU with extensions this one lacks must not execute its code here (SIGILL): the
+    executable saves, and calling it or loading it says why."""
+    from adntn_compiler.targets import host_isa
+
+    t = resolve("cpu:sapphirerapids")
+    missing = set(t.isa) - host_isa()
+    if not missing:
+        pytest.skip("this CPU has every extension of sapphirerapids")
+    exe = adntn.compile(adntn.ttn((32, 48), rank=2, seed=0), target=t, batch_size=2)
+    with pytest.raises(ConfigError, match="cannot run on this machine.*lacks"):
+        exe(np.zeros((2, 48), np.float32))
+    path = exe.save(tmp_path / "spr.adntn")
+    with pytest.raises(adntn.SerializationError, match="CPU with .* which this CPU lacks"):
+        adntn.load(path)
