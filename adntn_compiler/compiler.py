@@ -13,10 +13,12 @@ from .targets import Target, resolve
 
 def compile(obj, target: "str | Target" = "cpu", batch_size: int = 1, schedule: str = "auto",
             memory_budget: int | None = None, input_shape: tuple[int, ...] | None = None,
-            progress: bool | Callable[[str], None] = False, policy=None):
-    """Compile a generator, an ADNTNLinear/ADNTNConv2d or a compressed nn.Sequential for `target` (a name from
-    `adntn.targets()` or a Target). `policy` replaces the target's default kernel policy (tiles, thresholds).
-    Returns an `Executable`: call it on a numpy array of shape (batch_size, ...); `save` it to an artifact."""
+            progress: bool | Callable[[str], None] = False, policy=None, example_inputs=None):
+    """Compile a generator, an ADNTN layer or a whole (compressed) torch model for `target` (a name from
+    `adntn.targets()` or a Target). A model is captured by torch.export on `example_inputs=(x,)` (whose batch
+    is the compiled one), or on zeros of (batch_size, *input_shape). `policy` replaces the target's default
+    kernel policy (tiles, thresholds). Returns an `Executable`: call it on a numpy array of the input's shape;
+    `save` it to an artifact."""
     from tqdm import tqdm
 
     from .artifact import Executable
@@ -29,7 +31,10 @@ def compile(obj, target: "str | Target" = "cpu", batch_size: int = 1, schedule: 
     bar = tqdm(total=3, desc="adntn compile", disable=progress is False, leave=False)
     say = progress if callable(progress) else (lambda msg: bar.set_postfix_str(msg))
     say("planning")
-    mg = model_graphs(obj, batch_size, schedule, memory_budget, input_shape, target)
+    if example_inputs is not None:
+        x = example_inputs[0] if isinstance(example_inputs, (tuple, list)) and example_inputs else example_inputs
+        batch_size = int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) else batch_size
+    mg = model_graphs(obj, batch_size, schedule, memory_budget, input_shape, target, example_inputs)
     bar.update()
     say("lowering and compiling")
     lib = get_backend(target.runtime).build({"load": mg.load, "call": mg.call}, target, policy)

@@ -59,12 +59,12 @@ def test_single_layer_and_errors():
     close(exe(x), torch_out(layer, x))
     with pytest.raises(ConfigError, match=r"compiled for input shape \(3, 20\)"):
         exe(x[:2])
-    with pytest.raises(ConfigError, match="cannot compile module 1 of type LSTM"):
+    with pytest.raises(ConfigError, match=r"cannot compile aten\.\w+\.default at \w+\.py:\d+ \(1\)"):
         adntn.compile(nn.Sequential(nn.Linear(4, 4), nn.LSTM(4, 4)))
-    with pytest.raises(ShapeError, match="expects 20 input features"):
+    with pytest.raises(ShapeError, match="input has last dimension 7"):
         adntn.compile(nn.Sequential(nn.Linear(4, 7), layer))
-    with pytest.raises(ConfigError, match="stride 1"):
-        adntn.compile(nn.Sequential(nn.Conv2d(3, 4, 3, stride=2)), input_shape=(3, 8, 8))
+    with pytest.raises(ConfigError, match="cannot tell the input shape of Sequential"):
+        adntn.compile(nn.Sequential(nn.Conv2d(3, 4, 3, stride=2)))
     with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
         adntn.compile(gen, batch_size=0)
 

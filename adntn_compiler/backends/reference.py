@@ -10,6 +10,7 @@ from .. import activations
 from ..errors import ConfigError
 from ..ir.graph import Graph, Node, Op
 from ..ir.interpret import interpret
+from ..ir.ops import conv_out
 from ..memory import check_fits
 
 
@@ -17,6 +18,71 @@ def _einsum(n: Node, *xs: np.ndarray) -> np.ndarray:
     y = opt_einsum.contract(n.attrs.equation, *xs)
     return activations.get(n.attrs.epilogue).numpy(y) if n.attrs.epilogue else y
 
+
+def _im2col(n: Node, x: np.ndarray) -> np.ndarray:
+    a = n.attrs
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a.kernel, a.stride, a.padding, a.dilation
+    N, C = x.shape[:2]
+    _, _, _, P = n.out.shape
+    ho, wo = conv_out(a, x.shape)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = np.stack([xp[:, :, u * dh: u * dh + sh * (ho - 1) + 1: sh, v * dw: v * dw + sw * (wo - 1) + 1: sw]
+                     for u in range(kh) for v in range(kw)], axis=2)  # (N, C, kh*kw, ho, wo)
+    g = a.groups
+    cols = cols.reshape(N, g, C // g * kh * kw, P)
+    return np.ascontiguousarray(cols.transpose(1, 2, 0, 3))
+
+
+def _windows(n: int, k: int, s: int, p: int, d: int, out: int) -> list[np.ndarray]:
+    """Per output position: the input indices of its window (padding positions as -1)."""
+    return [np.array([i * s - p + j * d for j in range(k)]) for i in range(out)]
+
+
+def _pool(n: Node, x: np.ndarray) -> np.ndarray:
+    a = n.attrs
+    H, W = x.shape[2:]
+    ho, wo = n.out.shape[2:]
+    y = np.empty(n.out.shape, x.dtype)
+    rows = _windows(H, a.kernel[0], a.stride[0], a.padding[0], a.dilation[0], ho)
+    cols = _windows(W, a.kernel[1], a.stride[1], a.padding[1], a.dilation[1], wo)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            rv, cv = r[(r >= 0) & (r < H)], c[(c >= 0) & (c < W)]
+            win = x[:, :, rv][:, :, :, cv]
+            if a.kind == "max":
+                y[:, :, i, j] = win.max(axis=(2, 3))
+            else:  # torch: the divisor counts padding inside the padded input, never beyond it (ceil_mode)
+                rin = r[r < H + a.padding[0]] if a.count_include_pad else rv
+                cin = c[c < W + a.padding[1]] if a.count_include_pad else cv
+                y[:, :, i, j] = win.sum(axis=(2, 3)) / (len(rin) * len(cin))
+    return y
+
+
+def _adaptive_pool(n: Node, x: np.ndarray) -> np.ndarray:
+    H, W = x.shape[2:]
+    ho, wo = n.attrs.output_size
+    y = np.empty(n.out.shape, x.dtype)
+    f = np.max if n.attrs.kind == "max" else np.mean
+    for i in range(ho):
+        for j in range(wo):  # torch's bins: [floor(i*H/ho), ceil((i+1)*H/ho))
+            win = x[:, :, (i * H) // ho: -(-((i + 1) * H) // ho), (j * W) // wo: -(-((j + 1) * W) // wo)]
+            y[:, :, i, j] = f(win, axis=(2, 3))
+    return y
+
+
+def _layer_norm(n: Node, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    axes = tuple(range(x.ndim - n.attrs.axes, x.ndim))
+    mu = x.mean(axis=axes, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+    return (x - mu) / np.sqrt(var + n.attrs.eps) * gamma + beta
+
+
+def _softmax(n: Node, x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=n.attrs.axis, keepdims=True))
+    return e / e.sum(axis=n.attrs.axis, keepdims=True)
+
+
+BINARY_NUMPY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "max": np.maximum}
 
 IMPL_NUMPY = {  # INPUT, PARAM and CONST are bound by the interpreter
     Op.EINSUM: _einsum,
@@ -27,6 +93,12 @@ IMPL_NUMPY = {  # INPUT, PARAM and CONST are bound by the interpreter
     Op.SLICE: lambda n, x: x[tuple(slice(a, b) for a, b in zip(n.attrs.starts, n.attrs.stops))],
     Op.CONCAT: lambda n, *xs: np.concatenate(xs, axis=n.attrs.axis),
     Op.ADD: lambda n, a, b: a + b,
+    Op.BINARY: lambda n, a, b: BINARY_NUMPY[n.attrs.fn](a, b),
+    Op.IM2COL: _im2col,
+    Op.POOL: _pool,
+    Op.ADAPTIVE_POOL: _adaptive_pool,
+    Op.LAYER_NORM: _layer_norm,
+    Op.SOFTMAX: _softmax,
     Op.OUTPUT: lambda n, x: x,
 }
 

@@ -28,6 +28,28 @@ def _pad(n: Node, x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, flat)
 
 
+def _im2col(n: Node, x: torch.Tensor) -> torch.Tensor:
+    a, (g, K, N, P) = n.attrs, n.out.shape
+    cols = F.unfold(x, a.kernel, a.dilation, a.padding, a.stride)  # (N, C*kh*kw, P), (c, u, v) order
+    return cols.reshape(N, g, K, P).permute(1, 2, 0, 3).contiguous()
+
+
+def _pool(n: Node, x: torch.Tensor) -> torch.Tensor:
+    a = n.attrs
+    if a.kind == "max":
+        return F.max_pool2d(x, a.kernel, a.stride, a.padding, a.dilation, a.ceil_mode)
+    if a.dilation != (1, 1):
+        raise ConfigError(f"avg pooling has no dilation in torch, got {a.dilation}")
+    return F.avg_pool2d(x, a.kernel, a.stride, a.padding, a.ceil_mode, a.count_include_pad)
+
+
+def _adaptive_pool(n: Node, x: torch.Tensor) -> torch.Tensor:
+    f = F.adaptive_max_pool2d if n.attrs.kind == "max" else F.adaptive_avg_pool2d
+    return f(x, n.attrs.output_size)
+
+
+BINARY_TORCH = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "max": torch.maximum}
+
 IMPL_TORCH = {
     Op.EINSUM: _einsum,
     Op.MAP: lambda n, x: _map(n.attrs.fn, x),
@@ -36,6 +58,12 @@ IMPL_TORCH = {
     Op.PAD: _pad,
     Op.SLICE: lambda n, x: x[tuple(slice(a, b) for a, b in zip(n.attrs.starts, n.attrs.stops))],
     Op.ADD: lambda n, a, b: a + b,
+    Op.BINARY: lambda n, a, b: BINARY_TORCH[n.attrs.fn](a, b),
+    Op.IM2COL: _im2col,
+    Op.POOL: _pool,
+    Op.ADAPTIVE_POOL: _adaptive_pool,
+    Op.LAYER_NORM: lambda n, x, g, b: F.layer_norm(x, g.shape, g, b, n.attrs.eps),
+    Op.SOFTMAX: lambda n, x: torch.softmax(x, n.attrs.axis),
     Op.CONCAT: lambda n, *xs: torch.cat(xs, dim=n.attrs.axis),
     Op.OUTPUT: lambda n, x: x,
 }

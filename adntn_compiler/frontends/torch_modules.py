@@ -1,7 +1,6 @@
-"""The torch-module frontend: a generator, an ADNTN layer or a (nested) nn.Sequential of ADNTN layers, Linear,
-stride-1 Conv2d, activations, Flatten and Dropout becomes two graphs: `load` (cores -> the tensors kept
-resident, run once when the executable is created) and `call` (x -> y, every layer: ADNTN layers by their
-optimised plan, dense layers as contractions with a bias add, activations as maps)."""
+"""Model graphs: a generator or a torch model becomes two graphs: `load` (cores -> the tensors kept resident,
+run once when the executable is created) and `call` (x -> y: ADNTN layers by their optimised plan, everything
+else as the IR ops of `frontends/export.py`, which captures torch models with torch.export)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,9 +13,6 @@ from ..generators.base import Generator
 from ..ir.builder import Builder
 from ..ir.graph import Graph, NameAttrs, Op, Value
 
-ACT_MODULES = {"ReLU": "relu", "Tanh": "tanh", "GELU": "gelu", "Sigmoid": "sigmoid", "SiLU": "silu",
-               "LeakyReLU": "leaky_relu"}
-SKIP_MODULES = ("Identity", "Dropout")
 
 
 @dataclass
@@ -110,9 +106,8 @@ class _ModelBuilder:
                                 ratio=gen.compression_ratio, params=gen.num_params, shape=list(gen.shape),
                                 flops_per_call=p.flops_per_call, bias=bias is not None))
 
-    def conv_generator(self, gen: Generator, cores: dict[str, Any], bias, path: str, stride, padding,
-                       dilation=1, groups=1) -> None:
-        """A conv layer: W generated once at load time; per call an im2col (pad, slices, concat) contraction."""
+    def resident_weight(self, gen: Generator, cores: dict[str, Any], path: str) -> Value:
+        """A generated weight (a conv's): made once by the load graph, a constant of the call graph."""
         from .trace import trace
 
         wg = trace(gen, "weight", structure_only=True)
@@ -120,59 +115,9 @@ class _ModelBuilder:
         self._layer_tensors((wg,), cores, prefix)
         self._resident(_inline(self.load, wg, {}, prefix), prefix)
         wname = prefix + wg.nodes[-1].attrs.name
-        W = self.call.node(Op.CONST, (), NameAttrs(wname), path, wg.outputs[0].shape)
-        self._conv(W, bias, path, stride, padding, dilation, groups)
-        self.layers.append(dict(path=path, kind="adntn-conv2d", generator=repr(gen), schedule="materialize",
-                                ratio=gen.compression_ratio, params=gen.num_params, shape=list(gen.shape),
-                                bias=bias is not None))
-
-    def _conv(self, W: Value, bias, path: str, stride, padding, dilation, groups) -> None:
-        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
-        stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
-        if stride != (1, 1) or dilation != (1, 1) or groups != 1 or isinstance(padding[0], str):
-            raise ConfigError(f"{path}: compile supports conv2d with stride 1, dilation 1, groups 1 and integer "
-                              f"padding; got stride={stride}, dilation={dilation}, groups={groups}, padding={padding}")
-        O, C, kh, kw = W.shape
-        x = self.x
-        if x is None or len(x.shape) != 4 or x.shape[1] != C:
-            raise ShapeError(f"{path}: conv2d expects input (N, {C}, H, W), the previous layer gives "
-                             f"{None if x is None else x.shape}")
-        b = self.call
-        xp = b.pad(x, [(0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])], f"{path}.pad")
-        N, _, Hp, Wp = xp.shape
-        Ho, Wo = Hp - kh + 1, Wp - kw + 1
-        if Ho < 1 or Wo < 1:
-            raise ShapeError(f"{path}: kernel {kh}x{kw} is larger than the padded input {Hp}x{Wp}")
-        cols = [b.reshape(b.slice(xp, (0, 0, u, v), (N, C, u + Ho, v + Wo), f"{path}.im2col"), (N, C, 1, Ho, Wo))
-                for u in range(kh) for v in range(kw)]
-        patches = b.concat(cols, 2, f"{path}.im2col")
-        Wr = b.reshape(W, (O, C, kh * kw), path)
-        y = b.contract([(patches, "ncpxy"), (Wr, "ocp")], "noxy", f"{path}.conv")
-        if bias is not None:
-            y = b.add(y, b.reshape(self._const(f"{path}.bias", bias, path), (O, 1, 1)), f"{path}.bias")
-        self.x = y
-
-    def linear(self, weight, bias, path: str) -> None:
-        weight = _f32(weight)
-        x = self._features(f"{path} (Linear)", weight.shape[1])
-        W = self._const(f"{path}.weight", weight, path)
-        y = self.call.contract([(x, "bi"), (W, "oi")], "bo", path)
-        if bias is not None:
-            y = self.call.add(y, self._const(f"{path}.bias", bias, path), f"{path}.bias")
-        self.x = y
-        self.layers.append(dict(path=path, kind="dense", shape=list(weight.shape), params=int(weight.size),
-                                bias=bias is not None))
-
-    def activation(self, fn: str, path: str) -> None:
-        if self.x is None:
-            raise ConfigError(f"{path}: a model cannot start with an activation (the input shape is unknown)")
-        self.x = self.call.map(fn, self.x, path)
-        self.layers.append(dict(path=path, kind="activation", fn=fn))
-
-    def flatten(self, path: str) -> None:
-        if self.x is not None:
-            self.x = self.call.reshape(self.x, (self.x.shape[0], int(np.prod(self.x.shape[1:]))), path)
-            self.layers.append(dict(path=path, kind="flatten"))
+        self.layers.append(dict(path=path, kind="adntn-weight", generator=repr(gen), schedule="materialize",
+                                ratio=gen.compression_ratio, params=gen.num_params, shape=list(gen.shape)))
+        return self.call.node(Op.CONST, (), NameAttrs(wname), path, wg.outputs[0].shape)
 
     def finish(self) -> ModelGraphs:
         if self.x is None:
@@ -182,60 +127,45 @@ class _ModelBuilder:
 
 
 def model_graphs(obj, batch_size: int = 1, schedule: str = "auto", memory_budget: int | None = None,
-                 input_shape: tuple[int, ...] | None = None, target=None) -> ModelGraphs:
-    """The load and call graphs of a generator, an ADNTN layer or a (nested) nn.Sequential model. `target`
-    (a Target) gives the plans their cost model and dtype; None: the plan's defaults."""
-    mb = _ModelBuilder(batch_size, schedule, memory_budget, target)
-    if input_shape is not None:
-        mb.start(tuple(input_shape))
+                 input_shape: tuple[int, ...] | None = None, target=None, example_inputs=None) -> ModelGraphs:
+    """The load and call graphs of a generator or of a torch model (any nn.Module, captured by torch.export on
+    `example_inputs`, or on zeros of shape (batch_size, *input_shape); for a model whose first layer is a
+    Linear or ADNTNLinear the input shape is that layer's). `target` (a Target) gives the plans their cost model
+    and dtype; None: the plan's defaults."""
     if isinstance(obj, Generator):
+        mb = _ModelBuilder(batch_size, schedule, memory_budget, target)
+        mb.start(tuple(input_shape) if input_shape is not None else (obj.I,))
         mb.generator(obj, obj.cores, None, "layer")
         return mb.finish()
     try:
+        import torch
         from torch import nn
     except ImportError:  # without torch, only generators exist
         raise ConfigError(f"cannot compile a {type(obj).__name__}: expected a generator or a torch model") from None
-    from ..nn import ADNTNConv2d, ADNTNLinear
+    if not isinstance(obj, nn.Module):
+        raise ConfigError(f"cannot compile a {type(obj).__name__}: expected a generator or a torch model")
+    from .export import export_graphs
 
-    def walk(m, path: str) -> None:
-        name = type(m).__name__
-        if isinstance(m, ADNTNLinear):
-            mb.generator(m.gen, dict(m.cores.items()), m.bias, path)
-        elif isinstance(m, ADNTNConv2d):
-            if mb.x is None:
-                raise ConfigError(f"{path}: a model starting with a conv layer needs input_shape=(C, H, W)")
-            mb.conv_generator(m.gen, dict(m.cores.items()), m.bias, path, m.stride, m.padding, m.dilation, m.groups)
-        elif isinstance(m, nn.Linear):
-            mb.linear(m.weight, m.bias, path)
-        elif isinstance(m, nn.Conv2d):
-            if mb.x is None:
-                raise ConfigError(f"{path}: a model starting with a conv layer needs input_shape=(C, H, W)")
-            W = mb._const(f"{path}.weight", m.weight, path)
-            mb._conv(W, m.bias, path, m.stride, m.padding, m.dilation, m.groups)
-            mb.layers.append(dict(path=path, kind="dense-conv2d", shape=list(m.weight.shape)))
-        elif isinstance(m, nn.Sequential):
-            for k, child in m.named_children():
-                walk(child, f"{path}.{k}" if path else k)
-        elif name in ACT_MODULES:
-            if name == "GELU" and getattr(m, "approximate", "none") != "none":
-                raise ConfigError(f"{path}: only exact GELU is supported, got approximate={m.approximate!r}")
-            if name == "LeakyReLU":
-                from ..activations import LEAKY_SLOPE
-
-                if m.negative_slope != LEAKY_SLOPE:
-                    raise ConfigError(f"{path}: LeakyReLU slope {m.negative_slope} is not supported "
-                                      f"(only {LEAKY_SLOPE})")
-            mb.activation(ACT_MODULES[name], path)
-        elif isinstance(m, nn.Flatten):
-            mb.flatten(path)
-        elif name in SKIP_MODULES:
-            pass  # inference: identity
-        else:
-            raise ConfigError(f"cannot compile module {path or '<root>'} of type {name}; supported: ADNTNLinear, "
-                              f"ADNTNConv2d, Linear, Conv2d, Sequential, Flatten, Dropout, Identity, "
-                              f"{', '.join(ACT_MODULES)}")
-
-    walk(obj, "" if isinstance(obj, nn.Sequential) else "layer")
-    return mb.finish()
+    if example_inputs is not None:
+        xs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        if len(xs) != 1 or not isinstance(xs[0], torch.Tensor):
+            raise ConfigError(f"example_inputs must be one tensor (a tuple of one), got {len(xs)} values")
+        x = xs[0]
+    else:
+        x = torch.zeros((batch_size, *_input_shape(obj, input_shape)), dtype=torch.float32)
+    return export_graphs(obj, x, schedule, memory_budget, target)
 
 
+def _input_shape(model, input_shape) -> tuple[int, ...]:
+    if input_shape is not None:
+        return tuple(int(s) for s in input_shape)
+    from torch import nn
+
+    from ..nn import ADNTNLinear, _ADNTNBase
+
+    first = next((m for m in model.modules() if isinstance(m, _ADNTNBase) or
+                  (not isinstance(m, nn.ParameterDict) and any(True for _ in m.parameters(recurse=False)))), None)
+    if isinstance(first, (nn.Linear, ADNTNLinear)):
+        return (first.in_features,)
+    raise ConfigError(f"cannot tell the input shape of {type(model).__name__} (its first layer is "
+                      f"{type(first).__name__}); pass example_inputs=(x,) or input_shape=(C, H, W)")

@@ -24,6 +24,13 @@ class Op(str, Enum):
     SLICE = "slice"
     CONCAT = "concat"
     ADD = "add"  # a + b, b broadcast against a's trailing axes (a bias)
+    # whole-model ops (the torch.export frontend); the TVM backend takes their compute from topi
+    BINARY = "binary"  # add/sub/mul/div/max with numpy broadcasting of both operands
+    IM2COL = "im2col"  # x (N, C, H, W) -> patches (G, C/G*kh*kw, N, Ho*Wo): a conv is im2col + einsum
+    POOL = "pool"  # max/avg pooling over (H, W) of (N, C, H, W)
+    ADAPTIVE_POOL = "adaptive_pool"  # adaptive avg/max pooling to a fixed (Ho, Wo)
+    LAYER_NORM = "layer_norm"  # (x, gamma, beta): normalise over the trailing `axes` axes
+    SOFTMAX = "softmax"  # along one axis
     OUTPUT = "output"
 
 
@@ -93,7 +100,45 @@ class AddAttrs:  # ADD
     pass
 
 
-Attrs = Union[AddAttrs, NameAttrs, EinsumAttrs, MapAttrs, ShapeAttrs, PermAttrs, PadAttrs, SliceAttrs, AxisAttrs]
+@dataclass(frozen=True, slots=True)
+class BinaryAttrs:  # BINARY
+    fn: str  # add, sub, mul, div, max
+
+
+@dataclass(frozen=True, slots=True)
+class ConvAttrs:  # IM2COL (torch.nn.functional.conv2d's arguments)
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PoolAttrs:  # POOL (torch.nn.functional.max_pool2d / avg_pool2d's arguments)
+    kind: str  # max, avg
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptivePoolAttrs:  # ADAPTIVE_POOL
+    kind: str  # max, avg
+    output_size: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class NormAttrs:  # LAYER_NORM
+    axes: int  # how many trailing axes are normalised
+    eps: float
+
+
+Attrs = Union[AddAttrs, BinaryAttrs, ConvAttrs, PoolAttrs, AdaptivePoolAttrs, NormAttrs, NameAttrs, EinsumAttrs, MapAttrs,
+              ShapeAttrs, PermAttrs, PadAttrs, SliceAttrs, AxisAttrs]
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ from typing import Callable
 
 import numpy as np
 
-from .graph import AddAttrs, AxisAttrs, EinsumAttrs, Op, PadAttrs, PermAttrs, ShapeAttrs, SliceAttrs
+from .graph import (AdaptivePoolAttrs, AddAttrs, AxisAttrs, BinaryAttrs, ConvAttrs, EinsumAttrs, NormAttrs, Op, PadAttrs,
+                    PermAttrs, PoolAttrs, ShapeAttrs, SliceAttrs)
 
 Shape = tuple[int, ...]
 
@@ -91,6 +92,97 @@ def _add(attrs: AddAttrs, a: Shape, b: Shape) -> Shape:
     return a
 
 
+BINARY_FNS = ("add", "sub", "mul", "div", "max")
+
+
+def broadcast(a: Shape, b: Shape) -> Shape:
+    """numpy's broadcast of two shapes."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
+        raise ShapeRuleError(f"shapes {a} and {b} do not broadcast")
+    return tuple(max(x, y) if 1 in (x, y) else x for x, y in zip(a, b))
+
+
+def _binary(attrs: BinaryAttrs, a: Shape, b: Shape) -> Shape:
+    if attrs.fn not in BINARY_FNS:
+        raise ShapeRuleError(f"unknown binary op {attrs.fn!r}; known: {', '.join(BINARY_FNS)}")
+    return broadcast(a, b)
+
+
+def _window(n: int, k: int, s: int, p: int, d: int, ceil: bool = False) -> int:
+    """Output length of a sliding window (torch's rule, incl. ceil_mode's last window starting inside)."""
+    span = n + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= n + p:
+        out -= 1
+    return out
+
+
+def _positive(what: str, xs) -> None:
+    if any(not isinstance(v, int) or v < 1 for v in xs):
+        raise ShapeRuleError(f"{what} must be positive integers, got {xs}")
+
+
+def conv_out(attrs: ConvAttrs, x: Shape) -> tuple[int, int]:
+    if len(x) != 4:
+        raise ShapeRuleError(f"im2col expects (N, C, H, W), got {x}")
+    _positive("kernel, stride and dilation", (*attrs.kernel, *attrs.stride, *attrs.dilation, attrs.groups))
+    if any(p < 0 for p in attrs.padding):
+        raise ShapeRuleError(f"padding must be >= 0, got {attrs.padding}")
+    if x[1] % attrs.groups:
+        raise ShapeRuleError(f"{x[1]} channels are not divisible by groups={attrs.groups}")
+    ho, wo = (_window(n, k, s, p, d) for n, k, s, p, d in
+              zip(x[2:], attrs.kernel, attrs.stride, attrs.padding, attrs.dilation))
+    if ho < 1 or wo < 1:
+        raise ShapeRuleError(f"kernel {attrs.kernel} (dilation {attrs.dilation}) is larger than the padded input "
+                             f"{x[2] + 2 * attrs.padding[0]}x{x[3] + 2 * attrs.padding[1]}")
+    return ho, wo
+
+
+def _im2col(attrs: ConvAttrs, x: Shape) -> Shape:
+    ho, wo = conv_out(attrs, x)
+    g = attrs.groups
+    return (g, x[1] // g * attrs.kernel[0] * attrs.kernel[1], x[0], ho * wo)
+
+
+def _pool(attrs: PoolAttrs, x: Shape) -> Shape:
+    if len(x) != 4:
+        raise ShapeRuleError(f"pool expects (N, C, H, W), got {x}")
+    if attrs.kind not in ("max", "avg"):
+        raise ShapeRuleError(f"pool kind must be max or avg, got {attrs.kind!r}")
+    _positive("kernel, stride and dilation", (*attrs.kernel, *attrs.stride, *attrs.dilation))
+    if any(not 0 <= p <= k // 2 for p, k in zip(attrs.padding, attrs.kernel)):
+        raise ShapeRuleError(f"padding {attrs.padding} must be at most half the kernel {attrs.kernel}")
+    ho, wo = (_window(n, k, s, p, d, attrs.ceil_mode) for n, k, s, p, d in
+              zip(x[2:], attrs.kernel, attrs.stride, attrs.padding, attrs.dilation))
+    if ho < 1 or wo < 1:
+        raise ShapeRuleError(f"pool window {attrs.kernel} is larger than the input {x[2:]}")
+    return (*x[:2], ho, wo)
+
+
+def _adaptive_pool(attrs: AdaptivePoolAttrs, x: Shape) -> Shape:
+    if len(x) != 4 or attrs.kind not in ("max", "avg"):
+        raise ShapeRuleError(f"adaptive {attrs.kind} pool expects (N, C, H, W) and kind max or avg, got {x}")
+    _positive("output_size", attrs.output_size)
+    return (*x[:2], *attrs.output_size)
+
+
+def _layer_norm(attrs: NormAttrs, x: Shape, gamma: Shape, beta: Shape) -> Shape:
+    if not 1 <= attrs.axes <= len(x) or gamma != x[len(x) - attrs.axes:] or beta != gamma:
+        raise ShapeRuleError(f"layer norm over the last {attrs.axes} axes of {x} needs gamma and beta of shape "
+                             f"{x[len(x) - attrs.axes:]}, got {gamma} and {beta}")
+    if not attrs.eps > 0:
+        raise ShapeRuleError(f"eps must be > 0, got {attrs.eps}")
+    return x
+
+
+def _softmax(attrs: AxisAttrs, x: Shape) -> Shape:
+    if not 0 <= attrs.axis < len(x):
+        raise ShapeRuleError(f"softmax axis {attrs.axis} is out of range for shape {x}")
+    return x
+
+
 def _unary(attrs, x: Shape) -> Shape:
     return x
 
@@ -110,10 +202,17 @@ SHAPE: dict[Op, Callable[..., Shape]] = {
     Op.SLICE: _slice,
     Op.CONCAT: _concat,
     Op.ADD: _add,
+    Op.BINARY: _binary,
+    Op.IM2COL: _im2col,
+    Op.POOL: _pool,
+    Op.ADAPTIVE_POOL: _adaptive_pool,
+    Op.LAYER_NORM: _layer_norm,
+    Op.SOFTMAX: _softmax,
     Op.OUTPUT: _unary,
 }
 
 ARITY: dict[Op, int | None] = {
     Op.INPUT: 0, Op.PARAM: 0, Op.CONST: 0, Op.EINSUM: None, Op.MAP: 1,
     Op.RESHAPE: 1, Op.TRANSPOSE: 1, Op.PAD: 1, Op.SLICE: 1, Op.CONCAT: None, Op.ADD: 2, Op.OUTPUT: 1,
+    Op.BINARY: 2, Op.IM2COL: 1, Op.POOL: 1, Op.ADAPTIVE_POOL: 1, Op.LAYER_NORM: 3, Op.SOFTMAX: 1,
 }

@@ -22,7 +22,8 @@ def format_attrs(n: Node) -> str:
         return f"[axis={a.axis}]"
     if isinstance(a, SliceAttrs):
         return f"[{a.starts}:{a.stops}]"
-    return ""
+    fields = getattr(a, "__dataclass_fields__", {})
+    return f"[{', '.join(f'{k}={getattr(a, k)}' for k in fields)}]" if fields else ""
 
 
 def format_node(n: Node) -> str:

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from ..errors import VerifyError
-from .graph import (AddAttrs, AxisAttrs, EinsumAttrs, Graph, MapAttrs, NameAttrs, Op, PadAttrs, PermAttrs,
-                    ShapeAttrs, SliceAttrs)
+from .graph import (AdaptivePoolAttrs, AddAttrs, AxisAttrs, BinaryAttrs, ConvAttrs, EinsumAttrs, Graph, MapAttrs,
+                    NameAttrs, NormAttrs, Op, PadAttrs, PermAttrs, PoolAttrs, ShapeAttrs, SliceAttrs)
 from .ops import ARITY, SHAPE, ShapeRuleError
 from .printer import format_graph, format_node
 
@@ -16,7 +16,9 @@ def _fail(g: Graph, i: int, msg: str) -> VerifyError:
 
 ATTRS = {Op.INPUT: NameAttrs, Op.PARAM: NameAttrs, Op.CONST: NameAttrs, Op.OUTPUT: NameAttrs,
          Op.EINSUM: EinsumAttrs, Op.MAP: MapAttrs, Op.RESHAPE: ShapeAttrs, Op.TRANSPOSE: PermAttrs, Op.PAD: PadAttrs,
-         Op.SLICE: SliceAttrs, Op.CONCAT: AxisAttrs, Op.ADD: AddAttrs}
+         Op.SLICE: SliceAttrs, Op.CONCAT: AxisAttrs, Op.ADD: AddAttrs,
+         Op.BINARY: BinaryAttrs, Op.IM2COL: ConvAttrs, Op.POOL: PoolAttrs, Op.ADAPTIVE_POOL: AdaptivePoolAttrs,
+         Op.LAYER_NORM: NormAttrs, Op.SOFTMAX: AxisAttrs}
 
 
 def verify(g: Graph) -> Graph:

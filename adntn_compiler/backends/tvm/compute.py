@@ -64,6 +64,7 @@ def activation(name: str, x: te.Tensor) -> te.Tensor:
         "sigmoid": lambda: _sigmoid(x),
         "silu": lambda: _mul(x, _sigmoid(x), "silu"),
         "gelu": lambda: _gelu(x),
+        "hardswish": lambda: _ew(x, lambda v: v * tvm.tirx.min(tvm.tirx.max(v + 3, zero), 6 * one) / 6, "hardswish"),
         DERIV_PREFIX + "identity": lambda: _ew(x, lambda v: one, "d_identity"),
         DERIV_PREFIX + "tanh": lambda: _ew(topi.fast_tanh(x), lambda t: 1 - t * t, "d_tanh"),
         DERIV_PREFIX + "relu": lambda: _where_pos(x, lambda v: one, lambda v: zero, "d_relu"),
@@ -71,6 +72,8 @@ def activation(name: str, x: te.Tensor) -> te.Tensor:
         DERIV_PREFIX + "sigmoid": lambda: _ew(_sigmoid(x), lambda s: s * (1 - s), "d_sigmoid"),
         DERIV_PREFIX + "silu": lambda: _d_silu(x),
         DERIV_PREFIX + "gelu": lambda: _gelu_d(x),
+        DERIV_PREFIX + "hardswish": lambda: _ew(x, lambda v: tvm.tirx.Select(
+            v < -3, zero, tvm.tirx.Select(v > 3, one, (2 * v + 3) / 6)), "d_hardswish"),
     }
     if name not in table:
         raise KeyError(name)
@@ -250,3 +253,59 @@ def einsum(name: str, terms: tuple[str, ...], out: str, shapes: list[tuple[int, 
     if act and act != "identity":
         Y = activation(act, Y)
     return _func([*Xs, Y], name)
+
+
+# ---------------------------------------------------------------- whole-model ops: topi's compute where it has one
+
+
+def binary(name: str, fn: str, ashape: tuple[int, ...], bshape: tuple[int, ...]) -> tvm.tirx.PrimFunc:
+    """a (fn) b with numpy broadcasting (topi's broadcast ops)."""
+    A, B = te.placeholder(ashape, DTYPE, name="A"), te.placeholder(bshape, DTYPE, name="B")
+    f = {"add": topi.add, "sub": topi.subtract, "mul": topi.multiply, "div": topi.divide, "max": topi.maximum}[fn]
+    return _func([A, B, f(A, B)], name)
+
+
+def im2col(name: str, xshape: tuple[int, ...], kernel, stride, padding, dilation, groups: int) -> tvm.tirx.PrimFunc:
+    """patches[g, c, u, v, n, i, j] = x[n, g*Cg + c, i*sh - ph + u*dh, j*sw - pw + v*dw] (0 outside): the
+    (G, Cg*kh*kw, N, Ho*Wo) operand of a conv's GEMM, written with one loop per axis (no index division)."""
+    from ...ir.graph import ConvAttrs
+    from ...ir.ops import conv_out
+
+    N, C, H, W = xshape
+    ho, wo = conv_out(ConvAttrs(tuple(kernel), tuple(stride), tuple(padding), tuple(dilation), groups), xshape)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), cg = kernel, stride, padding, dilation, C // groups
+    X = te.placeholder(xshape, DTYPE, name="X")
+
+    def f(g, c, u, v, n, i, j):
+        h, w = i * sh - ph + u * dh, j * sw - pw + v * dw
+        inside = tvm.tirx.all(h >= 0, h < H, w >= 0, w < W)
+        return tvm.tirx.if_then_else(inside, X[n, g * cg + c, h, w], tvm.tirx.const(0, DTYPE))
+
+    return _func([X, te.compute((groups, cg, kh, kw, N, ho, wo), f, name="im2col")], name)
+
+
+def pool(name: str, xshape: tuple[int, ...], kind: str, kernel, stride, padding, dilation, ceil_mode: bool,
+         count_include_pad: bool) -> tvm.tirx.PrimFunc:
+    X = te.placeholder(xshape, DTYPE, name="X")
+    pads = (padding[0], padding[1], padding[0], padding[1])
+    Y = topi.nn.pool2d(X, kernel, stride, dilation, pads, kind, ceil_mode, "NCHW", count_include_pad)
+    return _func([X, Y], name)
+
+
+def adaptive_pool(name: str, xshape: tuple[int, ...], kind: str, output_size) -> tvm.tirx.PrimFunc:
+    X = te.placeholder(xshape, DTYPE, name="X")
+    return _func([X, topi.nn.adaptive_pool(X, tuple(output_size), kind, "NCHW")], name)
+
+
+def layer_norm(name: str, xshape: tuple[int, ...], axes: int, eps: float) -> tvm.tirx.PrimFunc:
+    X = te.placeholder(xshape, DTYPE, name="X")
+    G = te.placeholder(xshape[len(xshape) - axes:], DTYPE, name="gamma")
+    B = te.placeholder(xshape[len(xshape) - axes:], DTYPE, name="beta")
+    Y = topi.nn.layer_norm(X, G, B, list(range(len(xshape) - axes, len(xshape))), eps)
+    return _func([X, G, B, Y], name)
+
+
+def softmax(name: str, xshape: tuple[int, ...], axis: int) -> tvm.tirx.PrimFunc:
+    """topi's fast_softmax: its exp is the polynomial fast_exp (te.exp is a scalar libm call)."""
+    X = te.placeholder(xshape, DTYPE, name="X")
+    return _func([X, topi.nn.fast_softmax(X, axis)], name)

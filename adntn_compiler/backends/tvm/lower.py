@@ -16,11 +16,12 @@ import math
 
 from ...errors import ConfigError
 from ...ir.graph import Graph, Node, Op, Value
+from ...ir.ops import conv_out
 from ...targets import Target
 from . import compute as C
 from . import schedules
 from .policy import CPUPolicy
-from .program import Program
+from .program import Program, plan_arena
 
 
 def _nonunit(labels: str, sizes: dict[str, int]) -> str:
@@ -44,6 +45,7 @@ class Lowerer:
         self.perm: dict[int, tuple[int, ...]] = {}
         self._graph_order: dict[int, str] = {}  # value id -> buffer holding a permuted value in graph order
         self.in_order: set[int] = set()  # values some op reads in graph order (not only einsums and maps)
+        self.inplace: set[int] = set()  # calls whose result may take the memory of a same-sized input (elementwise)
 
     # ------------------------------------------------------------ helpers
     def new_buffer(self, size: int, hint: str) -> str:
@@ -152,6 +154,7 @@ class Lowerer:
         buf, shape, _ = self.phys(x)  # elementwise: a permuted value stays permuted
         k = self.kernel(("map", shape, n.attrs.fn), lambda nm: self.flat(C.elementwise(nm, shape, n.attrs.fn)))
         self.call(k, (buf, shape), (self._fresh(n)[0], shape))
+        self.inplace.add(len(self.p.calls) - 1)  # (after the call: reading an operand may emit a transpose first)
         if x.id in self.perm:
             self.perm[n.out.id] = self.perm[x.id]
 
@@ -159,6 +162,7 @@ class Lowerer:
         a, b = n.inputs
         k = self.kernel(("add", a.shape, b.shape), lambda nm: self.flat(C.add(nm, a.shape, b.shape)))
         self.call(k, self.view(a), self.view(b), self._fresh(n))
+        self.inplace.add(len(self.p.calls) - 1)
 
     def op_transpose(self, n: Node) -> None:
         x, perm = n.inputs[0], tuple(n.attrs.perm)
@@ -183,6 +187,46 @@ class Lowerer:
         k = self.kernel(("concat", tuple(shapes), n.attrs.axis),
                         lambda nm: self.flat(C.concat(nm, shapes, n.attrs.axis)))
         self.call(k, *(self.view(v) for v in n.inputs), self._fresh(n))
+
+    # whole-model ops: topi's compute (im2col is ours), the target's flat/copy schedules
+    def op_binary(self, n: Node) -> None:
+        a, b = n.inputs
+        k = self.kernel(("binary", n.attrs.fn, a.shape, b.shape),
+                        lambda nm: self.flat(C.binary(nm, n.attrs.fn, a.shape, b.shape)))
+        self.call(k, self.view(a), self.view(b), self._fresh(n))
+        self.inplace.add(len(self.p.calls) - 1)
+
+    def op_im2col(self, n: Node) -> None:
+        x, a = n.inputs[0], n.attrs
+        G, K, N, P = n.out.shape
+        kh, kw = a.kernel
+        out_shape = (G, K // (kh * kw), kh, kw, N, *conv_out(a, x.shape))  # the same flat layout, one loop per axis
+        k = self.kernel(("im2col", x.shape, a), lambda nm: self.sched.copy(
+            C.im2col(nm, x.shape, a.kernel, a.stride, a.padding, a.dilation, a.groups), self.policy, self.parallel))
+        self.call(k, self.view(x), (self._fresh(n)[0], out_shape))
+
+    def op_pool(self, n: Node) -> None:
+        x, a = n.inputs[0], n.attrs
+        k = self.kernel(("pool", x.shape, a), lambda nm: self.flat(C.pool(
+            nm, x.shape, a.kind, a.kernel, a.stride, a.padding, a.dilation, a.ceil_mode, a.count_include_pad)))
+        self.call(k, self.view(x), self._fresh(n))
+
+    def op_adaptive_pool(self, n: Node) -> None:
+        x, a = n.inputs[0], n.attrs
+        k = self.kernel(("adaptive_pool", x.shape, a),
+                        lambda nm: self.flat(C.adaptive_pool(nm, x.shape, a.kind, a.output_size)))
+        self.call(k, self.view(x), self._fresh(n))
+
+    def op_layer_norm(self, n: Node) -> None:
+        x, g, b = n.inputs
+        k = self.kernel(("layer_norm", x.shape, n.attrs),
+                        lambda nm: self.flat(C.layer_norm(nm, x.shape, n.attrs.axes, n.attrs.eps)))
+        self.call(k, self.view(x), self.view(g), self.view(b), self._fresh(n))
+
+    def op_softmax(self, n: Node) -> None:
+        x = n.inputs[0]
+        k = self.kernel(("softmax", x.shape, n.attrs.axis), lambda nm: self.flat(C.softmax(nm, x.shape, n.attrs.axis)))
+        self.call(k, self.view(x), self._fresh(n))
 
     def op_einsum(self, n: Node) -> None:
         a = n.attrs
@@ -308,4 +352,6 @@ def lower(g: Graph, prefix: str, target: Target, policy: CPUPolicy) -> tuple[Pro
     drop = {c["buffer"] for c in prog.consts if c["buffer"] not in used}
     prog.consts = [c for c in prog.consts if c["buffer"] not in drop]
     prog.buffers = {k: v for k, v in prog.buffers.items() if k not in drop}
+    prog.arena = plan_arena(prog, lw.inplace)
+    prog.check()
     return prog, lw.funcs

@@ -16,10 +16,20 @@ class Program:
     inputs: list[list] = field(default_factory=list)  # [name, buffer, shape] per graph input
     outputs: list[list] = field(default_factory=list)  # [name, buffer, shape] per graph output
     consts: list[dict] = field(default_factory=list)  # {"buffer", "tensor", "shape", "perm", "pack"}
+    # the memory plan: {"size": elements, "offsets": {buffer: element offset}} of the buffers that share one arena
+    # (constants keep their own memory); None: every buffer its own
+    arena: dict | None = None
 
     def to_dict(self) -> dict:
         return dict(buffers=self.buffers, calls=self.calls, inputs=self.inputs, outputs=self.outputs,
-                    consts=self.consts)
+                    consts=self.consts, **({"arena": self.arena} if self.arena else {}))
+
+    def memory(self) -> dict:
+        """Bytes of the arena and of the same buffers without reuse (what `adntn info` reports)."""
+        planned = self.arena["offsets"] if self.arena else {b: 0 for b in arena_buffers(self)}
+        unshared = 4 * sum(self.buffers[b] for b in planned)
+        return {"arena_bytes": 4 * self.arena["size"] if self.arena else unshared, "unshared_bytes": unshared,
+                "const_bytes": 4 * sum(self.buffers[c["buffer"]] for c in self.consts)}
 
     @classmethod
     def from_dict(cls, d: dict, max_elements: int | None = None) -> "Program":
@@ -34,7 +44,7 @@ class Program:
         except jsonschema.ValidationError as e:
             where = "/".join(str(x) for x in e.absolute_path) or "the program"
             raise ValueError(f"{where}: {e.message[:200]}") from None
-        p = cls(**{k: d[k] for k in ("buffers", "calls", "inputs", "outputs", "consts")})
+        p = cls(**{k: d[k] for k in ("buffers", "calls", "inputs", "outputs", "consts")}, arena=d.get("arena"))
         p.check(max_elements)
         return p
 
@@ -74,6 +84,90 @@ class Program:
             fits(f"outputs/{k} ({name})", buf, shape)
             if buf not in written:
                 raise ValueError(f"outputs/{k} ({name}): buffer {buf!r} is never written")
+        if self.arena is not None:
+            self._check_arena()
+
+    def _check_arena(self) -> None:
+        """Every planned buffer lies inside the arena, aligned, and shares memory only with buffers that are dead
+        while it lives (or, in place, with an input of the call that writes it, dying at that call)."""
+        size, offs = self.arena["size"], self.arena["offsets"]
+        if max(self.buffers.values(), default=0) and not set(offs) <= set(arena_buffers(self)):
+            raise ValueError(f"arena: {sorted(set(offs) - set(arena_buffers(self)))[:3]} are not arena buffers")
+        live = lifetimes(self)
+        spans = []
+        for b, off in offs.items():
+            if off % ARENA_ALIGN or off < 0 or off + self.buffers[b] > size:
+                raise ValueError(f"arena: buffer {b!r} at {off} (+{self.buffers[b]}) is unaligned or outside the "
+                                 f"arena of {size} elements")
+            spans.append((off, off + self.buffers[b], b))
+        inplace = {(b, c["args"][-1][0]) for k, c in enumerate(self.calls) for b, _ in c["args"][:-1]
+                   if live.get(b, (0, -1))[1] == k}
+        spans.sort()
+        for i, (lo, hi, b) in enumerate(spans):
+            for lo2, hi2, b2 in spans[i + 1:]:
+                if lo2 >= hi:
+                    break
+                (s1, e1), (s2, e2) = live[b], live[b2]
+                if s1 <= e2 and s2 <= e1 and not (lo == lo2 and ((b, b2) in inplace or (b2, b) in inplace)):
+                    raise ValueError(f"arena: buffers {b!r} and {b2!r} share memory while both are live")
+
+
+ARENA_ALIGN = 16  # elements: 64 bytes, what TVM wants of a buffer's start
+
+
+def arena_buffers(p: Program) -> list[str]:
+    """The buffers a memory plan may place: everything but the constants (they persist across calls)."""
+    consts = {c["buffer"] for c in p.consts}
+    return [b for b in p.buffers if b not in consts]
+
+
+def lifetimes(p: Program) -> dict[str, tuple[int, int]]:
+    """buffer -> (first call that writes it, last call that touches it); inputs are born at -1, outputs live
+    past the last call."""
+    end = len(p.calls)
+    live: dict[str, list[int]] = {b: [-1, -1] for _, b, _ in p.inputs}
+    for k, c in enumerate(p.calls):
+        for a, (b, _) in enumerate(c["args"]):
+            span = live.setdefault(b, [k, k])
+            span[1] = k
+    for _, b, _ in p.outputs:
+        live.setdefault(b, [end, end])[1] = end
+    return {b: (s, e) for b, (s, e) in live.items()}
+
+
+def plan_arena(p: Program, inplace: set[int] = frozenset()) -> dict:
+    """Assign the non-constant buffers offsets in one arena: buffers whose lifetimes do not overlap share memory
+    (greedy by size, lowest offset that fits: TFLite's arena planner), and the result of a call in `inplace`
+    (elementwise kernels) takes the memory of an input of the same size that dies there."""
+    live = lifetimes(p)
+    names = [b for b in arena_buffers(p) if b in live]
+    group = {b: b for b in names}  # in-place chains share one placement
+    for k in sorted(inplace):
+        c = p.calls[k]
+        out = c["args"][-1][0]
+        for b, _ in c["args"][:-1]:
+            if b in group and out in group and group[out] == out and live[b][1] == k and live[out][0] == k \
+                    and p.buffers[b] == p.buffers[out]:
+                group[out] = group[b]
+                break
+    span: dict[str, list[int]] = {}
+    for b, g in group.items():
+        s = span.setdefault(g, [live[b][0], live[b][1], p.buffers[b]])
+        s[0], s[1], s[2] = min(s[0], live[b][0]), max(s[1], live[b][1]), max(s[2], p.buffers[b])
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, born, dies)
+    where: dict[str, int] = {}
+    for g in sorted(span, key=lambda g: (-span[g][2], span[g][0])):
+        born, dies, size = span[g]
+        off = 0
+        for o, e, b2, d2 in sorted(x for x in placed if x[2] <= dies and born <= x[3]):
+            if off + size <= o:
+                break
+            off = max(off, -(-e // ARENA_ALIGN) * ARENA_ALIGN)
+        placed.append((off, off + size, born, dies))
+        where[g] = off
+    offsets = {b: where[g] for b, g in group.items()}
+    total = max((o + p.buffers[b] for b, o in offsets.items()), default=0)
+    return {"size": max(total, 1), "offsets": offsets}
 
 
 _SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "maxItems": 64}
@@ -96,6 +190,10 @@ PROGRAM_SCHEMA = {
                            "perm": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"type": "integer"}}]},
                            "pack": {"anyOf": [{"type": "null"}, {"type": "array", "items": {
                                "type": "integer", "minimum": 1}, "minItems": 4, "maxItems": 4}]}}}},
+        "arena": {"type": "object", "required": ["size", "offsets"], "additionalProperties": False,
+                  "properties": {"size": {"type": "integer", "minimum": 1},
+                                 "offsets": {"type": "object", "additionalProperties": {"type": "integer",
+                                                                                         "minimum": 0}}}},
     },
 }
 

@@ -24,7 +24,10 @@ class ProgramRunner:
 
         self.program = program
         given = dict(buffers or {})
-        self.bufs = {name: given[name] if name in given else aligned_empty((size,))
+        offsets = program.arena["offsets"] if program.arena else {}
+        arena = aligned_empty((program.arena["size"],)) if program.arena else None
+        self.bufs = {name: given[name] if name in given else
+                     arena[offsets[name]: offsets[name] + size] if name in offsets else aligned_empty((size,))
                      for name, size in program.buffers.items()}
         missing = sorted({s["tensor"] for s in program.consts} - set(tensors))
         if missing:

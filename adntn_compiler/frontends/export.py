@@ -1,0 +1,517 @@
+"""The torch.export frontend: a whole model (any forward: residuals, attention, reshapes) becomes the `load`
+and `call` graphs. `torch.export.export` captures the model's graph of ATen ops; ADNTN layers appear whole as
+the custom ops `adntn::linear` / `adntn::weight` (see `nn.py`) and become their optimised plans; every other
+op maps to an IR op (conv2d = im2col + einsum, batch norm folded into the preceding conv or linear, ...).
+An op outside the table is refused naming the ATen op, its source line and module path."""
+from __future__ import annotations
+
+import math
+import operator
+import re
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import AdntnError, ConfigError, ShapeError
+from ..ir.graph import AdaptivePoolAttrs, AxisAttrs, BinaryAttrs, ConvAttrs, NormAttrs, Op, PoolAttrs, Value
+from .torch_modules import ModelGraphs, _f32, _ModelBuilder
+
+
+def where(node) -> str:
+    """`aten.cumsum.default at model.py:42 (layer3.1)`: the op, the user's source line and module path."""
+    target = getattr(node.target, "__name__", str(node.target))
+    op = str(node.target) if str(node.target).startswith(("aten.", "adntn.")) else target
+    frames = re.findall(r'File "([^"]+)", line (\d+)', node.meta.get("stack_trace") or "")
+    user = [f for f in frames if "/torch/" not in f[0]] or frames  # the user's line, not torch's inside it
+    line = f" at {user[-1][0].rsplit('/', 1)[-1]}:{user[-1][1]}" if user else ""
+    path = module_path(node)
+    return f"{op}{line}{f' ({path})' if path else ''}"
+
+
+def module_path(node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else ""
+
+
+def _pair(v) -> tuple[int, int]:
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    if len(v) not in (1, 2):
+        raise ConfigError(f"expected 1 or 2 values (height, width), got {v}")
+    return int(v[0]), int(v[-1])
+
+
+def _labels(n: int, tag: str) -> list[str]:
+    return [f"{tag}{k}" for k in range(n)]
+
+
+class _Converter:
+    """Walks the exported graph once, emitting IR into a _ModelBuilder (call graph) and its load graph."""
+
+    def __init__(self, ep, mb: _ModelBuilder):
+        self.ep, self.mb, self.b = ep, mb, mb.call
+        self.env: dict[str, Any] = {}  # fx node name -> Value, numpy array (a parameter not yet emitted) or python value
+        self.const_values: dict[str, Value] = {}
+        self.users = {n.name: list(n.users) for n in ep.graph.nodes}
+        self.fused: set[str] = set()  # batch norms folded into their producer
+        self.n_scalars = 0
+
+    # ------------------------------------------------------------ values
+    def value(self, a, path: str) -> Value:
+        """An argument as an IR value: a parameter becomes a constant, a number a 0-d constant."""
+        if isinstance(a, Value):
+            return a
+        if isinstance(a, _Param):
+            if a.name not in self.const_values:
+                self.const_values[a.name] = self.mb._const(a.name, a.array, path)
+            return self.const_values[a.name]
+        if isinstance(a, (int, float)) and not isinstance(a, bool):
+            self.n_scalars += 1
+            return self.mb._const(f"{path or 'model'}.scalar{self.n_scalars}", np.array(a, np.float32), path)
+        raise ConfigError(f"expected a tensor, got {type(a).__name__} {a!r}")
+
+    def arg(self, a):
+        import torch.fx
+
+        if isinstance(a, torch.fx.Node):
+            return self.env[a.name]
+        if isinstance(a, (list, tuple)):
+            return type(a)(self.arg(x) for x in a)
+        return a
+
+    # ------------------------------------------------------------ the walk
+    def run(self) -> None:
+        sig = self.ep.graph_signature
+        state = {**self.ep.state_dict, **getattr(self.ep, "constants", {})}
+        kinds = {s.arg.name: s for s in sig.input_specs}
+        n_user = 0
+        for node in self.ep.graph.nodes:
+            if node.op == "placeholder":
+                spec = kinds[node.name]
+                if spec.kind.name == "USER_INPUT":
+                    if n_user:
+                        raise ConfigError("compile takes models with one tensor input; this one has more")
+                    n_user += 1
+                    meta = node.meta["val"]
+                    self.mb.start(tuple(int(s) for s in meta.shape[1:]))
+                    if int(meta.shape[0]) != self.mb.batch_size:
+                        raise ShapeError(f"example input has batch {meta.shape[0]}, batch_size is {self.mb.batch_size}")
+                    self.env[node.name] = self.mb.x
+                else:
+                    self.env[node.name] = _Param(spec.target, _f32(state[spec.target]))
+            elif node.op == "call_function":
+                if node.name in self.fused:
+                    continue
+                fn = CONVERTERS.get(_key(node.target))
+                if fn is None:
+                    raise ConfigError(f"cannot compile {where(node)}: the op is not supported. Supported: "
+                                      f"{', '.join(sorted(CONVERTERS))}")
+                try:
+                    self.env[node.name] = fn(self, node, *self.arg(node.args), **self.arg(node.kwargs))
+                except (ConfigError, ShapeError) as e:
+                    raise type(e)(f"{where(node)}: {e}") from None
+            elif node.op == "output":
+                outs = self.arg(node.args[0])
+                if len(outs) != 1 or not isinstance(outs[0], Value):
+                    raise ConfigError(f"compile takes models with one tensor output; this one returns {len(outs)}")
+                self.mb.x = outs[0]
+            else:
+                raise ConfigError(f"unexpected node {node.op} {node.target} in the exported graph")
+
+    # ------------------------------------------------------------ helpers for converters
+    def map(self, fn: str, x, path: str) -> Value:
+        return self.b.map(fn, self.value(x, path), path)
+
+    def binary(self, fn: str, a, b, path: str) -> Value:
+        va, vb = self.value(a, path), self.value(b, path)
+        if fn == "add" and len(vb.shape) <= len(va.shape) and \
+                all(y in (1, x) for x, y in zip(va.shape[len(va.shape) - len(vb.shape):], vb.shape)):
+            return self.b.add(va, vb, path)  # a bias (b broadcast against a's trailing axes): the add kernel
+        return self.b.node(Op.BINARY, (va, vb), BinaryAttrs(fn), path)
+
+    def bn_after(self, node):
+        """The eval-mode batch norm that is `node`'s only user, if any (to fold into it)."""
+        users = self.users[node.name]
+        if len(users) == 1 and _key(users[0].target) in ("aten.batch_norm", "aten._native_batch_norm_legit_no_training"):
+            bn = users[0]
+            training = bn.args[5] if _key(bn.target) == "aten.batch_norm" else False
+            if not training and all(isinstance(self.env.get(getattr(a, "name", None)), _Param) for a in bn.args[1:5]):
+                return bn
+        return None
+
+    def bn_params(self, bn) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, shift) of an eval-mode batch norm: y = x * scale + shift per channel."""
+        w, b, mean, var = (self.env[a.name].array.astype(np.float64) if a is not None else None for a in bn.args[1:5])
+        eps = bn.args[7] if _key(bn.target) == "aten.batch_norm" else bn.args[6]
+        scale = (1.0 if w is None else w) / np.sqrt(var + eps)
+        return scale, (0.0 if b is None else b) - mean * scale
+
+    def fold_bn(self, node, weight, bias, path: str):
+        """weight/bias with the following batch norm folded in (weight: a _Param, axis 0 = output channels)."""
+        bn = self.bn_after(node)
+        if bn is None or not isinstance(weight, _Param) or not (bias is None or isinstance(bias, _Param)):
+            return weight, bias, None
+        scale, shift = self.bn_params(bn)
+        w = weight.array.astype(np.float64) * scale.reshape(-1, *[1] * (weight.array.ndim - 1))
+        b = shift + (0.0 if bias is None else bias.array.astype(np.float64) * scale)
+        self.fused.add(bn.name)
+        self.mb.layers.append(dict(path=module_path(bn), kind="batchnorm-folded", into=path))
+        return _Param(weight.name + ".bn_folded", _f32(w)), _Param(f"{path}.bias.bn_folded", _f32(b)), bn
+
+
+class _Param:
+    """A parameter, buffer or constant of the exported program: emitted as a constant when an op reads it."""
+
+    def __init__(self, name: str, array: np.ndarray):
+        self.name, self.array = name, array
+
+    @property
+    def shape(self):
+        return self.array.shape
+
+
+def _key(target) -> str:
+    """`aten.conv2d` for torch.ops.aten.conv2d.default (overloads share a converter)."""
+    s = str(target)
+    if target is operator.getitem:
+        return "getitem"
+    parts = s.split(".")
+    return ".".join(parts[:2]) if parts[0] in ("aten", "adntn") else s
+
+
+# ---------------------------------------------------------------- converters: (conv, node, *args) -> value
+
+def _conv2d(c: _Converter, node, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    path = module_path(node)
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = 0
+        else:
+            raise ConfigError(f"padding={padding!r} is not supported; give the padding as numbers")
+    weight, bias, bn = c.fold_bn(node, weight, bias, path)
+    x = c.value(x, path)
+    W = c.value(weight, path)
+    a = ConvAttrs(tuple(W.shape[2:]), _pair(stride), _pair(padding), _pair(dilation), int(groups))
+    if len(x.shape) != 4 or x.shape[1] != W.shape[1] * a.groups:
+        raise ShapeError(f"conv2d of weight {W.shape} (groups={groups}) expects input (N, {W.shape[1] * a.groups}, "
+                         f"H, W), got {x.shape}")
+    b = c.b
+    p = b.node(Op.IM2COL, (x,), a, f"{path}.im2col")
+    G, K, N, P = p.shape
+    O = W.shape[0]
+    y = b.contract([(b.reshape(W, (G, O // G, K), path), "gok"), (p, "gknp")], "ngop", f"{path}.conv")
+    ho, wo = _conv_hw(x.shape, a)
+    y = b.reshape(y, (N, O, ho, wo), path)
+    if bias is not None:
+        y = b.add(y, b.reshape(c.value(bias, path), (O, 1, 1), path), f"{path}.bias")
+    c.mb.layers.append(dict(path=path, kind="conv2d", shape=list(W.shape), stride=list(a.stride),
+                            padding=list(a.padding), groups=a.groups))
+    if bn is not None:
+        c.env[bn.name] = y
+    return y
+
+
+def _conv_hw(xshape, a: ConvAttrs) -> tuple[int, int]:
+    from ..ir.ops import conv_out
+
+    return conv_out(a, xshape)
+
+
+def _linear(c: _Converter, node, x, weight, bias=None):
+    path = module_path(node)
+    weight, bias, bn = c.fold_bn(node, weight, bias, path)
+    x, W = c.value(x, path), c.value(weight, path)
+    lead = _labels(len(x.shape) - 1, "a")
+    y = c.b.contract([(x, lead + ["i"]), (W, ["o", "i"])], lead + ["o"], path)
+    if bias is not None:
+        y = c.b.add(y, c.value(bias, path), f"{path}.bias")
+    if isinstance(weight, _Param):
+        c.mb.layers.append(dict(path=path, kind="dense", shape=list(W.shape), params=int(math.prod(W.shape)),
+                                bias=bias is not None))
+    if bn is not None:
+        c.env[bn.name] = y
+    return y
+
+
+def _matmul(c: _Converter, node, a, b):
+    path = module_path(node)
+    va, vb = c.value(a, path), c.value(b, path)
+    if len(va.shape) < 1 or len(vb.shape) < 1:
+        raise ShapeError(f"matmul of shapes {va.shape} and {vb.shape}")
+    if len(vb.shape) == 1:
+        return c.b.contract([(va, _labels(len(va.shape) - 1, "a") + ["k"]), (vb, ["k"])], _labels(len(va.shape) - 1, "a"), path)
+    if len(va.shape) == 1:
+        lb = _labels(len(vb.shape) - 2, "a")
+        return c.b.contract([(va, ["k"]), (vb, lb + ["k", "n"])], lb + ["n"], path)
+    ba, bb = va.shape[:-2], vb.shape[:-2]
+    nb = max(len(ba), len(bb))
+    if len(bb) and len(ba) and (len(ba) != len(bb) or ba != bb):
+        raise ShapeError(f"matmul with broadcast batch dimensions {va.shape} @ {vb.shape} is not supported")
+    batch = _labels(nb, "a")
+    la = batch[nb - len(ba):] + ["m", "k"]
+    lb = batch[nb - len(bb):] + ["k", "n"]
+    return c.b.contract([(va, la), (vb, lb)], batch + ["m", "n"], path)
+
+
+def _batch_norm(c: _Converter, node, x, weight, bias, mean, var, training=False, momentum=0.1, eps=1e-5,
+                cudnn=False):
+    path = module_path(node)
+    if training:
+        raise ConfigError("batch norm in training mode; compile the model in eval mode (model.eval())")
+    if not all(isinstance(t, _Param) for t in (mean, var)):
+        raise ConfigError("batch norm statistics must be buffers of the model")
+    scale, shift = c.bn_params(node)
+    x = c.value(x, path)
+    shape = (len(scale),) + (1,) * (len(x.shape) - 2)
+    s = c.mb._const(f"{path}.bn_scale", _f32(scale.reshape(shape)), path)
+    t = c.mb._const(f"{path}.bn_shift", _f32(shift.reshape(shape)), path)
+    return c.b.add(c.b.node(Op.BINARY, (x, s), BinaryAttrs("mul"), path), t, path)
+
+
+def _bn_legit(c, node, x, weight, bias, mean, var, momentum, eps):
+    return _batch_norm(c, node, x, weight, bias, mean, var, False, momentum, eps)
+
+
+def _pool(kind: str):
+    def f(c: _Converter, node, x, kernel, stride=None, padding=0, *rest):
+        path = module_path(node)
+        kernel = _pair(kernel)
+        stride = _pair(stride) if stride else kernel
+        if kind == "max":
+            dilation, ceil = _pair(rest[0]) if rest else (1, 1), bool(rest[1]) if len(rest) > 1 else False
+            a = PoolAttrs("max", kernel, stride, _pair(padding), dilation, ceil)
+        else:
+            ceil = bool(rest[0]) if rest else False
+            cip = bool(rest[1]) if len(rest) > 1 else True
+            if len(rest) > 2 and rest[2] is not None:
+                raise ConfigError("avg_pool2d with divisor_override is not supported")
+            a = PoolAttrs("avg", kernel, stride, _pair(padding), (1, 1), ceil, cip)
+        return c.b.node(Op.POOL, (c.value(x, path),), a, path)
+    return f
+
+
+def _adaptive(kind: str):
+    def f(c: _Converter, node, x, output_size):
+        path = module_path(node)
+        x = c.value(x, path)
+        out = tuple(x.shape[2 + k] if s is None else int(s) for k, s in enumerate(_pair(output_size)))
+        if out == tuple(x.shape[2:]):
+            return x
+        return c.b.node(Op.ADAPTIVE_POOL, (x,), AdaptivePoolAttrs(kind, out), path)
+    return f
+
+
+def _reshape(c: _Converter, node, x, shape):
+    path = module_path(node)
+    x = c.value(x, path)
+    shape = [int(s) for s in shape]
+    if shape.count(-1) == 1:
+        known = math.prod(s for s in shape if s != -1)
+        shape[shape.index(-1)] = x.size // known if known else 0
+    return c.b.reshape(x, shape, path)
+
+
+def _flatten(c: _Converter, node, x, start=0, end=-1):
+    x = c.value(x, module_path(node))
+    n = len(x.shape)
+    start, end = start % n if n else 0, end % n if n else 0
+    shape = x.shape[:start] + (math.prod(x.shape[start:end + 1]),) + x.shape[end + 1:]
+    return c.b.reshape(x, shape, module_path(node))
+
+
+def _permute(c: _Converter, node, x, dims):
+    x = c.value(x, module_path(node))
+    return c.b.transpose(x, [d % len(x.shape) for d in dims], module_path(node))
+
+
+def _transpose(c: _Converter, node, x, d0, d1):
+    x = c.value(x, module_path(node))
+    perm = list(range(len(x.shape)))
+    d0, d1 = d0 % len(perm), d1 % len(perm)
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    return c.b.transpose(x, perm, module_path(node))
+
+
+def _t(c: _Converter, node, x):
+    x = c.value(x, module_path(node))
+    return c.b.transpose(x, list(range(len(x.shape)))[::-1], module_path(node))
+
+
+def _unsqueeze(c: _Converter, node, x, dim):
+    x = c.value(x, module_path(node))
+    dim = dim % (len(x.shape) + 1)
+    return c.b.reshape(x, x.shape[:dim] + (1,) + x.shape[dim:], module_path(node))
+
+
+def _squeeze(c: _Converter, node, x, dims=None):
+    x = c.value(x, module_path(node))
+    if dims is None:
+        dims = [k for k, s in enumerate(x.shape) if s == 1]
+    dims = {d % len(x.shape) for d in ([dims] if isinstance(dims, int) else dims)}
+    return c.b.reshape(x, tuple(s for k, s in enumerate(x.shape) if not (k in dims and s == 1)), module_path(node))
+
+
+def _slice(c: _Converter, node, x, dim=0, start=None, end=None, step=1):
+    path = module_path(node)
+    x = c.value(x, path)
+    if step != 1:
+        raise ConfigError(f"slices with step {step} are not supported (only step 1)")
+    dim = dim % len(x.shape)
+    n = x.shape[dim]
+    lo, hi = slice(start, end).indices(n)[:2]
+    if hi <= lo:
+        raise ShapeError(f"slice [{start}:{end}] of axis {dim} (size {n}) is empty")
+    starts, stops = [0] * len(x.shape), list(x.shape)
+    starts[dim], stops[dim] = lo, hi
+    return c.b.slice(x, starts, stops, path)
+
+
+def _select(c: _Converter, node, x, dim, index):
+    path = module_path(node)
+    x = c.value(x, path)
+    dim = dim % len(x.shape)
+    index = index % x.shape[dim]
+    y = _slice(c, node, x, dim, index, index + 1)
+    return c.b.reshape(y, x.shape[:dim] + x.shape[dim + 1:], path)
+
+
+def _cat(c: _Converter, node, xs, dim=0):
+    path = module_path(node)
+    vs = [c.value(x, path) for x in xs]
+    return c.b.concat(vs, dim % len(vs[0].shape), path)
+
+
+def _reduce(mean: bool):
+    def f(c: _Converter, node, x, dims=None, keepdim=False, dtype=None):
+        path = module_path(node)
+        x = c.value(x, path)
+        n = len(x.shape)
+        dims = sorted({d % n for d in (range(n) if not dims else ([dims] if isinstance(dims, int) else dims))})
+        labels = _labels(n, "a")
+        out = [lab for k, lab in enumerate(labels) if k not in dims]
+        count = math.prod(x.shape[d] for d in dims)
+        ops = [(x, labels)] + ([(c.value(1.0 / count, path), [])] if mean else [])
+        y = c.b.contract(ops, out, path)
+        if keepdim:
+            y = c.b.reshape(y, tuple(1 if k in dims else s for k, s in enumerate(x.shape)), path)
+        return y
+    return f
+
+
+def _softmax(c: _Converter, node, x, dim, *rest):
+    x = c.value(x, module_path(node))
+    return c.b.node(Op.SOFTMAX, (x,), AxisAttrs(dim % len(x.shape)), module_path(node))
+
+
+def _layer_norm(c: _Converter, node, x, shape, weight=None, bias=None, eps=1e-5, *rest):
+    path = module_path(node)
+    x = c.value(x, path)
+    shape = tuple(int(s) for s in shape)
+    ones = lambda v: _Param(f"{path}.ln_{v}", np.full(shape, 1.0 if v == "weight" else 0.0, np.float32))  # noqa: E731
+    g = c.value(weight if weight is not None else ones("weight"), path)
+    b = c.value(bias if bias is not None else ones("bias"), path)
+    return c.b.node(Op.LAYER_NORM, (x, g, b), NormAttrs(len(shape), float(eps)), path)
+
+
+def _sdpa(c: _Converter, node, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, *rest, **kw):
+    path = module_path(node)
+    if attn_mask is not None or is_causal:
+        raise ConfigError("scaled_dot_product_attention with a mask or is_causal is not supported")
+    q, k, v = (c.value(t, path) for t in (q, k, v))
+    lead = _labels(len(q.shape) - 2, "a")
+    s = c.b.contract([(q, lead + ["q", "d"]), (k, lead + ["k", "d"]),
+                      (c.value(scale if scale is not None else 1 / math.sqrt(q.shape[-1]), path), [])],
+                     lead + ["q", "k"], f"{path}.scores")
+    p = c.b.node(Op.SOFTMAX, (s,), AxisAttrs(len(s.shape) - 1), f"{path}.softmax")
+    return c.b.contract([(p, lead + ["q", "k"]), (v, lead + ["k", "e"])], lead + ["q", "e"], path)
+
+
+def _act(fn: str) -> Callable:
+    def f(c: _Converter, node, x, *rest, **kw):
+        if fn == "gelu" and (kw.get("approximate", rest[0] if rest else "none") != "none"):
+            raise ConfigError("only exact GELU (approximate='none') is supported")
+        if fn == "leaky_relu":
+            from ..activations import LEAKY_SLOPE
+
+            slope = rest[0] if rest else kw.get("negative_slope", 0.01)
+            if slope != LEAKY_SLOPE:
+                raise ConfigError(f"leaky_relu slope {slope} is not supported (only {LEAKY_SLOPE})")
+        return c.map(fn, x, module_path(node))
+    return f
+
+
+def _bin(fn: str, swap: bool = False):
+    def f(c: _Converter, node, a, b, alpha=1, **kw):
+        path = module_path(node)
+        if kw.get("rounding_mode") is not None:
+            raise ConfigError(f"division with rounding_mode={kw['rounding_mode']!r} is not supported")
+        if alpha != 1:
+            b = c.b.node(Op.BINARY, (c.value(b, path), c.value(float(alpha), path)), BinaryAttrs("mul"), path)
+        return c.binary(fn, b, a, path) if swap else c.binary(fn, a, b, path)
+    return f
+
+
+def _identity(c: _Converter, node, x, *rest, **kw):
+    return x
+
+
+def _adntn_linear(c: _Converter, node, x, cores, layer):
+    from ..nn import layer_of
+
+    m = layer_of(layer)
+    path = module_path(node) or "layer"
+    x = c.value(x, path)
+    c.mb.x = x
+    c.mb.generator(m.gen, {k: t.array for k, t in zip(m.cores.keys(), cores)}, None, path)
+    return c.mb.x
+
+
+def _adntn_weight(c: _Converter, node, cores, layer):
+    from ..nn import layer_of
+
+    m = layer_of(layer)
+    return c.mb.resident_weight(m.gen, {k: t.array for k, t in zip(m.cores.keys(), cores)}, module_path(node) or "layer")
+
+
+CONVERTERS: dict[str, Callable] = {
+    "aten.conv2d": _conv2d, "aten.linear": _linear, "aten.matmul": _matmul, "aten.mm": _matmul, "aten.bmm": _matmul,
+    "aten.batch_norm": _batch_norm, "aten._native_batch_norm_legit_no_training": _bn_legit,
+    "aten.max_pool2d": _pool("max"), "aten.avg_pool2d": _pool("avg"),
+    "aten.adaptive_avg_pool2d": _adaptive("avg"),
+    "aten.layer_norm": _layer_norm, "aten.softmax": _softmax, "aten._softmax": _softmax,
+    "aten.scaled_dot_product_attention": _sdpa,
+    "aten.add": _bin("add"), "aten.sub": _bin("sub"), "aten.mul": _bin("mul"), "aten.div": _bin("div"),
+    "aten.rsub": _bin("sub", swap=True), "aten.maximum": _bin("max"),
+    "aten.relu": _act("relu"), "aten.relu_": _act("relu"), "aten.gelu": _act("gelu"), "aten.silu": _act("silu"),
+    "aten.sigmoid": _act("sigmoid"), "aten.tanh": _act("tanh"), "aten.hardswish": _act("hardswish"),
+    "aten.hardswish_": _act("hardswish"), "aten.leaky_relu": _act("leaky_relu"), "aten.silu_": _act("silu"),
+    "aten.view": _reshape, "aten.reshape": _reshape, "aten._unsafe_view": _reshape, "aten.flatten": _flatten,
+    "aten.permute": _permute, "aten.transpose": _transpose, "aten.t": _t, "aten.unsqueeze": _unsqueeze,
+    "aten.squeeze": _squeeze, "aten.slice": _slice, "aten.select": _select, "aten.cat": _cat,
+    "aten.mean": _reduce(True), "aten.sum": _reduce(False),
+    "aten.dropout": _identity, "aten.dropout_": _identity, "aten.contiguous": _identity, "aten.clone": _identity,
+    "aten.alias": _identity, "aten.detach": _identity, "aten.lift_fresh_copy": _identity,
+    "adntn.linear": _adntn_linear, "adntn.weight": _adntn_weight,
+}
+
+
+def export_graphs(model, example_input, schedule: str = "auto", memory_budget: int | None = None,
+                  target=None) -> ModelGraphs:
+    """The load and call graphs of a torch model, captured by torch.export on `example_input` (its batch size
+    is the compiled one). The model is exported in eval mode (its mode is restored afterwards)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ep = torch.export.export(model, (example_input,))
+    except AdntnError:
+        raise  # the model's own check (e.g. an ADNTN layer's input shape)
+    except Exception as e:
+        raise ConfigError(f"torch.export could not capture {type(model).__name__}: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    finally:
+        model.train(was_training)
+    mb = _ModelBuilder(int(example_input.shape[0]), schedule, memory_budget, target)
+    _Converter(ep, mb).run()
+    return mb.finish()
