@@ -241,7 +241,14 @@ def _info(m: dict) -> dict:
     """The manifest's description of an artifact (what `info` and `adntn info` show)."""
     return {k: m[k] for k in ("format", "version", "adntn_version", "tvm_version", "target", "batch_size",
                               "schedule", "input_shape", "output_shape", "layers")} | {
-        "kernels": sorted({c["kernel"] for p in m["programs"].values() for c in p["calls"]})}
+        "kernels": sorted({c["kernel"] for p in m["programs"].values() for c in p["calls"]}),
+        "memory": {k: _program_memory(p) for k, p in m["programs"].items()}}
+
+
+def _program_memory(d: dict) -> dict:
+    from .backends.tvm.program import Program
+
+    return Program(**{k: d[k] for k in ("buffers", "calls", "inputs", "outputs", "consts")}, arena=d.get("arena")).memory()
 
 
 def _safetensors_params(path, z: zipfile.ZipFile) -> int:

@@ -243,14 +243,17 @@ def info_cmd(a) -> int:
           f"{len(info['kernels'])} kernels")
     print(f"  signed by {info['signer'] or 'nobody'}"
           + (" (trusted here)" if info["signed_by_trusted_key"] else " (NOT trusted here)" if info["signer"] else ""))
+    for name, mem in info["memory"].items():
+        print(f"  {name} program: arena {mem['arena_bytes']:,} bytes (without reuse {mem['unshared_bytes']:,}), "
+              f"constants {mem['const_bytes']:,} bytes")
     for lay in info["layers"]:
         if lay["kind"].startswith("adntn"):
-            print(f"  {lay['path']:<10} {lay['generator']}  {lay['ratio']:,.0f}x, {lay['params']:,} params, "
-                  f"schedule {lay['schedule']}{' + bias' if lay['bias'] else ''}")
-        elif lay["kind"] in ("dense", "dense-conv2d"):
-            print(f"  {lay['path']:<10} {lay['kind']} {tuple(lay['shape'])}")
+            print(f"  {lay['path']:<14} {lay['generator']}  {lay['ratio']:,.0f}x, {lay['params']:,} params, "
+                  f"schedule {lay['schedule']}{' + bias' if lay.get('bias') else ''}")
+        elif "shape" in lay:
+            print(f"  {lay['path']:<14} {lay['kind']} {tuple(lay['shape'])}")
         else:
-            print(f"  {lay['path']:<10} {lay['kind']} {lay.get('fn', '')}")
+            print(f"  {lay['path']:<14} {lay['kind']} {lay.get('fn', lay.get('into', ''))}")
     return 0
 
 

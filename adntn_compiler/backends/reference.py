@@ -49,7 +49,7 @@ def _pool(n: Node, x: np.ndarray) -> np.ndarray:
         for j, c in enumerate(cols):
             rv, cv = r[(r >= 0) & (r < H)], c[(c >= 0) & (c < W)]
             win = x[:, :, rv][:, :, :, cv]
-            if a.kind == "max":
+            if a.mode == "max":
                 y[:, :, i, j] = win.max(axis=(2, 3))
             else:  # torch: the divisor counts padding inside the padded input, never beyond it (ceil_mode)
                 rin = r[r < H + a.padding[0]] if a.count_include_pad else rv
@@ -62,7 +62,7 @@ def _adaptive_pool(n: Node, x: np.ndarray) -> np.ndarray:
     H, W = x.shape[2:]
     ho, wo = n.attrs.output_size
     y = np.empty(n.out.shape, x.dtype)
-    f = np.max if n.attrs.kind == "max" else np.mean
+    f = np.max if n.attrs.mode == "max" else np.mean
     for i in range(ho):
         for j in range(wo):  # torch's bins: [floor(i*H/ho), ceil((i+1)*H/ho))
             win = x[:, :, (i * H) // ho: -(-((i + 1) * H) // ho), (j * W) // wo: -(-((j + 1) * W) // wo)]

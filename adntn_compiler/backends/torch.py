@@ -36,7 +36,7 @@ def _im2col(n: Node, x: torch.Tensor) -> torch.Tensor:
 
 def _pool(n: Node, x: torch.Tensor) -> torch.Tensor:
     a = n.attrs
-    if a.kind == "max":
+    if a.mode == "max":
         return F.max_pool2d(x, a.kernel, a.stride, a.padding, a.dilation, a.ceil_mode)
     if a.dilation != (1, 1):
         raise ConfigError(f"avg pooling has no dilation in torch, got {a.dilation}")
@@ -44,7 +44,7 @@ def _pool(n: Node, x: torch.Tensor) -> torch.Tensor:
 
 
 def _adaptive_pool(n: Node, x: torch.Tensor) -> torch.Tensor:
-    f = F.adaptive_max_pool2d if n.attrs.kind == "max" else F.adaptive_avg_pool2d
+    f = F.adaptive_max_pool2d if n.attrs.mode == "max" else F.adaptive_avg_pool2d
     return f(x, n.attrs.output_size)
 
 

@@ -22,7 +22,7 @@ def where(node) -> str:
     target = getattr(node.target, "__name__", str(node.target))
     op = str(node.target) if str(node.target).startswith(("aten.", "adntn.")) else target
     frames = re.findall(r'File "([^"]+)", line (\d+)', node.meta.get("stack_trace") or "")
-    user = [f for f in frames if "/torch/" not in f[0]] or frames  # the user's line, not torch's inside it
+    user = [f for f in frames if "/torch/" not in f[0] and "/adntn_compiler/" not in f[0]] or frames  # the user's line
     line = f" at {user[-1][0].rsplit('/', 1)[-1]}:{user[-1][1]}" if user else ""
     path = module_path(node)
     return f"{op}{line}{f' ({path})' if path else ''}"

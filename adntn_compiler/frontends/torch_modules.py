@@ -94,7 +94,7 @@ class _ModelBuilder:
         if gen.kind == "conv2d":
             return self.conv_generator(gen, cores, bias, path, stride=1, padding=0)
         x = self._features(f"{path} ({gen!r})", gen.I)
-        p = plan(gen, self.batch_size, self.schedule, self.memory_budget, target=self.target)
+        p = plan(gen, x.shape[0], self.schedule, self.memory_budget, target=self.target)  # rows: batch (x tokens)
         prefix = f"{path}."
         self._layer_tensors((p.program.load, p.program.call), cores, prefix)
         self._resident(_inline(self.load, p.program.load, {}, prefix), prefix)

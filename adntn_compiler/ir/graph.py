@@ -116,7 +116,7 @@ class ConvAttrs:  # IM2COL (torch.nn.functional.conv2d's arguments)
 
 @dataclass(frozen=True, slots=True)
 class PoolAttrs:  # POOL (torch.nn.functional.max_pool2d / avg_pool2d's arguments)
-    kind: str  # max, avg
+    mode: str  # max, avg
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int] = (0, 0)
@@ -127,7 +127,7 @@ class PoolAttrs:  # POOL (torch.nn.functional.max_pool2d / avg_pool2d's argument
 
 @dataclass(frozen=True, slots=True)
 class AdaptivePoolAttrs:  # ADAPTIVE_POOL
-    kind: str  # max, avg
+    mode: str  # max, avg
     output_size: tuple[int, int]
 
 

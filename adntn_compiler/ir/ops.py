@@ -149,8 +149,8 @@ def _im2col(attrs: ConvAttrs, x: Shape) -> Shape:
 def _pool(attrs: PoolAttrs, x: Shape) -> Shape:
     if len(x) != 4:
         raise ShapeRuleError(f"pool expects (N, C, H, W), got {x}")
-    if attrs.kind not in ("max", "avg"):
-        raise ShapeRuleError(f"pool kind must be max or avg, got {attrs.kind!r}")
+    if attrs.mode not in ("max", "avg"):
+        raise ShapeRuleError(f"pool mode must be max or avg, got {attrs.mode!r}")
     _positive("kernel, stride and dilation", (*attrs.kernel, *attrs.stride, *attrs.dilation))
     if any(not 0 <= p <= k // 2 for p, k in zip(attrs.padding, attrs.kernel)):
         raise ShapeRuleError(f"padding {attrs.padding} must be at most half the kernel {attrs.kernel}")
@@ -162,8 +162,8 @@ def _pool(attrs: PoolAttrs, x: Shape) -> Shape:
 
 
 def _adaptive_pool(attrs: AdaptivePoolAttrs, x: Shape) -> Shape:
-    if len(x) != 4 or attrs.kind not in ("max", "avg"):
-        raise ShapeRuleError(f"adaptive {attrs.kind} pool expects (N, C, H, W) and kind max or avg, got {x}")
+    if len(x) != 4 or attrs.mode not in ("max", "avg"):
+        raise ShapeRuleError(f"adaptive {attrs.mode} pool expects (N, C, H, W) and mode max or avg, got {x}")
     _positive("output_size", attrs.output_size)
     return (*x[:2], *attrs.output_size)
 

@@ -208,13 +208,13 @@ class Lowerer:
     def op_pool(self, n: Node) -> None:
         x, a = n.inputs[0], n.attrs
         k = self.kernel(("pool", x.shape, a), lambda nm: self.flat(C.pool(
-            nm, x.shape, a.kind, a.kernel, a.stride, a.padding, a.dilation, a.ceil_mode, a.count_include_pad)))
+            nm, x.shape, a.mode, a.kernel, a.stride, a.padding, a.dilation, a.ceil_mode, a.count_include_pad)))
         self.call(k, self.view(x), self._fresh(n))
 
     def op_adaptive_pool(self, n: Node) -> None:
         x, a = n.inputs[0], n.attrs
         k = self.kernel(("adaptive_pool", x.shape, a),
-                        lambda nm: self.flat(C.adaptive_pool(nm, x.shape, a.kind, a.output_size)))
+                        lambda nm: self.flat(C.adaptive_pool(nm, x.shape, a.mode, a.output_size)))
         self.call(k, self.view(x), self._fresh(n))
 
     def op_layer_norm(self, n: Node) -> None:

@@ -1,0 +1,137 @@
+"""The torch.export frontend on whole networks: the bundled AlexNet, VGG-16-BN, ResNet-18 and ViT block with
+their big layers compressed compile for cpu; the artifact, run in a fresh process where `import torch` fails,
+equals torch eager (eval mode) within 1e-4 relative, at batch 1 and 3."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import adntn_compiler as adntn
+from adntn_compiler import models
+from adntn_compiler.errors import ConfigError
+
+RATIOS = {"alexnet": 2000, "vgg16_bn": 2000, "resnet18": 100, "vit_block": 200}
+
+
+def _randomise_norms(m: nn.Module) -> nn.Module:
+    """Batch norms with non-trivial statistics, so that folding them is really tested."""
+    g = torch.Generator().manual_seed(0)
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            with torch.no_grad():
+                mod.running_mean.copy_(torch.rand(mod.num_features, generator=g) - 0.5)
+                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+                mod.weight.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+                mod.bias.copy_(torch.rand(mod.num_features, generator=g) * 0.4 - 0.2)
+    return m
+
+
+def _input(name: str, batch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(batch)
+    return torch.randn(batch, 9, 96, generator=g) if name == "vit_block" else torch.randn(batch, 3, 64, 64, generator=g)
+
+
+def _run_fresh(path, x: np.ndarray, tmp_path) -> tuple[np.ndarray, dict]:
+    xin, yout = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(xin, x)
+    proc = subprocess.run([sys.executable, "-m", "adntn_compiler.cli", "run", str(path), "--input", str(xin),
+                           "--output", str(yout), "--no-torch", "--json", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return np.load(yout), json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg16_bn", "resnet18", "vit_block"])
+def test_whole_model_artifact_equals_torch_eager(name, tmp_path):
+    kw = dict(dim=96, heads=4) if name == "vit_block" else {}
+    model = _randomise_norms(models.compressed(name, RATIOS[name], **kw)).eval()
+    assert any(isinstance(m, adntn.ADNTNLinear) for m in model.modules())
+    for batch in (1, 3):
+        x = _input(name, batch)
+        exe = adntn.compile(model, example_inputs=(x,))
+        path = exe.save(tmp_path / f"{name}_{batch}.adntn")
+        y, res = _run_fresh(path, x.numpy(), tmp_path)
+        assert not res["torch_imported"]
+        with torch.no_grad():
+            want = model(x).numpy()
+        assert y.shape == want.shape
+        assert np.abs(y - want).max() <= 1e-4 * np.abs(want).max(), name
+    kinds = {lay["kind"] for lay in exe.info()["layers"]}
+    assert "adntn" in kinds
+    if name in ("vgg16_bn", "resnet18"):
+        assert "batchnorm-folded" in kinds
+
+
+def test_resnet_arena_is_well_below_its_buffers():
+    model = _randomise_norms(models.compressed("resnet18", 100)).eval()
+    x = _input("resnet18", 1)
+    exe = adntn.compile(model, example_inputs=(x,))
+    mem = exe.info()["memory"]["call"]
+    assert mem["arena_bytes"] < 0.3 * mem["unshared_bytes"], mem
+    prog = exe.library.programs["call"]
+    assert prog.arena is not None and len(set(prog.arena["offsets"].values())) < len(prog.arena["offsets"])
+    with torch.no_grad():
+        want = model(x).numpy()
+    y = exe(x.numpy())
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    np.testing.assert_allclose(exe.reference(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+class _Cumsum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return torch.cumsum(self.fc(x), dim=1)
+
+
+def test_unsupported_op_names_the_op_line_and_module(tmp_path):
+    model = nn.Sequential(nn.Linear(8, 8), _Cumsum())
+    with pytest.raises(ConfigError, match=r"cannot compile aten\.cumsum\.default at test_export\.py:\d+ \(1\).*"
+                                          r"Supported: .*aten\.conv2d"):
+        adntn.compile(model, example_inputs=(torch.randn(2, 8),))
+
+
+def test_export_keeps_adntn_layers_whole():
+    model = models.compressed("vit_block", 200, dim=96, heads=4).eval()
+    ep = torch.export.export(model, (torch.randn(1, 9, 96),))
+    targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+    assert targets.count("adntn.linear.default") == 4
+    assert not any("einsum" in t for t in targets)  # nothing of the IR code was traced
+    np.testing.assert_allclose(ep.module()(torch.ones(1, 9, 96)).detach().numpy(),
+                               model(torch.ones(1, 9, 96)).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_custom_op_autograd_matches_the_layer():
+    layer = adntn.ADNTNLinear(adntn.ttn((12, 20), rank=2, seed=0))
+    torch.library.opcheck(adntn.nn.linear_op, (torch.randn(3, 20), [c.detach() for c in layer.cores.values()],
+                                               layer._key))
+    x = torch.randn(3, 20, requires_grad=True)
+    adntn.nn.linear_op(x, list(layer.cores.values()), layer._key).square().sum().backward()
+    got = [x.grad] + [p.grad for p in layer.cores.values()]
+    x2 = x.detach().requires_grad_()
+    for p in layer.cores.values():
+        p.grad = None
+    (x2 @ layer.weight.T).square().sum().backward()
+    for a, b in zip(got, [x2.grad] + [p.grad for p in layer.cores.values()]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_strides_groups_and_depthwise_compile():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.Hardswish(),
+                          nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8), nn.ReLU(),
+                          nn.Conv2d(8, 12, 1, groups=4), nn.AvgPool2d(3, 2, 1, ceil_mode=True), nn.Flatten(),
+                          nn.LazyLinear(5))
+    x = torch.randn(2, 3, 17, 15)
+    model(x)
+    model = _randomise_norms(model).eval()
+    exe = adntn.compile(model, example_inputs=(x,))
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(exe(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
