@@ -1,5 +1,6 @@
-"""The main job: compress the bundled VGG-16 head, compile it to a .adntn artifact, run that in a fresh
-process without torch, and check it against the reference interpreter and torch dense."""
+"""The main job: compress the bundled VGG-16-BN (its FC6/FC7/FC8 as ADNTN layers, the conv trunk dense), compile
+the whole network at 64x64 to a .adntn artifact, run that in a fresh process without torch, and check it against
+the reference interpreter and torch eager."""
 from __future__ import annotations
 
 import time
@@ -45,9 +46,9 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(batch: int = 4, out: str = "build/vgg16_head.adntn", repeats: int = 20) -> int:
-    """Compress the bundled VGG-16 head, compile it to an artifact, run the artifact in a fresh process
-    (torch blocked there), and compare with the reference interpreter and with torch dense."""
+def main(batch: int = 4, out: str = "build/vgg16_bn.adntn", repeats: int = 20, size: int = 64) -> int:
+    """Compress the bundled VGG-16-BN, compile the whole network to an artifact, run the artifact in a fresh
+    process (torch blocked there), and compare with the reference interpreter and with torch eager."""
     import json
     import os
     import subprocess
@@ -56,7 +57,7 @@ def main(batch: int = 4, out: str = "build/vgg16_head.adntn", repeats: int = 20)
     import torch
 
     from .compiler import compile as compile_model
-    from .models import compressed_vgg16_head, vgg16_head
+    from .models import compressed_vgg16_bn, vgg16_bn
     from .nn import report
     from .timing import median_time
 
@@ -65,16 +66,20 @@ def main(batch: int = 4, out: str = "build/vgg16_head.adntn", repeats: int = 20)
     print(format_table(compression_table()))
     print()
     t = time.perf_counter()
-    model = compressed_vgg16_head().eval()
-    print(f"== Bundled example: VGG-16 classifier head, compressed (initialised in {time.perf_counter() - t:.1f} s)")
+    model = compressed_vgg16_bn(ratio=None).eval()
+    print(f"== Bundled example: VGG-16-BN at {size}x{size}, FC6/FC7/FC8 compressed, conv trunk dense "
+          f"(initialised in {time.perf_counter() - t:.1f} s)")
     print(report(model))
     print()
     t = time.perf_counter()
-    exe = compile_model(model, target="cpu", batch_size=batch, progress=True)
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    exe = compile_model(model, target="cpu", example_inputs=(torch.from_numpy(x),), progress=True)
     path = exe.save(out)
     print(f"== Compiled for cpu ({exe.manifest['target']['tvm']}) in {time.perf_counter() - t:.1f} s: "
           f"{len(exe.info()['kernels'])} kernels -> {path} ({path.stat().st_size:,} bytes)")
-    x = np.random.default_rng(0).standard_normal((batch, 25088)).astype(np.float32)
+    mem = exe.info()["memory"]["call"]
+    print(f"  memory plan: arena {mem['arena_bytes'] / 2**20:.1f} MiB for the activations (without reuse "
+          f"{mem['unshared_bytes'] / 2**20:.1f} MiB), constants {mem['const_bytes'] / 2**20:.1f} MiB")
     xin, yout = path.with_suffix(".x.npy"), path.with_suffix(".y.npy")
     np.save(xin, x)
     env = dict(os.environ, TVM_NUM_THREADS="1", OMP_NUM_THREADS="1")
@@ -89,7 +94,9 @@ def main(batch: int = 4, out: str = "build/vgg16_head.adntn", repeats: int = 20)
     with torch.no_grad():
         xt = torch.from_numpy(x)
         y_torch = model(xt).numpy()
-        dense = vgg16_head().eval()
+        torch.manual_seed(0)
+        dense = vgg16_bn().eval()  # the same conv trunk (seed 0), FC layers dense
+        dense.load_state_dict({k: v for k, v in model.state_dict().items() if k in dense.state_dict()}, strict=False)
         t_dense = median_time(lambda: dense(xt), max(3, repeats // 4))
         t_eager = median_time(lambda: model(xt), repeats)
     err_torch = float(np.abs(y - y_torch).max() / np.abs(y_torch).max())
@@ -100,7 +107,7 @@ def main(batch: int = 4, out: str = "build/vgg16_head.adntn", repeats: int = 20)
           f"({dense_params / params:,.0f}x)")
     print(f"  max relative error against the reference interpreter (float64): {res['max_rel_error']:.2e}")
     print(f"  max relative error against the torch model: {err_torch:.2e}")
-    print(f"  latency (1 thread, median): compiled {1e3 * res['median_s']:.3f} ms | torch dense head "
+    print(f"  latency (1 thread, median): compiled {1e3 * res['median_s']:.3f} ms | torch dense model "
           f"{1e3 * t_dense:.2f} ms ({t_dense / res['median_s']:.1f}x) | torch eager ADNTN model "
           f"{1e3 * t_eager:.2f} ms ({t_eager / res['median_s']:.1f}x)")
     ok = res["max_rel_error"] < 1e-4 and err_torch < 1e-4 and not res["torch_imported"]

@@ -222,8 +222,17 @@ def compressed_vgg16(ratio: float = 2000, **kw):
     return compressed("vgg16", ratio, **kw)
 
 
-def compressed_vgg16_bn(ratio: float = 2000, **kw):
-    return compressed("vgg16_bn", ratio, **kw)
+def compressed_vgg16_bn(ratio: float | None = 2000, seed: int = 0, **kw):
+    """VGG-16-BN with FC6/FC7/FC8 compressed; ratio=None: the demo's head configurations (VGG16_HEAD_SPECS)."""
+    if ratio is not None:
+        return compressed("vgg16_bn", ratio, seed=seed, **kw)
+    import torch
+
+    from .nn import compress
+
+    torch.manual_seed(seed)
+    return compress(vgg16_bn(**kw), {f"classifier.{k}": dict(v, seed=seed + i)
+                                     for i, (k, v) in enumerate(VGG16_HEAD_SPECS.items())})
 
 
 def compressed_resnet18(ratio: float = 100, **kw):

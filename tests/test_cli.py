@@ -22,7 +22,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "OK (float32 tolerance 1e-4)" in out.stdout
     assert "import torch blocked there: True" in out.stdout
-    assert "vgg16.fc6" in out.stdout and "total" in out.stdout
+    assert "vgg16.fc6" in out.stdout and "total" in out.stdout and "classifier.0" in out.stdout
+    assert "memory plan: arena" in out.stdout
     assert art.exists()
 
 
