@@ -50,3 +50,25 @@ def assert_close64(actual, desired, rtol: float = 1e-9, err_msg: str = "") -> No
     desired = np.asarray(desired)
     scale = float(np.abs(desired).max()) if desired.size else 0.0
     np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * max(scale, 1e-3), err_msg=err_msg)
+
+
+def largest_intermediate(g, args) -> float:
+    """The largest magnitude any value reaches when the reference runs `g`: float32 results can be trusted to
+    about eps32 times it (an output that cancels to O(1) from O(1e4) terms carries their rounding)."""
+    import numpy as np
+
+    from adntn_compiler.backends.reference import IMPL_NUMPY
+    from adntn_compiler.ir.interpret import interpret
+
+    big = [0.0]
+
+    def watch(f):
+        def g_(n, *xs):
+            r = f(n, *xs)
+            big[0] = max(big[0], float(np.abs(r).max()) if np.size(r) else 0.0)
+            return r
+        return g_
+
+    interpret(g, args, {k: watch(f) for k, f in IMPL_NUMPY.items()}, lambda n, x: np.asarray(x, np.float64),
+              lambda n: np.asarray(g.tensors[n.attrs.name], np.float64), "reference")
+    return big[0]

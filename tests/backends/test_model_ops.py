@@ -82,7 +82,7 @@ def _pool_attrs(c):
 
 def _pool_torch(x, a):
     t = torch.tensor(x)
-    if a.kind == "max":
+    if a.mode == "max":
         return F.max_pool2d(t, a.kernel, a.stride, a.padding, a.dilation, a.ceil_mode).numpy()
     return F.avg_pool2d(t, a.kernel, a.stride, a.padding, a.ceil_mode, a.count_include_pad).numpy()
 

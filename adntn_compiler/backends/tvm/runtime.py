@@ -53,7 +53,8 @@ class ProgramRunner:
         """(Re)fill the constant buffers made from these tensors, e.g. cores after an optimiser step."""
         for spec in self.program.consts:
             if spec["tensor"] in tensors:
-                self.bufs[spec["buffer"]][:] = prepare_const(tensors[spec["tensor"]], spec)
+                a = prepare_const(tensors[spec["tensor"]], spec)
+                self.bufs[spec["buffer"]][: a.size] = a  # (a buffer may be larger than what fills it)
 
     def _run(self, args) -> None:
         if len(args) != len(self._inputs):
