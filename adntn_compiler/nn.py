@@ -109,7 +109,16 @@ class _ADNTNBase(nn.Module):
         from .backends.torch import run
 
         g = self._graph(key)
-        return run(g, [] if x is None else [x], dict(zip(self.cores.keys(), cores)))[0]
+        return run(g, [] if x is None else [x], dict(zip(self.core_names, cores)))[0]
+
+    @property
+    def core_names(self) -> list[str]:
+        """The order of the cores in the custom ops' `cores` argument: sorted (Dynamo lists a ParameterDict's
+        values in key order, not insertion order)."""
+        return sorted(self.cores.keys())
+
+    def core_list(self) -> list[torch.Tensor]:
+        return [self.cores[k] for k in self.core_names]
 
     def _traced(self) -> bool:
         """Under torch.export / torch.compile: the layer is emitted as its custom op."""
@@ -194,7 +203,7 @@ class ADNTNLinear(_ADNTNBase):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         if self._traced():
-            y = linear_op(x2, list(self.cores.values()), self._key)
+            y = linear_op(x2, self.core_list(), self._key)
         elif self.backend == "tvm":
             names = list(self.cores.keys())
             prog = self._compiled_program("layer", x2.shape[0], x2.requires_grad and torch.is_grad_enabled())
@@ -228,7 +237,7 @@ class ADNTNConv2d(_ADNTNBase):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ShapeError(f"ADNTNConv2d expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if self._traced():
-            w = weight_op(list(self.cores.values()), self._key)
+            w = weight_op(self.core_list(), self._key)
         elif self.backend == "tvm":
             w = _CompiledLayerFn.apply(self._compiled_program("weight", 1, False), list(self.cores.keys()), None,
                                        *self.cores.values())

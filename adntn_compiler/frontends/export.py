@@ -49,9 +49,9 @@ class _Converter:
 
     def __init__(self, ep, mb: _ModelBuilder):
         self.ep, self.mb, self.b = ep, mb, mb.call
-        self.env: dict[str, Any] = {}  # fx node name -> Value, numpy array (a parameter not yet emitted) or python value
+        self.env: dict[str, Any] = {}  # fx node name -> Value, _Param (a parameter not yet emitted) or python value
         self.const_values: dict[str, Value] = {}
-        self.users = {n.name: list(n.users) for n in ep.graph.nodes}
+        self.users: dict[str, list] = {}
         self.fused: set[str] = set()  # batch norms folded into their producer
         self.n_scalars = 0
 
@@ -80,25 +80,49 @@ class _Converter:
 
     # ------------------------------------------------------------ the walk
     def run(self) -> None:
-        sig = self.ep.graph_signature
+        """The exported program: one tensor input (the batch first), parameters and buffers as constants."""
         state = {**self.ep.state_dict, **getattr(self.ep, "constants", {})}
-        kinds = {s.arg.name: s for s in sig.input_specs}
-        n_user = 0
+        kinds = {s.arg.name: s for s in self.ep.graph_signature.input_specs}
+        binds = []
         for node in self.ep.graph.nodes:
-            if node.op == "placeholder":
-                spec = kinds[node.name]
-                if spec.kind.name == "USER_INPUT":
-                    if n_user:
-                        raise ConfigError("compile takes models with one tensor input; this one has more")
-                    n_user += 1
-                    meta = node.meta["val"]
-                    self.mb.start(tuple(int(s) for s in meta.shape[1:]))
-                    if int(meta.shape[0]) != self.mb.batch_size:
-                        raise ShapeError(f"example input has batch {meta.shape[0]}, batch_size is {self.mb.batch_size}")
-                    self.env[node.name] = self.mb.x
-                else:
-                    self.env[node.name] = _Param(spec.target, _f32(state[spec.target]))
-            elif node.op == "call_function":
+            if node.op != "placeholder":
+                continue
+            spec = kinds[node.name]
+            if spec.kind.name == "USER_INPUT":
+                shape = tuple(int(s) for s in node.meta["val"].shape)
+                if shape[0] != self.mb.batch_size:
+                    raise ShapeError(f"example input has batch {shape[0]}, batch_size is {self.mb.batch_size}")
+                binds.append(shape)
+            else:
+                binds.append(_Param(spec.target, _f32(state[spec.target])))
+        if sum(isinstance(b, tuple) for b in binds) != 1:
+            raise ConfigError("compile takes models with one tensor input; this one has "
+                              f"{sum(isinstance(b, tuple) for b in binds)}")
+        outs = self.run_graph(self.ep.graph, binds)
+        if len(outs) != 1:
+            raise ConfigError(f"compile takes models with one tensor output; this one returns {len(outs)}")
+        self.mb.x = outs[0]
+
+    def run_graph(self, graph, binds: list) -> list[Value]:
+        """Convert `graph`: its placeholders bound in order to `binds` (a shape: a graph input; a _Param: a
+        constant); returns the values of its outputs."""
+        import torch.fx
+
+        self.users = {n.name: list(n.users) for n in graph.nodes}
+        placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+        if len(placeholders) != len(binds):
+            raise ConfigError(f"graph has {len(placeholders)} inputs, {len(binds)} bound")
+        n_in = sum(isinstance(b, tuple) for b in binds)
+        k = 0
+        for node, b in zip(placeholders, binds):
+            if isinstance(b, tuple):
+                self.env[node.name] = self.mb.input("x" if n_in == 1 else f"x{k}", b)
+                k += 1
+            else:
+                self.env[node.name] = b
+        outs = []
+        for node in graph.nodes:
+            if node.op == "call_function":
                 if node.name in self.fused:
                     continue
                 fn = CONVERTERS.get(_key(node.target))
@@ -110,12 +134,14 @@ class _Converter:
                 except (ConfigError, ShapeError) as e:
                     raise type(e)(f"{where(node)}: {e}") from None
             elif node.op == "output":
-                outs = self.arg(node.args[0])
-                if len(outs) != 1 or not isinstance(outs[0], Value):
-                    raise ConfigError(f"compile takes models with one tensor output; this one returns {len(outs)}")
-                self.mb.x = outs[0]
-            else:
+                res = node.args[0]
+                res = list(res) if isinstance(res, (list, tuple)) else [res]
+                outs = [self.value(self.arg(a), "output") if isinstance(a, torch.fx.Node) else None for a in res]
+                if any(o is None for o in outs):
+                    raise ConfigError("the graph returns a value that is not a tensor")
+            elif node.op != "placeholder":
                 raise ConfigError(f"unexpected node {node.op} {node.target} in the exported graph")
+        return outs
 
     # ------------------------------------------------------------ helpers for converters
     def map(self, fn: str, x, path: str) -> Value:
@@ -458,10 +484,10 @@ def _adntn_linear(c: _Converter, node, x, cores, layer):
     from ..nn import layer_of
 
     m = layer_of(layer)
-    path = module_path(node) or "layer"
+    path = c.mb.unique_prefix(module_path(node) or node.name)
     x = c.value(x, path)
     c.mb.x = x
-    c.mb.generator(m.gen, {k: t.array for k, t in zip(m.cores.keys(), cores)}, None, path)
+    c.mb.generator(m.gen, {k: t.array for k, t in zip(m.core_names, cores)}, None, path)
     return c.mb.x
 
 
@@ -469,7 +495,8 @@ def _adntn_weight(c: _Converter, node, cores, layer):
     from ..nn import layer_of
 
     m = layer_of(layer)
-    return c.mb.resident_weight(m.gen, {k: t.array for k, t in zip(m.cores.keys(), cores)}, module_path(node) or "layer")
+    path = c.mb.unique_prefix(module_path(node) or node.name)
+    return c.mb.resident_weight(m.gen, {k: t.array for k, t in zip(m.core_names, cores)}, path)
 
 
 CONVERTERS: dict[str, Callable] = {

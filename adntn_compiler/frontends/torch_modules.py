@@ -61,6 +61,12 @@ class _ModelBuilder:
         self.layers: list[dict] = []
         self.x: Value | None = None
 
+    def unique_prefix(self, path: str) -> str:
+        """`path`, or `path#2`, ... when a layer at that path was already emitted (a module called twice)."""
+        self._paths = getattr(self, "_paths", {})
+        n = self._paths[path] = self._paths.get(path, 0) + 1
+        return path if n == 1 else f"{path}#{n}"
+
     def _const(self, name: str, value: np.ndarray, path: str) -> Value:
         self.tensors[name] = _f32(value)
         return self.call.node(Op.CONST, (), NameAttrs(name), path, value.shape)
@@ -71,6 +77,13 @@ class _ModelBuilder:
 
     def start(self, shape: tuple[int, ...]) -> None:
         self.x = self.call.input("x", (self.batch_size, *shape), "model.x")
+
+    def input(self, name: str, shape: tuple[int, ...]) -> Value:
+        """A call-graph input of this whole shape (the batch included)."""
+        v = self.call.input(name, shape, f"model.{name}")
+        if self.x is None:
+            self.x = v
+        return v
 
     def _features(self, what: str, n: int) -> Value:
         if self.x is None:
@@ -118,6 +131,12 @@ class _ModelBuilder:
         self.layers.append(dict(path=path, kind="adntn-weight", generator=repr(gen), schedule="materialize",
                                 ratio=gen.compression_ratio, params=gen.num_params, shape=list(gen.shape)))
         return self.call.node(Op.CONST, (), NameAttrs(wname), path, wg.outputs[0].shape)
+
+    def finish_many(self, outs: list[Value]) -> ModelGraphs:
+        """Graphs with several outputs ("y0", "y1", ...; "y" when there is one)."""
+        for k, v in enumerate(outs):
+            self.call.output(v, "y" if len(outs) == 1 else f"y{k}")
+        return ModelGraphs(self.load.build(), self.call.build(), self.tensors, self.layers)
 
     def finish(self) -> ModelGraphs:
         if self.x is None:

@@ -109,10 +109,10 @@ def test_export_keeps_adntn_layers_whole():
 
 def test_custom_op_autograd_matches_the_layer():
     layer = adntn.ADNTNLinear(adntn.ttn((12, 20), rank=2, seed=0))
-    torch.library.opcheck(adntn.nn.linear_op, (torch.randn(3, 20), [c.detach() for c in layer.cores.values()],
+    torch.library.opcheck(adntn.nn.linear_op, (torch.randn(3, 20), [c.detach() for c in layer.core_list()],
                                                layer._key))
     x = torch.randn(3, 20, requires_grad=True)
-    adntn.nn.linear_op(x, list(layer.cores.values()), layer._key).square().sum().backward()
+    adntn.nn.linear_op(x, layer.core_list(), layer._key).square().sum().backward()
     got = [x.grad] + [p.grad for p in layer.cores.values()]
     x2 = x.detach().requires_grad_()
     for p in layer.cores.values():
