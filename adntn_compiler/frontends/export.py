@@ -181,7 +181,7 @@ class _Converter:
         b = shift + (0.0 if bias is None else bias.array.astype(np.float64) * scale)
         self.fused.add(bn.name)
         self.mb.layers.append(dict(path=module_path(bn), kind="batchnorm-folded", into=path))
-        return _Param(weight.name + ".bn_folded", _f32(w)), _Param(f"{path}.bias.bn_folded", _f32(b)), bn
+        return _Param(weight.name + ".bn_folded", _f32(w)), _Param(f"{weight.name}.bias_bn_folded", _f32(b)), bn
 
 
 class _Param:
@@ -288,8 +288,9 @@ def _batch_norm(c: _Converter, node, x, weight, bias, mean, var, training=False,
     scale, shift = c.bn_params(node)
     x = c.value(x, path)
     shape = (len(scale),) + (1,) * (len(x.shape) - 2)
-    s = c.mb._const(f"{path}.bn_scale", _f32(scale.reshape(shape)), path)
-    t = c.mb._const(f"{path}.bn_shift", _f32(shift.reshape(shape)), path)
+    name = f"{path}.{node.name}" if path else node.name  # constant names must be unique in the graph
+    s = c.mb._const(f"{name}.bn_scale", _f32(scale.reshape(shape)), path)
+    t = c.mb._const(f"{name}.bn_shift", _f32(shift.reshape(shape)), path)
     return c.b.add(c.b.node(Op.BINARY, (x, s), BinaryAttrs("mul"), path), t, path)
 
 
@@ -432,7 +433,7 @@ def _layer_norm(c: _Converter, node, x, shape, weight=None, bias=None, eps=1e-5,
     path = module_path(node)
     x = c.value(x, path)
     shape = tuple(int(s) for s in shape)
-    ones = lambda v: _Param(f"{path}.ln_{v}", np.full(shape, 1.0 if v == "weight" else 0.0, np.float32))  # noqa: E731
+    ones = lambda v: _Param(f"{path}.{node.name}.ln_{v}", np.full(shape, 1.0 if v == "weight" else 0.0, np.float32))  # noqa: E731
     g = c.value(weight if weight is not None else ones("weight"), path)
     b = c.value(bias if bias is not None else ones("bias"), path)
     return c.b.node(Op.LAYER_NORM, (x, g, b), NormAttrs(len(shape), float(eps)), path)

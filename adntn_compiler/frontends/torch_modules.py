@@ -68,6 +68,8 @@ class _ModelBuilder:
         return path if n == 1 else f"{path}#{n}"
 
     def _const(self, name: str, value: np.ndarray, path: str) -> Value:
+        if name in self.tensors:  # two constants under one name would silently share the second's values
+            raise ConfigError(f"constant name {name!r} is used twice (at {path or 'the model'})")
         self.tensors[name] = _f32(value)
         return self.call.node(Op.CONST, (), NameAttrs(name), path, value.shape)
 
