@@ -1,4 +1,5 @@
-"""torch.compile backends on this CPU, one thread: eager, Inductor (the default) and backend="adntn" on
+"""torch.compile backends on this CPU, one thread: eager, Inductor (the default), OpenVINO's backend (when the
+`openvino` package is installed; inference only) and backend="adntn" on
 (a) the FC6 ADNTN layer (VGG-16 FC6 as a rank-4 TTN) at batch 1/32/256, (b) the compressed VGG-16-BN at 64x64,
 batch 1/8, (c) a training step (forward, backward, SGD) of the FC6 layer at batch 32. Cold compile (empty cache)
 and warm compile (a fresh Dynamo, our cache filled) for backend="adntn". Variants interleaved; medians.
@@ -48,6 +49,15 @@ def timed(variants: dict, rounds: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in ts.items()}
 
 
+def has_openvino() -> bool:
+    """OpenVINO's torch.compile backend, a real CPU peer, when `pip install openvino` was possible."""
+    try:
+        import openvino.torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 def inference_case(name: str, model, x, rounds: int) -> dict:
     row = dict(case=name, batch=int(x.shape[0]))
     with torch.no_grad():
@@ -63,8 +73,15 @@ def inference_case(name: str, model, x, rounds: int) -> dict:
         ind(x)
         row["adntn_report"] = {k: v for k, v in vars(torch_backend.last_report()).items() if k != "fallback_reasons"}
         row["max_rel_error"] = float((ours(x) - model(x)).abs().max() / model(x).abs().max())
-        row["median_s"] = timed({"eager": lambda: model(x), "inductor": lambda: ind(x),
-                                 "adntn": lambda: ours(x)}, rounds)
+        variants = {"eager": lambda: model(x), "inductor": lambda: ind(x), "adntn": lambda: ours(x)}
+        if has_openvino():
+            ov = torch.compile(model, backend="openvino", dynamic=False)
+            try:
+                row["openvino_compile_s"] = first_call(ov, x)
+                variants["openvino"] = lambda: ov(x)
+            except Exception as e:  # a peer's failure is a result too
+                row["openvino_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        row["median_s"] = timed(variants, rounds)
     return row
 
 
@@ -103,15 +120,18 @@ def main() -> None:
     for name, m, shape in tqdm(cases, desc="torch_compile"):
         rows.append(inference_case(name, m, torch.randn(*shape, generator=torch.Generator().manual_seed(0)), a.rounds))
     rows.append(training_case(a.rounds))
-    head = (f"{'case':<18} {'batch':>5} {'eager ms':>9} {'inductor ms':>11} {'adntn ms':>9} {'vs inductor':>11} "
-            f"{'vs eager':>8} {'inductor compile':>16} {'adntn cold':>10} {'adntn warm':>10}")
+    head = (f"{'case':<18} {'batch':>5} {'eager ms':>9} {'inductor ms':>11} {'openvino ms':>11} {'adntn ms':>9} "
+            f"{'vs inductor':>11} {'vs eager':>8} {'inductor compile':>16} {'adntn cold':>10} {'adntn warm':>10}")
     lines = [f"one thread, medians of {a.rounds} interleaved rounds", head, "-" * len(head)]
     for r in rows:
         m = r["median_s"]
         warm = f"{r['adntn_warm_compile_s']:>9.1f}s" if "adntn_warm_compile_s" in r else f"{'':>10}"
-        lines.append(f"{r['case']:<18} {r['batch']:>5} {1e3 * m['eager']:>9.2f} {1e3 * m['inductor']:>11.2f} "
+        ov = f"{1e3 * m['openvino']:>11.2f}" if "openvino" in m else f"{'failed' if 'openvino_error' in r else '-':>11}"
+        lines.append(f"{r['case']:<18} {r['batch']:>5} {1e3 * m['eager']:>9.2f} {1e3 * m['inductor']:>11.2f} {ov} "
                      f"{1e3 * m['adntn']:>9.2f} {m['inductor'] / m['adntn']:>10.2f}x {m['eager'] / m['adntn']:>7.2f}x "
                      f"{r['inductor_compile_s']:>15.1f}s {r['adntn_cold_compile_s']:>9.1f}s {warm}")
+    lines += [f"openvino failed on {r['case']} batch {r['batch']}: {r['openvino_error']}" for r in rows
+              if "openvino_error" in r]
     text = "\n".join(lines)
     print(text)
     out = Path(a.out)

@@ -126,14 +126,15 @@ def test_dynamic_batch_bounded_compiles():
     assert sum(r.cache_hits for r in reports) >= len(buckets) - len(set(buckets))  # a bucket built twice: cached
 
 
-def test_training_equals_eager():
+@pytest.mark.parametrize("fallback", ["eager", "inductor"])
+def test_training_equals_eager(fallback):
     torch.manual_seed(0)
     ref = nn.Sequential(nn.Linear(12, 24), nn.Tanh(), adntn.ADNTNLinear(adntn.ttn((16, 24), rank=2, seed=1)),
                         nn.ReLU(), nn.Linear(16, 3))
     comp = nn.Sequential(nn.Linear(12, 24), nn.Tanh(), adntn.ADNTNLinear(adntn.ttn((16, 24), rank=2, seed=1)),
                          nn.ReLU(), nn.Linear(16, 3))
     comp.load_state_dict(ref.state_dict())
-    cm = torch.compile(comp, backend="adntn", options={"fallback": "eager"})
+    cm = torch.compile(comp, backend="adntn", options={"fallback": fallback})
     opt_r, opt_c = torch.optim.SGD(ref.parameters(), lr=0.1), torch.optim.SGD(comp.parameters(), lr=0.1)
     g = torch.Generator().manual_seed(0)
     for step in range(4):
