@@ -23,6 +23,7 @@ import hashlib
 import itertools
 import json
 import logging
+import operator
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .errors import AdntnError, ConfigError
+from .errors import ConfigError
 
 log = logging.getLogger("adntn_compiler.torch_backend")
 
@@ -145,8 +146,7 @@ class _Inference:
         with torch.no_grad():
             ep = torch.export.export(_Wrapped(self.gm, ints, len(args)), tuple(tensors))
         self.params = [(t, t._version) for t, f in zip(tensors, frozen) if f]
-        parent = ep.graph_module
-        _partition(parent, ep, tensors, frozen, self.opts, self.report)
+        parent = _partition(ep.graph_module, tensors, frozen, self.opts, self.report)
         self.ints = ints
         self.run = _fallback_compile(parent, tensors, self.opts)
         self.report.compile_s += time.perf_counter() - t0
@@ -273,10 +273,10 @@ def _supported(node) -> bool:
     return all(isinstance(v, torch.Tensor) and v.dtype == torch.float32 and v.device.type == "cpu" for v in vals)
 
 
-def _partition(parent: torch.fx.GraphModule, ep, tensors: list, frozen: list[bool], opts: Options,
-               report: Report) -> None:
+def _partition(parent: torch.fx.GraphModule, tensors: list, frozen: list[bool], opts: Options,
+               report: Report) -> torch.fx.GraphModule:
     """Fuse the supported nodes of `parent` into partitions, compile each and put `adntn::partition` calls in
-    their place (in place)."""
+    their place; returns the graph module left for the fallback."""
     from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
     from torch.fx.passes.operator_support import OperatorSupportBase
 
@@ -299,7 +299,7 @@ def _partition(parent: torch.fx.GraphModule, ep, tensors: list, frozen: list[boo
     parts = CapabilityBasedPartitioner(parent, Support(), allows_single_node_partition=True).propose_partitions()
     parts = [p for p in parts if sum(_key(n.target) not in _SHAPE_OPS for n in p.nodes) >= opts.min_ops]
     if not parts:
-        return
+        return parent
     from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
 
     fused = fuse_by_partitions(parent, [list(p.nodes) for p in parts], prefix="adntn_part_")
@@ -310,7 +310,7 @@ def _partition(parent: torch.fx.GraphModule, ep, tensors: list, frozen: list[boo
         ops = [_key(n.target) for n in sub.graph.nodes if n.op == "call_function"]
         try:
             key = _compile_partition(sub, node, value_of, opts, report)
-        except AdntnError as e:
+        except Exception as e:  # never fail the whole graph over one partition: it runs on the fallback
             if opts.strict:
                 raise
             msg = f"partition {node.target} ({len(ops)} ops) left to {opts.fallback}: {type(e).__name__}: {e}"
@@ -327,22 +327,13 @@ def _partition(parent: torch.fx.GraphModule, ep, tensors: list, frozen: list[boo
         with fused.graph.inserting_before(node):
             call = fused.graph.call_function(torch.ops.adntn.partition.default, (list(dyn), key))
             if not multi:
-                call = fused.graph.call_function(_operator_getitem(), (call, 0))
-        node.replace_all_uses_with(call)
-        if multi:  # the old getitem users now index our list
-            pass
+                call = fused.graph.call_function(operator.getitem, (call, 0))
+        node.replace_all_uses_with(call)  # (several outputs: the parent's getitem nodes now index our list)
         fused.graph.erase_node(node)
         delattr(fused, node.target)
     fused.graph.eliminate_dead_code()
     fused.recompile()
-    if report.fallback_reasons and not report.partitions and opts.strict:
-        raise ConfigError(f"strict: nothing was compiled ({report.fallback_reasons[0]})")
-
-
-def _operator_getitem():
-    import operator
-
-    return operator.getitem
+    return fused
 
 
 def _compile_partition(sub, node, value_of: dict, opts: Options, report: Report) -> int:
