@@ -99,7 +99,7 @@ def backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = Non
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         report.mode = "training"
         return _training(gm, example_inputs, opts, report)
-    symbolic = [t for t in example_inputs if isinstance(t, torch.SymInt)]
+    symbolic = [t for t in example_inputs if _symbolic(t)]
     if symbolic:
         if not opts.dynamic_batch:
             raise ConfigError("this graph has symbolic shapes and options['dynamic_batch'] is False; compile with "
@@ -169,10 +169,10 @@ class _Bucketed:
         self.n = len(example_inputs)
         # Dynamo passes real example tensors; their symbolic shapes are in the placeholders' example values
         metas = [n.meta.get("example_value") for n in gm.graph.nodes if n.op == "placeholder"]
-        syms = {str(t.node.expr) for t in example_inputs if isinstance(t, torch.SymInt)}
+        syms = {str(t.node.expr) for t in example_inputs if _symbolic(t)}
         for v in metas:
             if isinstance(v, torch.Tensor):
-                syms |= {str(s.node.expr) for s in v.shape if isinstance(s, torch.SymInt)}
+                syms |= {str(s.node.expr) for s in v.shape if _symbolic(s)}
         if len(syms) != 1:
             raise ConfigError(f"only the batch dimension may be dynamic; this graph has symbols {sorted(syms)} "
                               f"(mark the others static with torch._dynamo.mark_static)")
@@ -198,6 +198,11 @@ class _Bucketed:
         return tuple(o[:n] if b else o for o, b in zip(out, self.batched_out))
 
 
+def _symbolic(s) -> bool:
+    """A SymInt that is still a symbol (Dynamo specialises some to numbers)."""
+    return isinstance(s, torch.SymInt) and not s.node.expr.is_number
+
+
 def _is_sym(s, sym: str) -> bool:
     return isinstance(s, torch.SymInt) and str(s.node.expr) == sym
 
@@ -208,8 +213,8 @@ def _check_rows_independent(gm, sym: str) -> list[bool]:
     outs: list[bool] = []
     for node in gm.graph.nodes:
         v = node.meta.get("example_value")
-        has = isinstance(v, torch.Tensor) and any(sym in str(getattr(s, "node", s).expr if isinstance(s, torch.SymInt)
-                                                              else "") for s in v.shape)
+        has = isinstance(v, torch.Tensor) and any(
+            isinstance(s, torch.SymInt) and sym in {str(f) for f in s.node.expr.free_symbols} for s in v.shape)
         if node.op == "placeholder" and has:
             batched.add(node.name)
         elif node.op in ("call_function", "call_method", "call_module"):

@@ -185,3 +185,35 @@ def test_cache_serves_a_second_process(tmp_path):
                                   for r in runs]
     assert (h1, h2) == ("0", "1") and y1 == y2
     assert list((tmp_path / "cache" / "torch_compile").glob("*.zip"))
+
+
+class BatchMean(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.fc(x) - self.fc(x).mean(0)  # mixes the rows: padding the batch would change the result
+
+
+def test_a_batch_that_cannot_be_padded_is_refused_naming_the_node():
+    m = BatchMean().eval()
+    cm = torch.compile(m, backend="adntn", options={"fallback": "eager"}, dynamic=True)
+    with torch.no_grad(), pytest.raises(Exception, match="the batch cannot be padded: .*mean.*dynamic=False"):
+        cm(torch.randn(5, 6))
+    torch._dynamo.reset()
+    x = torch.randn(5, 6)
+    with torch.no_grad():  # static shapes compile: no padding needed
+        close(torch.compile(m, backend="adntn", options={"fallback": "eager"}, dynamic=False)(x), m(x))
+
+
+def test_cache_key_depends_on_the_device(monkeypatch):
+    from adntn_compiler.targets import resolve
+
+    m = nn.Sequential(nn.Linear(4, 4)).eval()
+    ep = torch.export.export(m, (torch.randn(2, 4),))
+    sub, target = ep.graph_module, resolve("cpu")
+    k1 = torch_backend._cache_key(sub, [(2, 4)], torch_backend.Options(), target)
+    real = torch_backend.fingerprint
+    monkeypatch.setattr(torch_backend, "fingerprint", lambda t: {**real(t), "cpu": "another CPU"})
+    assert torch_backend._cache_key(sub, [(2, 4)], torch_backend.Options(), target) != k1
