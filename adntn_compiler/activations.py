@@ -52,6 +52,8 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("sigmoid", _sigmoid, lambda z: _sigmoid(z) * (1.0 - _sigmoid(z)), "sigmoid"),
         Activation("hardswish", lambda z: z * np.clip(z + 3, 0, 6) / 6,
                    lambda z: np.where(z < -3, 0.0, np.where(z > 3, 1.0, (2 * z + 3) / 6)).astype(z.dtype), "hardswish"),
+        Activation("hardsigmoid", lambda z: np.clip(z / 6 + 0.5, 0, 1),
+                   lambda z: ((z > -3) & (z < 3)).astype(z.dtype) / 6, "hardsigmoid"),
         Activation("silu", lambda z: z * _sigmoid(z), lambda z: _sigmoid(z) * (1.0 + z * (1.0 - _sigmoid(z))), "silu"),
     )
 }
@@ -82,6 +84,7 @@ def _torch_derivative(name: str) -> Callable:
         "gelu": lambda z: 0.5 * (1 + torch.erf(z / math.sqrt(2))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi),
         "sigmoid": lambda z: s(z) * (1 - s(z)),
         "silu": lambda z: s(z) * (1 + z * (1 - s(z))),
+        "hardsigmoid": lambda z: ((z > -3) & (z < 3)).to(z.dtype) / 6,
         "hardswish": lambda z: torch.where(z < -3, 0.0, torch.where(z > 3, 1.0, (2 * z + 3) / 6)).to(z.dtype),
     }[name]
 

@@ -140,8 +140,9 @@ class Executable:
         from .ir.serialize import from_dict
 
         t = {k: v.astype(np.float64) for k, v in self._tensors.items()}
-        load = from_dict(self.manifest["graphs"]["load"], t)
-        t.update(zip([n.attrs.name for n in load.nodes if n.op is Op.OUTPUT], run(load, [], t)))
+        if self.manifest["graphs"]["load"]["nodes"]:  # (a model without ADNTN layers has nothing to load)
+            load = from_dict(self.manifest["graphs"]["load"], t)
+            t.update(zip([n.attrs.name for n in load.nodes if n.op is Op.OUTPUT], run(load, [], t)))
         return run(from_dict(self.manifest["graphs"]["call"], t), [np.asarray(x, np.float64)], t)[0]
 
     # ---------------------------------------------------------------- the artifact

@@ -82,7 +82,8 @@ def _softmax(n: Node, x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=n.attrs.axis, keepdims=True)
 
 
-BINARY_NUMPY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "max": np.maximum}
+BINARY_NUMPY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "max": np.maximum,
+                "min": np.minimum}
 
 IMPL_NUMPY = {  # INPUT, PARAM and CONST are bound by the interpreter
     Op.EINSUM: _einsum,

@@ -48,7 +48,8 @@ def _adaptive_pool(n: Node, x: torch.Tensor) -> torch.Tensor:
     return f(x, n.attrs.output_size)
 
 
-BINARY_TORCH = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "max": torch.maximum}
+BINARY_TORCH = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "max": torch.maximum,
+                "min": torch.minimum}
 
 IMPL_TORCH = {
     Op.EINSUM: _einsum,

@@ -481,6 +481,81 @@ def _identity(c: _Converter, node, x, *rest, **kw):
     return x
 
 
+def _clamp(c: _Converter, node, x, lo=None, hi=None):
+    """clamp / hardtanh (ReLU6): max with the lower bound, then min with the upper."""
+    path = module_path(node)
+    y = c.value(x, path)
+    if lo is not None:
+        y = c.b.node(Op.BINARY, (y, c.value(float(lo), path)), BinaryAttrs("max"), path)
+    if hi is not None:
+        y = c.b.node(Op.BINARY, (y, c.value(float(hi), path)), BinaryAttrs("min"), path)
+    return y
+
+
+def _clamp_min(c, node, x, lo):
+    return _clamp(c, node, x, lo, None)
+
+
+def _clamp_max(c, node, x, hi):
+    return _clamp(c, node, x, None, hi)
+
+
+def _hardtanh(c, node, x, lo=-1.0, hi=1.0):
+    return _clamp(c, node, x, lo, hi)
+
+
+def _neg(c: _Converter, node, x):
+    path = module_path(node)
+    return c.b.node(Op.BINARY, (c.value(x, path), c.value(-1.0, path)), BinaryAttrs("mul"), path)
+
+
+def _expand(c: _Converter, node, x, shape, *rest, **kw):
+    """A broadcast copy: x + zeros of the target shape (-1 keeps an axis)."""
+    path = module_path(node)
+    x = c.value(x, path)
+    lead = len(shape) - len(x.shape)
+    shape = tuple(x.shape[k - lead] if s == -1 else int(s) for k, s in enumerate(shape))
+    if shape == x.shape:
+        return x
+    c.n_scalars += 1
+    zeros = c.mb._const(f"{path or node.name}.expand{c.n_scalars}", np.zeros(shape, np.float32), path)
+    return c.b.node(Op.BINARY, (zeros, x), BinaryAttrs("add"), path)
+
+
+def _split_sizes(c: _Converter, node, x, sizes, dim):
+    x = c.value(x, module_path(node))
+    dim = dim % len(x.shape)
+    outs, start = [], 0
+    for s in sizes:
+        outs.append(_slice(c, node, x, dim, start, start + s))
+        start += s
+    return tuple(outs)
+
+
+def _split(c: _Converter, node, x, size, dim=0):
+    x = c.value(x, module_path(node))
+    n = x.shape[dim % len(x.shape)]
+    sizes = list(size) if isinstance(size, (list, tuple)) else [min(size, n - k) for k in range(0, n, size)]
+    return _split_sizes(c, node, x, sizes, dim)
+
+
+def _chunk(c: _Converter, node, x, chunks, dim=0):
+    x = c.value(x, module_path(node))
+    n = x.shape[dim % len(x.shape)]
+    return _split(c, node, x, -(-n // chunks), dim)
+
+
+def _unbind(c: _Converter, node, x, dim=0):
+    x = c.value(x, module_path(node))
+    return tuple(_select(c, node, x, dim, k) for k in range(x.shape[dim % len(x.shape)]))
+
+
+def _getitem(c: _Converter, node, xs, k):
+    if not isinstance(xs, tuple):
+        raise ConfigError(f"getitem of a {type(xs).__name__}")
+    return xs[k]
+
+
 def _adntn_linear(c: _Converter, node, x, cores, layer):
     from ..nn import layer_of
 
@@ -511,13 +586,17 @@ CONVERTERS: dict[str, Callable] = {
     "aten.rsub": _bin("sub", swap=True), "aten.maximum": _bin("max"),
     "aten.relu": _act("relu"), "aten.relu_": _act("relu"), "aten.gelu": _act("gelu"), "aten.silu": _act("silu"),
     "aten.sigmoid": _act("sigmoid"), "aten.tanh": _act("tanh"), "aten.hardswish": _act("hardswish"),
-    "aten.hardswish_": _act("hardswish"), "aten.leaky_relu": _act("leaky_relu"), "aten.silu_": _act("silu"),
+    "aten.hardswish_": _act("hardswish"),
+    "aten.hardsigmoid": _act("hardsigmoid"), "aten.hardsigmoid_": _act("hardsigmoid"), "aten.leaky_relu": _act("leaky_relu"), "aten.silu_": _act("silu"),
     "aten.view": _reshape, "aten.reshape": _reshape, "aten._unsafe_view": _reshape, "aten.flatten": _flatten,
     "aten.permute": _permute, "aten.transpose": _transpose, "aten.t": _t, "aten.unsqueeze": _unsqueeze,
     "aten.squeeze": _squeeze, "aten.slice": _slice, "aten.select": _select, "aten.cat": _cat,
     "aten.mean": _reduce(True), "aten.sum": _reduce(False),
     "aten.dropout": _identity, "aten.dropout_": _identity, "aten.contiguous": _identity, "aten.clone": _identity,
     "aten.alias": _identity, "aten.detach": _identity, "aten.lift_fresh_copy": _identity,
+    "aten.clamp": _clamp, "aten.clamp_min": _clamp_min, "aten.clamp_max": _clamp_max, "aten.hardtanh": _hardtanh,
+    "aten.hardtanh_": _hardtanh, "aten.neg": _neg, "aten.expand": _expand, "aten.split": _split,
+    "aten.split_with_sizes": _split_sizes, "aten.chunk": _chunk, "aten.unbind": _unbind, "getitem": _getitem,
     "adntn.linear": _adntn_linear, "adntn.weight": _adntn_weight,
 }
 

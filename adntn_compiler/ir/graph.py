@@ -102,7 +102,7 @@ class AddAttrs:  # ADD
 
 @dataclass(frozen=True, slots=True)
 class BinaryAttrs:  # BINARY
-    fn: str  # add, sub, mul, div, max
+    fn: str  # add, sub, mul, div, max, min
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,7 +92,7 @@ def _add(attrs: AddAttrs, a: Shape, b: Shape) -> Shape:
     return a
 
 
-BINARY_FNS = ("add", "sub", "mul", "div", "max")
+BINARY_FNS = ("add", "sub", "mul", "div", "max", "min")
 
 
 def broadcast(a: Shape, b: Shape) -> Shape:

@@ -150,7 +150,7 @@ def test_layer_norm_and_softmax(shape, axes):
 
 
 @settings(max_examples=8, **SETTINGS)
-@given(st.sampled_from(["add", "sub", "mul", "div", "max"]),
+@given(st.sampled_from(["add", "sub", "mul", "div", "max", "min"]),
        st.lists(st.sampled_from([1, 3]), min_size=1, max_size=3), st.lists(st.sampled_from([1, 3]), min_size=1,
                                                                              max_size=3))
 def test_binary_broadcasts_both_ways(fn, a, b):
@@ -159,7 +159,8 @@ def test_binary_broadcasts_both_ways(fn, a, b):
     if fn == "div":
         y = np.abs(y) + 0.5
     ref = run(g, [x, y])[0]
-    want = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "max": np.maximum}[fn](x, y)
+    want = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "max": np.maximum,
+            "min": np.minimum}[fn](x, y)
     np.testing.assert_allclose(ref, want)
     got = get_backend("tvm").compile(g)(x.astype(np.float32), y.astype(np.float32))[0]
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)

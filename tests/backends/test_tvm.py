@@ -56,8 +56,9 @@ def test_weight_and_backward_graphs_on_tvm(gen, seed):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=max(2e-4 * max(1.0, float(np.abs(b).max())), floor))
 
 
-@pytest.mark.parametrize("fn", ["identity", "tanh", "relu", "leaky_relu", "gelu", "sigmoid", "silu",
-                                "d:tanh", "d:relu", "d:leaky_relu", "d:gelu", "d:sigmoid", "d:silu", "d:identity"])
+@pytest.mark.parametrize("fn", ["identity", "tanh", "relu", "leaky_relu", "gelu", "sigmoid", "silu", "hardswish",
+                                "hardsigmoid", "d:tanh", "d:relu", "d:leaky_relu", "d:gelu", "d:sigmoid", "d:silu",
+                                "d:identity", "d:hardswish", "d:hardsigmoid"])
 def test_activation_kernels(fn):
     b = Builder()
     x = b.input("x", (4, 64))

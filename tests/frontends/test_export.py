@@ -135,3 +135,33 @@ def test_conv_strides_groups_and_depthwise_compile():
     with torch.no_grad():
         want = model(x).numpy()
     np.testing.assert_allclose(exe(x.numpy()), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+class _MoreOps(nn.Module):
+    """ReLU6/clamp/neg, a class token expanded over the batch, qkv.unbind / chunk / split (timm's forms)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cls = nn.Parameter(torch.randn(1, 1, 8))
+        self.qkv = nn.Linear(8, 24)
+        self.act = nn.ReLU6()
+
+    def forward(self, x):  # x: (N, T, 8)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
+        q, k, v = self.qkv(x).reshape(x.shape[0], x.shape[1], 3, 8).permute(2, 0, 1, 3).unbind(0)
+        a, b = torch.chunk(q, 2, dim=-1)
+        c, d = torch.split(k, [3, 5], dim=-1)
+        y = torch.cat([a * b.clamp(-0.5, 0.5), -c, d.clamp(min=0.1)[..., :1]], dim=-1) + self.act(v * 4)
+        y = y * nn.functional.hardsigmoid(y)
+        return y.clamp(max=2.0)
+
+
+def test_more_ops_compile():
+    torch.manual_seed(0)
+    m = _MoreOps().eval()
+    x = torch.randn(2, 5, 8)
+    exe = adntn.compile(m, example_inputs=(x,))
+    with torch.no_grad():
+        want = m(x).numpy()
+    np.testing.assert_allclose(exe(x.numpy()), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(exe.reference(x.numpy()), want, rtol=1e-5, atol=1e-5)

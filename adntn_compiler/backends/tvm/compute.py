@@ -65,6 +65,7 @@ def activation(name: str, x: te.Tensor) -> te.Tensor:
         "silu": lambda: _mul(x, _sigmoid(x), "silu"),
         "gelu": lambda: _gelu(x),
         "hardswish": lambda: _ew(x, lambda v: v * tvm.tirx.min(tvm.tirx.max(v + 3, zero), 6 * one) / 6, "hardswish"),
+        "hardsigmoid": lambda: _ew(x, lambda v: tvm.tirx.min(tvm.tirx.max(v / 6 + 0.5, zero), one), "hardsigmoid"),
         DERIV_PREFIX + "identity": lambda: _ew(x, lambda v: one, "d_identity"),
         DERIV_PREFIX + "tanh": lambda: _ew(topi.fast_tanh(x), lambda t: 1 - t * t, "d_tanh"),
         DERIV_PREFIX + "relu": lambda: _where_pos(x, lambda v: one, lambda v: zero, "d_relu"),
@@ -72,6 +73,8 @@ def activation(name: str, x: te.Tensor) -> te.Tensor:
         DERIV_PREFIX + "sigmoid": lambda: _ew(_sigmoid(x), lambda s: s * (1 - s), "d_sigmoid"),
         DERIV_PREFIX + "silu": lambda: _d_silu(x),
         DERIV_PREFIX + "gelu": lambda: _gelu_d(x),
+        DERIV_PREFIX + "hardsigmoid": lambda: _ew(x, lambda v: tvm.tirx.Select(
+            tvm.tirx.all(v > -3, v < 3), one / 6, zero), "d_hardsigmoid"),
         DERIV_PREFIX + "hardswish": lambda: _ew(x, lambda v: tvm.tirx.Select(
             v < -3, zero, tvm.tirx.Select(v > 3, one, (2 * v + 3) / 6)), "d_hardswish"),
     }
@@ -261,7 +264,8 @@ def einsum(name: str, terms: tuple[str, ...], out: str, shapes: list[tuple[int, 
 def binary(name: str, fn: str, ashape: tuple[int, ...], bshape: tuple[int, ...]) -> tvm.tirx.PrimFunc:
     """a (fn) b with numpy broadcasting (topi's broadcast ops)."""
     A, B = te.placeholder(ashape, DTYPE, name="A"), te.placeholder(bshape, DTYPE, name="B")
-    f = {"add": topi.add, "sub": topi.subtract, "mul": topi.multiply, "div": topi.divide, "max": topi.maximum}[fn]
+    f = {"add": topi.add, "sub": topi.subtract, "mul": topi.multiply, "div": topi.divide, "max": topi.maximum,
+         "min": topi.minimum}[fn]
     return _func([A, B, f(A, B)], name)
 
 
