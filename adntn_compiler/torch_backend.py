@@ -143,19 +143,30 @@ class _Inference:
         ints = {k: int(a) for k, a in enumerate(args) if not isinstance(a, torch.Tensor)}
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
         frozen = [f for f, a in zip(self.frozen, args) if isinstance(a, torch.Tensor)]
-        with torch.no_grad():
-            ep = torch.export.export(_Wrapped(self.gm, ints, len(args)), tuple(tensors))
         self.params = [(t, t._version) for t, f in zip(tensors, frozen) if f]
-        parent = _partition(ep.graph_module, tensors, frozen, self.opts, self.report)
-        self.ints = ints
-        self.run = _fallback_compile(parent, tensors, self.opts)
+        try:
+            with torch.no_grad():
+                ep = torch.export.export(_Wrapped(self.gm, ints, len(args)), tuple(tensors))
+        except Exception as e:  # never fail the graph: all of it goes to the fallback
+            if self.opts.strict:
+                raise
+            msg = f"torch.export could not capture the graph ({type(e).__name__}: {str(e).splitlines()[0][:200]}); " \
+                  f"all of it runs on {self.opts.fallback}"
+            log.warning("adntn: %s", msg)
+            self.report.fallback_reasons.append(msg)
+            whole = _fallback_compile(self.gm, list(args), self.opts)
+            self.run = lambda *a: whole(*a)
+        else:
+            parent = _partition(ep.graph_module, tensors, frozen, self.opts, self.report)
+            run = _fallback_compile(parent, tensors, self.opts)
+            self.run = lambda *a: run(*[x for x in a if isinstance(x, torch.Tensor)])
         self.report.compile_s += time.perf_counter() - t0
 
     def __call__(self, *args):
         if any(t._version != v for t, v in self.params):  # a parameter changed in place: rebuild with its value
             log.info("adntn: a parameter changed; recompiling the graph's partitions")
             self._build(list(args))
-        out = self.run(*[a for a in args if isinstance(a, torch.Tensor)])
+        out = self.run(*args)
         return tuple(out) if isinstance(out, (list, tuple)) else (out,)
 
 

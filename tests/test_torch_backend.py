@@ -217,3 +217,17 @@ def test_cache_key_depends_on_the_device(monkeypatch):
     real = torch_backend.fingerprint
     monkeypatch.setattr(torch_backend, "fingerprint", lambda t: {**real(t), "cpu": "another CPU"})
     assert torch_backend._cache_key(sub, [(2, 4)], torch_backend.Options(), target) != k1
+
+
+def test_a_graph_export_cannot_capture_runs_on_the_fallback(monkeypatch):
+    m = vgg_style().eval()
+    x = torch.randn(2, 3, 16, 16)
+
+    def no_export(*a, **k):
+        raise RuntimeError("injected export failure")
+
+    monkeypatch.setattr(torch.export, "export", no_export)
+    with torch.no_grad():
+        close(torch.compile(m, backend="adntn", options={"fallback": "eager"})(x), m(x))
+    r = torch_backend.last_report()
+    assert r.partitions == 0 and any("injected export failure" in s for s in r.fallback_reasons)
