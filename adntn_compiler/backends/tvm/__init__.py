@@ -80,13 +80,16 @@ def load_library(lib_bytes: bytes, programs: Mapping[str, dict], target: Target,
         except (ValueError, AttributeError, TypeError) as e:
             raise SerializationError(f"the manifest's {k!r} program is malformed ({e})") from None
     if tensors is not None:
-        produced = {name for p in progs.values() for name, _, _ in p.outputs}  # e.g. the load program's results
+        produced = {name: shape for p in progs.values() for name, _, shape in p.outputs}  # e.g. the load results
         for k, p in progs.items():
             for c in p.consts:
                 t = tensors.get(c["tensor"])
                 if t is None and c["tensor"] not in produced:
                     raise SerializationError(f"the {k!r} program needs tensor {c['tensor']!r}, which the artifact "
                                              f"lacks")
+                if t is None and int(np.prod(produced[c["tensor"]])) != int(np.prod(c["shape"])):
+                    raise SerializationError(f"the {k!r} program reads {c['tensor']!r} as {tuple(c['shape'])}, but "
+                                             f"it is produced as {tuple(produced[c['tensor']])}")
                 if t is not None and (t.dtype != np.float32 or t.size != int(np.prod(c["shape"]))):
                     raise SerializationError(f"tensor {c['tensor']!r} is {t.dtype} {t.shape}; the {k!r} program "
                                              f"reads it as float32 {tuple(c['shape'])}")

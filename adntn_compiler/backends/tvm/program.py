@@ -44,6 +44,7 @@ class Program:
         except jsonschema.ValidationError as e:
             where = "/".join(str(x) for x in e.absolute_path) or "the program"
             raise ValueError(f"{where}: {e.message[:200]}") from None
+        _no_floats(d, "")  # JSON Schema counts 1.0 as an integer; a program holds none
         p = cls(**{k: d[k] for k in ("buffers", "calls", "inputs", "outputs", "consts")}, arena=d.get("arena"))
         p.check(max_elements)
         return p
@@ -110,6 +111,14 @@ class Program:
                 (s1, e1), (s2, e2) = live[b], live[b2]
                 if s1 <= e2 and s2 <= e1 and not (lo == lo2 and ((b, b2) in inplace or (b2, b) in inplace)):
                     raise ValueError(f"arena: buffers {b!r} and {b2!r} share memory while both are live")
+
+
+def _no_floats(x, where: str) -> None:
+    if isinstance(x, float):
+        raise ValueError(f"{where or 'the program'}: {x!r} is not an integer")
+    items = x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) else ()
+    for k, v in items:
+        _no_floats(v, f"{where}/{k}" if where else str(k))
 
 
 ARENA_ALIGN = 16  # elements: 64 bytes, what TVM wants of a buffer's start
