@@ -180,7 +180,6 @@ class _Converter:
         w = weight.array.astype(np.float64) * scale.reshape(-1, *[1] * (weight.array.ndim - 1))
         b = shift + (0.0 if bias is None else bias.array.astype(np.float64) * scale)
         self.fused.add(bn.name)
-        self.mb.layers.append(dict(path=module_path(bn), kind="batchnorm-folded", into=path))
         return _Param(weight.name + ".bn_folded", _f32(w)), _Param(f"{weight.name}.bias_bn_folded", _f32(b)), bn
 
 
@@ -233,6 +232,7 @@ def _conv2d(c: _Converter, node, x, weight, bias=None, stride=1, padding=0, dila
                             padding=list(a.padding), groups=a.groups))
     if bn is not None:
         c.env[bn.name] = y
+        c.mb.layers.append(dict(path=module_path(bn), kind="batchnorm-folded", into=path))
     return y
 
 
@@ -255,6 +255,7 @@ def _linear(c: _Converter, node, x, weight, bias=None):
                                 bias=bias is not None))
     if bn is not None:
         c.env[bn.name] = y
+        c.mb.layers.append(dict(path=module_path(bn), kind="batchnorm-folded", into=path))
     return y
 
 
