@@ -403,8 +403,14 @@ def fingerprint(target) -> dict:
 
 
 def _cache_key(sub, binds, opts: Options, target) -> str:
+    from .frontends.export import _key
+    from .nn import layer_of
+
     spec = [("param", b.name, list(b.shape)) if not isinstance(b, tuple) else ("input", list(b)) for b in binds]
-    text = json.dumps(dict(graph=sub.code, binds=spec, dtype="float32", fingerprint=fingerprint(target),
+    # the graph names ADNTN layers by a per-process key: their generators (activation, layout, ...) go in as text
+    layers = [repr(layer_of(n.args[-1]).gen) for n in sub.graph.nodes
+              if n.op == "call_function" and _key(n.target).startswith("adntn.")]
+    text = json.dumps(dict(graph=sub.code, binds=spec, layers=layers, dtype="float32", fingerprint=fingerprint(target),
                            settings=dict(target=opts.target)), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -214,6 +214,11 @@ def test_cache_key_depends_on_the_device(monkeypatch):
     ep = torch.export.export(m, (torch.randn(2, 4),))
     sub, target = ep.graph_module, resolve("cpu")
     k1 = torch_backend._cache_key(sub, [(2, 4)], torch_backend.Options(), target)
+    la = nn.Sequential(adntn.ADNTNLinear(adntn.ttn((8, 12), rank=2, activation="tanh"))).eval()
+    g = torch.export.export(la, (torch.randn(2, 12),)).graph_module
+    k_tanh = torch_backend._cache_key(g, [(2, 12)], torch_backend.Options(), target)
+    la[0].gen = adntn.ttn((8, 12), rank=2, activation="relu")  # same graph text and core shapes, other generator
+    assert torch_backend._cache_key(g, [(2, 12)], torch_backend.Options(), target) != k_tanh
     real = torch_backend.fingerprint
     monkeypatch.setattr(torch_backend, "fingerprint", lambda t: {**real(t), "cpu": "another CPU"})
     assert torch_backend._cache_key(sub, [(2, 4)], torch_backend.Options(), target) != k1
