@@ -13,7 +13,7 @@ from adntn_compiler.backends import get_backend  # noqa: E402
 from adntn_compiler.backends import reference  # noqa: E402
 from adntn_compiler.backends.tvm import build  # noqa: E402
 from adntn_compiler.backends.tvm.policy import default_policy  # noqa: E402
-from adntn_compiler.errors import ConfigError  # noqa: E402
+from adntn_compiler.errors import ConfigError, MemoryEstimateError  # noqa: E402
 from adntn_compiler.frontends.trace import trace  # noqa: E402
 from adntn_compiler.ir.builder import Builder  # noqa: E402
 from adntn_compiler.passes.autodiff import autodiff  # noqa: E402
@@ -36,8 +36,11 @@ def run_plan_on_tvm(p):
 @given(gen=generators(conv=False), batch=st.sampled_from([1, 3, 8]),
        schedule=st.sampled_from(["materialize", "factored", "stream", "auto"]), seed=st.integers(0, 99))
 def test_plan_on_tvm_equals_reference(gen, batch, schedule, seed):
-    p = adntn.plan(gen, batch_size=batch, schedule=schedule,
-                   memory_budget=1 << 16 if schedule == "stream" else None)  # a small budget makes stream tile
+    try:  # a small budget makes stream tile
+        p = adntn.plan(gen, batch_size=batch, schedule=schedule,
+                       memory_budget=1 << 16 if schedule == "stream" else None)
+    except MemoryEstimateError:  # the generator's resident cores alone exceed it: stream untiled
+        p = adntn.plan(gen, batch_size=batch, schedule=schedule)
     x = np.random.default_rng(seed).standard_normal((batch, gen.I))
     close(run_plan_on_tvm(p)(x.astype(np.float32))["y"], p.run(x))
 
