@@ -104,6 +104,8 @@ def torch_fn(name: str) -> Callable:
         return torch.sigmoid
     if act.name == "leaky_relu":
         return lambda z: F.leaky_relu(z, LEAKY_SLOPE)
+    if act.name == "hardsigmoid":  # F.hardsigmoid rounds 1/6 to float32 even on float64 tensors
+        return lambda z: torch.clamp(z / 6 + 0.5, 0, 1)
     return getattr(F, act.torch_name)
 
 

@@ -41,7 +41,7 @@ def generators(draw, archs=TREE_ARCHS + LINEAR_ARCHS, conv: bool | None = None):
         raise AssertionError(e)
 
 
-def assert_close64(actual, desired, rtol: float = 1e-9, err_msg: str = "") -> None:
+def assert_close64(actual, desired, rtol: float = 1e-9, err_msg: str = "", floor: float = 0.0) -> None:
     """float64 agreement up to rounding: relative, with an absolute floor scaled to the array's magnitude (a
     centred activation cancels, so some entries are tiny next to the rest and carry the others' rounding; at rank 1
     a whole output can cancel to exactly 0, so the floor never drops below rtol * 1e-3 of the O(1) terms)."""
@@ -49,7 +49,7 @@ def assert_close64(actual, desired, rtol: float = 1e-9, err_msg: str = "") -> No
 
     desired = np.asarray(desired)
     scale = float(np.abs(desired).max()) if desired.size else 0.0
-    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * max(scale, 1e-3), err_msg=err_msg)
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=max(rtol * max(scale, 1e-3), floor), err_msg=err_msg)
 
 
 def largest_intermediate(g, args) -> float:

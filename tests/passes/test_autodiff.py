@@ -11,7 +11,7 @@ from adntn_compiler.ir.builder import Builder
 from adntn_compiler.ir.graph import Op
 from adntn_compiler.passes import fuse, optimize, order, segment
 from adntn_compiler.passes.autodiff import autodiff
-from tests.corpus import assert_close64, generators
+from tests.corpus import assert_close64, generators, largest_intermediate
 
 
 @pytest.fixture(autouse=True)
@@ -35,12 +35,14 @@ def test_core_gradients_equal_torch_autograd(gen, batch, layer_program, seed):
     y = tb.run(g, [torch.tensor(a) for a in args], params)[0]
     (y * torch.tensor(ct)).sum().backward()
     assert set(grads) == {n.attrs.name for n in g.params}
+    # float64 rounding of the largest term: a gradient cancelling to 1e-3 from O(1e3) terms carries theirs
+    floor = 100 * np.finfo(np.float64).eps * largest_intermediate(autodiff(g), args + [ct])
     for k, gr in grads.items():
-        assert_close64(gr, params[k].grad.numpy(), err_msg=k)
+        assert_close64(gr, params[k].grad.numpy(), err_msg=k, floor=floor)
     # recomputation and the optimisation passes change the program, not the gradients
     for bg in (autodiff(g, recompute=True), optimize(autodiff(g), (segment, order, fuse))):
         for k, gr in _grads(ir.verify(bg), args + [ct]).items():
-            assert_close64(gr, grads[k], err_msg=k)
+            assert_close64(gr, grads[k], err_msg=k, floor=floor)
 
 
 @st.composite
