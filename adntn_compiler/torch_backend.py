@@ -177,7 +177,6 @@ class _Bucketed:
 
     def __init__(self, gm, example_inputs, opts: Options, report: Report):
         self.gm, self.opts, self.report = gm, opts, report
-        self.n = len(example_inputs)
         # Dynamo passes real example tensors; their symbolic shapes are in the placeholders' example values
         metas = [n.meta.get("example_value") for n in gm.graph.nodes if n.op == "placeholder"]
         syms = {str(t.node.expr) for t in example_inputs if _symbolic(t)}
@@ -268,11 +267,11 @@ class _Partition:
     """A fused subgraph compiled to a Library: its load program ran once (frozen parameters), its call program
     runs per call."""
 
-    def __init__(self, lib, tensors, n_inputs: int, out_shapes: list[tuple[int, ...]]):
+    def __init__(self, lib, tensors, out_shapes: list[tuple[int, ...]]):
         loaded = lib.runner("load", tensors)()
         self.call = lib.runner("call", {**tensors, **loaded})
         self.names = [n for n, _, _ in lib.programs["call"].outputs]
-        self.n_inputs, self.out_shapes = n_inputs, out_shapes
+        self.out_shapes = out_shapes
 
     def __call__(self, args: list[torch.Tensor]) -> list[torch.Tensor]:
         xs = [a.detach().contiguous().numpy() for a in args]
@@ -359,15 +358,13 @@ def _compile_partition(sub, node, value_of: dict, opts: Options, report: Report)
     from .targets import resolve
 
     target = resolve(opts.target)
-    binds, dyn_shapes = [], []
+    binds = []
     for a in node.args:
         t, frozen = value_of.get(a.name, (None, False)) if isinstance(a, torch.fx.Node) else (None, False)
         if frozen:
             binds.append(_Param(f"param.{a.name}", _f32(t)))
         else:
-            shape = tuple(int(s) for s in a.meta["val"].shape)
-            binds.append(shape)
-            dyn_shapes.append(shape)
+            binds.append(tuple(int(s) for s in a.meta["val"].shape))
     mb = _ModelBuilder(1, "auto", None, target)
     conv = _Converter(None, mb)
     outs = conv.run_graph(sub.graph, binds)
@@ -376,7 +373,7 @@ def _compile_partition(sub, node, value_of: dict, opts: Options, report: Report)
     lib, hit = _cached_build(key_text, mg, target)
     report.cache_hits += hit
     k = next(_KEYS)
-    _PARTITIONS[k] = _Partition(lib, mg.tensors, len(dyn_shapes), [v.shape for v in mg.call.outputs])
+    _PARTITIONS[k] = _Partition(lib, mg.tensors, [v.shape for v in mg.call.outputs])
     return k
 
 

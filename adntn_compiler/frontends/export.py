@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import AdntnError, ConfigError, ShapeError
+from ..ir.ops import conv_out
 from ..ir.graph import AdaptivePoolAttrs, AxisAttrs, BinaryAttrs, ConvAttrs, NormAttrs, Op, PoolAttrs, Value
 from .torch_modules import ModelGraphs, _f32, _ModelBuilder
 
@@ -224,7 +225,7 @@ def _conv2d(c: _Converter, node, x, weight, bias=None, stride=1, padding=0, dila
     G, K, N, P = p.shape
     O = W.shape[0]
     y = b.contract([(b.reshape(W, (G, O // G, K), path), "gok"), (p, "gknp")], "ngop", f"{path}.conv")
-    ho, wo = _conv_hw(x.shape, a)
+    ho, wo = conv_out(a, x.shape)
     y = b.reshape(y, (N, O, ho, wo), path)
     if bias is not None:
         y = b.add(y, b.reshape(c.value(bias, path), (O, 1, 1), path), f"{path}.bias")
@@ -234,12 +235,6 @@ def _conv2d(c: _Converter, node, x, weight, bias=None, stride=1, padding=0, dila
         c.env[bn.name] = y
         c.mb.layers.append(dict(path=module_path(bn), kind="batchnorm-folded", into=path))
     return y
-
-
-def _conv_hw(xshape, a: ConvAttrs) -> tuple[int, int]:
-    from ..ir.ops import conv_out
-
-    return conv_out(a, xshape)
 
 
 def _linear(c: _Converter, node, x, weight, bias=None):

@@ -60,10 +60,10 @@ class _ModelBuilder:
         self.tensors: dict[str, np.ndarray] = {}
         self.layers: list[dict] = []
         self.x: Value | None = None
+        self._paths: dict[str, int] = {}  # layer path -> how many layers were emitted under it
 
     def unique_prefix(self, path: str) -> str:
         """`path`, or `path#2`, ... when a layer at that path was already emitted (a module called twice)."""
-        self._paths = getattr(self, "_paths", {})
         n = self._paths[path] = self._paths.get(path, 0) + 1
         return path if n == 1 else f"{path}#{n}"
 
@@ -170,7 +170,8 @@ def model_graphs(obj, batch_size: int = 1, schedule: str = "auto", memory_budget
     if example_inputs is not None:
         xs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         if len(xs) != 1 or not isinstance(xs[0], torch.Tensor):
-            raise ConfigError(f"example_inputs must be one tensor (a tuple of one), got {len(xs)} values")
+            raise ConfigError(f"example_inputs must be one tensor (a tuple of one); got "
+                              f"({', '.join(type(v).__name__ for v in xs)})")
         x = xs[0]
     else:
         x = torch.zeros((batch_size, *_input_shape(obj, input_shape)), dtype=torch.float32)

@@ -12,6 +12,7 @@ from adntn_compiler.backends import get_backend
 from adntn_compiler.backends.reference import run
 from adntn_compiler.errors import ShapeError
 from adntn_compiler.ir.builder import Builder
+from adntn_compiler.ir.ops import conv_out
 from adntn_compiler.ir.graph import AdaptivePoolAttrs, AxisAttrs, BinaryAttrs, ConvAttrs, NormAttrs, Op, PoolAttrs
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
@@ -32,8 +33,7 @@ def _conv_ref(x, w, a):
     G, K, N, P = p.shape
     wr = b.reshape(wi, (G, w.shape[0] // G, K))
     y = b.contract([(wr, "gok"), (p, "gknp")], "ngop")
-    b.output(b.reshape(y, (N, w.shape[0], *F.conv2d(torch.zeros(x.shape), torch.zeros(w.shape), None, a.stride,
-                                                        a.padding, a.dilation, a.groups).shape[2:])))
+    b.output(b.reshape(y, (N, w.shape[0], *conv_out(a, x.shape))))
     return b.build()
 
 
@@ -44,13 +44,19 @@ conv_cases = st.fixed_dictionaries(dict(
     dh=st.integers(1, 2), dw=st.integers(1, 2)))
 
 
-@settings(max_examples=40, **SETTINGS)
-@given(conv_cases)
-def test_conv_reference_matches_torch(c):
-    rng = np.random.default_rng(0)
+def _conv_case(c: dict, seed: int):
+    """The conv attributes, input and weight of a drawn case."""
+    rng = np.random.default_rng(seed)
     a = ConvAttrs((c["kh"], c["kw"]), (c["sh"], c["sw"]), (c["ph"], c["pw"]), (c["dh"], c["dw"]), c["g"])
     x = rng.standard_normal((c["n"], c["g"] * c["cg"], c["h"], c["w"]))
     w = rng.standard_normal((c["g"] * c["og"], c["cg"], c["kh"], c["kw"]))
+    return a, x, w
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(conv_cases)
+def test_conv_reference_matches_torch(c):
+    a, x, w = _conv_case(c, seed=0)
     want = F.conv2d(torch.tensor(x), torch.tensor(w), None, a.stride, a.padding, a.dilation, a.groups).numpy()
     got = run(_conv_ref(x, w, a), [x, w])[0]
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
@@ -59,10 +65,7 @@ def test_conv_reference_matches_torch(c):
 @settings(max_examples=12, **SETTINGS)
 @given(conv_cases)
 def test_conv_tvm_matches_reference(c):
-    rng = np.random.default_rng(1)
-    a = ConvAttrs((c["kh"], c["kw"]), (c["sh"], c["sw"]), (c["ph"], c["pw"]), (c["dh"], c["dw"]), c["g"])
-    x = rng.standard_normal((c["n"], c["g"] * c["cg"], c["h"], c["w"]))
-    w = rng.standard_normal((c["g"] * c["og"], c["cg"], c["kh"], c["kw"]))
+    a, x, w = _conv_case(c, seed=1)
     g = _conv_ref(x, w, a)
     got = get_backend("tvm").compile(g)(x.astype(np.float32), w.astype(np.float32))[0]
     np.testing.assert_allclose(got, run(g, [x, w])[0], rtol=1e-4, atol=1e-4)

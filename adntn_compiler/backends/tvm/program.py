@@ -92,7 +92,7 @@ class Program:
         """Every planned buffer lies inside the arena, aligned, and shares memory only with buffers that are dead
         while it lives (or, in place, with an input of the call that writes it, dying at that call)."""
         size, offs = self.arena["size"], self.arena["offsets"]
-        if max(self.buffers.values(), default=0) and not set(offs) <= set(arena_buffers(self)):
+        if not set(offs) <= set(arena_buffers(self)):
             raise ValueError(f"arena: {sorted(set(offs) - set(arena_buffers(self)))[:3]} are not arena buffers")
         live = lifetimes(self)
         spans = []
@@ -108,7 +108,7 @@ class Program:
             for lo2, hi2, b2 in spans[i + 1:]:
                 if lo2 >= hi:
                     break
-                (s1, e1), (s2, e2) = live[b], live[b2]
+                (s1, e1), (s2, e2) = live.get(b, (0, -1)), live.get(b2, (0, -1))  # (never touched: never live)
                 if s1 <= e2 and s2 <= e1 and not (lo == lo2 and ((b, b2) in inplace or (b2, b) in inplace)):
                     raise ValueError(f"arena: buffers {b!r} and {b2!r} share memory while both are live")
 
