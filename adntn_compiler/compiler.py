@@ -13,12 +13,14 @@ from .targets import Target, resolve
 
 def compile(obj, target: "str | Target" = "cpu", batch_size: int = 1, schedule: str = "auto",
             memory_budget: int | None = None, input_shape: tuple[int, ...] | None = None,
-            progress: bool | Callable[[str], None] = False, policy=None, example_inputs=None):
+            progress: bool | Callable[[str], None] = False, policy=None, example_inputs=None,
+            ram_bytes=None, flash_bytes=None):
     """Compile a generator, an ADNTN layer or a whole (compressed) torch model for `target` (a name from
     `adntn.targets()` or a Target). A model is captured by torch.export on `example_inputs=(x,)` (whose batch
     is the compiled one), or on zeros of (batch_size, *input_shape). `policy` replaces the target's default
     kernel policy (tiles, thresholds). Returns an `Executable`: call it on a numpy array of the input's shape;
-    `save` it to an artifact."""
+    `save` it to an artifact. Embedded targets (arm64, cortex-m4, cortex-m7) give a `Bundle` (runtime-free C)
+    instead, fitted to the board's `ram_bytes` and `flash_bytes` when given."""
     from tqdm import tqdm
 
     from .artifact import Executable
@@ -28,6 +30,16 @@ def compile(obj, target: "str | Target" = "cpu", batch_size: int = 1, schedule: 
     target = resolve(target)  # an unknown target fails before any work
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if target.runtime == "c-bundle":
+        from .bundle import compile_bundle
+
+        with tqdm(total=None, desc="adntn compile", disable=progress is False, leave=False) as bar:
+            say = progress if callable(progress) else (lambda msg: bar.set_postfix_str(msg))
+            return compile_bundle(obj, target, batch_size, schedule, memory_budget, input_shape, example_inputs,
+                                  policy, ram_bytes, flash_bytes, say)
+    if ram_bytes is not None or flash_bytes is not None:
+        raise ConfigError(f"ram_bytes/flash_bytes are board budgets of the embedded targets (arm64, cortex-m4, "
+                          f"cortex-m7); target {target.name!r} takes memory_budget")
     bar = tqdm(total=3, desc="adntn compile", disable=progress is False, leave=False)
     say = progress if callable(progress) else (lambda msg: bar.set_postfix_str(msg))
     say("planning")

@@ -109,6 +109,33 @@ def _cpu(name: str, mcpu: str | None) -> Target:
     return Target(name, d, machine, lanes, threads, isa=isa)
 
 
+# Named cores LLVM's aarch64 backend knows; "generic" is any ARMv8-A with NEON.
+ARM64_CORES = ("generic", "cortex-a53", "cortex-a55", "cortex-a72", "cortex-a76", "neoverse-n1")
+
+
+def _arm64(name: str, core: str | None) -> Target:
+    """aarch64 Linux boards (NEON, 4 float32 lanes), deployed as a runtime-free C bundle. One thread: the
+    bundle has no thread pool (a board's other cores stay the application's)."""
+    core = core or "generic"
+    if core not in ARM64_CORES:
+        raise ConfigError(f"target {name!r}: unknown arm64 core {core!r}; known: {', '.join(ARM64_CORES)}")
+    d = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": core, "mattr": ["+neon"]}
+    return Target(name, d, "aarch64", 4, 1, link="cross", cross_compiler="aarch64-linux-gnu-gcc", isa=("neon",),
+                  runtime="c-bundle", schedules="cpu")
+
+
+def _cortex_m(core: str) -> Callable[[str, str | None], Target]:
+    """A Cortex-M with a single-precision FPU (M4F: FPv4, M7: FPv5), bare metal (thumbv7em, hard-float ABI:
+    without it GNU ld refuses to link the kernels with the board's code). No vector unit, no threads."""
+    def make(name: str, arg: str | None) -> Target:
+        if arg is not None:
+            raise ConfigError(f"target {name!r}: {core} takes no option (got {arg!r})")
+        d = {"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": core, "mfloat-abi": "hard"}
+        return Target(name, d, "armv7em", 1, 1, device="microcontroller", link="cross",
+                      cross_compiler="arm-none-eabi-gcc", runtime="c-bundle", schedules="micro")
+    return make
+
+
 def _planned(issue: str) -> Callable[[str, str | None], Target]:
     def refuse(name: str, arg: str | None) -> Target:
         raise ConfigError(f"target {name!r} is not supported yet ({issue}); supported: {', '.join(supported())}")
@@ -126,9 +153,10 @@ class Entry:
 REGISTRY: dict[str, Entry] = {
     "cpu": Entry(_cpu, "cpu", "this machine's CPU (LLVM detects it); cpu:<llvm cpu> for another CPU of this "
                               "architecture, e.g. cpu:x86-64 (SSE2 only) or cpu:skylake-avx512"),
-    "arm64": Entry(_planned("the embedded ARM issue"), "cpu", "aarch64 Linux boards with NEON", False),
-    "cortex-m4": Entry(_planned("the embedded ARM issue"), "microcontroller", "Cortex-M4F, runtime-free C", False),
-    "cortex-m7": Entry(_planned("the embedded ARM issue"), "microcontroller", "Cortex-M7, runtime-free C", False),
+    "arm64": Entry(_arm64, "cpu", "aarch64 Linux boards with NEON, as a runtime-free C bundle; arm64:<core> for "
+                                  f"one of {', '.join(ARM64_CORES[1:])}"),
+    "cortex-m4": Entry(_cortex_m("cortex-m4"), "microcontroller", "Cortex-M4F microcontrollers, runtime-free C bundle"),
+    "cortex-m7": Entry(_cortex_m("cortex-m7"), "microcontroller", "Cortex-M7 microcontrollers, runtime-free C bundle"),
     "cuda": Entry(_planned("the GPU issue"), "gpu", "NVIDIA GPUs, ahead-of-time cubin", False),
     "opencl": Entry(_planned("the GPU issue"), "gpu", "OpenCL devices", False),
 }
@@ -178,6 +206,9 @@ def check_runs_here(t: Target) -> None:
     if t.arch != here:
         raise ConfigError(f"the artifact's library was built for {t.arch} (target {t.name!r}), this machine is "
                           f"{here}; recompile it here with --target cpu")
+    if t.runtime == "c-bundle":
+        raise ConfigError(f"target {t.name!r} deploys as a C bundle, not a loadable library: save it to a folder "
+                          f"and build it with its Makefile (or run it under qemu: `adntn run BUNDLE`)")
     if t.device != "cpu" or t.runtime != "tvm":
         raise ConfigError(f"the artifact was built for a {t.device} target ({t.name!r}, runtime {t.runtime}); it "
                           f"does not load into this process")

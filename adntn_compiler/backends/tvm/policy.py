@@ -83,7 +83,31 @@ class CPUPolicy:
         return flops / self.flop_rate + nbytes / self.byte_rate
 
 
+@dataclass(frozen=True)
+class MicroPolicy(CPUPolicy):
+    """Cortex-M: scalar FPU (16 of its 32 single-precision registers for the accumulator tile), no caches worth
+    blocking for, so no k-blocking. Rates of a ~200 MHz core with one FMA per cycle from zero-wait memory; only
+    their ratio matters when the plan compares schedules."""
+    lanes: int = 1
+    max_rows: int = 4
+    registers: int = 16
+    long_k: int = 1 << 30
+    flop_rate: float = 0.3e9
+    byte_rate: float = 0.6e9
+
+    def gemm_tiles(self, I: int, J: int, K: int) -> GemmTiles:
+        if (I, J, K) in self.tiles:
+            return self.tiles[(I, J, K)]
+        jt = _largest_divisor(J, 4)
+        return GemmTiles(_largest_divisor(I, max(1, min(self.max_rows, self.registers // jt))), jt, 1,
+                         _largest_divisor(K, 4))
+
+
 def default_policy(target: Target) -> CPUPolicy:
+    if target.schedules == "micro":
+        return MicroPolicy()
     if target.schedules != "cpu":
         raise NotImplementedError(f"no policy for schedule module {target.schedules!r}")
+    if target.arch == "aarch64":  # NEON: 32 vector registers of 4 lanes; a board core's rates (ratio ~ x86's)
+        return CPUPolicy(lanes=target.lanes, flop_rate=10e9, byte_rate=4e9)
     return CPUPolicy(lanes=target.lanes)

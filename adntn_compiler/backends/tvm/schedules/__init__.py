@@ -1,4 +1,4 @@
-"""Schedule modules, one per kind of device: `cpu` (x86, NEON); later `gpu` and `micro`. A Target names its
+"""Schedule modules, one per kind of device: `cpu` (x86, NEON), `micro` (Cortex-M); later `gpu`. A Target names its
 module (`Target.schedules`); the lowering asks it for every kernel's schedule."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import ModuleType
 
 from ....errors import ConfigError
 
-KNOWN = ("cpu",)
+KNOWN = ("cpu", "micro")
 
 
 def for_target(target) -> ModuleType:

@@ -1,0 +1,493 @@
+"""Runtime-free C bundles for embedded targets (arm64 boards, Cortex-M microcontrollers), and running them under
+qemu.
+
+    bundle/
+      manifest.json     target, shapes, layers, kernels, memory (arena, workspace, weight bytes), the board
+                        budget, and the sha256 of every other file
+      adntn_model.h     int adntn_model_run(const float *x, float *y): 0, or a negative code for a bad call
+      adntn_model.c     the call sequence as straight-line C over a static arena (emit_c.py)
+      adntn_weights.c   cores and resident tensors as const float arrays (flash)
+      kernels.o         every kernel, an LLVM object for the target
+      include/          the two tvm-ffi/dlpack headers that declare DLTensor and TVMFFIAny (types only)
+      Makefile          `make` -> libadntn_model.a with the target's cross compiler; `make adntn_run` -> the
+                        qemu test harness (harness/)
+
+`compile(model, target="cortex-m7")` returns a `Bundle`: `save` it (a folder, or a .zip), call it on a numpy array
+(built and run under the target's emulator), `size()` for flash and RAM of the linked code. Nothing in a bundle
+read back from disk is used before its checksum matches the manifest.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+
+from .errors import ConfigError, MemoryEstimateError, SerializationError
+from .memory import fmt_bytes, parse_bytes
+from .targets import Target
+
+FORMAT, VERSION = "adntn-c-bundle", 1
+MANIFEST = "manifest.json"
+MAX_FILE = 256 << 20  # bytes per bundle file read back (the weights of a 64 M-parameter model)
+_BOARDS_DIR = Path(__file__).parent / "boards"
+
+
+@dataclass(frozen=True)
+class Board:
+    """How a target's bundle is built and emulated here."""
+    cross: str  # tool prefix: <cross>gcc, <cross>ar, <cross>size
+    cflags: str
+    harness_flags: str  # extra flags (and files) for linking the test harness
+    emulator: tuple[str, ...]  # the command that runs the harness (its arguments follow)
+    packages: str  # the Debian packages that provide all of it
+
+
+_M_FLAGS = "-mthumb -mfloat-abi=hard"
+BOARDS = {
+    "arm64": Board("aarch64-linux-gnu-", "-O2", "-static", ("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"),
+                   "gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"),
+    "cortex-m4": Board("arm-none-eabi-", f"-O2 -mcpu=cortex-m4 {_M_FLAGS} -mfpu=fpv4-sp-d16",
+                       "--specs=rdimon.specs -T harness/mps2.ld -Wl,--gc-sections harness/cortex_m_startup.c",
+                       ("qemu-system-arm", "-M", "mps2-an386"), "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"),
+    "cortex-m7": Board("arm-none-eabi-", f"-O2 -mcpu=cortex-m7 {_M_FLAGS} -mfpu=fpv5-d16",
+                       "--specs=rdimon.specs -T harness/mps2.ld -Wl,--gc-sections harness/cortex_m_startup.c",
+                       ("qemu-system-arm", "-M", "mps2-an500"), "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"),
+}
+
+
+def board(target: Target) -> Board:
+    base = target.name.partition(":")[0]
+    if base not in BOARDS:
+        raise ConfigError(f"target {target.name!r} does not deploy as a C bundle; bundle targets: {', '.join(BOARDS)}")
+    return BOARDS[base]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- compiling
+def _attempt(obj, target, batch_size, schedule, memory_budget, input_shape, example_inputs, policy):
+    """Plan and lower one schedule (no code generated yet): (model graphs, program, kernels, memory)."""
+    from .backends.tvm.emit_c import workspace_bytes
+    from .backends.tvm.lower import lower
+    from .frontends.torch_modules import model_graphs
+
+    mg = model_graphs(obj, batch_size, schedule, memory_budget, input_shape, target, example_inputs)
+    prog, funcs = lower(mg.call, "call", target, policy)
+    mem = prog.memory()
+    ws = workspace_bytes(funcs, target)
+    memory = dict(arena_bytes=mem["arena_bytes"], workspace_bytes=ws, ram_bytes=mem["arena_bytes"] + ws,
+                  weight_bytes=mem["const_bytes"], unshared_bytes=mem["unshared_bytes"])
+    return mg, prog, funcs, memory
+
+
+def _fits(memory: dict, ram: int | None, flash: int | None) -> bool:
+    return (ram is None or memory["ram_bytes"] <= ram) and (flash is None or memory["weight_bytes"] <= flash)
+
+
+def compile_bundle(obj, target: Target, batch_size: int = 1, schedule: str = "auto", memory_budget=None,
+                   input_shape=None, example_inputs=None, policy=None, ram_bytes=None, flash_bytes=None,
+                   say: Callable[[str], None] = lambda s: None) -> "Bundle":
+    """A C bundle of `obj` for an embedded `target`. With a board budget (`ram_bytes`, `flash_bytes`: ints or
+    sizes like "256KiB"), the first schedule whose arena + workspace fits the RAM and whose weights fit the flash
+    is built (auto's choice first, then factored, then stream tiled to the RAM); if none does, MemoryEstimateError
+    names what each needs, before any code is generated."""
+    import tvm
+
+    from . import __version__
+    from .backends.tvm.policy import default_policy
+
+    ram = parse_bytes(ram_bytes, "ram_bytes") if ram_bytes is not None else None
+    flash = parse_bytes(flash_bytes, "flash_bytes") if flash_bytes is not None else None
+    policy = policy or default_policy(target)
+    tries = [(schedule, memory_budget)]
+    if schedule == "auto" and (ram or flash):
+        tries = [("auto", memory_budget or (ram or 0) + (flash or 0)), ("factored", None), ("stream", ram)]
+    seen = []
+    for s, mb in tries:
+        say(f"planning ({s})")
+        try:
+            mg, prog, funcs, memory = _attempt(obj, target, batch_size, s, mb, input_shape, example_inputs, policy)
+        except MemoryEstimateError as e:
+            seen.append(f"{s}: {e}")
+            continue
+        chosen = sorted({layer["schedule"] for layer in mg.layers}) or [s]
+        if _fits(memory, ram, flash):
+            break
+        seen.append(f"{'/'.join(chosen)}: arena {fmt_bytes(memory['arena_bytes'])} + workspace "
+                    f"{fmt_bytes(memory['workspace_bytes'])} = {fmt_bytes(memory['ram_bytes'])} of RAM, "
+                    f"weights {fmt_bytes(memory['weight_bytes'])} of flash")
+    else:
+        raise MemoryEstimateError(
+            f"the model does not fit the board budget of {fmt_bytes(ram) if ram else 'any'} RAM and "
+            f"{fmt_bytes(flash) if flash else 'any'} flash on {target.name} ({'; '.join(seen)}); nothing was "
+            f"built")
+    say("compiling kernels")
+    module = tvm.compile(tvm.IRModule(funcs), target=target.tvm_target())
+    with tempfile.TemporaryDirectory(prefix="adntn-") as d:
+        module.mod.write_to_file(os.path.join(d, "kernels.o"))
+        kernels = Path(d, "kernels.o").read_bytes()
+    say("emitting C")
+    consts = _const_arrays(mg, prog)
+    manifest = dict(format=FORMAT, version=VERSION, adntn_version=__version__, tvm_version=tvm.__version__,
+                    target=target.to_dict(), batch_size=int(mg.input_shape[0]), schedule=schedule,
+                    input_shape=list(mg.input_shape), output_shape=list(mg.output_shape), layers=mg.layers,
+                    kernels=sorted({c["kernel"] for c in prog.calls}), calls=len(prog.calls), memory=memory,
+                    budget=dict(ram_bytes=ram, flash_bytes=flash))
+    files = _emit(prog, consts, kernels, target, manifest)
+    return Bundle(files, manifest, mg)
+
+
+def _const_arrays(mg, prog) -> dict[str, np.ndarray]:
+    """The call program's constant buffers, filled as the runner would (kernel layouts), from the model's tensors
+    and the resident tensors its load graph makes (run here on the reference interpreter, in float64)."""
+    from .backends.reference import run
+    from .backends.tvm.program import prepare_const
+    from .ir.graph import Op
+
+    tensors = dict(mg.tensors)
+    if mg.load.nodes:
+        names = [n.attrs.name for n in mg.load.nodes if n.op is Op.OUTPUT]
+        tensors.update(zip(names, run(mg.load, [], {k: v.astype(np.float64) for k, v in mg.tensors.items()})))
+    out = {}
+    for spec in prog.consts:
+        a = np.zeros(prog.buffers[spec["buffer"]], np.float32)
+        v = prepare_const(tensors[spec["tensor"]], spec)
+        a[: v.size] = v
+        out[spec["buffer"]] = a
+    return out
+
+
+def _makefile(target: Target, b: Board) -> str:
+    return f"""# adntn C bundle for {target.name}. `make` builds libadntn_model.a: link it into your program with
+# adntn_model.h (it needs memcpy/memset and libm from your libc, nothing else). `make adntn_run` builds the test
+# harness that `adntn run` runs under qemu; `make size` prints flash (text + data) and RAM (data + bss).
+CROSS ?= {b.cross}
+CC := $(CROSS)gcc
+AR := $(CROSS)ar
+SIZE := $(CROSS)size
+CFLAGS ?= {b.cflags}
+CFLAGS += -std=c99 -Wall -Iinclude -I. -ffunction-sections -fdata-sections
+
+all: libadntn_model.a
+
+libadntn_model.a: adntn_model.o adntn_weights.o kernels.o
+\t$(AR) rcs $@ $^
+
+adntn_model.o: adntn_model.c adntn_model.h
+\t$(CC) $(CFLAGS) -c $< -o $@
+
+adntn_weights.o: adntn_weights.c adntn_model.h
+\t$(CC) $(CFLAGS) -c $< -o $@
+
+adntn_run: harness/harness.c libadntn_model.a
+\t$(CC) $(CFLAGS) {b.harness_flags} harness/harness.c libadntn_model.a -lm -o $@
+
+size: libadntn_model.a adntn_run
+\t$(SIZE) -t libadntn_model.a
+\t$(SIZE) adntn_run
+
+clean:
+\trm -f adntn_model.o adntn_weights.o libadntn_model.a adntn_run
+
+.PHONY: all size clean
+"""
+
+
+def _emit(prog, consts, kernels: bytes, target: Target, manifest: dict) -> dict[str, bytes]:
+    import tvm_ffi
+
+    from .backends.tvm import emit_c
+
+    b = board(target)
+    inc = Path(tvm_ffi.__file__).parent / "include"
+    m = manifest["memory"]
+    files = {
+        emit_c.HEADER: emit_c.header("adntn_model", target.name, manifest["input_shape"], manifest["output_shape"],
+                                     m["ram_bytes"], m["weight_bytes"]),
+        emit_c.SOURCE: emit_c.model_source(prog, consts, m["workspace_bytes"]),
+        emit_c.WEIGHTS: emit_c.weights_source(consts),
+        "Makefile": _makefile(target, b),
+        "harness/harness.c": (_BOARDS_DIR / "harness.c").read_text(),
+    }
+    if target.device == "microcontroller":
+        files["harness/cortex_m_startup.c"] = (_BOARDS_DIR / "cortex_m_startup.c").read_text()
+        files["harness/mps2.ld"] = (_BOARDS_DIR / "mps2.ld").read_text()
+    out = {k: v.encode() for k, v in files.items()}
+    out["kernels.o"] = kernels
+    for h in ("dlpack/dlpack.h", "tvm/ffi/c_api.h"):
+        out[f"include/{h}"] = (inc / h).read_bytes()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the bundle
+class Bundle:
+    """A C bundle in memory: `save` writes it; calling it builds it with the cross compiler and runs it under the
+    target's emulator (one call at a time); `size()` reports the linked sizes next to the estimate."""
+
+    def __init__(self, files: dict[str, bytes], manifest: dict, graphs=None):
+        self.files, self.graphs = dict(files), graphs
+        self.manifest = dict(manifest, files={k: _sha256(v) for k, v in sorted(files.items())})
+        self.target = Target.from_dict(self.manifest["target"])
+        self._build_dir: tempfile.TemporaryDirectory | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["input_shape"])
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["output_shape"])
+
+    # ------------------------------------------------------------------ on disk
+    def save(self, path: str | os.PathLike) -> Path:
+        """A folder, or a .zip when `path` ends in .zip; written to a temporary name and renamed into place, so a
+        partial bundle never appears under `path`. An existing bundle folder there is replaced."""
+        path = Path(path)
+        if path.suffix == ".zip":
+            from .artifact import write_atomic
+
+            def write(tmp: str) -> None:
+                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+                    for name, data in self._all_files().items():
+                        z.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data)
+            return write_atomic(path, write)
+        if path.exists() and not (path / MANIFEST).is_file():
+            raise ConfigError(f"{path} exists and is not a bundle folder; give a new path")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            _write_tree(tmp, self._all_files())
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    def _all_files(self) -> dict[str, bytes]:
+        return {**self.files, MANIFEST: json.dumps(self.manifest, indent=1).encode()}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Bundle":
+        """A bundle folder or .zip, checked: the manifest's format, version and fields, then every file against
+        its sha256 (and no file the manifest does not list, except build outputs)."""
+        path = Path(path)
+        if not path.exists():
+            raise SerializationError(f"{path}: no such bundle")
+        if path.is_dir():
+            raw = {}
+            for f in sorted(path.rglob("*")):
+                if f.is_file() and not f.is_symlink():
+                    raw[f.relative_to(path).as_posix()] = f
+            read = lambda name: _read_limited(raw[name].open("rb"), path, name)  # noqa: E731
+            names = set(raw)
+        else:
+            try:
+                z = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError) as e:
+                raise SerializationError(f"{path}: not a bundle folder or zip ({e})") from None
+            names = {i.filename for i in z.infolist() if not i.is_dir()}
+            read = lambda name: _read_limited(z.open(name), path, name)  # noqa: E731
+        if MANIFEST not in names:
+            raise SerializationError(f"{path}: no {MANIFEST}; not an adntn C bundle")
+        try:
+            m = json.loads(read(MANIFEST))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SerializationError(f"{path}: {MANIFEST} is not valid JSON ({e})") from None
+        _check_manifest(m, path)
+        files = {}
+        for name, digest in m["files"].items():
+            if name not in names:
+                raise SerializationError(f"{path}: the bundle lacks {name}")
+            data = read(name)
+            if _sha256(data) != digest:
+                raise SerializationError(f"{path}: checksum mismatch for {name} (the file was modified or damaged)")
+            files[name] = data
+        built = {"adntn_model.o", "adntn_weights.o", "libadntn_model.a", "adntn_run", "input.bin", "output.bin"}
+        extra = sorted(names - set(files) - {MANIFEST} - built)
+        if extra:
+            raise SerializationError(f"{path}: files the manifest does not list: {', '.join(extra[:5])}")
+        return cls(files, {k: v for k, v in m.items() if k != "files"})
+
+    # ------------------------------------------------------------------ building and running here
+    def _built(self, what: str = "adntn_run") -> Path:
+        """The bundle written to a private folder and built there with its own Makefile (once)."""
+        b = board(self.target)
+        tools = [b.cross + "gcc", b.cross + "size", b.emulator[0]]
+        missing = [t for t in tools if shutil.which(t) is None]
+        if missing:
+            raise ConfigError(f"running a {self.target.name} bundle here needs {', '.join(missing)}: install the "
+                              f"Debian packages with `apt-get install --no-install-recommends {b.packages}`")
+        if self._build_dir is None:
+            d = tempfile.TemporaryDirectory(prefix="adntn-bundle-")
+            _write_tree(Path(d.name), self._all_files())
+            self._build_dir = d
+        root = Path(self._build_dir.name)
+        if not (root / what).exists():
+            r = subprocess.run(["make", "-s", what], cwd=root, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise ConfigError(f"building the {self.target.name} bundle failed:\n{(r.stdout + r.stderr)[-3000:]}")
+        return root
+
+    def _emulate(self, root: Path, args: list[str], timeout: float, extra: tuple[str, ...] = ()):
+        b = board(self.target)
+        if self.target.device == "microcontroller":  # semihosting: argv, host files and the exit status
+            cmd = [*b.emulator, *extra, "-nographic", "-monitor", "none", "-serial", "none", "-semihosting-config",
+                   "enable=on,target=native," + ",".join(f"arg={a}" for a in ["adntn_run", *args]),
+                   "-kernel", "adntn_run"]
+        else:
+            cmd = [*b.emulator, *extra, "./adntn_run", *args]
+        try:
+            return subprocess.run(cmd, cwd=root, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ConfigError(f"the {self.target.name} emulator did not finish within {timeout:.0f} s") from None
+
+    def __call__(self, x: np.ndarray, timeout: float = 600.0) -> np.ndarray:
+        """Run the bundle on `x` under the target's emulator (qemu-aarch64, or qemu-system-arm on the MPS2 board
+        of the core) and return its output."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiu":
+            raise ConfigError(f"input must be a float or integer array (cast to float32), got dtype {x.dtype}")
+        if x.shape != self.input_shape:
+            raise ConfigError(f"this bundle was compiled for input shape {self.input_shape}, got {x.shape}")
+        with self._lock:
+            root = self._built()
+            (root / "input.bin").write_bytes(np.ascontiguousarray(x, "<f4").tobytes())
+            (root / "output.bin").unlink(missing_ok=True)
+            r = self._emulate(root, ["input.bin", "output.bin"], timeout)
+            if r.returncode != 0:
+                raise ConfigError(f"the bundle failed on the {self.target.name} emulator (exit status "
+                                  f"{r.returncode}): {(r.stdout + r.stderr).decode(errors='replace')[-2000:]}")
+            y = np.fromfile(root / "output.bin", "<f4")
+        if y.size != math.prod(self.output_shape):
+            raise ConfigError(f"the bundle wrote {y.size} floats, expected {math.prod(self.output_shape)}")
+        return y.reshape(self.output_shape)
+
+    def call_null(self, timeout: float = 120.0) -> str:
+        """Call adntn_model_run with NULL pointers on the emulator; returns what the harness printed (it exits 0
+        only when both calls returned a negative code)."""
+        with self._lock:
+            r = self._emulate(self._built(), ["--null"], timeout)
+        out = (r.stdout + r.stderr).decode(errors="replace")
+        if r.returncode != 0:
+            raise ConfigError(f"a NULL call was not refused cleanly (exit status {r.returncode}): {out[-500:]}")
+        return out.strip()
+
+    def size(self) -> dict:
+        """Flash (text + data) and RAM (data + bss) of the model's own code (libadntn_model.a) and of the linked
+        test program, from the cross toolchain's `size`, next to the estimate the budget was checked against."""
+        root = self._built()
+        tool = board(self.target).cross + "size"
+        model = _berkeley(subprocess.run([tool, "-t", "libadntn_model.a"], cwd=root, capture_output=True,
+                                         text=True, check=True).stdout, total=True)
+        prog = _berkeley(subprocess.run([tool, "adntn_run"], cwd=root, capture_output=True, text=True,
+                                        check=True).stdout)
+        m = self.manifest["memory"]
+        return dict(model_flash_bytes=model[0] + model[1], model_ram_bytes=model[1] + model[2],
+                    program_flash_bytes=prog[0] + prog[1], program_ram_bytes=prog[1] + prog[2],
+                    estimate_weight_bytes=m["weight_bytes"], estimate_ram_bytes=m["ram_bytes"],
+                    code_bytes=model[0] - m["weight_bytes"])
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        """The model on the numpy reference interpreter (float64); only for a bundle compiled in this process."""
+        if self.graphs is None:
+            raise ConfigError("a bundle read from disk carries no graphs; compare it with its source model")
+        from .backends.reference import run
+        from .ir.graph import Op
+
+        mg = self.graphs
+        t = {k: v.astype(np.float64) for k, v in mg.tensors.items()}
+        if mg.load.nodes:
+            t.update(zip([n.attrs.name for n in mg.load.nodes if n.op is Op.OUTPUT], run(mg.load, [], t)))
+        return run(mg.call, [np.asarray(x, np.float64)], t)[0]
+
+    def info(self) -> dict:
+        m = self.manifest
+        return {k: m[k] for k in ("format", "version", "target", "batch_size", "schedule", "input_shape",
+                                  "output_shape", "layers", "kernels", "calls", "memory", "budget")}
+
+
+def _berkeley(text: str, total: bool = False) -> tuple[int, int, int]:
+    """(text, data, bss) from GNU size's Berkeley output: the last line (the total, with -t) or the only one."""
+    rows = [ln.split() for ln in text.strip().splitlines()[1:]]
+    row = rows[-1] if total else rows[0]
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def _write_tree(root: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+
+def _read_limited(f, path, name: str) -> bytes:
+    with f:
+        data = f.read(MAX_FILE + 1)
+    if len(data) > MAX_FILE:
+        raise SerializationError(f"{path}: {name} is larger than {fmt_bytes(MAX_FILE)}")
+    return data
+
+
+_MANIFEST_SCHEMA = {
+    "type": "object",
+    "required": ["format", "version", "target", "input_shape", "output_shape", "memory", "files"],
+    "properties": {
+        "format": {"const": FORMAT}, "version": {"const": VERSION},
+        "input_shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
+        "output_shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
+        "memory": {"type": "object", "required": ["arena_bytes", "workspace_bytes", "ram_bytes", "weight_bytes"]},
+        "files": {"type": "object", "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+    },
+}
+
+
+def _check_manifest(m, path) -> None:
+    import jsonschema
+
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise SerializationError(f"{path}: not an adntn C bundle (format {m.get('format') if isinstance(m, dict) else m!r})")
+    try:
+        jsonschema.validate(m, _MANIFEST_SCHEMA)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(x) for x in e.absolute_path) or "the manifest"
+        raise SerializationError(f"{path}: manifest field {where}: {e.message[:200]}") from None
+    for name in m["files"]:
+        p = PurePosixPath(name)
+        if p.is_absolute() or ".." in p.parts or name == MANIFEST:
+            raise SerializationError(f"{path}: the manifest lists an unsafe file name {name!r}")
+    try:
+        Target.from_dict(m["target"])
+    except ConfigError as e:
+        raise SerializationError(f"{path}: {e}") from None
+
+
+def is_bundle(path) -> bool:
+    p = Path(path)
+    if p.is_dir():
+        return (p / MANIFEST).is_file()
+    if p.suffix == ".zip" and p.is_file():
+        try:
+            with zipfile.ZipFile(p) as z:
+                return MANIFEST in z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return False
+    return False
+
+
+__all__ = ["Bundle", "BOARDS", "compile_bundle", "is_bundle"]
