@@ -54,18 +54,24 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--schedule", default="auto", choices=["auto", "materialize", "factored", "stream"])
     c.add_argument("--input-shape", type=int, nargs="+", help="per-sample input shape (needed when a model "
                    "starts with a conv layer), e.g. 3 32 32")
-    r = sub.add_parser("run", help="run an artifact on a .npy input (needs numpy and the TVM runtime, not torch)")
+    c.add_argument("--ram", help="board RAM budget of an embedded target, e.g. 256KiB (arena + workspace)")
+    c.add_argument("--flash", help="board flash budget of an embedded target, e.g. 1MiB (weights)")
+    r = sub.add_parser("run", help="run an artifact on a .npy input (needs numpy and the TVM runtime, not torch), "
+                                   "or a C bundle under its emulator (qemu)")
     r.add_argument("artifact")
     r.add_argument("--input", help=".npy file of the compiled input shape (default: random normal)")
     r.add_argument("--output", help="write the result here (.npy)")
     r.add_argument("--repeats", type=_count(0), default=0, help="time this many calls and print the median")
     r.add_argument("--check", action="store_true", help="compare with the reference interpreter (float64)")
+    r.add_argument("--instructions", action="store_true", help="a C bundle: count the instructions one inference "
+                                                                 "executes (qemu, exact)")
     r.add_argument("--json", action="store_true")
     r.add_argument("--no-torch", action="store_true", help="make `import torch` fail first (proves the run needs none)")
     r.add_argument("--trust", action="append", default=[], metavar="KEY.pub", help="also trust this signer's key")
     r.add_argument("--allow-unsigned", action="store_true", help="load an unsigned or untrusted artifact (warns)")
     c.add_argument("--sign", metavar="KEY", help="sign with this private key (default: yours, made on first use)")
-    i = sub.add_parser("info", help="what an artifact holds: target, shapes, layers, kernels (never loads its code)")
+    i = sub.add_parser("info", help="what an artifact or C bundle holds: target, shapes, layers, kernels, memory "
+                                    "(never loads its code; a bundle's sizes come from its cross toolchain)")
     i.add_argument("artifact")
     i.add_argument("--json", action="store_true")
     k = sub.add_parser("keygen", help="make an Ed25519 signing key pair (signing.key, signing.pub)")
@@ -153,12 +159,25 @@ def compile_cmd(a) -> int:
 
     from .errors import ConfigError
 
-    if Path(a.output).is_dir():  # before any work
+    from .targets import resolve
+
+    target = resolve(a.target)
+    bundle = target.runtime == "c-bundle"
+    if Path(a.output).is_dir() and not bundle:  # before any work
         raise ConfigError(f"-o {a.output} is a folder; give the artifact's file name")
     t = time.perf_counter()
     model = resolve_model(a.model)
-    exe = compile_model(model, target=a.target, batch_size=a.batch_size, schedule=a.schedule,
-                        input_shape=tuple(a.input_shape) if a.input_shape else None, progress=True)
+    exe = compile_model(model, target=target, batch_size=a.batch_size, schedule=a.schedule,
+                        input_shape=tuple(a.input_shape) if a.input_shape else None, progress=True,
+                        ram_bytes=a.ram, flash_bytes=a.flash)
+    if bundle:
+        path = exe.save(a.output)
+        m = exe.manifest["memory"]
+        print(f"compiled {a.model} for {target.describe()} in {time.perf_counter() - t:.1f} s: C bundle, "
+              f"{len(exe.manifest['kernels'])} kernels, {exe.manifest['calls']} calls, RAM {m['ram_bytes']:,} bytes "
+              f"(arena {m['arena_bytes']:,} + workspace {m['workspace_bytes']:,}), weights {m['weight_bytes']:,} bytes")
+        print(f"wrote {path}/ (build it with `make -C {path}`; run it here with `adntn run {path}`)")
+        return 0
     path = exe.save(a.output, signing_key=a.sign)
     info = exe.info()
     print(f"compiled {a.model} for {a.target} ({exe.target.describe()}) in {time.perf_counter() - t:.1f} s: "
@@ -174,9 +193,18 @@ def run_cmd(a) -> int:
     from .errors import ConfigError
     from .timing import median_time
 
+    from .bundle import Bundle, is_bundle
+
     if a.no_torch:
         block_torch()
-    exe = load_artifact(a.artifact, trusted_keys=a.trust, allow_unsigned=a.allow_unsigned)
+    bundle = is_bundle(a.artifact)
+    exe = Bundle.load(a.artifact) if bundle else load_artifact(a.artifact, trusted_keys=a.trust,
+                                                                allow_unsigned=a.allow_unsigned)
+    if bundle and (a.check or a.repeats):
+        raise ConfigError(f"{'--check' if a.check else '--repeats'} does not apply to a C bundle: it carries no "
+                          f"reference graphs, and emulated time means nothing (use --instructions)")
+    if a.instructions and not bundle:
+        raise ConfigError("--instructions counts the instructions of a C bundle under qemu; this is an artifact")
     if a.input:
         try:
             x = np.load(a.input, allow_pickle=False)
@@ -186,6 +214,8 @@ def run_cmd(a) -> int:
         x = np.random.default_rng(0).standard_normal(exe.input_shape).astype(np.float32)
     y = exe(x)
     out = {"input_shape": list(x.shape), "output_shape": list(y.shape)}
+    if a.instructions:
+        out["instructions"] = exe.instructions(x)
     if a.output:
         from pathlib import Path
 
@@ -204,6 +234,8 @@ def run_cmd(a) -> int:
     else:
         print(f"ran {a.artifact}: input {tuple(x.shape)} -> output {tuple(y.shape)}"
               + (f", wrote {a.output}" if a.output else ""))
+        if "instructions" in out:
+            print(f"  {out['instructions']:,} instructions per inference on the emulated {exe.target.name}")
         if "median_s" in out:
             print(f"  median latency {1e3 * out['median_s']:.3f} ms over {a.repeats} calls")
         if "max_abs_error" in out:
@@ -229,7 +261,10 @@ def block_torch() -> None:
 
 def info_cmd(a) -> int:
     from .artifact import inspect
+    from .bundle import is_bundle
 
+    if is_bundle(a.artifact):
+        return _bundle_info(a)
     info = inspect(a.artifact)  # the manifest only: the library is never loaded to look at it
     if a.json:
         print(json.dumps(info, indent=1))
@@ -254,6 +289,44 @@ def info_cmd(a) -> int:
             print(f"  {lay['path']:<14} {lay['kind']} {tuple(lay['shape'])}")
         else:
             print(f"  {lay['path']:<14} {lay['kind']} {lay.get('fn', lay.get('into', ''))}")
+    return 0
+
+
+def _bundle_info(a) -> int:
+    from .bundle import Bundle
+    from .errors import ConfigError
+
+    b = Bundle.load(a.artifact)
+    info = b.info()
+    try:
+        info["size"] = b.size()
+    except ConfigError as e:  # no cross toolchain here: the estimate only
+        info["size"] = None
+        info["size_unavailable"] = str(e)
+    if a.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    t, m = info["target"], info["memory"]
+    print(f"{a.artifact}: {info['format']} v{info['version']}, target {t['name']} ({t['device']} {t['arch']}, "
+          f"TVM {t['tvm']})")
+    print(f"  batch {info['batch_size']}, input {tuple(info['input_shape'])} -> output {tuple(info['output_shape'])}, "
+          f"{len(info['kernels'])} kernels, {info['calls']} calls")
+    print(f"  estimate: RAM {m['ram_bytes']:,} bytes (arena {m['arena_bytes']:,}, without reuse {m['unshared_bytes']:,}; "
+          f"workspace {m['workspace_bytes']:,}), weights {m['weight_bytes']:,} bytes (flash)")
+    budget = info["budget"] or {}
+    if budget.get("ram_bytes") or budget.get("flash_bytes"):
+        print(f"  board budget: RAM {budget.get('ram_bytes') or 'any'}, flash {budget.get('flash_bytes') or 'any'}")
+    sz = info["size"]
+    if sz:
+        print(f"  linked (libadntn_model.a): flash {sz['model_flash_bytes']:,} bytes (weights {m['weight_bytes']:,} + "
+              f"code {sz['code_bytes']:,}), RAM {sz['model_ram_bytes']:,} bytes; test program: flash "
+              f"{sz['program_flash_bytes']:,}, RAM {sz['program_ram_bytes']:,} (static, without stack and heap)")
+    else:
+        print(f"  linked sizes: unavailable ({info['size_unavailable']})")
+    for lay in info["layers"]:
+        if lay["kind"].startswith("adntn"):
+            print(f"  {lay['path']:<14} {lay['generator']}  {lay['ratio']:,.0f}x, {lay['params']:,} params, "
+                  f"schedule {lay['schedule']}")
     return 0
 
 

@@ -19,7 +19,10 @@ def _have_gpu() -> bool:
 def _have_qemu() -> bool:
     import shutil
 
-    return all(shutil.which(t) for t in ("qemu-aarch64", "aarch64-linux-gnu-gcc"))
+    return all(shutil.which(t) for t in QEMU_TOOLS)
+
+
+QEMU_TOOLS = ("qemu-aarch64", "aarch64-linux-gnu-gcc", "qemu-system-arm", "arm-none-eabi-gcc")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,7 +30,7 @@ def pytest_collection_modifyitems(config, items):
     import pytest
 
     have = {"gpu": _have_gpu, "qemu": _have_qemu}
-    reasons = {"gpu": "no CUDA GPU here (nvidia-smi -L fails)", "qemu": "qemu-aarch64 or aarch64-linux-gnu-gcc missing"}
+    reasons = {"gpu": "no CUDA GPU here (nvidia-smi -L fails)", "qemu": f"one of {', '.join(QEMU_TOOLS)} is missing"}
     cache: dict[str, bool] = {}
     for item in items:
         for mark in ("gpu", "qemu"):
