@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("-o", "--output", required=True, help="artifact path (.adntn)")
     c.add_argument("--target", default="cpu")
     c.add_argument("--batch-size", type=_count(1), default=1)
-    c.add_argument("--schedule", default="auto", choices=["auto", "materialize", "factored", "stream"])
+    c.add_argument("--schedule", default="auto", choices=["auto", "materialize", "factored", "stream", "recompute"])
     c.add_argument("--input-shape", type=int, nargs="+", help="per-sample input shape (needed when a model "
                    "starts with a conv layer), e.g. 3 32 32")
     c.add_argument("--ram", help="board RAM budget of an embedded target, e.g. 256KiB (arena + workspace)")

@@ -4,6 +4,10 @@
 - factored:    x joins the last linear segment; the contraction order decides whether W is ever formed.
 - stream:      only the activation outputs (and cores) stay resident; the last linear segment is recomputed
                per call, sliced into tiles so that its peak fits the memory budget.
+- recompute:   only the cores stay resident: the whole generator is recomputed per call, tile by tile (each
+               tile computes only its slice of the generated tensors), so neither W nor any level of the
+               network exists whole. The most flops and the least memory: what microcontrollers need (their
+               flash holds the cores, their RAM one tile). Tried by `auto` only when nothing else fits.
 - auto:        the one with the lowest estimated time per call (flops and bytes moved, roofline-style, at the
                rates of the target's policy) whose memory (resident + peak per call) fits the budget.
 
@@ -26,8 +30,9 @@ from .passes import Folded, fold
 from .passes.order import step_flops
 from .passes.pipelines import TRAINING_COSTS, plan_pipeline
 
-SCHEDULES = ("materialize", "factored", "stream")
-Schedule = Literal["auto", "materialize", "factored", "stream"]
+SCHEDULES = ("materialize", "factored", "stream", "recompute")
+Schedule = Literal["auto", "materialize", "factored", "stream", "recompute"]
+RESIDENT = {"stream": "nonlinear", "recompute": "cores"}  # what `fold` keeps (default: everything it can)
 DTYPES = {"float32": 4, "float64": 8}
 
 
@@ -161,17 +166,17 @@ def _build(gen: Generator, batch_size: int, schedule: str, objective: str, dtype
            target_size: int | None = None) -> Plan:
     g = plan_pipeline(schedule, objective, target_size)(trace(gen, "layer", batch_size=batch_size,
                                                               structure_only=True))
-    return Plan(gen, batch_size, schedule, fold(g, resident="nonlinear" if schedule == "stream" else "all"),
-                dtype, rates)
+    return Plan(gen, batch_size, schedule, fold(g, resident=RESIDENT.get(schedule, "all")), dtype, rates)
 
 
-def _stream(gen: Generator, batch_size: int, budget: int, dtype: str, rates: Rates) -> Plan:
+def _stream(gen: Generator, batch_size: int, budget: int, dtype: str, rates: Rates,
+            schedule: str = "stream") -> Plan:
     """Tile until resident + per-call peak fits `budget` (or the tiles cannot get smaller)."""
-    best = p = _build(gen, batch_size, "stream", "total", dtype, rates)
+    best = p = _build(gen, batch_size, schedule, "total", dtype, rates)
     room = (budget - p.resident_bytes) // p.itemsize
     target = max(1, room if room > 0 else p.peak_bytes // (4 * p.itemsize))
     while not _fits(p, budget):
-        p = _build(gen, batch_size, "stream", "total", dtype, rates, target)
+        p = _build(gen, batch_size, schedule, "total", dtype, rates, target)
         if p.resident_bytes + p.peak_bytes < best.resident_bytes + best.peak_bytes:
             best = p
         if target == 1:
@@ -183,7 +188,7 @@ def _stream(gen: Generator, batch_size: int, budget: int, dtype: str, rates: Rat
 # (schedule, contraction objective): `factored` first minimises per-call flops; its total-flops variant
 # caches less at load time and is the fallback under a tight memory budget.
 CANDIDATES = {"materialize": (("materialize", "total"),), "factored": (("factored", "call"), ("factored", "total")),
-              "stream": ()}  # built by _stream
+              "stream": (), "recompute": ()}  # built by _stream
 
 
 def _fits(p: Plan, budget: int) -> bool:
@@ -202,8 +207,9 @@ def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memor
     rates = rates_for(target)
     names = SCHEDULES if schedule == "auto" else (schedule,)
     plans = [_build(gen, batch_size, s, obj, dtype, rates) for name in names for s, obj in CANDIDATES[name]]
-    if "stream" in names and (schedule == "stream" or not any(_fits(p, budget) for p in plans)):
-        plans.append(_stream(gen, batch_size, budget, dtype, rates))
+    for tiled in ("stream", "recompute"):  # recompute only when nothing else fits (it costs the most flops)
+        if tiled in names and (schedule == tiled or not any(_fits(p, budget) for p in plans)):
+            plans.append(_stream(gen, batch_size, budget, dtype, rates, tiled))
     fits = [p for p in plans if _fits(p, budget)]
     if not fits:
         best = min(plans, key=lambda p: p.resident_bytes + p.peak_bytes)

@@ -195,14 +195,28 @@ def test_random_generators_match_the_reference_on_the_emulator(target, gen, batc
 def test_the_vgg16_head_runs_on_an_emulated_cortex_m7(tmp_path):
     from adntn_compiler.models import compressed_vgg16_head_mcu
 
-    b = adntn.compile(compressed_vgg16_head_mcu(), target="cortex-m7", ram_bytes="256KiB", flash_bytes="4MiB")
+    # An STM32H7-class budget: what no dense VGG layer fits (FC6 alone is 411 MB); only recompute does here.
+    b = adntn.compile(compressed_vgg16_head_mcu(), target="cortex-m7", ram_bytes="512KiB", flash_bytes="1MiB")
+    assert [lay["schedule"] for lay in b.manifest["layers"] if lay["kind"] == "adntn"] == ["recompute"] * 3
     mem = b.manifest["memory"]
-    assert mem["ram_bytes"] <= 256 << 10 and mem["weight_bytes"] <= 4 << 20  # the plan chose what fits
+    assert mem["ram_bytes"] <= 512 << 10 and mem["weight_bytes"] <= 1 << 20
     x = np.random.default_rng(0).standard_normal((1, 25088)).astype(np.float32)
     assert rel_error(b(x), b.reference(x)) < 1e-4
-    size = b.size()
-    assert size["model_ram_bytes"] < 256 << 10 and size["model_flash_bytes"] < 4 << 20
+    size = b.size()  # the linked code, not the estimate
+    assert size["model_ram_bytes"] <= 512 << 10 and size["model_flash_bytes"] <= 1 << 20
     assert b.call_null().endswith("= -1")
+
+
+@qemu
+@pytest.mark.parametrize("target", ["cortex-m4", "arm64"])
+def test_instruction_counts_are_repeatable_and_the_fast_count_matches_the_exact_one(small, target):
+    b = small if target == "cortex-m4" else adntn.compile(adntn.ttn((24, 40), rank=3, seed=0), target=target,
+                                                          batch_size=2)
+    x = np.random.default_rng(0).standard_normal(b.input_shape).astype(np.float32)
+    exact = b.instructions(x, exact=True)
+    assert exact == b.instructions(x, exact=True) > 1000
+    if target == "cortex-m4":  # icount + the board timer: within 0.5 % (IT prefixes are not counted)
+        assert abs(b.instructions(x) - exact) <= 0.005 * exact
 
 
 @qemu

@@ -6,7 +6,12 @@
  *
  * Reads ADNTN_MODEL_INPUT_SIZE float32 values, runs the model N times, writes the output. --null calls the
  * model with NULL pointers and succeeds only if that returns a negative code (instead of faulting).
- * Exit status: 0 ok, 2 bad input file, 3 the model returned an error, 4 --null was not refused. */
+ * Exit status: 0 ok, 2 bad input file, 3 the model returned an error, 4 --null was not refused.
+ *
+ * Built with -DADNTN_MPS2_TIMER (the Cortex-M boards), it also prints "ticks N": the MPS2's CMSDK APB timer 0 (a
+ * 32-bit down counter of the 25 MHz peripheral clock) across the N runs. Under `qemu -icount shift=S` virtual time
+ * is 2^S ns per instruction, so the ticks count instructions (bundle.py converts them). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +19,16 @@
 #include "adntn_model.h"
 
 static float x[ADNTN_MODEL_INPUT_SIZE], y[ADNTN_MODEL_OUTPUT_SIZE];
+
+#ifdef ADNTN_MPS2_TIMER
+#define TIMER0 ((volatile uint32_t *)0x40000000) /* CTRL, VALUE, RELOAD */
+static uint32_t timer_start(void) {
+  TIMER0[2] = 0xFFFFFFFFu;
+  TIMER0[1] = 0xFFFFFFFFu;
+  TIMER0[0] = 1;
+  return TIMER0[1];
+}
+#endif
 
 int main(int argc, char **argv) {
   const char *in = "input.bin", *out = "output.bin";
@@ -37,6 +52,9 @@ int main(int argc, char **argv) {
     return 2;
   }
   fclose(f);
+#ifdef ADNTN_MPS2_TIMER
+  uint32_t t0 = timer_start();
+#endif
   for (int r = 0; r < repeat; ++r) {
     int rc = adntn_model_run(x, y);
     if (rc != ADNTN_OK) {
@@ -44,6 +62,10 @@ int main(int argc, char **argv) {
       return 3;
     }
   }
+#ifdef ADNTN_MPS2_TIMER
+  uint32_t t1 = TIMER0[1];
+  printf("ticks %lu\n", (unsigned long)(t0 - t1));
+#endif
   f = fopen(out, "wb");
   if (f == NULL || fwrite(y, sizeof(float), ADNTN_MODEL_OUTPUT_SIZE, f) != ADNTN_MODEL_OUTPUT_SIZE) {
     printf("cannot write %s\n", out);

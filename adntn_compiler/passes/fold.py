@@ -43,9 +43,12 @@ def _linear_tail(g: Graph, varying: set[int]) -> set[int]:
 
 def fold(g: Graph, resident: str = "all") -> Folded:
     """resident="all": every constant result the per-call part needs is computed at load time.
-    resident="nonlinear": the linear tail is recomputed per call (only activation outputs and cores stay)."""
+    resident="nonlinear": the linear tail is recomputed per call (only activation outputs and cores stay).
+    resident="cores": everything is recomputed per call; only the cores (params and constants) stay."""
     varying = depends_on_input(g)
-    if resident == "nonlinear":
+    if resident == "cores":
+        varying = {n.out.id for n in g.nodes if n.op not in (Op.PARAM, Op.CONST, Op.OUTPUT)}
+    elif resident == "nonlinear":
         tail = _linear_tail(g, varying)
         varying = varying | tail
         for n in g.nodes:  # whatever depends on the tail is per-call too

@@ -65,8 +65,10 @@ def plan_pipeline(schedule: str, objective: str, target_size: int | None = None)
     tiled for `stream`, contraction order by `objective`, activations/scales fused, equal steps batched."""
     passes: list[Pass] = [partial(segment, keep_constant=schedule == "materialize")]
     if target_size is not None:
-        passes.append(partial(tile, target_size=target_size))
-    return Pipeline(f"plan[{schedule}]", (*passes, partial(order, objective=objective), fuse, batch))
+        passes.append(partial(tile, target_size=target_size, recompute=schedule == "recompute"))
+    # batching stacks the per-tile slices of the generated tensors back into whole ones: not for recompute
+    tail = (fuse,) if schedule == "recompute" else (fuse, batch)
+    return Pipeline(f"plan[{schedule}]", (*passes, partial(order, objective=objective), *tail))
 
 
 # Cores change while training, so nothing is folded; the order minimises all flops per step.

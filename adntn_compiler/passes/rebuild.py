@@ -40,3 +40,18 @@ class Rebuilder:
             if v is not None:
                 self.map[n.out.id] = v
         return self.b.build()
+
+
+def prune(g: Graph) -> Graph:
+    """`g` without the nodes no output depends on (inputs stay: they are the graph's signature)."""
+    producer = g.producer()
+    keep: set[int] = set()
+    stack = [v.id for v in g.outputs]
+    while stack:
+        vid = stack.pop()
+        if vid not in keep:
+            keep.add(vid)
+            stack.extend(v.id for v in producer[vid].inputs)
+    if all(n.out.id in keep or n.op is Op.INPUT for n in g.nodes):
+        return g
+    return Rebuilder(g).run(lambda r, n: r.copy(n) if n.out.id in keep or n.op is Op.INPUT else None)

@@ -128,7 +128,7 @@ def test_large_segments_use_cotengra():
 
 def test_memory_budget_errors_name_the_smallest_achievable():
     gen = adntn.ttn((256, 512), rank=3)
-    with pytest.raises(MemoryEstimateError, match=r"smallest achievable is [\d.]+ KiB \((stream|factored)"):
+    with pytest.raises(MemoryEstimateError, match=r"smallest achievable is [\d.]+ KiB \((stream|factored|recompute)"):
         plan(gen, 4, memory_budget=1000)
     small = plan(gen, 4, memory_budget=10**9)
     assert plan(gen, 4, "materialize").resident_bytes > small.resident_bytes
@@ -177,6 +177,39 @@ def test_stream_tiles_to_fit_where_factored_cannot():
     assert plan(gen, 64, memory_budget=budget, dtype="float64").schedule == "stream"
     np.testing.assert_allclose(s.run(x), f.run(x), rtol=1e-10, atol=1e-12)
     assert _measured_peak(s, x) <= 1.05 * s.peak_bytes + 64 * 1024
+
+
+def test_recompute_keeps_only_the_cores_and_never_forms_a_generated_tensor_whole():
+    """The microcontroller schedule: nothing resident but the cores; a budget below what stream needs is met by
+    tiling the generated operands too (output labels concatenated, summed labels added chunk by chunk)."""
+    gen = adntn.ttn((512, 2048), rank=4, layout="separated", seed=0)
+    x = _x(gen, 1, 0)
+    s = plan(gen, 1, "stream", dtype="float64")
+    budget = (s.resident_bytes + s.peak_bytes) // 4
+    r = plan(gen, 1, "recompute", memory_budget=budget, dtype="float64")
+    assert r.resident_bytes == 8 * gen.num_params  # the cores, nothing else
+    assert {n.op for n in r.program.load.nodes} <= {Op.PARAM, Op.CONST, Op.OUTPUT}
+    assert r.resident_bytes + r.peak_bytes <= budget
+    ops = {n.op for n in r.program.call.nodes}
+    assert Op.ADD in ops and Op.CONCAT in ops  # tiled over summed and output labels
+    whole = {tuple(v.shape) for n in s.program.load.nodes if n.op is Op.OUTPUT for v in n.inputs}
+    assert not whole & {n.out.shape for n in r.program.call.nodes if n.op is Op.MAP}  # no level formed whole
+    np.testing.assert_allclose(r.run(x), s.run(x), rtol=1e-10, atol=1e-12)
+    assert _measured_peak(r, x) <= 1.05 * r.peak_bytes + 64 * 1024 + 4096 * len(r.program.call.nodes)
+    with pytest.raises(MemoryEstimateError, match=r"recompute: [\d.]+ KiB resident"):
+        plan(gen, 1, "recompute", memory_budget=1000)
+
+
+@given(generators(conv=False), st.integers(1, 3), st.integers(12, 20), st.integers(0, 99))
+def test_recompute_under_a_budget_equals_the_reference(gen, batch, log2_budget, seed):
+    try:
+        p = plan(gen, batch, "recompute", memory_budget=2**log2_budget, dtype="float64")
+    except MemoryEstimateError as e:
+        assert "smallest achievable" in str(e)
+        return
+    assert {n.op for n in p.program.load.nodes} <= {Op.PARAM, Op.CONST, Op.OUTPUT}  # nothing computed ahead
+    x = _x(gen, batch, seed)
+    np.testing.assert_allclose(p.run(x), x @ adntn.materialize(gen).reshape(gen.O, gen.I).T, rtol=1e-9, atol=1e-12)
 
 
 def test_order_is_deterministic_for_a_seed(tmp_path, monkeypatch):

@@ -113,13 +113,14 @@ def model_source(p: Program, consts: dict[str, np.ndarray], ws_bytes: int) -> st
     def data(buf: str) -> str:
         return f"(void *){_c_name(buf)}" if buf in consts else f"(void *)(adntn_arena + {offsets[buf]})"
 
+    # One const DLTensor per distinct (memory, shape): buffers that the plan puts at the same offset share it.
     shapes: dict[tuple, str] = {}
     tensors: dict[tuple, str] = {}
     lines: list[str] = []
     for b, s in (a for c in p.calls for a in c["args"]):
         s = tuple(s)
         shapes.setdefault(s, f"adntn_s{len(shapes)}")
-        tensors.setdefault((b, s), f"adntn_t{len(tensors)}")
+        tensors.setdefault((data(b), s), f"adntn_t{len(tensors)}")
     kernels = sorted({c["kernel"] for c in p.calls})
     most_args = max((len(c["args"]) for c in p.calls), default=1)
     out = [f'#include "{HEADER}"', "", "#include <stdint.h>", "#include <string.h>", "",
@@ -128,13 +129,13 @@ def model_source(p: Program, consts: dict[str, np.ndarray], ws_bytes: int) -> st
            "static float adntn_arena[ARENA_ELEMS + WORKSPACE_ELEMS] __attribute__((aligned(64)));", ""]
     out += [f"extern const float {_c_name(b)}[{a.size}];" for b, a in consts.items()]
     out += [f"int __tvm_ffi_{k}(void *self, const TVMFFIAny *args, int32_t n, TVMFFIAny *ret);" for k in kernels]
-    out += ["", "/* shapes and tensors of the kernel arguments (data: the arena or a const array) */"]
-    out += [f"static int64_t {n}[{max(len(s), 1)}] = {{{', '.join(map(str, s))}}};" for s, n in shapes.items()]
-    out += [f"static DLTensor {n} = {{{data(b)}, {{kDLCPU, 0}}, {len(s)}, {{kDLFloat, 32, 1}}, {shapes[s]}, NULL, 0}};"
-            for (b, s), n in tensors.items()]
+    out += ["", "/* shapes and tensors of the kernel arguments (data: the arena or a const array); const: in flash */"]
+    out += [f"static const int64_t {n}[{max(len(s), 1)}] = {{{', '.join(map(str, s))}}};" for s, n in shapes.items()]
+    out += [f"static const DLTensor {n} = {{{d}, {{kDLCPU, 0}}, {len(s)}, {{kDLFloat, 32, 1}}, (int64_t *){shapes[s]}, NULL, 0}};"
+            for (d, s), n in tensors.items()]
     for k, c in enumerate(p.calls):
-        args = ", ".join(f"&{tensors[(b, tuple(s))]}" for b, s in c["args"])
-        lines.append(f"  if (call(__tvm_ffi_{c['kernel']}, (DLTensor *[]){{{args}}}, {len(c['args'])}) != 0) "
+        args = ", ".join(f"&{tensors[(data(b), tuple(s))]}" for b, s in c["args"])
+        lines.append(f"  if (call(__tvm_ffi_{c['kernel']}, (const DLTensor *[]){{{args}}}, {len(c['args'])}) != 0) "
                      f"return fail({k});")
     (_, xb, xs), (_, yb, ys) = p.inputs[0], p.outputs[0]
     out += ["", _RUNTIME.replace("MOST_ARGS", str(most_args)), "",
@@ -195,13 +196,13 @@ static void hooks(void) {
   ws_top = 0;
 }
 
-static int call(TVMFFISafeCallType f, DLTensor *const *ts, int n) {
+static int call(TVMFFISafeCallType f, const DLTensor *const *ts, int n) {
   TVMFFIAny args[MOST_ARGS], ret;
   memset(args, 0, sizeof args);
   memset(&ret, 0, sizeof ret);
   for (int i = 0; i < n; ++i) {
     args[i].type_index = kTVMFFIDLTensorPtr;
-    args[i].v_ptr = ts[i];
+    args[i].v_ptr = (void *)ts[i];  /* the kernels only read the tensor records */
   }
   return f(NULL, args, n, &ret);
 }
