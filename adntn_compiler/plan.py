@@ -163,25 +163,27 @@ class Plan:
 
 
 def _build(gen: Generator, batch_size: int, schedule: str, objective: str, dtype: str, rates: Rates,
-           target_size: int | None = None) -> Plan:
-    g = plan_pipeline(schedule, objective, target_size)(trace(gen, "layer", batch_size=batch_size,
-                                                              structure_only=True))
+           target_size: int | None = None, share: bool = True) -> Plan:
+    g = plan_pipeline(schedule, objective, target_size, share)(trace(gen, "layer", batch_size=batch_size,
+                                                                     structure_only=True))
     return Plan(gen, batch_size, schedule, fold(g, resident=RESIDENT.get(schedule, "all")), dtype, rates)
 
 
 def _stream(gen: Generator, batch_size: int, budget: int, dtype: str, rates: Rates,
             schedule: str = "stream") -> Plan:
-    """Tile until resident + per-call peak fits `budget` (or the tiles cannot get smaller)."""
+    """Tile until resident + per-call peak fits `budget` (or the tiles cannot get smaller). Recompute first
+    shares slices between tiles (fewer flops); if that cannot fit, every tile makes its own (least memory)."""
     best = p = _build(gen, batch_size, schedule, "total", dtype, rates)
     room = (budget - p.resident_bytes) // p.itemsize
-    target = max(1, room if room > 0 else p.peak_bytes // (4 * p.itemsize))
-    while not _fits(p, budget):
-        p = _build(gen, batch_size, schedule, "total", dtype, rates, target)
-        if p.resident_bytes + p.peak_bytes < best.resident_bytes + best.peak_bytes:
-            best = p
-        if target == 1:
-            break
-        target = max(1, target // 4)
+    for share in (True, False) if schedule == "recompute" else (True,):
+        target = max(1, room if room > 0 else p.peak_bytes // (4 * p.itemsize))
+        while not _fits(p, budget):
+            p = _build(gen, batch_size, schedule, "total", dtype, rates, target, share)
+            if p.resident_bytes + p.peak_bytes < best.resident_bytes + best.peak_bytes:
+                best = p
+            if target == 1:
+                break
+            target = max(1, target // 4)
     return p if _fits(p, budget) else best
 
 

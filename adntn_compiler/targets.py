@@ -130,7 +130,8 @@ def _cortex_m(core: str) -> Callable[[str, str | None], Target]:
     def make(name: str, arg: str | None) -> Target:
         if arg is not None:
             raise ConfigError(f"target {name!r}: {core} takes no option (got {arg!r})")
-        d = {"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": core, "mfloat-abi": "hard"}
+        # vector-width: the FPU's 32 bits (LLVM otherwise assumes 128-bit vectors, and says so on every build)
+        d = {"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": core, "mfloat-abi": "hard", "vector-width": 32}
         return Target(name, d, "armv7em", 1, 1, device="microcontroller", link="cross",
                       cross_compiler="arm-none-eabi-gcc", runtime="c-bundle", schedules="micro")
     return make

@@ -39,7 +39,8 @@ def small():
 def test_embedded_targets_are_values():
     a72, m4, m7 = resolve("arm64:cortex-a72"), resolve("cortex-m4"), resolve("cortex-m7")
     assert a72.tvm["mtriple"] == "aarch64-linux-gnu" and a72.tvm["mcpu"] == "cortex-a72" and a72.lanes == 4
-    assert m4.tvm == {"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m4", "mfloat-abi": "hard"}
+    assert m4.tvm == {"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m4", "mfloat-abi": "hard",
+                      "vector-width": 32}
     assert (m4.lanes, m4.threads, m4.schedules, m7.tvm["mcpu"]) == (1, 1, "micro", "cortex-m7")
     assert all(resolve(t).runtime == "c-bundle" for t in TARGETS)
     with pytest.raises(ConfigError, match="unknown arm64 core 'cortex-z9'.*cortex-a72"):
@@ -214,9 +215,12 @@ def test_instruction_counts_are_repeatable_and_the_fast_count_matches_the_exact_
                                                           batch_size=2)
     x = np.random.default_rng(0).standard_normal(b.input_shape).astype(np.float32)
     exact = b.instructions(x, exact=True)
-    assert exact == b.instructions(x, exact=True) > 1000
-    if target == "cortex-m4":  # icount + the board timer: within 0.5 % (IT prefixes are not counted)
-        assert abs(b.instructions(x) - exact) <= 0.005 * exact
+    assert exact > 1000
+    if target == "arm64":
+        assert b.instructions(x, exact=True) == exact
+    else:  # icount + the board timer: the same every run, within 1 % of the trace count (IT prefixes not counted)
+        fast = b.instructions(x)
+        assert fast == b.instructions(x) and abs(fast - exact) <= 0.01 * exact
 
 
 @qemu

@@ -47,7 +47,7 @@ def test_explain_a_compressed_model(capsys):
     assert main(["explain", "--model", "tests.test_cli:small_model", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["layer"] for r in out] == ["0", "2"]
-    assert all(set(r["schedules"]) == {"materialize", "factored", "stream"} for r in out)
+    assert all(set(r["schedules"]) == {"materialize", "factored", "stream", "recompute"} for r in out)
     assert main(["explain", "--model", "tests.test_cli:nothing"]) == 2
     assert "cannot load model" in capsys.readouterr().err
 

@@ -60,12 +60,13 @@ def optimize(g: Graph, passes: Sequence[Pass] = (segment, order), check: bool = 
     return g
 
 
-def plan_pipeline(schedule: str, objective: str, target_size: int | None = None) -> Pipeline:
+def plan_pipeline(schedule: str, objective: str, target_size: int | None = None, share: bool = True) -> Pipeline:
     """One layer's execution plan (before `fold`): linear chains merged (W kept formed for `materialize`),
     tiled for `stream`, contraction order by `objective`, activations/scales fused, equal steps batched."""
     passes: list[Pass] = [partial(segment, keep_constant=schedule == "materialize")]
     if target_size is not None:
-        passes.append(partial(tile, target_size=target_size, recompute=schedule == "recompute"))
+        rc = schedule == "recompute"
+        passes.append(partial(tile, target_size=target_size, recompute=rc, **({"share": share} if rc else {})))
     # batching stacks the per-tile slices of the generated tensors back into whole ones: not for recompute
     tail = (fuse,) if schedule == "recompute" else (fuse, batch)
     return Pipeline(f"plan[{schedule}]", (*passes, partial(order, objective=objective), *tail))

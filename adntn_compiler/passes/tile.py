@@ -11,7 +11,8 @@ are what must fit: each tile computes its own slice of them, since a slice of an
 operand's computation, through activations (elementwise) and einsums (a slice of an output label slices the
 operands that carry it) down to the cores. So the generated tensors never exist whole. A summed label may be
 split too (for an einsum without an activation: the chunks' results are added), which is what bounds the
-operands that carry only input legs. Tiles share nothing they slice: each recomputes its part.
+operands that carry only input legs. The loops are nested so that the fewest elements are generated again
+(`_nest`): an operand's slice is shared by the tiles inside its loops and remade outside them.
 """
 from __future__ import annotations
 
@@ -31,9 +32,12 @@ MAX_TILES = 256  # per einsum: beyond this, tiles cost more in overhead than the
 
 
 def choose_chunks(terms, out: str, sizes: dict[str, int], target_size: int,
-                  generated: tuple[bool, ...] | None = None, summed: bool = False) -> dict[str, int]:
+                  generated: tuple[bool, ...] | None = None, summed: bool = False, share: bool = True) -> dict[str, int]:
     """Chunk size per sliced label (labels not listed are whole). `generated` (recompute): which operands are
-    computed per tile, so must fit the target too; `summed`: summed labels may be split (no activation)."""
+    computed per tile, so must fit the target too; `summed`: summed labels may be split (no activation);
+    `share`: whether tiles share slices (the cost of a split is then `_nest`'s, else `_fresh_cost`)."""
+    cost = (lambda ch: _nest(terms, generated, sizes, ch)[1]) if share else \
+        (lambda ch: _fresh_cost(terms, generated, sizes, ch))
     chunks: dict[str, int] = {}
     labels = out + "".join(sorted({c for t in terms for c in t} - set(out))) if summed else out
     while True:
@@ -44,44 +48,95 @@ def choose_chunks(terms, out: str, sizes: dict[str, int], target_size: int,
         if max(largest, big[0]) <= target_size:
             return chunks
         tiles = math.prod(math.ceil(sizes[c] / k) for c, k in chunks.items())
-        splittable = [c for c in (big[1] if big[0] > largest else labels) if c in labels and cur[c] > 1]
+        if big[0] > largest:  # shrink the largest generated operand, recomputing as little as possible
+            splittable = [c for c in big[1] if c in labels and cur[c] > 1]
+            pick = lambda c: (cost({**chunks, c: math.ceil(cur[c] / 2)}), -cur[c])  # noqa: E731
+        else:
+            splittable = [c for c in labels if cur[c] > 1]
+            pick = lambda c: (c != out[0], -cur[c])  # noqa: E731  (the batch label first, then the largest)
         if not splittable or tiles * 2 > MAX_TILES:
             return chunks  # as small as it gets; the plan reports the peak it could reach
-        c = out[0] if out and cur[out[0]] > 1 and out[0] in splittable else max(splittable, key=lambda c: cur[c])
+        c = min(splittable, key=pick)
         chunks[c] = math.ceil(cur[c] / 2)
+
+
+def _fresh_cost(terms, generated, sizes: dict[str, int], chunks: dict[str, int]) -> int:
+    """Elements generated when every tile makes its own slices: an operand that carries a sliced label is made
+    once for every chunk of each sliced label it lacks; one that carries none is made once, whole."""
+    n = {c: math.ceil(sizes[c] / k) for c, k in chunks.items() if k < sizes[c]}
+    total = 0
+    for t, gen in zip(terms, generated):
+        if gen and t:
+            total += math.prod(sizes[c] for c in t) * (math.prod(v for c, v in n.items() if c not in t)
+                                                       if any(c in n for c in t) else 1)
+    return total
+
+
+def _nest(terms, generated, sizes: dict[str, int], chunks: dict[str, int]) -> tuple[list[str], int]:
+    """The loop order of the sliced labels (outermost first) that generates the fewest elements, and that count.
+
+    A slice of an operand is kept while the loops inside its own labels run, and made again whenever a label
+    outside them advances (so that the tiles' slices of one operand never all live at once): an operand is
+    generated once for every chunk of the sliced labels it lacks that lie outside its own. The labels are
+    grouped by the largest generated operand that carries them; the groups' order is searched."""
+    from itertools import permutations
+
+    n = {c: math.ceil(sizes[c] / k) for c, k in chunks.items() if k < sizes[c]}
+    gen_terms = [t for t, g in zip(terms, generated or (True,) * len(terms)) if g and t]
+    size = lambda t: math.prod(sizes[c] for c in t)  # noqa: E731
+    owner = {c: max((t for t in gen_terms if c in t), key=size, default="") for c in n}
+    groups = list(dict.fromkeys(owner.values()))
+    best: tuple[int, list[str]] | None = None
+    for perm in permutations(groups):
+        order = [c for grp in perm for c in n if owner[c] == grp]
+        level = {c: k for k, c in enumerate(order)}
+        cost = 0
+        for t in gen_terms:
+            own = [level[c] for c in t if c in level]
+            inner = max(own, default=-1)
+            cost += size(t) * math.prod(n[c] for c in order if c not in t and level[c] < inner)
+        if best is None or cost < best[0]:
+            best = (cost, order)
+    return (best[1], best[0]) if best else ([], sum(size(t) for t in gen_terms))
 
 
 class _Slicer:
     """Slices of old values in the new graph; with `push`, computed from slices of their producers' inputs.
-    Slices are shared within a tile (`new_tile` forgets them): a tile's parts die with it."""
+    A slice is remembered with the sliced labels it depends on, and forgotten when a loop over one of them (or
+    one outside it) advances: see `_nest`."""
 
-    def __init__(self, r: Rebuilder, push: bool):
-        self.r, self.push = r, push
+    def __init__(self, r: Rebuilder, push: bool, share: bool = True):
+        self.r, self.push, self.share = r, push, share
         self.producer = r.g.producer()
-        self.memo: dict[tuple, Value] = {}
+        self.memo: dict[tuple, tuple[Value, set[str]]] = {}
 
-    def new_tile(self) -> None:
-        self.memo = {}
+    def forget(self, labels: set[str], tile: bool = False) -> None:
+        if tile and not self.share:
+            self.memo = {}
+        else:
+            self.memo = {k: (v, d) for k, (v, d) in self.memo.items() if not d & labels}
 
-    def __call__(self, v: Value, lo: tuple[int, ...], hi: tuple[int, ...], path: str) -> Value:
+    def __call__(self, v: Value, lo: tuple[int, ...], hi: tuple[int, ...], path: str, deps: set[str]) -> Value:
         if lo == (0,) * len(lo) and hi == tuple(v.shape):
             return self.r[v]
         key = (v.id, lo, hi)
-        if key not in self.memo:
-            self.memo[key] = self._make(v, lo, hi, path)
-        return self.memo[key]
+        if key in self.memo:
+            self.memo[key][1].update(deps)
+        else:
+            self.memo[key] = (self._make(v, lo, hi, path, deps), set(deps))
+        return self.memo[key][0]
 
-    def _make(self, v: Value, lo, hi, path: str) -> Value:
+    def _make(self, v: Value, lo, hi, path: str, deps: set[str]) -> Value:
         n = self.producer[v.id]
         if self.push and n.op is Op.MAP:
-            return self.r.b.map(n.attrs.fn, self(n.inputs[0], lo, hi, path), path)
+            return self.r.b.map(n.attrs.fn, self(n.inputs[0], lo, hi, path, deps), path)
         if self.push and n.op is Op.EINSUM:
             ranges = {c: (a, b) for c, a, b in zip(n.attrs.out, lo, hi)}
             ops = []
             for u, term in zip(n.inputs, n.attrs.terms):
                 ulo = tuple(ranges[c][0] if c in ranges else 0 for c in term)
                 uhi = tuple(ranges[c][1] if c in ranges else s for c, s in zip(term, u.shape))
-                ops.append((self(u, ulo, uhi, path), list(term)))
+                ops.append((self(u, ulo, uhi, path, deps), list(term)))
             return self.r.b.contract(ops, list(n.attrs.out), path, n.attrs.epilogue)
         return self.r.b.slice(self.r[v], list(lo), list(hi), path)
 
@@ -93,25 +148,27 @@ def _emit_chunks(r: Rebuilder, n: Node, chunks: dict[str, int], starts: dict[str
     a = n.attrs
     sizes = einsum_sizes(a, [v.shape for v in n.inputs])
     if not labels:
-        sliced.new_tile()
+        sliced.forget(set(), tile=True)
         ops = []
         for v, term in zip(n.inputs, a.terms):
             lo = tuple(starts.get(c, 0) for c in term)
             hi = tuple(min(starts[c] + chunks[c], sizes[c]) if c in starts else sizes[c] for c in term)
-            ops.append((sliced(v, lo, hi, f"{n.path}.tile"), list(term)))
+            ops.append((sliced(v, lo, hi, f"{n.path}.tile", {c for c in term if c in starts}), list(term)))
         return r.b.contract(ops, list(a.out), f"{n.path}.tile", a.epilogue)
     c, rest = labels[0], labels[1:]
-    if c not in a.out:  # a summed label: accumulate chunk by chunk, so one chunk's operands live at a time
-        acc = None
-        for s in range(0, sizes[c], chunks[c]):
-            part = _emit_chunks(r, n, chunks, {**starts, c: s}, rest, sliced)
-            acc = part if acc is None else r.b.add(acc, part, f"{n.path}.tile")
-        return acc
-    parts = [_emit_chunks(r, n, chunks, {**starts, c: s}, rest, sliced) for s in range(0, sizes[c], chunks[c])]
-    return r.b.concat(parts, a.out.index(c), f"{n.path}.tile")
+    parts = []
+    for s in range(0, sizes[c], chunks[c]):
+        sliced.forget(set(labels))
+        part = _emit_chunks(r, n, chunks, {**starts, c: s}, rest, sliced)
+        if c in a.out:
+            parts.append(part)
+        else:  # a summed label: accumulate chunk by chunk, so one chunk's operands live at a time
+            parts = [r.b.add(parts[0], part, f"{n.path}.tile")] if parts else [part]
+    return r.b.concat(parts, a.out.index(c), f"{n.path}.tile") if c in a.out else parts[0]
 
 
-def tile(g: Graph, target_size: int, recompute: bool = False) -> Graph:
+def tile(g: Graph, target_size: int, recompute: bool = False, share: bool = True) -> Graph:
+    """`share=False` (recompute): every tile makes its own slices (the least memory, the most flops)."""
     dynamic = depends_on_input(g)
     slicers: list[_Slicer] = []
 
@@ -121,12 +178,15 @@ def tile(g: Graph, target_size: int, recompute: bool = False) -> Graph:
         sizes = einsum_sizes(n.attrs, [v.shape for v in n.inputs])
         generated = tuple(v.id not in dynamic for v in n.inputs) if recompute else None
         chunks = choose_chunks(n.attrs.terms, n.attrs.out, sizes, target_size, generated,
-                               summed=recompute and not n.attrs.epilogue)
+                               summed=recompute and not n.attrs.epilogue, share=share)
         if not chunks:
             return r.copy(n)
         if not slicers:
-            slicers.append(_Slicer(r, recompute))
-        order = [c for c in n.attrs.out if c in chunks] + [c for c in chunks if c not in n.attrs.out]
+            slicers.append(_Slicer(r, recompute, share))
+        order = [c for c in n.attrs.out if c in chunks]
+        if recompute and share:
+            order = _nest(n.attrs.terms, generated, sizes, chunks)[0]
+        order += [c for c in chunks if c not in order]  # (summed labels; a label split to size: no loop)
         return _emit_chunks(r, n, chunks, {}, order, slicers[0])
 
     out = Rebuilder(g).run(emit)
