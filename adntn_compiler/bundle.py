@@ -127,8 +127,9 @@ def compile_bundle(obj, target: Target, batch_size: int = 1, schedule: str = "au
         say(f"planning ({s})")
         try:
             mg, prog, funcs, memory = _attempt(obj, target, batch_size, s, mb, input_shape, example_inputs, policy)
-        except MemoryEstimateError as e:
-            seen.append(f"{s}: {e}")
+        except MemoryEstimateError as e:  # the plan's own refusal: keep what it could reach
+            m = re.search(r"smallest achievable is ([^;]+)", str(e))
+            seen.append(f"{s}: at least {m.group(1) if m else e}")
             continue
         chosen = "/".join(sorted({layer["schedule"] for layer in mg.layers if "schedule" in layer})) or s
         if _fits(memory, ram, flash):
@@ -347,7 +348,7 @@ class Bundle:
     def _built(self, what: str = "adntn_run") -> Path:
         """The bundle written to a private folder and built there with its own Makefile (once)."""
         b = board(self.target)
-        tools = [b.cross + "gcc", b.cross + "size", b.emulator[0]]
+        tools = ["make", b.cross + "gcc", b.cross + "size", b.emulator[0]]
         missing = [t for t in tools if shutil.which(t) is None]
         if missing:
             raise ConfigError(f"running a {self.target.name} bundle here needs {', '.join(missing)}: install the "

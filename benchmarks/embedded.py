@@ -8,6 +8,9 @@ Instruction counts are emulated (no caches, no wait states; the same every run):
 icount + the MPS2 board timer on Cortex-M (within 0.2 % of the trace count). They are not cycle counts.
 
     python benchmarks/embedded.py [--targets arm64,cortex-m4,cortex-m7] [--ram 512KiB --flash 1MiB]
+
+A second table trades RAM for flops: FC6 on the Cortex-M7 under RAM budgets from --sweep (the recompute
+schedule's tiles share more of what they generate when they may be larger).
 """
 from __future__ import annotations
 
@@ -74,6 +77,15 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def sweep_table(rows: list[dict]) -> str:
+    out = ["| FC6 on cortex-m7, RAM budget | schedule | RAM (linked) | flash (linked) | calls | MFLOP | instructions |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['budget']['ram_bytes']} | {'/'.join(sorted(set(r['schedules'])))} | {fmt_bytes(r['ram_bytes'])} | "
+                   f"{fmt_bytes(r['flash_bytes'])} | {r['calls']:,} | {r['flops'] / 1e6:.1f} | {r['instructions']:,} |")
+    return "\n".join(out)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -104,17 +116,25 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--targets", default="arm64,cortex-m4,cortex-m7")
     ap.add_argument("--ram", default="512KiB", help="board RAM budget of the Cortex-M targets")
     ap.add_argument("--flash", default="1MiB", help="board flash budget of the Cortex-M targets")
+    ap.add_argument("--sweep", default="384KiB,512KiB,1MiB,2MiB", help="RAM budgets for FC6 on cortex-m7 ('' skips)")
     ap.add_argument("--out", default="benchmarks/results/embedded.json")
     a = ap.parse_args(argv)
-    jobs = [(m, t) for m in a.models.split(",") for t in a.targets.split(",")]
+    jobs = [(m, t, dict(ram_bytes=a.ram, flash_bytes=a.flash) if t.startswith("cortex-m") else {})
+            for m in a.models.split(",") for t in a.targets.split(",")]
+    jobs += [("fc6", "cortex-m7", dict(ram_bytes=r, flash_bytes=a.flash)) for r in a.sweep.split(",") if r]
     rows = []
-    for m, t in tqdm(jobs, desc="embedded"):
-        budget = dict(ram_bytes=a.ram, flash_bytes=a.flash) if t.startswith("cortex-m") else {}
-        rows.append(run_one(m, t, budget))
+    for m, t, budget in tqdm(jobs, desc="embedded"):
+        try:
+            rows.append(run_one(m, t, budget))
+        except adntn.MemoryEstimateError as e:  # a budget too small: the refusal is the result
+            rows.append(dict(model=m, target=t, budget=budget, refused=str(e)))
+    sweep = rows[len(jobs) - len([r for r in a.sweep.split(",") if r]):]
+    rows = rows[: len(rows) - len(sweep)]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows}, indent=1))
-    text = table(rows)
+    out.write_text(json.dumps({"rows": rows, "sweep": sweep}, indent=1))
+    text = table(rows) + "\n\n" + sweep_table([r for r in sweep if "refused" not in r])
+    text += "".join(f"\n\nrefused at RAM {r['budget']['ram_bytes']}: {r['refused']}" for r in sweep if "refused" in r)
     out.with_suffix(".txt").write_text(text + "\n")
     plot(rows, out.with_suffix(".png"))
     print(text)

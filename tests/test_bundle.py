@@ -115,6 +115,12 @@ def test_a_fitting_budget_picks_a_schedule_that_fits():
     assert {lay["schedule"] for lay in b.manifest["layers"]} != {"materialize"}
 
 
+def test_weights_too_large_for_c_arrays_are_refused_before_building():
+    fc6 = adntn.ttn((4096, 25088), rank=4, seed=0)
+    with pytest.raises(MemoryEstimateError, match="392.0 MiB of weights, more than a C bundle writes"):
+        adntn.compile(fc6, target="arm64", schedule="materialize")
+
+
 def test_missing_toolchain_names_the_debian_packages(small, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda tool: None)
     with pytest.raises(ConfigError, match="apt-get install --no-install-recommends gcc-arm-none-eabi "
@@ -184,7 +190,7 @@ def test_every_architecture_activation_and_an_mlp_match_the_reference(target):
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                                  HealthCheck.function_scoped_fixture])
 @given(gen=generators(conv=False), batch=st.integers(1, 3),
-       schedule=st.sampled_from(["auto", "stream", "factored", "materialize"]))
+       schedule=st.sampled_from(["auto", "stream", "factored", "materialize", "recompute"]))
 def test_random_generators_match_the_reference_on_the_emulator(target, gen, batch, schedule):
     b = adntn.compile(gen, target=target, batch_size=batch, schedule=schedule)
     x = np.random.default_rng(1).standard_normal(b.input_shape).astype(np.float32)
@@ -246,3 +252,4 @@ def test_cli_compiles_runs_and_sizes_a_bundle(tmp_path):
     assert r.returncode == 0 and "linked (libadntn_model.a): flash" in r.stdout, r.stdout + r.stderr
     r = subprocess.run(["make", "-s", "-C", str(out)], capture_output=True, text=True)  # the bundle's own Makefile
     assert r.returncode == 0 and (out / "libadntn_model.a").is_file(), r.stderr
+    assert Bundle.load(out).manifest["files"] == json.loads((out / "manifest.json").read_text())["files"]  # built: still loads
