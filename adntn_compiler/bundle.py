@@ -139,8 +139,9 @@ def compile_bundle(obj, target: Target, batch_size: int = 1, schedule: str = "au
                         f"{fmt_bytes(memory['workspace_bytes'])} = {fmt_bytes(memory['ram_bytes'])} of RAM, weights "
                         f"{fmt_bytes(memory['weight_bytes'])} of flash")
         tried.add((chosen, memory["ram_bytes"]))
-        if s in ("stream", "recompute") and ram and mb != ram + memory["weight_bytes"]:
-            tries.insert(0, (s, ram + memory["weight_bytes"]))  # tile the per-call part down to the RAM
+        if s in ("stream", "recompute") and ram and (s, "retiled") not in tried:
+            tried.add((s, "retiled"))
+            tries.insert(0, (s, ram + memory["weight_bytes"]))  # tile the per-call part down to the RAM (once)
     else:
         raise MemoryEstimateError(
             f"the model does not fit the board budget of {fmt_bytes(ram) if ram else 'any'} RAM and "
