@@ -53,7 +53,7 @@ def choose_chunks(terms, out: str, sizes: dict[str, int], target_size: int,
             pick = lambda c: (cost({**chunks, c: math.ceil(cur[c] / 2)}), -cur[c])  # noqa: E731
         else:
             splittable = [c for c in labels if cur[c] > 1]
-            pick = lambda c: (c != out[0], -cur[c])  # noqa: E731  (the batch label first, then the largest)
+            pick = lambda c: (not out or c != out[0], -cur[c])  # noqa: E731  (the batch label first, then the largest)
         if not splittable or tiles * 2 > MAX_TILES:
             return chunks  # as small as it gets; the plan reports the peak it could reach
         c = min(splittable, key=pick)
