@@ -51,6 +51,19 @@ def test_compiled_conv_model_equals_torch():
     close(exe(x), torch_out(model, x))
 
 
+@settings(max_examples=10)
+@given(gen=generators(conv=True), batch=st.integers(1, 3), hw=st.integers(3, 6))
+def test_a_conv_generator_compiles_as_a_convolution(gen, batch, hw):
+    """A Conv2d-shaped generator on its own is the convolution by its weight (stride 1, no padding, no bias)."""
+    C, (kh, kw) = gen.shape[1], gen.shape[2:]
+    x = np.random.default_rng(0).standard_normal((batch, C, hw + kh, hw + kw)).astype(np.float32)
+    exe = adntn.compile(gen, batch_size=batch, input_shape=x.shape[1:])
+    W = torch.as_tensor(adntn.materialize(gen), dtype=torch.float32)
+    close(exe(x), torch.nn.functional.conv2d(torch.as_tensor(x), W).numpy())
+    with pytest.raises(ConfigError, match=rf"compiles as a convolution: give input_shape=\({C}, H, W\)"):
+        adntn.compile(gen)
+
+
 def test_single_layer_and_errors():
     gen = adntn.ttn((12, 20), rank=2, seed=0)
     layer = adntn.ADNTNLinear(gen, bias=True)

@@ -106,8 +106,6 @@ class _ModelBuilder:
     def generator(self, gen: Generator, cores: dict[str, Any], bias, path: str) -> None:
         from ..plan import plan
 
-        if gen.kind == "conv2d":
-            return self.conv_generator(gen, cores, bias, path, stride=1, padding=0)
         x = self._features(f"{path} ({gen!r})", gen.I)
         p = plan(gen, x.shape[0], self.schedule, self.memory_budget, target=self.target)  # rows: batch (x tokens)
         prefix = f"{path}."
@@ -153,7 +151,14 @@ def model_graphs(obj, batch_size: int = 1, schedule: str = "auto", memory_budget
     `example_inputs`, or on zeros of shape (batch_size, *input_shape); for a model whose first layer is a
     Linear or ADNTNLinear the input shape is that layer's). `target` (a Target) gives the plans their cost model
     and dtype; None: the plan's defaults."""
-    if isinstance(obj, Generator):
+    if isinstance(obj, Generator) and obj.kind == "conv2d":  # a conv layer of it (stride 1, no padding, no bias)
+        if example_inputs is None and (input_shape is None or len(input_shape) != 3 or input_shape[0] != obj.shape[1]):
+            raise ConfigError(f"a conv2d generator {obj.shape} compiles as a convolution: give input_shape=("
+                              f"{obj.shape[1]}, H, W), got {input_shape!r}")
+        from ..nn import ADNTNConv2d
+
+        obj = ADNTNConv2d(obj, bias=False).eval()
+    elif isinstance(obj, Generator):
         mb = _ModelBuilder(batch_size, schedule, memory_budget, target)
         mb.start(tuple(input_shape) if input_shape is not None else (obj.I,))
         mb.generator(obj, obj.cores, None, "layer")
