@@ -28,16 +28,6 @@ def vgg16_head(num_classes: int = 1000):
                          nn.Identity(), nn.Linear(4096, num_classes))
 
 
-# The head for a microcontroller: ~2000x per layer with separated layouts. Under the recompute schedule its cores
-# are all it keeps (250 KiB of flash with the biases) and a 512 KiB RAM budget is met by tiling; its stream
-# schedule would keep 3.2 MB of generated tensors (the demo head's: 4.8 MB).
-MCU_HEAD_SPECS = {
-    "0": dict(arch="ttn", ratio=2000, layout="separated", activation="tanh"),
-    "3": dict(arch="attn", ratio=2000, layout="separated", activation="tanh"),
-    "6": dict(arch="mera", ratio=2000, layout="separated", activation="tanh"),
-}
-
-
 def compressed_vgg16_head(seed: int = 0, specs: dict | None = None):
     """The VGG-16 head (seeded) with FC6/FC7/FC8 compressed by `specs` (default: the demo's VGG16_HEAD_SPECS)."""
     import torch
@@ -50,9 +40,6 @@ def compressed_vgg16_head(seed: int = 0, specs: dict | None = None):
     specs = VGG16_HEAD_SPECS if specs is None else specs
     return compress(head, {k: dict(v, seed=seed + i) for i, (k, v) in enumerate(specs.items())})
 
-
-def compressed_vgg16_head_mcu(seed: int = 0):
-    return compressed_vgg16_head(seed, MCU_HEAD_SPECS)
 
 
 # ---------------------------------------------------------------- whole networks (torchvision's layouts)

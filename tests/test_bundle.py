@@ -200,10 +200,10 @@ def test_random_generators_match_the_reference_on_the_emulator(target, gen, batc
 @qemu
 @pytest.mark.slow
 def test_the_vgg16_head_runs_on_an_emulated_cortex_m7(tmp_path):
-    from adntn_compiler.models import compressed_vgg16_head_mcu
+    from adntn_compiler.models import compressed_vgg16_head
 
     # An STM32H7-class budget: what no dense VGG layer fits (FC6 alone is 411 MB); only recompute does here.
-    b = adntn.compile(compressed_vgg16_head_mcu(), target="cortex-m7", ram_bytes="512KiB", flash_bytes="1MiB")
+    b = adntn.compile(compressed_vgg16_head(), target="cortex-m7", ram_bytes="512KiB", flash_bytes="1MiB")
     assert [lay["schedule"] for lay in b.manifest["layers"] if lay["kind"] == "adntn"] == ["recompute"] * 3
     mem = b.manifest["memory"]
     assert mem["ram_bytes"] <= 512 << 10 and mem["weight_bytes"] <= 1 << 20
