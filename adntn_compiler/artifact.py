@@ -69,7 +69,30 @@ def _manifest_digest(m: dict) -> str:
     return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
-class Executable:
+class CompiledModel:
+    """What every compiled form (an artifact's Executable, a C bundle) says of its input and output."""
+
+    manifest: dict
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["input_shape"])
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["output_shape"])
+
+    def checked_input(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiu":  # floats and integers are cast to float32; complex would lose its imaginary part
+            raise ConfigError(f"input must be a float or integer array (cast to float32), got dtype {x.dtype}")
+        if x.shape != self.input_shape:
+            raise ConfigError(f"this {type(self).__name__.lower()} was compiled for input shape {self.input_shape} "
+                              f"(batch_size={self.manifest['batch_size']}), got {x.shape}")
+        return x
+
+
+class Executable(CompiledModel):
     """A compiled model: call it on numpy arrays of shape `input_shape`; `save` writes the artifact."""
 
     def __init__(self, library, lib_bytes: bytes, tensors: Mapping[str, np.ndarray], manifest: dict):
@@ -112,21 +135,8 @@ class Executable:
         return cls(lib, lib.to_bytes(), mg.tensors, manifest)
 
     # ---------------------------------------------------------------- running
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.manifest["input_shape"])
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        return tuple(self.manifest["output_shape"])
-
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
-        if x.dtype.kind not in "fiu":  # floats and integers are cast to float32; complex would lose its imaginary part
-            raise ConfigError(f"input must be a float or integer array (cast to float32), got dtype {x.dtype}")
-        if x.shape != self.input_shape:
-            raise ConfigError(f"this executable was compiled for input shape {self.input_shape} "
-                              f"(batch_size={self.manifest['batch_size']}), got {x.shape}")
+        x = self.checked_input(x)
         if self._call is None:
             raise ConfigError(f"this executable cannot run on this machine ({self._not_here}); save it and run "
                               f"it on its target")
@@ -135,15 +145,12 @@ class Executable:
 
     def reference(self, x: np.ndarray) -> np.ndarray:
         """The same model on the numpy reference interpreter (float64), from the graphs in the manifest."""
-        from .backends.reference import run
-        from .ir.graph import Op
+        from .backends.reference import run, with_resident
         from .ir.serialize import from_dict
 
-        t = {k: v.astype(np.float64) for k, v in self._tensors.items()}
-        if self.manifest["graphs"]["load"]["nodes"]:  # (a model without ADNTN layers has nothing to load)
-            load = from_dict(self.manifest["graphs"]["load"], t)
-            t.update(zip([n.attrs.name for n in load.nodes if n.op is Op.OUTPUT], run(load, [], t)))
-        return run(from_dict(self.manifest["graphs"]["call"], t), [np.asarray(x, np.float64)], t)[0]
+        g = self.manifest["graphs"]
+        t = with_resident(from_dict(g["load"], self._tensors) if g["load"]["nodes"] else None, self._tensors)
+        return run(from_dict(g["call"], t), [np.asarray(x, np.float64)], t)[0]
 
     # ---------------------------------------------------------------- the artifact
     def save(self, path: str | os.PathLike, signing_key=None) -> Path:

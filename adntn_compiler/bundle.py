@@ -34,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 
+from .artifact import CompiledModel, write_atomic
 from .errors import ConfigError, MemoryEstimateError, SerializationError
 from .memory import fmt_bytes, parse_bytes
 from .targets import Target
@@ -174,14 +175,10 @@ def compile_bundle(obj, target: Target, batch_size: int = 1, schedule: str = "au
 def _const_arrays(mg, prog) -> dict[str, np.ndarray]:
     """The call program's constant buffers, filled as the runner would (kernel layouts), from the model's tensors
     and the resident tensors its load graph makes (run here on the reference interpreter, in float64)."""
-    from .backends.reference import run
+    from .backends.reference import with_resident
     from .backends.tvm.program import prepare_const
-    from .ir.graph import Op
 
-    tensors = dict(mg.tensors)
-    if mg.load.nodes:
-        names = [n.attrs.name for n in mg.load.nodes if n.op is Op.OUTPUT]
-        tensors.update(zip(names, run(mg.load, [], {k: v.astype(np.float64) for k, v in mg.tensors.items()})))
+    tensors = with_resident(mg.load, mg.tensors)
     out = {}
     for spec in prog.consts:
         a = np.zeros(prog.buffers[spec["buffer"]], np.float32)
@@ -254,7 +251,7 @@ def _emit(prog, consts, kernels: bytes, target: Target, manifest: dict) -> dict[
 
 
 # ---------------------------------------------------------------------------------------------- the bundle
-class Bundle:
+class Bundle(CompiledModel):
     """A C bundle in memory: `save` writes it; calling it builds it with the cross compiler and runs it under the
     target's emulator (one call at a time); `size()` reports the linked sizes next to the estimate."""
 
@@ -265,22 +262,12 @@ class Bundle:
         self._build_dir: tempfile.TemporaryDirectory | None = None
         self._lock = threading.Lock()
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.manifest["input_shape"])
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        return tuple(self.manifest["output_shape"])
-
     # ------------------------------------------------------------------ on disk
     def save(self, path: str | os.PathLike) -> Path:
         """A folder, or a .zip when `path` ends in .zip; written to a temporary name and renamed into place, so a
         partial bundle never appears under `path`. An existing bundle folder there is replaced."""
         path = Path(path)
         if path.suffix == ".zip":
-            from .artifact import write_atomic
-
             def write(tmp: str) -> None:
                 with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
                     for name, data in self._all_files().items():
@@ -382,11 +369,7 @@ class Bundle:
     def __call__(self, x: np.ndarray, timeout: float = 600.0) -> np.ndarray:
         """Run the bundle on `x` under the target's emulator (qemu-aarch64, or qemu-system-arm on the MPS2 board
         of the core) and return its output."""
-        x = np.asarray(x)
-        if x.dtype.kind not in "fiu":
-            raise ConfigError(f"input must be a float or integer array (cast to float32), got dtype {x.dtype}")
-        if x.shape != self.input_shape:
-            raise ConfigError(f"this bundle was compiled for input shape {self.input_shape}, got {x.shape}")
+        x = self.checked_input(x)
         with self._lock:
             root = self._built()
             (root / "input.bin").write_bytes(np.ascontiguousarray(x, "<f4").tobytes())
@@ -470,14 +453,10 @@ class Bundle:
         """The model on the numpy reference interpreter (float64); only for a bundle compiled in this process."""
         if self.graphs is None:
             raise ConfigError("a bundle read from disk carries no graphs; compare it with its source model")
-        from .backends.reference import run
-        from .ir.graph import Op
+        from .backends.reference import run, with_resident
 
-        mg = self.graphs
-        t = {k: v.astype(np.float64) for k, v in mg.tensors.items()}
-        if mg.load.nodes:
-            t.update(zip([n.attrs.name for n in mg.load.nodes if n.op is Op.OUTPUT], run(mg.load, [], t)))
-        return run(mg.call, [np.asarray(x, np.float64)], t)[0]
+        t = with_resident(self.graphs.load, self.graphs.tensors)
+        return run(self.graphs.call, [np.asarray(x, np.float64)], t)[0]
 
     def info(self) -> dict:
         m = self.manifest

@@ -119,6 +119,15 @@ def run(g: Graph, args: Sequence[np.ndarray] = (), tensors: Mapping[str, np.ndar
     return interpret(g, args, IMPL_NUMPY, lambda n, x: np.asarray(x, dtype=dtype), bind_tensor, "reference")
 
 
+def with_resident(load: Graph | None, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`tensors` in float64 plus the resident tensors the model's load graph makes from them (by output name);
+    None or an empty graph: a model without ADNTN layers has nothing to load."""
+    t = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
+    if load is not None and load.nodes:
+        t.update(zip([n.attrs.name for n in load.nodes if n.op is Op.OUTPUT], run(load, [], t)))
+    return t
+
+
 class ReferenceBackend:
     name = "reference"
 
