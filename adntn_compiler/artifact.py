@@ -55,6 +55,7 @@ MANIFEST_SCHEMA = {  # the types of every field; the programs' own schema is the
         "files": {"type": "object", "required": [TENSORS, LIB], "properties": {
             TENSORS: {"type": "string", "pattern": "^[0-9a-f]{64}$"}, LIB: {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
         "manifest_sha256": {"type": "string"},
+        "gpu": {"type": "object", "required": ["api"], "properties": {"api": {"enum": ["cuda", "opencl"]}}},
     },
 }
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the same inputs give a byte-identical artifact
@@ -132,6 +133,8 @@ class Executable(CompiledModel):
             graphs={"load": _graph_dict(mg.load, to_dict), "call": _graph_dict(mg.call, to_dict)},
             programs=lib.program_dicts(),
         )
+        if lib.target.device == "gpu":
+            manifest["gpu"] = lib.gpu_record()
         return cls(lib, lib.to_bytes(), mg.tensors, manifest)
 
     # ---------------------------------------------------------------- running
@@ -250,7 +253,8 @@ def _info(m: dict) -> dict:
     return {k: m[k] for k in ("format", "version", "adntn_version", "tvm_version", "target", "batch_size",
                               "schedule", "input_shape", "output_shape", "layers")} | {
         "kernels": sorted({c["kernel"] for p in m["programs"].values() for c in p["calls"]}),
-        "memory": {k: _program_memory(p) for k, p in m["programs"].items()}}
+        "memory": {k: _program_memory(p) for k, p in m["programs"].items()}} | (
+        {"gpu": m["gpu"]} if "gpu" in m else {})
 
 
 def _program_memory(d: dict) -> dict:

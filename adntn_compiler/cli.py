@@ -273,6 +273,8 @@ def info_cmd(a) -> int:
     t = info["target"]
     print(f"  target {t['name']}: {t['device']} {t['arch']}, {t['lanes']} float32 lanes, TVM {t['tvm']}; "
           f"needs {', '.join(t['isa']) or 'no ISA extensions'}")
+    if "gpu" in info:
+        print("  " + _gpu_line(info["gpu"]))
     print(f"  batch {info['batch_size']}, input {tuple(info['input_shape'])} -> output {tuple(info['output_shape'])}, "
           f"{info['tensor_params']:,} stored parameters, library {info['library_bytes']:,} bytes, "
           f"{len(info['kernels'])} kernels")
@@ -290,6 +292,15 @@ def info_cmd(a) -> int:
         else:
             print(f"  {lay['path']:<14} {lay['kind']} {lay.get('fn', lay.get('into', ''))}")
     return 0
+
+
+def _gpu_line(g: dict) -> str:
+    if g["api"] == "opencl":
+        return f"GPU: OpenCL C, {g['kernels']} kernels ({g['launches']} device launches), built at load time"
+    px = (g.get("ptxas") or {}).values()
+    return (f"GPU: CUDA {g['arch']} cubin (nvcc {g.get('cuda_version')}), {g['kernels']} kernels; ptxas: at most "
+            f"{max((r['registers'] for r in px), default=0)} registers and {max((r['smem'] for r in px), default=0):,} "
+            f"bytes of shared memory per kernel, {sum(r['spill_stores'] + r['spill_loads'] for r in px)} bytes spilled")
 
 
 def _bundle_info(a) -> int:

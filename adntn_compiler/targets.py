@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
@@ -137,10 +138,50 @@ def _cortex_m(core: str) -> Callable[[str, str | None], Target]:
     return make
 
 
-def _planned(issue: str) -> Callable[[str, str | None], Target]:
-    def refuse(name: str, arg: str | None) -> Target:
-        raise ConfigError(f"target {name!r} is not supported yet ({issue}); supported: {', '.join(supported())}")
-    return refuse
+def local_cuda_archs() -> list[str]:
+    """The compute capabilities of this machine's NVIDIA GPUs as sm_XX (nvidia-smi; empty without a GPU)."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        r = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True, text=True,
+                           timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return ["sm_" + line.strip().replace(".", "") for line in r.stdout.splitlines() if r.returncode == 0 and
+            line.strip().replace(".", "").isdigit()]
+
+
+# The oldest arch CUDA 13's nvcc still builds for (Turing); newer ones are named as nvcc names them.
+MIN_CUDA_ARCH = 75
+
+
+def _cuda(name: str, arch: str | None) -> Target:
+    """NVIDIA GPUs: kernels built ahead of time by nvcc for one arch (the local GPU's, or the one named)."""
+    if arch is None:
+        found = local_cuda_archs()
+        if not found:
+            raise ConfigError(f"target {name!r}: this machine has no NVIDIA GPU to take the arch from; name it, "
+                              f"e.g. cuda:sm_80 (A100) or cuda:sm_90 (H100/H200)")
+        arch = found[0]
+    m = re.fullmatch(r"sm_(\d+)[af]?", arch)
+    if m is None or int(m.group(1)) < MIN_CUDA_ARCH:
+        raise ConfigError(f"target {name!r}: {arch!r} is not a CUDA arch nvcc 13 builds for (sm_{MIN_CUDA_ARCH} or "
+                          f"newer, e.g. sm_80, sm_90)")
+    return Target(f"cuda:{arch}", {"kind": "cuda", "arch": arch}, platform.machine(), 1, 1, device="gpu",
+                  isa=(arch,), schedules="gpu")
+
+
+def _opencl(name: str, arg: str | None) -> Target:
+    """Any OpenCL 1.2 device (Intel, AMD and Mali GPUs; pocl's CPU device in the tests): the library is OpenCL C
+    plus its launch table, built for the device when it is loaded, so it is not tied to this machine."""
+    if arg is not None:
+        raise ConfigError(f"target {name!r}: opencl takes no option (got {arg!r}); pick the device at load time "
+                          f"with ADNTN_OPENCL_DEVICE=<index>")
+    return Target(name, {"kind": "opencl"}, "any", 1, 1, device="gpu", schedules="gpu")
 
 
 @dataclass(frozen=True)
@@ -158,8 +199,9 @@ REGISTRY: dict[str, Entry] = {
                                   f"one of {', '.join(ARM64_CORES[1:])}"),
     "cortex-m4": Entry(_cortex_m("cortex-m4"), "microcontroller", "Cortex-M4F microcontrollers, runtime-free C bundle"),
     "cortex-m7": Entry(_cortex_m("cortex-m7"), "microcontroller", "Cortex-M7 microcontrollers, runtime-free C bundle"),
-    "cuda": Entry(_planned("the GPU issue"), "gpu", "NVIDIA GPUs, ahead-of-time cubin", False),
-    "opencl": Entry(_planned("the GPU issue"), "gpu", "OpenCL devices", False),
+    "cuda": Entry(_cuda, "gpu", "NVIDIA GPUs, kernels built ahead of time by nvcc; cuda:sm_XX names the arch "
+                                "(required on a machine without a GPU)"),
+    "opencl": Entry(_opencl, "gpu", "OpenCL devices (GPUs; pocl's CPU device), OpenCL C built at load time"),
 }
 
 
@@ -201,8 +243,40 @@ def host_isa() -> set[str]:
     return set()
 
 
+def check_gpu_here(t: Target) -> None:
+    """Refuse a CUDA library without a GPU of its arch (or TVM's CUDA runtime), an OpenCL one without a device."""
+    if t.tvm.get("kind") == "opencl":
+        try:
+            import pyopencl
+        except ImportError:
+            raise ConfigError(f"target {t.name!r} runs through pyopencl, which is not installed (pip install "
+                              f"pyopencl)") from None
+        try:
+            found = [d for p in pyopencl.get_platforms() for d in p.get_devices()]
+        except pyopencl.Error:  # e.g. no ICD installed at all
+            found = []
+        if not found:
+            raise ConfigError(f"target {t.name!r}: this machine has no OpenCL device (install a driver, e.g. "
+                              f"Debian's pocl-opencl-icd)")
+        return
+    arch = t.tvm.get("arch")
+    here = local_cuda_archs()
+    if not here:
+        raise ConfigError(f"the artifact was built for an NVIDIA GPU ({arch}, target {t.name!r}); this machine has "
+                          f"no NVIDIA GPU (nvidia-smi finds none), so its kernels cannot run here")
+    if arch not in here:
+        raise ConfigError(f"the artifact's kernels were built for {arch}, this machine's GPU is {', '.join(here)}; "
+                          f"recompile it with --target cuda:{here[0]}")
+    if t.arch != platform.machine():
+        raise ConfigError(f"the artifact's host code was built for {t.arch}, this machine is {platform.machine()}")
+    if not import_tvm().cuda(0).exist:
+        raise ConfigError("TVM's CUDA runtime cannot reach the GPU here (no libcuda, or a TVM build without CUDA)")
+
+
 def check_runs_here(t: Target) -> None:
     """Refuse a library built for another architecture or for ISA extensions this machine lacks."""
+    if t.device == "gpu":
+        return check_gpu_here(t)
     here = platform.machine()
     if t.arch != here:
         raise ConfigError(f"the artifact's library was built for {t.arch} (target {t.name!r}), this machine is "

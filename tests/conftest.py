@@ -22,6 +22,20 @@ def _have_qemu() -> bool:
     return all(shutil.which(t) for t in QEMU_TOOLS)
 
 
+def _have_opencl() -> bool:
+    try:
+        import pyopencl
+        return any(p.get_devices() for p in pyopencl.get_platforms())
+    except Exception:  # not installed, no ICD loader, no platform
+        return False
+
+
+def _have_nvcc() -> bool:
+    import shutil
+
+    return shutil.which("nvcc") is not None
+
+
 QEMU_TOOLS = ("qemu-aarch64", "aarch64-linux-gnu-gcc", "qemu-system-arm", "arm-none-eabi-gcc")
 
 
@@ -29,11 +43,13 @@ def pytest_collection_modifyitems(config, items):
     """Hardware tests run where their tool is; elsewhere they are skipped with the reason (CI installs qemu)."""
     import pytest
 
-    have = {"gpu": _have_gpu, "qemu": _have_qemu}
-    reasons = {"gpu": "no CUDA GPU here (nvidia-smi -L fails)", "qemu": f"one of {', '.join(QEMU_TOOLS)} is missing"}
+    have = {"gpu": _have_gpu, "qemu": _have_qemu, "opencl": _have_opencl, "nvcc": _have_nvcc}
+    reasons = {"gpu": "no CUDA GPU here (nvidia-smi -L fails)", "qemu": f"one of {', '.join(QEMU_TOOLS)} is missing",
+               "opencl": "no OpenCL device (pip install pyopencl; apt-get install pocl-opencl-icd)",
+               "nvcc": "nvcc (the CUDA toolkit) is not on PATH"}
     cache: dict[str, bool] = {}
     for item in items:
-        for mark in ("gpu", "qemu"):
+        for mark in have:
             if mark in item.keywords:
                 if mark not in cache:
                     cache[mark] = have[mark]()

@@ -20,16 +20,32 @@ from adntn_compiler.targets import Target, check_runs_here, resolve  # noqa: E40
 x86 = pytest.mark.skipif(platform.machine() != "x86_64", reason="the SSE-only target is an x86-64 CPU")
 
 
-def test_registry_lists_targets_and_refuses_planned_or_unknown_ones():
+def test_registry_lists_targets_and_refuses_unknown_ones():
     names = {t["name"]: t for t in adntn.targets()}
     assert names["cpu"]["supported"] and {"arm64", "cortex-m4", "cuda", "opencl"} <= set(names)
-    with pytest.raises(ConfigError, match="'cuda' is not supported yet.*supported: cpu"):
-        resolve("cuda")
     with pytest.raises(ConfigError, match="unknown target 'tpu'"):
         resolve("tpu")
     with pytest.raises(ConfigError, match="LLVM does not know the CPU 'pentium9000'"):
         resolve("cpu:pentium9000")
     assert resolve("cpu") is resolve("cpu")  # resolved once
+
+
+def test_gpu_targets():
+    t = resolve("cuda:sm_90")
+    assert (t.device, t.tvm, t.isa, t.schedules) == ("gpu", {"kind": "cuda", "arch": "sm_90"}, ("sm_90",), "gpu")
+    assert Target.from_dict(t.to_dict()) == t
+    with pytest.raises(ConfigError, match="'sm_50' is not a CUDA arch nvcc 13 builds for"):
+        resolve("cuda:sm_50")
+    with pytest.raises(ConfigError, match="opencl takes no option"):
+        resolve("opencl:gpu0")
+    assert resolve("opencl").tvm == {"kind": "opencl"}
+    from adntn_compiler.targets import local_cuda_archs
+
+    if not local_cuda_archs():  # without a GPU the arch must be named
+        with pytest.raises(ConfigError, match="no NVIDIA GPU to take the arch from; name it, e.g. cuda:sm_80"):
+            resolve("cuda")
+        with pytest.raises(ConfigError, match="this machine has no NVIDIA GPU"):
+            check_runs_here(t)
 
 
 def test_target_round_trips_through_its_record():

@@ -122,5 +122,5 @@ def test_unknown_target_is_refused():
     gen = adntn.ttn((8, 8), rank=2, seed=0)
     with pytest.raises(ConfigError, match="unknown target 'tpu'"):
         adntn.compile(gen, target="tpu")
-    with pytest.raises(ConfigError, match="not supported yet"):
-        adntn.compile(gen, target="cuda")
+    with pytest.raises(ConfigError, match="'sm_52' is not a CUDA arch"):
+        adntn.compile(gen, target="cuda:sm_52")

@@ -26,18 +26,42 @@ class Library:
 
     def __init__(self, module, programs: Mapping[str, Program], target: Target):
         self.module, self.programs, self.target = module, dict(programs), target
+        self._bytes = module.to_bytes() if hasattr(module, "to_bytes") else b""  # a GPU build's library file
 
     def runner(self, name: str, tensors: Mapping[str, np.ndarray], buffers=None):
-        """A `ProgramRunner` for program `name`, its constant buffers filled from `tensors`."""
+        """A `ProgramRunner` for program `name`, its constant buffers filled from `tensors` (on a GPU target: a
+        runner whose buffers live on the device)."""
+        if self.target.device == "gpu":
+            from . import gpu
+
+            if buffers:
+                raise ValueError("GPU runners do not share host buffers")
+            if self.target.tvm["kind"] == "opencl":
+                return gpu.DeviceRunner(self.opencl(), self.programs[name], tensors)
+            return gpu.CUDARunner(self.module, self.programs[name], tensors)
         from .runtime import ProgramRunner
 
         return ProgramRunner(self.module, self.programs[name], tensors, buffers)
 
+    def opencl(self):
+        """The OpenCL library built for this machine's OpenCL device (once)."""
+        from . import gpu
+
+        if not isinstance(self.module, gpu.OpenCLModule):
+            self.module = gpu.OpenCLModule(self.module.source, self.module.launches)
+        return self.module
+
     def to_bytes(self) -> bytes:
+        if self.target.device == "gpu":
+            return self._bytes
         with tempfile.TemporaryDirectory(prefix="adntn-") as d:
             path = os.path.join(d, "lib.so")
             self.module.export_library(path)
             return Path(path).read_bytes()
+
+    def gpu_record(self) -> dict | None:
+        """The GPU build's record for the manifest (api, arch, CUDA version, ptxas report), or None."""
+        return self.module.record() if hasattr(self.module, "record") else None
 
     def program_dicts(self) -> dict[str, dict]:
         return {k: p.to_dict() for k, p in self.programs.items()}
@@ -59,7 +83,12 @@ def build(graphs: Mapping[str, Graph], target: "str | Target" = "cpu", policy=No
         funcs.update(fs)
         if progress:
             progress(f"lowered {name}: {len(fs)} kernels")
-    module = tvm.compile(tvm.IRModule(funcs), target=target.tvm_target())
+    if target.device == "gpu":
+        from .gpu import build_gpu
+
+        module = build_gpu(funcs, target)
+    else:
+        module = tvm.compile(tvm.IRModule(funcs), target=target.tvm_target())
     if progress:
         progress(f"compiled {len(funcs)} kernels")
     return Library(module, programs, target)
@@ -93,11 +122,17 @@ def load_library(lib_bytes: bytes, programs: Mapping[str, dict], target: Target,
                 if t is not None and (t.dtype != np.float32 or t.size != int(np.prod(c["shape"]))):
                     raise SerializationError(f"tensor {c['tensor']!r} is {t.dtype} {t.shape}; the {k!r} program "
                                              f"reads it as float32 {tuple(c['shape'])}")
+    if target.device == "gpu" and target.tvm.get("kind") == "opencl":
+        from .gpu import OpenCLModule
+
+        return Library(OpenCLModule.from_bytes(lib_bytes), progs, target)
     with tempfile.TemporaryDirectory(prefix="adntn-") as d:
         path = os.path.join(d, "lib.so")
         Path(path).write_bytes(lib_bytes)
         module = tvm.runtime.load_module(path)  # stays mapped after the file is removed
-    return Library(module, progs, target)
+    lib = Library(module, progs, target)
+    lib._bytes = lib_bytes
+    return lib
 
 
 class TVMBackend:

@@ -103,7 +103,45 @@ class MicroPolicy(CPUPolicy):
                          _largest_divisor(K, 4))
 
 
+@dataclass(frozen=True)
+class GPUTiles(GemmTiles):
+    """A GPU GEMM tile: a block of (ty x tx) threads computes a (rows x jt) tile of C, each thread a
+    (rows / ty) x (jt / tx) register tile of contiguous columns; B's (kt x jt) slab is staged in shared memory.
+    `rows`, `jt`, `kt` keep their CPU meaning (jt is also the width of B's packed panels); `vec` is 1."""
+    ty: int = 1
+    tx: int = 1
+
+
+@dataclass(frozen=True)
+class GPUPolicy(CPUPolicy):
+    """GPUs (CUDA, OpenCL): tiles of at most `max_threads` threads with register tiles of up to 4 x 4, and a k
+    tile of up to 16 staged in shared memory. Cost rates are a data-centre GPU's order of magnitude (only their
+    ratio matters when the plan compares schedules)."""
+    lanes: int = 1
+    max_threads: int = 256  # threads per block (OpenCL's portable default; CUDA allows 1024)
+    thread_rows: int = 4
+    thread_cols: int = 4
+    k_tile: int = 16
+    long_k: int = 1 << 30  # no CPU-style k-blocking: the shared-memory k tile plays its part
+    flop_rate: float = 20e12
+    byte_rate: float = 2e12
+    gemm_rate: float = 20e12
+    narrow_gemm_rate: float = 10e12
+    copy_seconds: float = 1e-12
+
+    def gemm_tiles(self, I: int, J: int, K: int) -> GPUTiles:
+        if (I, J, K) in self.tiles:
+            return self.tiles[(I, J, K)]
+        rx = _largest_divisor(J, self.thread_cols)
+        tx = _largest_divisor(J // rx, 32)
+        ry = _largest_divisor(I, self.thread_rows)
+        ty = _largest_divisor(I // ry, max(1, min(16, self.max_threads // tx)))
+        return GPUTiles(rows=ty * ry, jt=tx * rx, vec=1, kt=_largest_divisor(K, self.k_tile), ty=ty, tx=tx)
+
+
 def default_policy(target: Target) -> CPUPolicy:
+    if target.schedules == "gpu":
+        return GPUPolicy(max_threads=int(target.tvm.get("max_num_threads", 256)))
     if target.schedules == "micro":
         return MicroPolicy()
     if target.schedules != "cpu":

@@ -1,4 +1,5 @@
-"""Schedule modules, one per kind of device: `cpu` (x86, NEON), `micro` (Cortex-M); later `gpu`. A Target names its
+"""Schedule modules, one per kind of device: `cpu` (x86, NEON), `micro` (Cortex-M), `gpu` (CUDA and
+OpenCL). A Target names its
 module (`Target.schedules`); the lowering asks it for every kernel's schedule."""
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from types import ModuleType
 
 from ....errors import ConfigError
 
-KNOWN = ("cpu", "micro")
+KNOWN = ("cpu", "micro", "gpu")
 
 
 def for_target(target) -> ModuleType:

@@ -1,0 +1,388 @@
+"""GPU libraries: the GPU-scheduled kernels of a build, for CUDA (ahead of time by nvcc) or OpenCL.
+
+Both come from one lowering: `build_gpu` compiles the same scheduled PrimFuncs for the target's code generator
+and reads, from the module TVM splits into host and device code, each kernel's launches (device kernel, which
+of its arguments, grid and block). Then
+
+- **OpenCL**: the library is the OpenCL C source plus that launch table (JSON); `OpenCLModule` builds it with
+  pyopencl for the first OpenCL device (pocl's CPU device in CI) and launches the kernels itself.
+- **CUDA**: TVM's `cuda_host` code generator writes the kernels and their host launchers as one CUDA C++ file,
+  and nvcc compiles it for the named arch into a shared library holding the cubin (nothing is JIT-compiled at
+  load time; the library needs only libtvm_ffi and libcudart). ptxas's report (registers, shared memory,
+  spills per kernel) is kept with it and checked against the launch bounds.
+
+`DeviceRunner` runs a Program on either: every buffer lives on the device, constants are uploaded once, and a
+call uploads `x`, launches the kernels back to back and downloads `y`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ...errors import ConfigError, SerializationError
+from ...targets import Target, import_tvm
+from .program import Program, prepare_const
+
+_THREAD_AXES = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "threadIdx.y", "threadIdx.z")
+
+
+# ---------------------------------------------------------------- the launch table
+
+
+def _fields(node) -> list:
+    info = getattr(type(node), "__tvm_ffi_type_info__", None)
+    return [getattr(node, f.name) for f in info.fields] if info and info.fields else []
+
+
+def _is_call(e) -> bool:
+    return type(e).__name__ == "Call" and hasattr(e, "op")
+
+
+def launch_table(host_func, name: str) -> list[dict]:
+    """The device launches of one host function (after TVM's SplitHostDevice), in order: for each, the device
+    kernel, the indices of the function's parameters it takes, and its grid and block sizes. Raises ConfigError
+    if the host part does anything but launch kernels on its parameters (a loop, a workspace buffer)."""
+    from tvm.tirx.stmt import Stmt
+
+    params = list(host_func.params)
+    declared: dict = {}  # a DeclBuffer's buffer -> its data expression (a view of a parameter)
+    launches: list[dict] = []
+
+    def param_of(expr) -> int:
+        while True:
+            if _is_call(expr) and expr.op.name == "tirx.buffer_data":
+                expr = expr.args[0]
+            for k, p in enumerate(params):
+                if expr.same_as(p):
+                    return k
+            nxt = next((d for b, d in declared.items() if b.same_as(expr)), None)
+            if nxt is None:
+                raise ConfigError(f"GPU kernel {name}: a launch reads {expr}, which is not one of its buffers "
+                                  f"(the schedule left a host-side intermediate)")
+            expr = nxt
+
+    def visit(node) -> None:
+        kind = type(node).__name__
+        if kind in ("AllocBuffer", "For", "While"):
+            raise ConfigError(f"GPU kernel {name}: the schedule leaves a host-side {kind} (every stage must run "
+                              f"inside device kernels)")
+        if kind == "DeclBuffer":
+            declared[node.buffer] = node.data
+        if kind == "Evaluate" and _is_call(node.value) and \
+                node.value.op.name == "tirx.call_ffi_kernel":
+            c = node.value
+            axes = list(c.attrs.launch_params)
+            n_args = len(c.args) - 1 - len(axes)
+            extents = dict(zip(axes, (int(e) for e in c.args[1 + n_args:])))
+            unknown = [a for a in axes if a not in _THREAD_AXES]
+            if unknown:
+                raise ConfigError(f"GPU kernel {name}: unsupported launch parameters {unknown}")
+            launches.append({"kernel": str(c.args[0].value), "args": [param_of(a) for a in c.args[1:1 + n_args]],
+                             "grid": [extents.get(f"blockIdx.{d}", 1) for d in "xyz"],
+                             "block": [extents.get(f"threadIdx.{d}", 1) for d in "xyz"]})
+            return
+        for f in _fields(node):
+            for child in (f if isinstance(f, (list, tuple)) or type(f).__name__ == "Array" else [f]):
+                if isinstance(child, Stmt):
+                    visit(child)
+
+    visit(host_func.body)
+    if not launches:
+        raise ConfigError(f"GPU kernel {name} has no device launch (an unscheduled function compiles to host code)")
+    return launches
+
+
+def _split_modules(mod, target):
+    """tvm.compile(mod, target) and the IRModule right after SplitHostDevice (host functions and kernels)."""
+    tvm = import_tvm()
+    seen = {}
+
+    @tvm.ir.instrument.pass_instrument
+    class Grab:
+        def run_after_pass(self, m, info):
+            if info.name.endswith("SplitHostDevice"):
+                seen["mod"] = m
+
+    with tvm.transform.PassContext(instruments=[Grab()]):
+        ex = tvm.compile(mod, target=target)
+    return ex, seen["mod"]
+
+
+# ---------------------------------------------------------------- building
+
+
+@dataclass
+class GPUModule:
+    """What a GPU build produces: the launch table and either the OpenCL source or the CUDA library."""
+    kind: str  # "opencl" | "cuda"
+    launches: dict[str, list[dict]]  # kernel (host function) name -> its device launches
+    source: str  # OpenCL C, or the CUDA C++ translation unit
+    lib_bytes: bytes = b""  # CUDA: the nvcc-built shared library
+    ptxas: dict | None = None  # CUDA: kernel -> {"registers", "smem", "spill_stores", "spill_loads", "stack"}
+    cuda_version: str | None = None  # CUDA: nvcc's release
+    arch: str | None = None  # CUDA: the sm_XX the cubin is for
+
+    def record(self) -> dict:
+        """What the manifest says of the GPU build (`adntn info` shows it)."""
+        launches = sum(len(v) for v in self.launches.values())
+        r = {"api": self.kind, "kernels": len(self.launches), "launches": launches}
+        if self.kind == "cuda":
+            r |= {"arch": self.arch, "cuda_version": self.cuda_version, "ptxas": self.ptxas}
+        return r
+
+    def to_bytes(self) -> bytes:
+        if self.kind == "cuda":
+            return self.lib_bytes
+        return json.dumps({"format": "adntn-opencl", "source": self.source, "launches": self.launches}).encode()
+
+
+def build_gpu(funcs: Mapping[str, object], target: Target) -> GPUModule:
+    tvm = import_tvm()
+    kind = target.tvm["kind"]
+    host = {"kind": "cuda_host"} if kind == "cuda" else {"kind": "llvm"}
+    ex, split = _split_modules(tvm.IRModule(dict(funcs)), tvm.target.Target(dict(target.tvm), host=host))
+    launches = {name: launch_table(split[name], name) for name in funcs}
+    if kind == "opencl":
+        if not ex.mod.imports:
+            raise ConfigError("the OpenCL build produced no device module")
+        return GPUModule("opencl", launches, ex.mod.imports[0].inspect_source())
+    from tvm.backend.cuda.host import export_cuda_host
+
+    source = export_cuda_host(ex.mod)
+    lib, report = nvcc_library(source, target.tvm["arch"])
+    problems = check_ptxas(report, launches)
+    if problems:
+        raise ConfigError(f"the CUDA kernels exceed the launch bounds of {target.tvm['arch']}: {'; '.join(problems)}")
+    return GPUModule("cuda", launches, source, lib, report, nvcc_version(), target.tvm["arch"])
+
+
+def nvcc_version() -> str:
+    r = subprocess.run([os.path.join(cuda_root(), "bin", "nvcc"), "--version"], capture_output=True, text=True)
+    m = re.search(r"release ([\d.]+)", r.stdout)
+    return m.group(1) if m else "unknown"
+
+
+def cuda_root() -> str:
+    """The CUDA toolkit folder (CUDA_PATH, else nvcc's real location's parent: TVM's own guess is wrong when nvcc
+    is a symlink in /usr/local/bin)."""
+    if os.environ.get("CUDA_PATH"):
+        return os.environ["CUDA_PATH"]
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        raise ConfigError("target cuda needs nvcc (the CUDA toolkit) to build the kernels ahead of time; install "
+                          "it or put it on PATH")
+    return str(Path(os.path.realpath(nvcc)).parent.parent)
+
+
+_PTXAS_FN = re.compile(r"Compiling entry function '(\w+)'")
+_PTXAS_USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
+_PTXAS_STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+
+
+def parse_ptxas(text: str) -> dict[str, dict]:
+    """nvcc -Xptxas -v's report: kernel -> registers, static shared memory, stack and spill bytes."""
+    out: dict[str, dict] = {}
+    fn = None
+    for line in text.splitlines():
+        if m := _PTXAS_FN.search(line):
+            fn = m.group(1)
+            out[fn] = {"registers": 0, "smem": 0, "stack": 0, "spill_stores": 0, "spill_loads": 0}
+        elif fn and (m := _PTXAS_STACK.search(line)):
+            out[fn].update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
+        elif fn and (m := _PTXAS_USED.search(line)):
+            out[fn].update(registers=int(m.group(1)), smem=int(m.group(2) or 0))
+    return out
+
+
+def nvcc_library(source: str, arch: str) -> tuple[bytes, dict]:
+    """nvcc: the CUDA C++ unit -> a shared library with the cubin for `arch` (sm_XX), and ptxas's report."""
+    import tvm_ffi.libinfo as ffi_info
+
+    root = cuda_root()
+    nvcc = os.path.join(root, "bin", "nvcc")
+    with tempfile.TemporaryDirectory(prefix="adntn-cuda-") as d:
+        cu, so = os.path.join(d, "kernels.cu"), os.path.join(d, "kernels.so")
+        Path(cu).write_text(source)
+        cmd = [nvcc, "-std=c++17", "-O3", f"-arch={arch}", "-shared", "-Xcompiler", "-fPIC", "-Xptxas", "-v",
+               f"-I{ffi_info.find_include_path()}", cu, "-o", so,
+               f"-L{os.path.dirname(ffi_info.find_libtvm_ffi())}", "-ltvm_ffi", "-lcudart"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ConfigError(f"nvcc failed for {arch} (exit {r.returncode}): {r.stderr.strip()[-2000:]}")
+        return Path(so).read_bytes(), parse_ptxas(r.stderr + r.stdout)
+
+
+def check_ptxas(report: Mapping[str, dict], launches: Mapping[str, list[dict]], max_registers: int = 65536,
+                max_smem: int = 48 * 1024) -> list[str]:
+    """Problems in ptxas's report: spills, or registers x threads / shared memory beyond one block's limits."""
+    threads = {ln["kernel"]: math.prod(ln["block"]) for ls in launches.values() for ln in ls}
+    problems = []
+    for k, r in report.items():
+        if r["spill_stores"] or r["spill_loads"]:
+            problems.append(f"{k}: {r['spill_stores']} bytes spill stores, {r['spill_loads']} bytes spill loads")
+        if r["registers"] * threads.get(k, 1) > max_registers:
+            problems.append(f"{k}: {r['registers']} registers x {threads.get(k, 1)} threads > {max_registers}")
+        if r["smem"] > max_smem:
+            problems.append(f"{k}: {r['smem']} bytes of shared memory > {max_smem}")
+    return problems
+
+
+# ---------------------------------------------------------------- running
+
+
+class OpenCLModule:
+    """An OpenCL library (source + launch table) built for an OpenCL device through pyopencl."""
+
+    def __init__(self, source: str, launches: Mapping[str, list[dict]]):
+        self.cl = _pyopencl()
+        devices = [d for p in self.cl.get_platforms() for d in p.get_devices()]
+        if not devices:
+            raise ConfigError("no OpenCL device found (install an OpenCL driver, e.g. Debian's pocl-opencl-icd)")
+        self.device = devices[int(os.environ.get("ADNTN_OPENCL_DEVICE", 0))]
+        self.context = self.cl.Context([self.device])
+        self.queue = self.cl.CommandQueue(self.context)
+        self.program = self.cl.Program(self.context, source).build()
+        self.launches = dict(launches)
+        self._kernels = {}
+
+    def kernel(self, name: str):
+        if name not in self._kernels:
+            self._kernels[name] = getattr(self.program, name)
+        return self._kernels[name]
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "OpenCLModule":
+        try:
+            d = json.loads(data)
+            if d.get("format") != "adntn-opencl" or not isinstance(d.get("source"), str):
+                raise ValueError("not an adntn OpenCL library")
+            for name, ls in d["launches"].items():
+                for ln in ls:
+                    if not (isinstance(ln["kernel"], str) and all(isinstance(a, int) and a >= 0 for a in ln["args"])
+                            and len(ln["grid"]) == len(ln["block"]) == 3
+                            and all(isinstance(v, int) and v >= 1 for v in ln["grid"] + ln["block"])):
+                        raise ValueError(f"malformed launch of {name}")
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise SerializationError(f"the OpenCL library is malformed ({e})") from None
+        return cls(d["source"], d["launches"])
+
+
+def _pyopencl():
+    try:
+        import pyopencl
+    except ImportError as e:
+        raise ConfigError(f"target opencl runs through pyopencl ({e}); install it with: pip install pyopencl") from None
+    return pyopencl
+
+
+class DeviceRunner:
+    """A Program on an OpenCL device: device buffers, constants uploaded once, `x` in and `y` out per call.
+    Same interface as `ProgramRunner` (call it; `update` refills constants)."""
+
+    def __init__(self, module: OpenCLModule, program: Program, tensors: Mapping[str, np.ndarray]):
+        cl = module.cl
+        self.module, self.program, self.cl = module, program, cl
+        missing = sorted({s["tensor"] for s in program.consts} - set(tensors))
+        if missing:
+            raise ConfigError(f"program needs tensors {', '.join(map(repr, missing))}, which are missing")
+        mf = cl.mem_flags
+        self.bufs = {b: cl.Buffer(module.context, mf.READ_WRITE, 4 * n) for b, n in program.buffers.items()}
+        self.update(tensors)
+        self._steps = []
+        for k, c in enumerate(program.calls):
+            launches = module.launches.get(c["kernel"])
+            if launches is None:
+                raise SerializationError(f"the library has no kernel {c['kernel']!r}")
+            for ln in launches:
+                if max(ln["args"], default=-1) >= len(c["args"]):
+                    raise SerializationError(f"kernel {c['kernel']!r} takes argument {max(ln['args'])}, call {k} "
+                                             f"passes {len(c['args'])}")
+                kern = module.kernel(ln["kernel"])
+                args = [self.bufs[c["args"][a][0]] for a in ln["args"]]
+                local = tuple(ln["block"])
+                glob = tuple(g * b for g, b in zip(ln["grid"], local))
+                self._steps.append((kern, glob, local, args))
+        self.input_names = [name for name, _, _ in program.inputs]
+
+    def update(self, tensors: Mapping[str, np.ndarray]) -> None:
+        for spec in self.program.consts:
+            if spec["tensor"] in tensors:
+                self.cl.enqueue_copy(self.module.queue, self.bufs[spec["buffer"]], prepare_const(tensors[spec["tensor"]],
+                                                                                                 spec))
+        self.module.queue.finish()
+
+    def __call__(self, *args: np.ndarray) -> dict[str, np.ndarray]:
+        q = self.module.queue
+        if len(args) != len(self.program.inputs):
+            raise ConfigError(f"program takes {len(self.program.inputs)} inputs, got {len(args)}")
+        for (name, b, shape), x in zip(self.program.inputs, args):
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            if x.shape != tuple(shape):
+                raise ConfigError(f"input {name}: expected shape {tuple(shape)}, got {x.shape}")
+            self.cl.enqueue_copy(q, self.bufs[b], x)
+        for kern, glob, local, args in self._steps:
+            kern(q, glob, local, *args)
+        out = {}
+        for name, b, shape in self.program.outputs:
+            y = np.empty(shape, np.float32)
+            self.cl.enqueue_copy(q, y, self.bufs[b])
+            out[name] = y
+        q.finish()
+        return out
+
+
+class CUDARunner:
+    """A Program on a CUDA GPU: the nvcc-built library's host launchers run on device arrays (TVM runtime)."""
+
+    def __init__(self, module, program: Program, tensors: Mapping[str, np.ndarray]):
+        tvm = import_tvm()
+        self.program, self.dev = program, tvm.cuda(0)
+        missing = sorted({s["tensor"] for s in program.consts} - set(tensors))
+        if missing:
+            raise ConfigError(f"program needs tensors {', '.join(map(repr, missing))}, which are missing")
+        self.bufs = {b: tvm.runtime.empty((n,), "float32", self.dev) for b, n in program.buffers.items()}
+        self.update(tensors)
+
+        def view(b: str, shape):
+            return self.bufs[b]._create_view(tuple(shape)) if tuple(shape) != (program.buffers[b],) else self.bufs[b]
+
+        self._steps = []
+        for c in program.calls:
+            try:
+                f = module[c["kernel"]]
+            except (AttributeError, KeyError, RuntimeError) as e:
+                raise SerializationError(f"the library has no kernel {c['kernel']!r} ({type(e).__name__})") from None
+            self._steps.append((f, [view(b, s) for b, s in c["args"]]))
+        self._inputs = [(name, view(b, s), tuple(s)) for name, b, s in program.inputs]
+        self._outputs = [(name, view(b, s)) for name, b, s in program.outputs]
+        self.input_names = [name for name, _, _ in program.inputs]
+
+    def update(self, tensors: Mapping[str, np.ndarray]) -> None:
+        for spec in self.program.consts:
+            if spec["tensor"] in tensors:
+                a = prepare_const(tensors[spec["tensor"]], spec)
+                full = np.zeros(self.program.buffers[spec["buffer"]], np.float32)
+                full[: a.size] = a
+                self.bufs[spec["buffer"]].copyfrom(full)
+
+    def __call__(self, *args: np.ndarray) -> dict[str, np.ndarray]:
+        if len(args) != len(self._inputs):
+            raise ConfigError(f"program takes {len(self._inputs)} inputs, got {len(args)}")
+        for (name, buf, shape), x in zip(self._inputs, args):
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            if x.shape != shape:
+                raise ConfigError(f"input {name}: expected shape {shape}, got {x.shape}")
+            buf.copyfrom(x)
+        for f, a in self._steps:
+            f(*a)
+        return {name: v.numpy() for name, v in self._outputs}
