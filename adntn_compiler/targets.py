@@ -269,8 +269,9 @@ def check_gpu_here(t: Target) -> None:
                           f"recompile it with --target cuda:{here[0]}")
     if t.arch != platform.machine():
         raise ConfigError(f"the artifact's host code was built for {t.arch}, this machine is {platform.machine()}")
-    if not import_tvm().cuda(0).exist:
-        raise ConfigError("TVM's CUDA runtime cannot reach the GPU here (no libcuda, or a TVM build without CUDA)")
+    from .backends.tvm.gpu import cuda_arrays
+
+    cuda_arrays()  # device memory comes from torch or CuPy: refuse here if neither reaches the GPU
 
 
 def check_runs_here(t: Target) -> None:

@@ -262,20 +262,3 @@ def test_opencl_and_cuda_come_from_the_same_scheduled_kernels():
         tvm.ir.assert_structural_equal(funcs["opencl"][k], funcs["cuda:sm_90"][k])
     ocl, cu = build(graphs, "opencl").module, build(graphs, "cuda:sm_90").module
     assert ocl.launches == cu.launches
-
-
-# ---------------------------------------------------------------- a real GPU
-
-
-@pytest.mark.gpu
-def test_cuda_on_the_gpu_equals_reference(tmp_path):
-    gen = adntn.ttn((256, 512), rank=4, activation="gelu", seed=3)
-    exe = adntn.compile(gen, target="cuda", batch_size=32)
-    x = np.random.default_rng(0).standard_normal(exe.input_shape).astype(np.float32)
-    close(exe(x), exe.reference(x))
-    exe.save(tmp_path / "g.adntn")
-    close(adntn.load(tmp_path / "g.adntn")(x), exe.reference(x))
-    vit = adntn.models.compressed_vit_block(ratio=20, dim=48, heads=4).eval()
-    xv = np.random.default_rng(1).standard_normal((2, 5, 48)).astype(np.float32)
-    with torch.no_grad():
-        close(adntn.compile(vit, target="cuda", example_inputs=(torch.tensor(xv),))(xv), vit(torch.tensor(xv)).numpy())

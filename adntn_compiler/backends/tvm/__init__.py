@@ -101,7 +101,6 @@ def load_library(lib_bytes: bytes, programs: Mapping[str, dict], target: Target,
     nothing is written or loaded for a malformed one."""
     from ...memory import available_bytes
 
-    tvm = import_tvm()
     progs = {}
     for k, v in programs.items():
         try:
@@ -122,10 +121,15 @@ def load_library(lib_bytes: bytes, programs: Mapping[str, dict], target: Target,
                 if t is not None and (t.dtype != np.float32 or t.size != int(np.prod(c["shape"]))):
                     raise SerializationError(f"tensor {c['tensor']!r} is {t.dtype} {t.shape}; the {k!r} program "
                                              f"reads it as float32 {tuple(c['shape'])}")
-    if target.device == "gpu" and target.tvm.get("kind") == "opencl":
-        from .gpu import OpenCLModule
+    if target.device == "gpu":  # neither needs TVM itself: pyopencl, or tvm_ffi alone for CUDA
+        from . import gpu
 
-        return Library(OpenCLModule.from_bytes(lib_bytes), progs, target)
+        opencl = target.tvm.get("kind") == "opencl"
+        lib = Library(gpu.OpenCLModule.from_bytes(lib_bytes) if opencl else gpu.load_cuda_module(lib_bytes), progs,
+                      target)
+        lib._bytes = lib_bytes
+        return lib
+    tvm = import_tvm()
     with tempfile.TemporaryDirectory(prefix="adntn-") as d:
         path = os.path.join(d, "lib.so")
         Path(path).write_bytes(lib_bytes)

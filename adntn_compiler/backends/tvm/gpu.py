@@ -8,10 +8,10 @@ of its arguments, grid and block). Then
   pyopencl for the first OpenCL device (pocl's CPU device in CI) and launches the kernels itself.
 - **CUDA**: TVM's `cuda_host` code generator writes the kernels and their host launchers as one CUDA C++ file,
   and nvcc compiles it for the named arch into a shared library holding the cubin (nothing is JIT-compiled at
-  load time; the library needs only libtvm_ffi and libcudart). ptxas's report (registers, shared memory,
+  load time; the library needs only libtvm_ffi and the CUDA driver: cudart is linked statically). ptxas's report (registers, shared memory,
   spills per kernel) is kept with it and checked against the launch bounds.
 
-`DeviceRunner` runs a Program on either: every buffer lives on the device, constants are uploaded once, and a
+`DeviceRunner` (OpenCL) and `CUDARunner` run a Program: every buffer lives on the device, constants are uploaded once, and a
 call uploads `x`, launches the kernels back to back and downloads `y`.
 """
 from __future__ import annotations
@@ -215,7 +215,7 @@ def nvcc_library(source: str, arch: str) -> tuple[bytes, dict]:
         Path(cu).write_text(source)
         cmd = [nvcc, "-std=c++17", "-O3", f"-arch={arch}", "-shared", "-Xcompiler", "-fPIC", "-Xptxas", "-v",
                f"-I{ffi_info.find_include_path()}", cu, "-o", so,
-               f"-L{os.path.dirname(ffi_info.find_libtvm_ffi())}", "-ltvm_ffi", "-lcudart"]
+               f"-L{os.path.dirname(ffi_info.find_libtvm_ffi())}", "-ltvm_ffi", "-cudart", "static"]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             raise ConfigError(f"nvcc failed for {arch} (exit {r.returncode}): {r.stderr.strip()[-2000:]}")
@@ -341,20 +341,89 @@ class DeviceRunner:
         return out
 
 
+def cuda_arrays():
+    """Device memory for the CUDA runner, from torch (with CUDA) or else CuPy: the nvcc-built library needs only
+    libtvm_ffi and the driver, so a deployment box needs neither TVM nor a particular framework."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return _TorchArrays(torch)
+    except ImportError:
+        pass
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount():
+            return _CupyArrays(cupy)
+    except Exception:  # not installed, or no device / driver
+        pass
+    raise ConfigError("running CUDA artifacts needs torch with CUDA or CuPy for device memory (neither finds a GPU)")
+
+
+class _TorchArrays:
+    def __init__(self, torch):
+        self.torch = torch
+
+    def empty(self, n: int):
+        return self.torch.zeros(n, dtype=self.torch.float32, device="cuda")
+
+    def view(self, buf, shape):
+        return buf[: math.prod(shape)].view(tuple(shape))
+
+    def upload(self, dst, a: np.ndarray) -> None:
+        dst[: a.size].copy_(self.torch.from_numpy(np.ascontiguousarray(a, np.float32).reshape(-1)))
+
+    def download(self, v) -> np.ndarray:
+        return v.cpu().numpy()  # (synchronises with the kernels before it)
+
+
+class _CupyArrays(_TorchArrays):
+    def __init__(self, cupy):
+        self.cupy = cupy
+
+    def empty(self, n: int):
+        return self.cupy.zeros(n, dtype=self.cupy.float32)
+
+    def view(self, buf, shape):
+        return buf[: math.prod(shape)].reshape(tuple(shape))
+
+    def upload(self, dst, a: np.ndarray) -> None:
+        dst[: a.size] = self.cupy.asarray(np.ascontiguousarray(a, np.float32).reshape(-1))
+
+    def download(self, v) -> np.ndarray:
+        return self.cupy.asnumpy(v)
+
+
+def load_cuda_module(lib_bytes: bytes):
+    """The nvcc-built library through tvm_ffi alone (no TVM compiler or runtime), via a private temporary file."""
+    import tvm_ffi
+
+    with tempfile.TemporaryDirectory(prefix="adntn-cuda-") as d:
+        path = os.path.join(d, "kernels.so")
+        Path(path).write_bytes(lib_bytes)
+        try:
+            return tvm_ffi.load_module(path)  # stays mapped after the file is removed
+        except Exception as e:
+            raise SerializationError(f"the CUDA library does not load ({type(e).__name__}: {e})") from None
+
+
 class CUDARunner:
-    """A Program on a CUDA GPU: the nvcc-built library's host launchers run on device arrays (TVM runtime)."""
+    """A Program on a CUDA GPU: device buffers (torch or CuPy), constants uploaded once; a call uploads `x`, runs
+    the library's host launchers back to back on the default stream and downloads `y`."""
 
     def __init__(self, module, program: Program, tensors: Mapping[str, np.ndarray]):
-        tvm = import_tvm()
-        self.program, self.dev = program, tvm.cuda(0)
+        import tvm_ffi
+
+        self.program, self.arrays = program, cuda_arrays()
         missing = sorted({s["tensor"] for s in program.consts} - set(tensors))
         if missing:
             raise ConfigError(f"program needs tensors {', '.join(map(repr, missing))}, which are missing")
-        self.bufs = {b: tvm.runtime.empty((n,), "float32", self.dev) for b, n in program.buffers.items()}
+        self.bufs = {b: self.arrays.empty(n) for b, n in program.buffers.items()}
         self.update(tensors)
 
-        def view(b: str, shape):
-            return self.bufs[b]._create_view(tuple(shape)) if tuple(shape) != (program.buffers[b],) else self.bufs[b]
+        def arg(b: str, shape):
+            return tvm_ffi.from_dlpack(self.arrays.view(self.bufs[b], shape))
 
         self._steps = []
         for c in program.calls:
@@ -362,27 +431,24 @@ class CUDARunner:
                 f = module[c["kernel"]]
             except (AttributeError, KeyError, RuntimeError) as e:
                 raise SerializationError(f"the library has no kernel {c['kernel']!r} ({type(e).__name__})") from None
-            self._steps.append((f, [view(b, s) for b, s in c["args"]]))
-        self._inputs = [(name, view(b, s), tuple(s)) for name, b, s in program.inputs]
-        self._outputs = [(name, view(b, s)) for name, b, s in program.outputs]
+            self._steps.append((f, [arg(b, s) for b, s in c["args"]]))
+        self._inputs = [(name, b, tuple(s)) for name, b, s in program.inputs]
+        self._outputs = [(name, self.arrays.view(self.bufs[b], s)) for name, b, s in program.outputs]
         self.input_names = [name for name, _, _ in program.inputs]
 
     def update(self, tensors: Mapping[str, np.ndarray]) -> None:
         for spec in self.program.consts:
             if spec["tensor"] in tensors:
-                a = prepare_const(tensors[spec["tensor"]], spec)
-                full = np.zeros(self.program.buffers[spec["buffer"]], np.float32)
-                full[: a.size] = a
-                self.bufs[spec["buffer"]].copyfrom(full)
+                self.arrays.upload(self.bufs[spec["buffer"]], prepare_const(tensors[spec["tensor"]], spec))
 
     def __call__(self, *args: np.ndarray) -> dict[str, np.ndarray]:
         if len(args) != len(self._inputs):
             raise ConfigError(f"program takes {len(self._inputs)} inputs, got {len(args)}")
-        for (name, buf, shape), x in zip(self._inputs, args):
-            x = np.ascontiguousarray(x, dtype=np.float32)
+        for (name, b, shape), x in zip(self._inputs, args):
+            x = np.asarray(x)
             if x.shape != shape:
                 raise ConfigError(f"input {name}: expected shape {shape}, got {x.shape}")
-            buf.copyfrom(x)
+            self.arrays.upload(self.bufs[b], x)
         for f, a in self._steps:
             f(*a)
-        return {name: v.numpy() for name, v in self._outputs}
+        return {name: self.arrays.download(v) for name, v in self._outputs}
