@@ -244,7 +244,8 @@ def host_isa() -> set[str]:
 
 
 def check_gpu_here(t: Target) -> None:
-    """Refuse a CUDA library without a GPU of its arch (or TVM's CUDA runtime), an OpenCL one without a device."""
+    """Refuse a CUDA library without a GPU of its arch (or device memory to run it with), an OpenCL one without
+    pyopencl or an OpenCL device."""
     if t.tvm.get("kind") == "opencl":
         try:
             import pyopencl

@@ -134,17 +134,20 @@ def test_norm_softmax_pool_binary_shape_ops_on_opencl():
         np.testing.assert_allclose(got, reference.run(g, args)[0], rtol=1e-4, atol=1e-5, err_msg=g.nodes[-2].op.value)
 
 
-@opencl
-def test_compiled_models_on_opencl():
-    """Whole models through compile(): a compressed conv net, and a ViT block (layer norm, softmax, GELU)."""
+def _models():
+    """Whole models: a compressed conv net (conv, ReLU, max pooling) and a ViT block (layer norm, softmax, GELU)."""
     torch.manual_seed(0)
     gen = adntn.ttn((6, 3, 3, 3), rank=2, seed=1)
     conv = nn.Sequential(adntn.ADNTNConv2d(gen, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 4, 2),
                          nn.Flatten(), nn.Linear(4 * 3 * 3, 5)).eval()
     vit = adntn.models.compressed_vit_block(ratio=20, dim=48, heads=4).eval()
-    for model, x in ((conv, np.random.default_rng(0).standard_normal((2, 3, 8, 8))),
-                     (vit, np.random.default_rng(1).standard_normal((2, 5, 48)))):
-        x = x.astype(np.float32)
+    return [(conv, np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)),
+            (vit, np.random.default_rng(1).standard_normal((2, 5, 48)).astype(np.float32))]
+
+
+@opencl
+def test_compiled_models_on_opencl():
+    for model, x in _models():
         exe = adntn.compile(model, target="opencl", example_inputs=(torch.tensor(x),))
         with torch.no_grad():
             close(exe(x), model(torch.tensor(x)).numpy())
@@ -215,6 +218,9 @@ def test_every_kernel_kind_builds_for_cuda_without_spills(arch):
     assert max(m.ptxas[k]["smem"] for k in gemms) > 0  # the B slab is staged in shared memory
     assert all(r["spill_stores"] == r["spill_loads"] == 0 for r in m.ptxas.values())
     assert lib.gpu_record()["arch"] == arch and lib.to_bytes()[:4] == b"\x7fELF"
+    for model, x in _models():  # whole models: compile() refuses a build whose ptxas report breaks the bounds
+        exe = adntn.compile(model, target=f"cuda:{arch}", example_inputs=(torch.tensor(x),))
+        assert exe.manifest["gpu"]["arch"] == arch and exe.manifest["gpu"]["ptxas"]
 
 
 def test_ptxas_report_is_parsed_and_checked():

@@ -24,9 +24,10 @@ class Library:
 
     backend = "tvm"
 
-    def __init__(self, module, programs: Mapping[str, Program], target: Target):
+    def __init__(self, module, programs: Mapping[str, Program], target: Target, lib_bytes: bytes | None = None):
+        """`lib_bytes`: the library's file when it is known (loaded, or a GPU build's); else exported on demand."""
         self.module, self.programs, self.target = module, dict(programs), target
-        self._bytes = module.to_bytes() if hasattr(module, "to_bytes") else b""  # a GPU build's library file
+        self._bytes = lib_bytes
 
     def runner(self, name: str, tensors: Mapping[str, np.ndarray], buffers=None):
         """A `ProgramRunner` for program `name`, its constant buffers filled from `tensors` (on a GPU target: a
@@ -52,7 +53,7 @@ class Library:
         return self.module
 
     def to_bytes(self) -> bytes:
-        if self.target.device == "gpu":
+        if self._bytes is not None:
             return self._bytes
         with tempfile.TemporaryDirectory(prefix="adntn-") as d:
             path = os.path.join(d, "lib.so")
@@ -87,11 +88,12 @@ def build(graphs: Mapping[str, Graph], target: "str | Target" = "cpu", policy=No
         from .gpu import build_gpu
 
         module = build_gpu(funcs, target)
+        lib = Library(module, programs, target, module.to_bytes())
     else:
-        module = tvm.compile(tvm.IRModule(funcs), target=target.tvm_target())
+        lib = Library(tvm.compile(tvm.IRModule(funcs), target=target.tvm_target()), programs, target)
     if progress:
         progress(f"compiled {len(funcs)} kernels")
-    return Library(module, programs, target)
+    return lib
 
 
 def load_library(lib_bytes: bytes, programs: Mapping[str, dict], target: Target,
@@ -125,18 +127,14 @@ def load_library(lib_bytes: bytes, programs: Mapping[str, dict], target: Target,
         from . import gpu
 
         opencl = target.tvm.get("kind") == "opencl"
-        lib = Library(gpu.OpenCLModule.from_bytes(lib_bytes) if opencl else gpu.load_cuda_module(lib_bytes), progs,
-                      target)
-        lib._bytes = lib_bytes
-        return lib
+        module = gpu.OpenCLModule.from_bytes(lib_bytes) if opencl else gpu.load_cuda_module(lib_bytes)
+        return Library(module, progs, target, lib_bytes)
     tvm = import_tvm()
     with tempfile.TemporaryDirectory(prefix="adntn-") as d:
         path = os.path.join(d, "lib.so")
         Path(path).write_bytes(lib_bytes)
         module = tvm.runtime.load_module(path)  # stays mapped after the file is removed
-    lib = Library(module, progs, target)
-    lib._bytes = lib_bytes
-    return lib
+    return Library(module, progs, target, lib_bytes)
 
 
 class TVMBackend:
