@@ -107,7 +107,8 @@ class MicroPolicy(CPUPolicy):
 class GPUTiles(GemmTiles):
     """A GPU GEMM tile: a block of (ty x tx) threads computes a (rows x jt) tile of C, each thread a
     (rows / ty) x (jt / tx) register tile of contiguous columns; B's (kt x jt) slab is staged in shared memory.
-    `rows`, `jt`, `kt` keep their CPU meaning (jt is also the width of B's packed panels); `vec` is 1."""
+    `rows`, `jt`, `kt` keep their CPU meaning (jt is also the width of B's packed panels); `vec` is the width of
+    the vector loads that stage the B slab (1: scalar)."""
     ty: int = 1
     tx: int = 1
 
@@ -122,6 +123,7 @@ class GPUPolicy(CPUPolicy):
     thread_rows: int = 4
     thread_cols: int = 4
     k_tile: int = 16
+    vector: int = 4  # float4 loads of the B slab, where the slab divides into them
     long_k: int = 1 << 30  # no CPU-style k-blocking: the shared-memory k tile plays its part
     flop_rate: float = 20e12
     byte_rate: float = 2e12
@@ -136,7 +138,10 @@ class GPUPolicy(CPUPolicy):
         tx = _largest_divisor(J // rx, 32)
         ry = _largest_divisor(I, self.thread_rows)
         ty = _largest_divisor(I // ry, max(1, min(16, self.max_threads // tx)))
-        return GPUTiles(rows=ty * ry, jt=tx * rx, vec=1, kt=_largest_divisor(K, self.k_tile), ty=ty, tx=tx)
+        kt = _largest_divisor(K, self.k_tile)
+        v = self.vector
+        vec = v if v > 1 and (tx * rx) % v == 0 and (kt * tx * rx) % (ty * tx * v) == 0 else 1
+        return GPUTiles(rows=ty * ry, jt=tx * rx, vec=vec, kt=kt, ty=ty, tx=tx)
 
 
 def default_policy(target: Target) -> CPUPolicy:

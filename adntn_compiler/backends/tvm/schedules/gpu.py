@@ -2,7 +2,8 @@
 
 - `gemm`: our template. A block of (ty x tx) threads owns a (rows x jt) tile of C, one panel of the packed B;
   each thread keeps a register tile of (rows / ty) x (jt / tx) accumulators over contiguous columns; for each
-  k tile the block stages B's (kt x jt) slab in shared memory with a cooperative, coalesced load; the scale
+  k tile the block stages B's (kt x jt) slab in shared memory with a cooperative, coalesced load (float4 where
+  the slab allows: the policy's `vector`); the scale
   and activation are fused into the register tile's write-back. A is read straight from global memory (every
   thread of a row reads the same element: a broadcast), in its own layout when the lowering reads it in place.
 - `flat`, `copy`, `transpose`: elementwise stages are inlined, then dlight's default GPU rules (under one GPU
@@ -46,10 +47,12 @@ def gemm(func: tvm.tirx.PrimFunc, tiles: GPUTiles, policy: GPUPolicy, parallel: 
     loops = sch.get_loops(bs)
     at = next(n for n, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(ko)))
     inner = loops[at + 1:]  # the copy's own loops (none when the slab is one element)
-    if inner:
-        _, fy, fx = sch.split(sch.fuse(*inner) if len(inner) > 1 else inner[0], [None, t.ty, t.tx])
+    if inner:  # cooperative: every thread loads `vec` consecutive floats per step (a packed panel row is contiguous)
+        _, fy, fx, fv = sch.split(sch.fuse(*inner) if len(inner) > 1 else inner[0], [None, t.ty, t.tx, t.vec])
         sch.bind(fy, "threadIdx.y")
         sch.bind(fx, "threadIdx.x")
+        if t.vec > 1:
+            sch.vectorize(fv)
     cw = sch.cache_write(blk, 0, "local")  # the register tile
     sch.reverse_compute_at(cw, tj)
     if tail:
