@@ -62,7 +62,9 @@ class Options:
             raise ConfigError(f"options['fallback'] must be one of {FALLBACKS}, got {o.fallback!r}")
         from .targets import resolve
 
-        resolve(o.target)  # an unknown target fails here
+        if resolve(o.target).device == "gpu":  # (an unknown target fails here)
+            raise ConfigError(f"options['target']={o.target!r}: torch.compile(backend='adntn') runs its partitions "
+                              f"on this CPU; build a GPU artifact with adntn.compile(model, target={o.target!r})")
         return o
 
 

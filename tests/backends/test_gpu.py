@@ -170,6 +170,13 @@ def test_opencl_artifact_runs_in_a_fresh_process(tmp_path):
     assert info["gpu"]["api"] == "opencl" and info["target"]["name"] == "opencl"
 
 
+def test_torch_compile_refuses_gpu_targets():
+    from adntn_compiler.torch_backend import Options
+
+    with pytest.raises(ConfigError, match="runs its partitions on this CPU"):
+        Options.parse({"target": "opencl"})
+
+
 def test_malformed_opencl_library_is_refused():
     from adntn_compiler.backends.tvm.gpu import OpenCLModule
 
