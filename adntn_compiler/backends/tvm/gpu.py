@@ -7,12 +7,14 @@ of its arguments, grid and block). Then
 - **OpenCL**: the library is the OpenCL C source plus that launch table (JSON); `OpenCLModule` builds it with
   pyopencl for the first OpenCL device (pocl's CPU device in CI) and launches the kernels itself.
 - **CUDA**: TVM's `cuda_host` code generator writes the kernels and their host launchers as one CUDA C++ file,
-  and nvcc compiles it for the named arch into a shared library holding the cubin (nothing is JIT-compiled at
-  load time; the library needs only libtvm_ffi and the CUDA driver: cudart is linked statically). ptxas's report (registers, shared memory,
-  spills per kernel) is kept with it and checked against the launch bounds.
+  and nvcc compiles it for the named arch into a shared library holding the cubin and PTX (nothing is
+  JIT-compiled at load time; the library needs only libtvm_ffi and the CUDA driver: cudart is linked
+  statically). ptxas's report (registers, shared memory, spills per kernel) is kept with it and checked against
+  the launch bounds.
 
-`DeviceRunner` (OpenCL) and `CUDARunner` run a Program: every buffer lives on the device, constants are uploaded once, and a
-call uploads `x`, launches the kernels back to back and downloads `y`.
+`DeviceRunner` (OpenCL) and `CUDARunner` run a Program: every buffer lives on the device (its own allocation: the
+CPU arena plan is not used there), constants are uploaded once, and a call uploads `x`, launches the kernels
+back to back and downloads `y`.
 """
 from __future__ import annotations
 
