@@ -25,29 +25,19 @@ from adntn_compiler.backends.tvm import build  # noqa: E402
 from adntn_compiler.backends.tvm.gpu import check_ptxas, parse_ptxas  # noqa: E402
 from adntn_compiler.backends.tvm.lower import lower  # noqa: E402
 from adntn_compiler.backends.tvm.policy import default_policy  # noqa: E402
-from adntn_compiler.errors import ConfigError, MemoryEstimateError, SerializationError  # noqa: E402
+from adntn_compiler.errors import ConfigError, SerializationError  # noqa: E402
 from adntn_compiler.frontends.trace import trace  # noqa: E402
 from adntn_compiler.ir.builder import Builder  # noqa: E402
 from adntn_compiler.ir.graph import AdaptivePoolAttrs, AxisAttrs, BinaryAttrs, NormAttrs, Op  # noqa: E402
 from adntn_compiler.passes.autodiff import autodiff  # noqa: E402
 from adntn_compiler.targets import resolve  # noqa: E402
+from tests.backends.test_tvm import close, drawn_plan, run_plan_on_tvm  # noqa: E402
 from tests.backends.test_model_ops import _conv_case, _conv_ref, _graph, _pool_attrs, conv_cases, pool_cases  # noqa: E402
 from tests.corpus import generators, largest_intermediate  # noqa: E402
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 opencl = pytest.mark.opencl
 nvcc = pytest.mark.nvcc
-
-
-def close(y, ref, rtol=1e-4):
-    scale = max(1.0, float(np.abs(ref).max()))
-    np.testing.assert_allclose(y, ref, atol=rtol * scale, rtol=rtol)
-
-
-def run_plan(p, target):
-    lib = build({"load": p.program.load, "call": p.program.call}, target)
-    loaded = lib.runner("load", {**p.program.load.tensors, **p.gen.cores})()
-    return lib.runner("call", {**p.program.call.tensors, **loaded})
 
 
 # ---------------------------------------------------------------- OpenCL on pocl: numerics
@@ -58,13 +48,9 @@ def run_plan(p, target):
 @given(gen=generators(conv=False), batch=st.sampled_from([1, 3, 8]),
        schedule=st.sampled_from(["materialize", "factored", "stream", "auto"]), seed=st.integers(0, 99))
 def test_plan_on_opencl_equals_reference(gen, batch, schedule, seed):
-    try:
-        p = adntn.plan(gen, batch_size=batch, schedule=schedule,
-                       memory_budget=1 << 16 if schedule == "stream" else None)
-    except MemoryEstimateError:
-        p = adntn.plan(gen, batch_size=batch, schedule=schedule)
+    p = drawn_plan(gen, batch, schedule)
     x = np.random.default_rng(seed).standard_normal((batch, gen.I))
-    close(run_plan(p, "opencl")(x.astype(np.float32))["y"], p.run(x))
+    close(run_plan_on_tvm(p, "opencl")(x.astype(np.float32))["y"], p.run(x))
 
 
 @opencl

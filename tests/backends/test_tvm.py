@@ -26,21 +26,26 @@ def close(y, ref, rtol=1e-4):
     np.testing.assert_allclose(y, ref, atol=rtol * scale, rtol=rtol)
 
 
-def run_plan_on_tvm(p):
-    lib = build({"load": p.program.load, "call": p.program.call})
+def run_plan_on_tvm(p, target="cpu"):
+    lib = build({"load": p.program.load, "call": p.program.call}, target)
     loaded = lib.runner("load", {**p.program.load.tensors, **p.gen.cores})()
     return lib.runner("call", {**p.program.call.tensors, **loaded})
+
+
+def drawn_plan(gen, batch, schedule):
+    """The plan of a drawn case; a small budget makes stream tile (untiled where the resident cores exceed it)."""
+    try:
+        return adntn.plan(gen, batch_size=batch, schedule=schedule,
+                          memory_budget=1 << 16 if schedule == "stream" else None)
+    except MemoryEstimateError:
+        return adntn.plan(gen, batch_size=batch, schedule=schedule)
 
 
 @settings(max_examples=40)
 @given(gen=generators(conv=False), batch=st.sampled_from([1, 3, 8]),
        schedule=st.sampled_from(["materialize", "factored", "stream", "auto"]), seed=st.integers(0, 99))
 def test_plan_on_tvm_equals_reference(gen, batch, schedule, seed):
-    try:  # a small budget makes stream tile
-        p = adntn.plan(gen, batch_size=batch, schedule=schedule,
-                       memory_budget=1 << 16 if schedule == "stream" else None)
-    except MemoryEstimateError:  # the generator's resident cores alone exceed it: stream untiled
-        p = adntn.plan(gen, batch_size=batch, schedule=schedule)
+    p = drawn_plan(gen, batch, schedule)
     x = np.random.default_rng(seed).standard_normal((batch, gen.I))
     close(run_plan_on_tvm(p)(x.astype(np.float32))["y"], p.run(x))
 

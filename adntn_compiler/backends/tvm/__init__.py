@@ -38,8 +38,8 @@ class Library:
             if buffers:
                 raise ValueError("GPU runners do not share host buffers")
             if self.target.tvm["kind"] == "opencl":
-                return gpu.DeviceRunner(self.opencl(), self.programs[name], tensors)
-            return gpu.CUDARunner(self.module, self.programs[name], tensors)
+                return gpu.opencl_runner(self.opencl(), self.programs[name], tensors)
+            return gpu.cuda_runner(self.module, self.programs[name], tensors)
         from .runtime import ProgramRunner
 
         return ProgramRunner(self.module, self.programs[name], tensors, buffers)

@@ -12,7 +12,7 @@ of its arguments, grid and block). Then
   statically). ptxas's report (registers, shared memory, spills per kernel) is kept with it and checked against
   the launch bounds.
 
-`DeviceRunner` (OpenCL) and `CUDARunner` run a Program: every buffer lives on the device (its own allocation: the
+`DeviceRunner` runs a Program on either (`opencl_runner`, `cuda_runner`): every buffer lives on the device (its own allocation: the
 CPU arena plan is not used there), constants are uploaded once, and a call uploads `x`, launches the kernels
 back to back and downloads `y`.
 """
@@ -288,59 +288,68 @@ def _pyopencl():
 
 
 class DeviceRunner:
-    """A Program on an OpenCL device: device buffers, constants uploaded once, `x` in and `y` out per call.
-    Same interface as `ProgramRunner` (call it; `update` refills constants)."""
+    """A Program on a device: every buffer in device memory (`arrays`), constants uploaded once; a call uploads
+    the inputs, runs the kernel steps back to back and downloads the outputs. Same interface as `ProgramRunner`
+    (call it; `update` refills constants). `steps(k, call, buffers)` gives the zero-argument launches of call k."""
 
-    def __init__(self, module: OpenCLModule, program: Program, tensors: Mapping[str, np.ndarray]):
-        cl = module.cl
-        self.module, self.program, self.cl = module, program, cl
-        missing = sorted({s["tensor"] for s in program.consts} - set(tensors))
-        if missing:
-            raise ConfigError(f"program needs tensors {', '.join(map(repr, missing))}, which are missing")
-        mf = cl.mem_flags
-        self.bufs = {b: cl.Buffer(module.context, mf.READ_WRITE, 4 * n) for b, n in program.buffers.items()}
+    def __init__(self, arrays, program: Program, tensors: Mapping[str, np.ndarray], steps):
+        self.arrays, self.program = arrays, program
+        program.check_tensors(tensors)
+        self.bufs = {b: arrays.empty(n) for b, n in program.buffers.items()}
         self.update(tensors)
-        self._steps = []
-        for k, c in enumerate(program.calls):
-            launches = module.launches.get(c["kernel"])
-            if launches is None:
-                raise SerializationError(f"the library has no kernel {c['kernel']!r}")
-            for ln in launches:
-                if max(ln["args"], default=-1) >= len(c["args"]):
-                    raise SerializationError(f"kernel {c['kernel']!r} takes argument {max(ln['args'])}, call {k} "
-                                             f"passes {len(c['args'])}")
-                kern = module.kernel(ln["kernel"])
-                args = [self.bufs[c["args"][a][0]] for a in ln["args"]]
-                local = tuple(ln["block"])
-                glob = tuple(g * b for g, b in zip(ln["grid"], local))
-                self._steps.append((kern, glob, local, args))
+        self._steps = [f for k, c in enumerate(program.calls) for f in steps(k, c, self.bufs)]
         self.input_names = [name for name, _, _ in program.inputs]
 
     def update(self, tensors: Mapping[str, np.ndarray]) -> None:
         for spec in self.program.consts:
             if spec["tensor"] in tensors:
-                self.cl.enqueue_copy(self.module.queue, self.bufs[spec["buffer"]], prepare_const(tensors[spec["tensor"]],
-                                                                                                 spec))
-        self.module.queue.finish()
+                self.arrays.upload(self.bufs[spec["buffer"]], prepare_const(tensors[spec["tensor"]], spec))
 
     def __call__(self, *args: np.ndarray) -> dict[str, np.ndarray]:
-        q = self.module.queue
         if len(args) != len(self.program.inputs):
             raise ConfigError(f"program takes {len(self.program.inputs)} inputs, got {len(args)}")
         for (name, b, shape), x in zip(self.program.inputs, args):
-            x = np.ascontiguousarray(x, dtype=np.float32)
+            x = np.asarray(x)
             if x.shape != tuple(shape):
                 raise ConfigError(f"input {name}: expected shape {tuple(shape)}, got {x.shape}")
-            self.cl.enqueue_copy(q, self.bufs[b], x)
-        for kern, glob, local, args in self._steps:
-            kern(q, glob, local, *args)
-        out = {}
-        for name, b, shape in self.program.outputs:
-            y = np.empty(shape, np.float32)
-            self.cl.enqueue_copy(q, y, self.bufs[b])
-            out[name] = y
-        q.finish()
-        return out
+            self.arrays.upload(self.bufs[b], x)
+        for f in self._steps:
+            f()
+        return {name: self.arrays.download(self.bufs[b], shape) for name, b, shape in self.program.outputs}
+
+
+class _OpenCLArrays:
+    def __init__(self, module: OpenCLModule):
+        self.cl, self.module = module.cl, module
+
+    def empty(self, n: int):
+        return self.cl.Buffer(self.module.context, self.cl.mem_flags.READ_WRITE, 4 * n)
+
+    def upload(self, dst, a: np.ndarray) -> None:
+        self.cl.enqueue_copy(self.module.queue, dst, np.ascontiguousarray(a, np.float32))
+
+    def download(self, buf, shape) -> np.ndarray:
+        y = np.empty(shape, np.float32)
+        self.cl.enqueue_copy(self.module.queue, y, buf)  # (blocking: after the kernels queued before it)
+        return y
+
+
+def opencl_runner(module: OpenCLModule, program: Program, tensors: Mapping[str, np.ndarray]) -> DeviceRunner:
+    """A DeviceRunner launching the OpenCL kernels as the launch table says."""
+    def steps(k: int, c: dict, bufs: dict):
+        launches = module.launches.get(c["kernel"])
+        if launches is None:
+            raise SerializationError(f"the library has no kernel {c['kernel']!r}")
+        for ln in launches:
+            if max(ln["args"], default=-1) >= len(c["args"]):
+                raise SerializationError(f"kernel {c['kernel']!r} takes argument {max(ln['args'])}, call {k} "
+                                         f"passes {len(c['args'])}")
+            kern, local = module.kernel(ln["kernel"]), tuple(ln["block"])
+            glob = tuple(g * b for g, b in zip(ln["grid"], local))
+            args = [bufs[c["args"][a][0]] for a in ln["args"]]
+            yield lambda kern=kern, glob=glob, local=local, args=args: kern(module.queue, glob, local, *args)
+
+    return DeviceRunner(_OpenCLArrays(module), program, tensors, steps)
 
 
 def cuda_arrays():
@@ -376,8 +385,8 @@ class _TorchArrays:
     def upload(self, dst, a: np.ndarray) -> None:
         dst[: a.size].copy_(self.torch.from_numpy(np.ascontiguousarray(a, np.float32).reshape(-1)))
 
-    def download(self, v) -> np.ndarray:
-        return v.cpu().numpy()  # (synchronises with the kernels before it)
+    def download(self, buf, shape) -> np.ndarray:
+        return self.view(buf, shape).cpu().numpy()  # (synchronises with the kernels before it)
 
 
 class _CupyArrays(_TorchArrays):
@@ -393,8 +402,8 @@ class _CupyArrays(_TorchArrays):
     def upload(self, dst, a: np.ndarray) -> None:
         dst[: a.size] = self.cupy.asarray(np.ascontiguousarray(a, np.float32).reshape(-1))
 
-    def download(self, v) -> np.ndarray:
-        return self.cupy.asnumpy(v)
+    def download(self, buf, shape) -> np.ndarray:
+        return self.cupy.asnumpy(self.view(buf, shape))
 
 
 def load_cuda_module(lib_bytes: bytes):
@@ -410,47 +419,17 @@ def load_cuda_module(lib_bytes: bytes):
             raise SerializationError(f"the CUDA library does not load ({type(e).__name__}: {e})") from None
 
 
-class CUDARunner:
-    """A Program on a CUDA GPU: device buffers (torch or CuPy), constants uploaded once; a call uploads `x`, runs
-    the library's host launchers back to back on the default stream and downloads `y`."""
+def cuda_runner(module, program: Program, tensors: Mapping[str, np.ndarray]) -> DeviceRunner:
+    """A DeviceRunner calling the nvcc-built library's host launchers (default stream) on torch / CuPy memory."""
+    import tvm_ffi
 
-    def __init__(self, module, program: Program, tensors: Mapping[str, np.ndarray]):
-        import tvm_ffi
+    def steps(k: int, c: dict, bufs: dict):
+        try:
+            f = module[c["kernel"]]
+        except (AttributeError, KeyError, RuntimeError) as e:
+            raise SerializationError(f"the library has no kernel {c['kernel']!r} ({type(e).__name__})") from None
+        args = [tvm_ffi.from_dlpack(arrays.view(bufs[b], shape)) for b, shape in c["args"]]
+        yield lambda: f(*args)
 
-        self.program, self.arrays = program, cuda_arrays()
-        missing = sorted({s["tensor"] for s in program.consts} - set(tensors))
-        if missing:
-            raise ConfigError(f"program needs tensors {', '.join(map(repr, missing))}, which are missing")
-        self.bufs = {b: self.arrays.empty(n) for b, n in program.buffers.items()}
-        self.update(tensors)
-
-        def arg(b: str, shape):
-            return tvm_ffi.from_dlpack(self.arrays.view(self.bufs[b], shape))
-
-        self._steps = []
-        for c in program.calls:
-            try:
-                f = module[c["kernel"]]
-            except (AttributeError, KeyError, RuntimeError) as e:
-                raise SerializationError(f"the library has no kernel {c['kernel']!r} ({type(e).__name__})") from None
-            self._steps.append((f, [arg(b, s) for b, s in c["args"]]))
-        self._inputs = [(name, b, tuple(s)) for name, b, s in program.inputs]
-        self._outputs = [(name, self.arrays.view(self.bufs[b], s)) for name, b, s in program.outputs]
-        self.input_names = [name for name, _, _ in program.inputs]
-
-    def update(self, tensors: Mapping[str, np.ndarray]) -> None:
-        for spec in self.program.consts:
-            if spec["tensor"] in tensors:
-                self.arrays.upload(self.bufs[spec["buffer"]], prepare_const(tensors[spec["tensor"]], spec))
-
-    def __call__(self, *args: np.ndarray) -> dict[str, np.ndarray]:
-        if len(args) != len(self._inputs):
-            raise ConfigError(f"program takes {len(self._inputs)} inputs, got {len(args)}")
-        for (name, b, shape), x in zip(self._inputs, args):
-            x = np.asarray(x)
-            if x.shape != shape:
-                raise ConfigError(f"input {name}: expected shape {shape}, got {x.shape}")
-            self.arrays.upload(self.bufs[b], x)
-        for f, a in self._steps:
-            f(*a)
-        return {name: self.arrays.download(v) for name, v in self._outputs}
+    arrays = cuda_arrays()
+    return DeviceRunner(arrays, program, tensors, steps)

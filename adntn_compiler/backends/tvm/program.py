@@ -49,6 +49,14 @@ class Program:
         p.check(max_elements)
         return p
 
+    def check_tensors(self, tensors) -> None:
+        """Raise ConfigError naming the tensors the constants need that `tensors` lacks."""
+        from ...errors import ConfigError
+
+        missing = sorted({s["tensor"] for s in self.consts} - set(tensors))
+        if missing:
+            raise ConfigError(f"program needs tensors {', '.join(map(repr, missing))}, which are missing")
+
     def check(self, max_elements: int | None = None) -> None:
         total = sum(self.buffers.values())
         if max_elements is not None and total > max_elements:

@@ -29,9 +29,7 @@ class ProgramRunner:
         self.bufs = {name: given[name] if name in given else
                      arena[offsets[name]: offsets[name] + size] if name in offsets else aligned_empty((size,))
                      for name, size in program.buffers.items()}
-        missing = sorted({s["tensor"] for s in program.consts} - set(tensors))
-        if missing:
-            raise ConfigError(f"program needs tensors {', '.join(map(repr, missing))}, which are missing")
+        program.check_tensors(tensors)
         self.update(tensors)
 
         def view(b: str, shape) -> np.ndarray:

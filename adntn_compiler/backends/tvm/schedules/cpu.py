@@ -24,14 +24,29 @@ def _schedule(func: tvm.tirx.PrimFunc) -> tuple[s_tir.Schedule, str]:
     return sch, name
 
 
-def gemm(func: tvm.tirx.PrimFunc, tiles: GemmTiles, policy: CPUPolicy, parallel: bool) -> tvm.tirx.PrimFunc:
+def gemm_blocks(func: tvm.tirx.PrimFunc):
+    """(schedule, name, the contraction block "C", the epilogue's block names) of a GEMM from `compute.gemm`, with
+    the epilogue's elementwise stages but its last inlined (the last is fused into the write-back)."""
     sch, name = _schedule(func)
-    t = tiles
     blocks = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
     tail = blocks[blocks.index("C") + 1:]
-    for n in tail[:-1]:  # elementwise stages between the contraction and the result: inline
+    for n in tail[:-1]:
         sch.compute_inline(sch.get_sblock(n))
-    blk = sch.get_sblock("C")
+    return sch, name, sch.get_sblock("C"), tail
+
+
+def inline_elementwise(sch: s_tir.Schedule) -> None:
+    """Inline every block but the last into its consumers (a reduction stays a block of its own)."""
+    for blk in sch.get_child_blocks(sch.get_sblock("root"))[:-1]:
+        try:
+            sch.compute_inline(blk)
+        except s_tir.ScheduleError:
+            pass
+
+
+def gemm(func: tvm.tirx.PrimFunc, tiles: GemmTiles, policy: CPUPolicy, parallel: bool) -> tvm.tirx.PrimFunc:
+    sch, name, blk, tail = gemm_blocks(func)
+    t = tiles
     b, i, j, *ks = sch.get_loops(blk)
     kc = policy.k_block(int(sch.get(j).extent))
     if len(ks) == 1 and int(sch.get(ks[0]).extent) >= policy.long_k and int(sch.get(ks[0]).extent) % kc == 0:
@@ -104,12 +119,7 @@ def flat(func: tvm.tirx.PrimFunc, policy: CPUPolicy, parallel: bool) -> tvm.tirx
     the inner `lanes` (when they divide and nothing is reduced) and run the outer loop in parallel."""
     sch, name = _schedule(func)
     lanes = policy.lanes
-    blocks = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
-    for n in blocks[:-1]:
-        try:
-            sch.compute_inline(sch.get_sblock(n))
-        except s_tir.ScheduleError:
-            pass  # a reduction stays a block of its own
+    inline_elementwise(sch)
     for blk in sch.get_child_blocks(sch.get_sblock("root")):
         loops = sch.get_loops(blk)
         n_red = sum(1 for iv in sch.get(blk).iter_vars if iv.iter_type == 2)

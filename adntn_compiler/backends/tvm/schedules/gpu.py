@@ -20,17 +20,12 @@ import tvm
 from tvm import s_tir
 
 from ..policy import GPUPolicy, GPUTiles
-from .cpu import _schedule
+from .cpu import _schedule, gemm_blocks, inline_elementwise
 
 
 def gemm(func: tvm.tirx.PrimFunc, tiles: GPUTiles, policy: GPUPolicy, parallel: bool) -> tvm.tirx.PrimFunc:
     t = tiles
-    sch, name = _schedule(func)
-    blocks = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
-    tail = blocks[blocks.index("C") + 1:]
-    for n in tail[:-1]:  # elementwise stages between the contraction and the result: inline
-        sch.compute_inline(sch.get_sblock(n))
-    blk = sch.get_sblock("C")
+    sch, name, blk, tail = gemm_blocks(func)
     b, i, j, *ks = sch.get_loops(blk)
     k = sch.fuse(*ks) if len(ks) > 1 else ks[0]  # one reduction loop per label of a layout-free A: one k
     bi, ti, ri = sch.split(i, [None, t.ty, t.rows // t.ty])
@@ -61,15 +56,6 @@ def gemm(func: tvm.tirx.PrimFunc, tiles: GPUTiles, policy: GPUPolicy, parallel: 
     for lp in (ki, ri, rj):
         sch.unroll(lp)
     return sch.mod[name]
-
-
-def _inline(sch: s_tir.Schedule) -> None:
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    for blk in blocks[:-1]:
-        try:
-            sch.compute_inline(blk)
-        except s_tir.ScheduleError:
-            pass  # a reduction stays a block of its own
 
 
 def _dlight(sch: s_tir.Schedule, name: str, policy: GPUPolicy) -> tvm.tirx.PrimFunc:
@@ -108,12 +94,12 @@ def _per_thread(sch: s_tir.Schedule, name: str, policy: GPUPolicy) -> tvm.tirx.P
 
 def flat(func: tvm.tirx.PrimFunc, policy: GPUPolicy, parallel: bool) -> tvm.tirx.PrimFunc:
     sch, name = _schedule(func)
-    _inline(sch)
+    inline_elementwise(sch)
     several = len(sch.get_child_blocks(sch.get_sblock("root"))) > 1
     out = _dlight(sch, name, policy)
     if several and _global_intermediates(out):
         sch, name = _schedule(func)
-        _inline(sch)
+        inline_elementwise(sch)
         out = _per_thread(sch, name, policy)
     return out
 
