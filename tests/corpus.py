@@ -77,3 +77,26 @@ def largest_intermediate(g, args) -> float:
     interpret(g, args, {k: watch(f) for k, f in IMPL_NUMPY.items()}, lambda n, x: np.asarray(x, np.float64),
               lambda n: np.asarray(g.tensors[n.attrs.name], np.float64), "reference")
     return big[0]
+
+
+def cancellation(g, args=()) -> float:
+    """The most any ADD of `g` cancels on the reference (largest input magnitude / largest output magnitude; 1 if
+    none): float64 results that went through it carry about eps64 times that, relative (a centred activation of a
+    rank-1 generator gives 0.5 - 0.4999999 and a large calibration scale then brings it back to O(1))."""
+    import numpy as np
+
+    from adntn_compiler.backends.reference import IMPL_NUMPY
+    from adntn_compiler.ir.graph import Op
+    from adntn_compiler.ir.interpret import interpret
+
+    worst = [1.0]
+
+    def add(n, *xs):
+        r = IMPL_NUMPY[Op.ADD](n, *xs)
+        out = float(np.abs(r).max()) if np.size(r) else 0.0
+        worst[0] = max(worst[0], max(float(np.abs(x).max()) for x in xs) / max(out, 1e-300))
+        return r
+
+    interpret(g, args, {**IMPL_NUMPY, Op.ADD: add}, lambda n, x: np.asarray(x, np.float64),
+              lambda n: np.asarray(g.tensors[n.attrs.name], np.float64), "reference")
+    return worst[0]
