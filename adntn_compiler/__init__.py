@@ -16,6 +16,7 @@ from .compiler import compile
 from .frontends.trace import materialize, trace
 from .plan import Plan, plan
 from .targets import Target, targets
+from .tuning import Records, tune
 
 __version__ = "0.1.0"
 
@@ -37,5 +38,5 @@ def __getattr__(name: str):
 __all__ = [
     "ARCHS", "AdntnError", "Executable", "compile", "load", "ConfigError", "Generator", "MemoryEstimateError", "SerializationError", "ShapeError",
     "VerifyError", "attn", "brickwall", "config_for_ratio", "cp", "dense", "ir", "lowrank", "make", "materialize",
-    "mera", "Plan", "plan", "Target", "targets", "trace", "tt", "ttn", "tucker", *sorted(_TORCH_NAMES),
+    "mera", "Plan", "plan", "Records", "Target", "targets", "trace", "tune", "tt", "ttn", "tucker", *sorted(_TORCH_NAMES),
 ]

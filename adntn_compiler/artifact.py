@@ -56,6 +56,8 @@ MANIFEST_SCHEMA = {  # the types of every field; the programs' own schema is the
             TENSORS: {"type": "string", "pattern": "^[0-9a-f]{64}$"}, LIB: {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
         "manifest_sha256": {"type": "string"},
         "gpu": {"type": "object", "required": ["api"], "properties": {"api": {"enum": ["cuda", "opencl"]}}},
+        "tuning": {"type": "object", "required": ["device", "fingerprint", "layers"], "properties": {
+            "device": {"type": "string"}, "fingerprint": {"type": "object"}, "layers": {"type": "integer"}}},
     },
 }
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the same inputs give a byte-identical artifact
@@ -120,7 +122,7 @@ class Executable(CompiledModel):
         return self.library.target
 
     @classmethod
-    def from_build(cls, lib, mg, batch_size: int, schedule: str) -> "Executable":
+    def from_build(cls, lib, mg, batch_size: int, schedule: str, tuning: dict | None = None) -> "Executable":
         import tvm
 
         from . import __version__
@@ -135,6 +137,8 @@ class Executable(CompiledModel):
         )
         if lib.target.device == "gpu":
             manifest["gpu"] = lib.gpu_record()
+        if tuning:
+            manifest["tuning"] = tuning
         return cls(lib, lib.to_bytes(), mg.tensors, manifest)
 
     # ---------------------------------------------------------------- running
@@ -254,7 +258,7 @@ def _info(m: dict) -> dict:
                               "schedule", "input_shape", "output_shape", "layers")} | {
         "kernels": sorted({c["kernel"] for p in m["programs"].values() for c in p["calls"]}),
         "memory": {k: _program_memory(p) for k, p in m["programs"].items()}} | (
-        {"gpu": m["gpu"]} if "gpu" in m else {})
+        {"gpu": m["gpu"]} if "gpu" in m else {}) | ({"tuning": m["tuning"]} if "tuning" in m else {})
 
 
 def _program_memory(d: dict) -> dict:

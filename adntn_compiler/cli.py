@@ -19,6 +19,18 @@ def _count(minimum: int):
     return parse
 
 
+def _duration(text: str) -> float:
+    """An argparse type: seconds, from "300", "90s", "5m" or "1h"."""
+    unit = {"s": 1, "m": 60, "h": 3600}.get(text[-1:].lower())
+    try:
+        v = float(text[:-1] if unit else text) * (unit or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 300, 90s, 5m, 1h)") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return v
+
+
 def main(argv: list[str] | None = None) -> int:
     """Every user error is one line `adntn: error: ...` with rc 2; --debug shows the traceback instead."""
     from .errors import AdntnError
@@ -56,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
                    "starts with a conv layer), e.g. 3 32 32")
     c.add_argument("--ram", help="board RAM budget of an embedded target, e.g. 256KiB (arena + workspace)")
     c.add_argument("--flash", help="board flash budget of an embedded target, e.g. 1MiB (weights)")
+    u = sub.add_parser("tune", help="measure each ADNTN layer's schedules, contraction trees and GEMM tiles on this "
+                                    "machine, keep the winners (per device), compile the tuned model to an artifact")
+    u.add_argument("model", help="a file written by adntn.save_model, or module:function returning a model")
+    u.add_argument("-o", "--output", required=True, help="artifact path (.adntn) of the tuned model")
+    u.add_argument("--budget", type=_duration, default=300.0, help="tuning time, e.g. 5m, 90s, 1h (default 5m)")
+    u.add_argument("--target", default="cpu")
+    u.add_argument("--batch-size", type=_count(1), default=1)
+    u.add_argument("--input-shape", type=int, nargs="+", help="per-sample input shape (as for compile)")
+    u.add_argument("--sign", metavar="KEY", help="sign with this private key (default: yours)")
     r = sub.add_parser("run", help="run an artifact on a .npy input (needs numpy and the TVM runtime, not torch), "
                                    "or a C bundle under its emulator (qemu)")
     r.add_argument("artifact")
@@ -93,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(a) -> int:
     cmds = {"compile": compile_cmd, "run": run_cmd, "info": info_cmd, "keygen": keygen_cmd, "trust": trust_cmd,
-            "verify": verify_cmd, "explain": explain}
+            "verify": verify_cmd, "explain": explain, "tune": tune_cmd}
     if a.cmd in cmds:
         return cmds[a.cmd](a)
     if a.cmd == "demo":
@@ -184,6 +205,40 @@ def compile_cmd(a) -> int:
           f"{len(info['kernels'])} kernels, input {tuple(info['input_shape'])} -> output {tuple(info['output_shape'])}")
     print(f"wrote {path} ({path.stat().st_size:,} bytes)")
     return 0
+
+
+def tune_cmd(a) -> int:
+    import time
+
+    from .compiler import compile as compile_model
+    from .targets import resolve
+    from .tuning import tune
+
+    target = resolve(a.target)
+    model = resolve_model(a.model)
+    shape = tuple(a.input_shape) if a.input_shape else None
+    t = time.perf_counter()
+    recs = tune(model, target, a.batch_size, a.budget, input_shape=shape)
+    print(f"tuned {a.model} for {target.name} at batch {a.batch_size} in {time.perf_counter() - t:.1f} s "
+          f"(device {recs.device_id}; records in {_records_file(recs)})")
+    exe = compile_model(model, target=target, batch_size=a.batch_size, input_shape=shape, records=recs)
+    for lay in exe.manifest["layers"]:
+        if "tuned" in lay:
+            tu = lay["tuned"]
+            print(f"  {lay['path']:<14} {lay['schedule']:<11} default {1e3 * tu['default_s']:.3f} ms -> tuned "
+                  f"{1e3 * tu['tuned_s']:.3f} ms ({tu['gain']:.2f}x)")
+    if recs.rates:
+        print(f"  calibrated cost model: {recs.rates['flop_rate'] / 1e9:.1f} GFLOP/s, "
+              f"{recs.rates['byte_rate'] / 1e9:.1f} GB/s")
+    path = exe.save(a.output, signing_key=a.sign)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+def _records_file(recs) -> str:
+    from .tuning import records_dir
+
+    return str(records_dir() / f"{recs.device_id}.json")
 
 
 def run_cmd(a) -> int:
@@ -283,15 +338,32 @@ def info_cmd(a) -> int:
     for name, mem in info["memory"].items():
         print(f"  {name} program: arena {mem['arena_bytes']:,} bytes (without reuse {mem['unshared_bytes']:,}), "
               f"constants {mem['const_bytes']:,} bytes")
+    if "tuning" in info:
+        print("  " + _tuning_line(info["tuning"]))
     for lay in info["layers"]:
         if lay["kind"].startswith("adntn"):
+            tu = lay.get("tuned")
             print(f"  {lay['path']:<14} {lay['generator']}  {lay['ratio']:,.0f}x, {lay['params']:,} params, "
-                  f"schedule {lay['schedule']}{' + bias' if lay.get('bias') else ''}")
+                  f"schedule {lay['schedule']}{' + bias' if lay.get('bias') else ''}"
+                  + (f", tuned: {tu['gain']:.2f}x over the default ({1e3 * tu['tuned_s']:.3f} ms)" if tu else ""))
         elif "shape" in lay:
             print(f"  {lay['path']:<14} {lay['kind']} {tuple(lay['shape'])}")
         else:
             print(f"  {lay['path']:<14} {lay['kind']} {lay.get('fn', lay.get('into', ''))}")
     return 0
+
+
+def _tuning_line(t: dict) -> str:
+    """Which device the artifact was tuned on, and whether that is this machine (its fingerprint here)."""
+    from .errors import AdntnError
+    from .tuning import Records
+
+    try:
+        why = Records(t["fingerprint"]).mismatch(t["fingerprint"]["target"]["name"])
+    except (AdntnError, KeyError, TypeError) as e:  # a target this build does not know, say
+        why = str(e)
+    where = "this machine" if why is None else f"another device ({why}); recompile here to use this device's records"
+    return f"tuned on device {t['device']}: {t['layers']} layer(s) from tuning records; tuned for {where}"
 
 
 def _gpu_line(g: dict) -> str:

@@ -5,22 +5,26 @@ the registry lowers both into one library with the Target's schedules and a poli
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 from .errors import ConfigError
 from .targets import Target, resolve
+from .tuning import applied
 
 
 def compile(obj, target: "str | Target" = "cpu", batch_size: int = 1, schedule: str = "auto",
             memory_budget: int | None = None, input_shape: tuple[int, ...] | None = None,
             progress: bool | Callable[[str], None] = False, policy=None, example_inputs=None,
-            ram_bytes=None, flash_bytes=None):
+            ram_bytes=None, flash_bytes=None, records="auto"):
     """Compile a generator, an ADNTN layer or a whole (compressed) torch model for `target` (a name from
     `adntn.targets()` or a Target). A model is captured by torch.export on `example_inputs=(x,)` (whose batch
     is the compiled one), or on zeros of (batch_size, *input_shape). `policy` replaces the target's default
     kernel policy (tiles, thresholds). Returns an `Executable`: call it on a numpy array of the input's shape;
     `save` it to an artifact. Embedded targets (arm64, cortex-m4, cortex-m7) give a `Bundle` (runtime-free C)
-    instead, fitted to the board's `ram_bytes` and `flash_bytes` when given."""
+    instead, fitted to the board's `ram_bytes` and `flash_bytes` when given. `records`: tuning records
+    (`adntn.tune`): "auto" uses this device's from the user cache, a Records or a records file those (never
+    records of another device: a warning, then the defaults), None none."""
     from tqdm import tqdm
 
     from .artifact import Executable
@@ -46,13 +50,21 @@ def compile(obj, target: "str | Target" = "cpu", batch_size: int = 1, schedule: 
     if example_inputs is not None:
         x = example_inputs[0] if isinstance(example_inputs, (tuple, list)) and example_inputs else example_inputs
         batch_size = int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) else batch_size
-    mg = model_graphs(obj, batch_size, schedule, memory_budget, input_shape, target, example_inputs)
+    tuned = applied(records, target, schedule, memory_budget)
+    mg = model_graphs(obj, batch_size, schedule, memory_budget, input_shape, target, example_inputs,
+                      tuned.planner if tuned else None)
+    if tuned:
+        from .backends.tvm.policy import default_policy
+
+        policy = tuned.policy(policy or default_policy(target))
+        for note in tuned.notes:
+            warnings.warn(note, stacklevel=2)
     bar.update()
     say("lowering and compiling")
     lib = get_backend(target.runtime).build({"load": mg.load, "call": mg.call}, target, policy)
     bar.update()
     say("loading")
-    exe = Executable.from_build(lib, mg, batch_size, schedule)
+    exe = Executable.from_build(lib, mg, batch_size, schedule, tuned.manifest() if tuned else None)
     bar.update()
     bar.close()
     return exe

@@ -89,6 +89,8 @@ class Plan:
     program: Folded = field(repr=False)
     dtype: str = "float32"  # what memory and bytes moved are counted in
     rates: Rates = field(default_factory=Rates, repr=False)
+    objective: str = "total"  # of the contraction order
+    tree: int = 0  # which of the ranked contraction trees (0: the best by flops)
     _consts: dict | None = field(default=None, repr=False)
 
     @property
@@ -156,6 +158,11 @@ class Plan:
         fn = get_backend("torch").compile(self.program.call, tensors=consts, dtype=dtype)
         return lambda x: fn(x)[0]
 
+    @property
+    def choice(self) -> dict:
+        """What a tuning record stores to rebuild this plan (`plan_choice`)."""
+        return dict(schedule=self.schedule, objective=self.objective, tree=self.tree)
+
     def summary(self) -> dict:
         return dict(schedule=self.schedule, batch_size=self.batch_size, flops_per_call=self.flops_per_call,
                     bytes_per_call=self.bytes_per_call, load_flops=self.load_flops,
@@ -163,22 +170,23 @@ class Plan:
 
 
 def _build(gen: Generator, batch_size: int, schedule: str, objective: str, dtype: str, rates: Rates,
-           target_size: int | None = None, share: bool = True) -> Plan:
-    g = plan_pipeline(schedule, objective, target_size, share)(trace(gen, "layer", batch_size=batch_size,
-                                                                     structure_only=True))
-    return Plan(gen, batch_size, schedule, fold(g, resident=RESIDENT.get(schedule, "all")), dtype, rates)
+           target_size: int | None = None, share: bool = True, tree: int = 0) -> Plan:
+    g = plan_pipeline(schedule, objective, target_size, share, tree)(trace(gen, "layer", batch_size=batch_size,
+                                                                           structure_only=True))
+    return Plan(gen, batch_size, schedule, fold(g, resident=RESIDENT.get(schedule, "all")), dtype, rates,
+                objective, tree)
 
 
 def _stream(gen: Generator, batch_size: int, budget: int, dtype: str, rates: Rates,
-            schedule: str = "stream") -> Plan:
+            schedule: str = "stream", tree: int = 0) -> Plan:
     """Tile until resident + per-call peak fits `budget` (or the tiles cannot get smaller). Recompute first
     shares slices between tiles (fewer flops); if that cannot fit, every tile makes its own (least memory)."""
-    best = p = _build(gen, batch_size, schedule, "total", dtype, rates)
+    best = p = _build(gen, batch_size, schedule, "total", dtype, rates, tree=tree)
     room = (budget - p.resident_bytes) // p.itemsize
     for share in (True, False) if schedule == "recompute" else (True,):
         target = max(1, room if room > 0 else p.peak_bytes // (4 * p.itemsize))
         while not _fits(p, budget):
-            p = _build(gen, batch_size, schedule, "total", dtype, rates, target, share)
+            p = _build(gen, batch_size, schedule, "total", dtype, rates, target, share, tree)
             if p.resident_bytes + p.peak_bytes < best.resident_bytes + best.peak_bytes:
                 best = p
             if target == 1:
@@ -197,16 +205,32 @@ def _fits(p: Plan, budget: int) -> bool:
     return p.resident_bytes + p.peak_bytes <= budget
 
 
+def plan_choice(gen: Generator, batch_size: int, choice: dict, memory_budget: int | None = None,
+                dtype: str = "float32", rates: Rates | None = None) -> Plan:
+    """The plan a tuning record chose ({schedule, objective, tree}); MemoryEstimateError if it does not fit."""
+    budget = available_bytes() if memory_budget is None else parse_bytes(memory_budget)
+    s, rates = choice["schedule"], rates or Rates()
+    if s in ("stream", "recompute"):
+        p = _stream(gen, batch_size, budget, dtype, rates, s, choice.get("tree", 0))
+    else:
+        p = _build(gen, batch_size, s, choice.get("objective", "total"), dtype, rates, tree=choice.get("tree", 0))
+    if not _fits(p, budget):
+        raise MemoryEstimateError(f"the tuned {s} plan of {gen!r} at batch {batch_size} needs "
+                                  f"{fmt_bytes(p.resident_bytes + p.peak_bytes)}, over the budget of {fmt_bytes(budget)}")
+    return p
+
+
 def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memory_budget: int | None = None,
-         dtype: str = "float32", target=None) -> Plan:
+         dtype: str = "float32", target=None, rates: Rates | None = None) -> Plan:
     """The execution plan of one layer. Memory is counted in `dtype` (float32: what compiled programs run in);
-    `target` (a name or Target) supplies the cost model's rates (None: nominal rates)."""
+    `target` (a name or Target) supplies the cost model's rates (None: nominal rates), unless `rates` are given
+    (a device's calibrated ones, from tuning)."""
     if schedule not in ("auto", *SCHEDULES):
         raise ConfigError(f"unknown schedule {schedule!r}; known: auto, {', '.join(SCHEDULES)}")
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r} for plan; known: {', '.join(DTYPES)}")
     budget = available_bytes() if memory_budget is None else parse_bytes(memory_budget)
-    rates = rates_for(target)
+    rates = rates or rates_for(target)
     names = SCHEDULES if schedule == "auto" else (schedule,)
     plans = [_build(gen, batch_size, s, obj, dtype, rates) for name in names for s, obj in CANDIDATES[name]]
     for tiled in ("stream", "recompute"):  # recompute only when nothing else fits (it costs the most flops)
@@ -220,7 +244,7 @@ def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memor
         hint = ""
         if schedule != "auto":  # say when another schedule would fit
             try:
-                hint = f"; schedule='auto' fits with {plan(gen, batch_size, 'auto', budget, dtype, target).schedule}"
+                hint = f"; schedule='auto' fits with {plan(gen, batch_size, 'auto', budget, dtype, target, rates).schedule}"
             except MemoryEstimateError:
                 pass
         raise MemoryEstimateError(

@@ -293,3 +293,61 @@ def check_runs_here(t: Target) -> None:
     if missing:
         raise ConfigError(f"the artifact's library was built for a CPU with {', '.join(missing)}, which this CPU "
                           f"lacks; recompile it here with --target cpu")
+
+
+def _device_name(t: Target) -> str:
+    """The GPU a GPU target runs on here ("" for a CPU target, or when none is found)."""
+    if t.device != "gpu":
+        return ""
+    if t.tvm.get("kind") == "opencl":
+        try:
+            import pyopencl as cl
+
+            devices = [d for p in cl.get_platforms() for d in p.get_devices()]
+            return devices[int(os.environ.get("ADNTN_OPENCL_DEVICE", 0))].name.strip()
+        except Exception:  # no pyopencl, no device: no name (the fingerprint then matches no tuned record)
+            return ""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return ""
+    try:
+        r = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True,
+                           text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return r.stdout.splitlines()[0].strip() if r.returncode == 0 and r.stdout.strip() else ""
+
+
+def fingerprint(target: "str | Target") -> dict:
+    """What a measurement on this machine depends on besides the workload: the target's canonical dict, the CPU
+    model (and the GPU's name and compute capability for a GPU target), the TVM, LLVM and CUDA versions, and
+    ours (our schedules change between versions). Tuning records are keyed by it (notes/targets.md: TVM's own
+    database ignores the target when it looks records up)."""
+    import shutil
+    import subprocess
+
+    from . import __version__
+
+    t = resolve(target)
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    try:
+        import tvm
+
+        tvm_version, llvm = tvm.__version__, str(tvm.target.codegen.llvm_version_major())
+    except (ImportError, AttributeError):
+        tvm_version = llvm = ""
+    cuda = ""
+    if t.tvm.get("kind") == "cuda" and shutil.which("nvcc"):
+        out = subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout
+        cuda = next((line.rsplit(",", 1)[-1].strip() for line in out.splitlines() if "release" in line), "")
+    threads = int(os.environ.get("TVM_NUM_THREADS") or t.threads)  # what the runtime's pool measures with
+    return dict(target=t.to_dict(), cpu=cpu or platform.processor(), machine=platform.machine(),
+                device=_device_name(t), threads=threads, tvm=tvm_version, llvm=llvm, cuda=cuda, adntn=__version__)

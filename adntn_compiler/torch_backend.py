@@ -383,22 +383,10 @@ def _compile_partition(sub, node, value_of: dict, opts: Options, report: Report)
 
 
 def fingerprint(target) -> dict:
-    """What a compiled library depends on besides its graph: the target, this CPU, the toolchain versions."""
-    import platform
+    """What a compiled library depends on besides its graph: the device's fingerprint and torch's version."""
+    from .targets import fingerprint as device_fingerprint
 
-    import tvm
-
-    from . import __version__
-
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
-    llvm = tvm.support.libinfo().get("LLVM_VERSION", "") if hasattr(tvm, "support") else ""
-    return dict(target=target.to_dict(), cpu=cpu or platform.processor(), machine=platform.machine(),
-                tvm=tvm.__version__, llvm=llvm, torch=torch.__version__, adntn=__version__)
+    return dict(device_fingerprint(target), torch=torch.__version__)
 
 
 def _cache_key(sub, binds, opts: Options, target) -> str:

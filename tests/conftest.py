@@ -62,3 +62,5 @@ def pytest_collection_modifyitems(config, items):
 import tempfile  # noqa: E402
 
 os.environ["ADNTN_HOME"] = tempfile.mkdtemp(prefix="adntn-home-")
+# Tuning records (which compile() uses by default) of the user's cache must not change the tests' plans.
+os.environ["ADNTN_TUNING"] = tempfile.mkdtemp(prefix="adntn-tuning-")

@@ -598,7 +598,7 @@ CONVERTERS: dict[str, Callable] = {
 
 
 def export_graphs(model, example_input, schedule: str = "auto", memory_budget: int | None = None,
-                  target=None) -> ModelGraphs:
+                  target=None, planner=None) -> ModelGraphs:
     """The load and call graphs of a torch model, captured by torch.export on `example_input` (its batch size
     is the compiled one). The model is exported in eval mode (its mode is restored afterwards)."""
     import torch
@@ -615,6 +615,6 @@ def export_graphs(model, example_input, schedule: str = "auto", memory_budget: i
                           f"{str(e).splitlines()[0] if str(e) else ''}") from None
     finally:
         model.train(was_training)
-    mb = _ModelBuilder(int(example_input.shape[0]), schedule, memory_budget, target)
+    mb = _ModelBuilder(int(example_input.shape[0]), schedule, memory_budget, target, planner)
     _Converter(ep, mb).run()
     return mb.finish()

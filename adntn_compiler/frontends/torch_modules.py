@@ -12,6 +12,7 @@ from ..errors import ConfigError, ShapeError
 from ..generators.base import Generator
 from ..ir.builder import Builder
 from ..ir.graph import Graph, NameAttrs, Op, Value
+from ..plan import plan
 
 
 
@@ -54,8 +55,11 @@ def _f32(t) -> np.ndarray:
 
 
 class _ModelBuilder:
-    def __init__(self, batch_size: int, schedule: str, memory_budget: int | None, target):
+    def __init__(self, batch_size: int, schedule: str, memory_budget: int | None, target, planner=None):
+        """`planner(gen, rows) -> (Plan, facts for the layer list)` chooses each ADNTN layer's plan (the tuning
+        records'); default: `plan` by the cost model."""
         self.batch_size, self.schedule, self.memory_budget, self.target = batch_size, schedule, memory_budget, target
+        self.planner = planner or (lambda gen, rows: (plan(gen, rows, schedule, memory_budget, target=target), {}))
         self.load, self.call = Builder(), Builder()
         self.tensors: dict[str, np.ndarray] = {}
         self.layers: list[dict] = []
@@ -104,10 +108,8 @@ class _ModelBuilder:
                     self.tensors[prefix + n.attrs.name] = _f32(g.tensors[n.attrs.name])
 
     def generator(self, gen: Generator, cores: dict[str, Any], bias, path: str) -> None:
-        from ..plan import plan
-
         x = self._features(f"{path} ({gen!r})", gen.I)
-        p = plan(gen, x.shape[0], self.schedule, self.memory_budget, target=self.target)  # rows: batch (x tokens)
+        p, facts = self.planner(gen, x.shape[0])  # rows: batch (x tokens)
         prefix = f"{path}."
         self._layer_tensors((p.program.load, p.program.call), cores, prefix)
         self._resident(_inline(self.load, p.program.load, {}, prefix), prefix)
@@ -117,7 +119,7 @@ class _ModelBuilder:
         self.x = y
         self.layers.append(dict(path=path, kind="adntn", generator=repr(gen), schedule=p.schedule,
                                 ratio=gen.compression_ratio, params=gen.num_params, shape=list(gen.shape),
-                                flops_per_call=p.flops_per_call, bias=bias is not None))
+                                flops_per_call=p.flops_per_call, bias=bias is not None, **facts))
 
     def resident_weight(self, gen: Generator, cores: dict[str, Any], path: str) -> Value:
         """A generated weight (a conv's): made once by the load graph, a constant of the call graph."""
@@ -146,11 +148,12 @@ class _ModelBuilder:
 
 
 def model_graphs(obj, batch_size: int = 1, schedule: str = "auto", memory_budget: int | None = None,
-                 input_shape: tuple[int, ...] | None = None, target=None, example_inputs=None) -> ModelGraphs:
+                 input_shape: tuple[int, ...] | None = None, target=None, example_inputs=None,
+                 planner=None) -> ModelGraphs:
     """The load and call graphs of a generator or of a torch model (any nn.Module, captured by torch.export on
     `example_inputs`, or on zeros of shape (batch_size, *input_shape); for a model whose first layer is a
     Linear or ADNTNLinear the input shape is that layer's). `target` (a Target) gives the plans their cost model
-    and dtype; None: the plan's defaults."""
+    and dtype; None: the plan's defaults. `planner`: see _ModelBuilder."""
     if isinstance(obj, Generator) and obj.kind == "conv2d":  # a conv layer of it (stride 1, no padding, no bias)
         if example_inputs is None and (input_shape is None or len(input_shape) != 3 or input_shape[0] != obj.shape[1]):
             raise ConfigError(f"a conv2d generator {obj.shape} compiles as a convolution: give input_shape=("
@@ -159,7 +162,7 @@ def model_graphs(obj, batch_size: int = 1, schedule: str = "auto", memory_budget
 
         obj = ADNTNConv2d(obj, bias=False).eval()
     elif isinstance(obj, Generator):
-        mb = _ModelBuilder(batch_size, schedule, memory_budget, target)
+        mb = _ModelBuilder(batch_size, schedule, memory_budget, target, planner)
         mb.start(tuple(input_shape) if input_shape is not None else (obj.I,))
         mb.generator(obj, obj.cores, None, "layer")
         return mb.finish()
@@ -180,7 +183,7 @@ def model_graphs(obj, batch_size: int = 1, schedule: str = "auto", memory_budget
         x = xs[0]
     else:
         x = torch.zeros((batch_size, *_input_shape(obj, input_shape)), dtype=torch.float32)
-    return export_graphs(obj, x, schedule, memory_budget, target)
+    return export_graphs(obj, x, schedule, memory_budget, target, planner)
 
 
 def _input_shape(model, input_shape) -> tuple[int, ...]:

@@ -112,9 +112,10 @@ def _register_seeded_greedy() -> str:
     return "adntn-greedy"
 
 
-def _search(inputs: Sequence[str], output: str, sizes: dict[str, int], seed: int) -> list[tuple[int, ...]]:
+def _search(inputs: Sequence[str], output: str, sizes: dict[str, int], seed: int,
+            minimize: str = "flops") -> list[tuple[int, ...]]:
     if len(inputs) <= EXACT_MAX:
-        path = opt_einsum.paths.DynamicProgramming(minimize="flops")(list(map(set, inputs)), set(output), sizes)
+        path = opt_einsum.paths.DynamicProgramming(minimize=minimize)(list(map(set, inputs)), set(output), sizes)
     else:
         import random
 
@@ -126,7 +127,7 @@ def _search(inputs: Sequence[str], output: str, sizes: dict[str, int], seed: int
         random.seed(seed)
         try:
             opt = ctg.HyperOptimizer(methods=[_register_seeded_greedy(), "kahypar"], max_repeats=32, optlib="cmaes",
-                                     optlib_opts={"seed": seed}, parallel=False, minimize="flops", progbar=False)
+                                     optlib_opts={"seed": seed}, parallel=False, minimize=minimize, progbar=False)
             path = opt.search([tuple(t) for t in inputs], tuple(output), sizes).get_path()
         finally:
             random.setstate(state)
@@ -134,11 +135,17 @@ def _search(inputs: Sequence[str], output: str, sizes: dict[str, int], seed: int
 
 
 def search_path(inputs: Sequence[str], output: str, sizes: dict[str, int], seed: int = 0,
-                varying: frozenset[int] = frozenset(), objective: Objective = "total") -> list[tuple[int, ...]]:
+                varying: frozenset[int] = frozenset(), objective: Objective = "total", tree: int = 0
+                ) -> list[tuple[int, ...]]:
+    """The best path by our cost (`tree` 0), or the `tree`-th best of the distinct candidates (the tuner times
+    them: flops are not time). Candidates: the optimisers minimising flops (plus, for the per-call objective,
+    with the x-only labels inflated), then, for tree > 0, minimising the largest intermediate and the bytes
+    written; the naive left-to-right chain. A `tree` past the last candidate gives the last one."""
     if len(inputs) <= 2:
         return [tuple(range(len(inputs)))]
     use_call = objective == "call" and bool(varying)
     key_src = [list(inputs), output, sorted(sizes.items()), seed, sorted(varying) if use_call else []]
+    key_src += [tree] if tree else []  # tree 0 keeps the cache keys of before
     f = cache_dir() / f"{hashlib.sha256(json.dumps(key_src).encode()).hexdigest()}.json"
     if f.exists():
         try:
@@ -157,6 +164,10 @@ def search_path(inputs: Sequence[str], output: str, sizes: dict[str, int], seed:
         return (c.call_flops, c.flops) if use_call else (c.flops,)
 
     path = min(candidates, key=score)
+    if tree:
+        rest = candidates + [_search(inputs, output, sizes, seed, m) for m in ("size", "write")]
+        ranked = [path] + sorted({tuple(p): list(p) for p in rest if list(p) != list(path)}.values(), key=score)
+        path = ranked[min(tree, len(ranked) - 1)]
     f.parent.mkdir(parents=True, exist_ok=True)
     tmp = f.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(path))
@@ -164,8 +175,8 @@ def search_path(inputs: Sequence[str], output: str, sizes: dict[str, int], seed:
     return path
 
 
-def order(g: Graph, seed: int = 0, objective: Objective = "total") -> Graph:
-    """Every einsum with three or more operands becomes a chain of pairwise einsums."""
+def order(g: Graph, seed: int = 0, objective: Objective = "total", tree: int = 0) -> Graph:
+    """Every einsum with three or more operands becomes a chain of pairwise einsums (`tree`: see search_path)."""
     dynamic = depends_on_input(g)
 
     def emit(r: Rebuilder, n: Node) -> Value | None:
@@ -174,7 +185,7 @@ def order(g: Graph, seed: int = 0, objective: Objective = "total") -> Graph:
         terms, out = list(n.attrs.terms), n.attrs.out
         sizes = einsum_sizes(n.attrs, [v.shape for v in n.inputs])
         varying = frozenset(i for i, v in enumerate(n.inputs) if v.id in dynamic)
-        path = search_path(terms, out, sizes, seed, varying, objective)
+        path = search_path(terms, out, sizes, seed, varying, objective, tree)
         w = walk([(r[v], t) for v, t in zip(n.inputs, terms)], out, path)
         picked, res = next(w)
         for k in range(len(path)):

@@ -60,16 +60,19 @@ def optimize(g: Graph, passes: Sequence[Pass] = (segment, order), check: bool = 
     return g
 
 
-def plan_pipeline(schedule: str, objective: str, target_size: int | None = None, share: bool = True) -> Pipeline:
+def plan_pipeline(schedule: str, objective: str, target_size: int | None = None, share: bool = True,
+                  tree: int = 0) -> Pipeline:
     """One layer's execution plan (before `fold`): linear chains merged (W kept formed for `materialize`),
-    tiled for `stream`, contraction order by `objective`, activations/scales fused, equal steps batched."""
+    tiled for `stream`, contraction order by `objective` (the `tree`-th best candidate), activations/scales
+    fused, equal steps batched."""
     passes: list[Pass] = [partial(segment, keep_constant=schedule == "materialize")]
     if target_size is not None:
         rc = schedule == "recompute"
         passes.append(partial(tile, target_size=target_size, recompute=rc, **({"share": share} if rc else {})))
     # batching stacks the per-tile slices of the generated tensors back into whole ones: not for recompute
     tail = (fuse,) if schedule == "recompute" else (fuse, batch)
-    return Pipeline(f"plan[{schedule}]", (*passes, partial(order, objective=objective), *tail))
+    ordering = partial(order, objective=objective, **({"tree": tree} if tree else {}))
+    return Pipeline(f"plan[{schedule}]", (*passes, ordering, *tail))
 
 
 # Cores change while training, so nothing is folded; the order minimises all flops per step.

@@ -355,3 +355,10 @@ def lower(g: Graph, prefix: str, target: Target, policy: CPUPolicy) -> tuple[Pro
     prog.arena = plan_arena(prog, lw.inplace)
     prog.check()
     return prog, lw.funcs
+
+
+def gemm_shapes(g: Graph, target: Target, policy: CPUPolicy) -> list[tuple[int, int, int]]:
+    """The (I, J, K) of every GEMM kernel the lowering of `g` makes (the shapes whose tiles a tuner times)."""
+    lw = Lowerer("probe", target, policy)
+    lw.lower(g)
+    return sorted({(k[2], k[3], k[4]) for k in lw._keys if k[0] == "gemm"})

@@ -6,7 +6,8 @@ found by measurement) without touching the lowering.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from ...targets import Target
@@ -18,6 +19,7 @@ class GemmTiles:
     jt: int  # columns of a packed B panel (divides J)
     vec: int  # vector lanes (divides jt)
     kt: int  # inner k unroll (divides K)
+    kblock: int | None = None  # k-blocking: None lets the policy decide (long_k, k_block), 0 never, n blocks of n
 
 
 def _largest_divisor(n: int, limit: int, multiple_of: int = 1) -> int:
@@ -69,6 +71,22 @@ class CPUPolicy:
         if K <= self.short_k and J % (4 * lanes) == 0:
             jt, rows = 4 * lanes, _largest_divisor(I, 2)
         return GemmTiles(rows, jt, vec, _largest_divisor(K, 4))
+
+    def tile_candidates(self, I: int, J: int, K: int) -> list[GemmTiles]:
+        """What a tuner times for one GEMM shape: the default, then register tiles of 1-12 rows x 1-8 vectors
+        (at most 32 accumulator registers), the k unroll, and k-blocking (none, 256-1024) for a long k; nearest
+        the default first, so a small budget tries the likeliest."""
+        d = self.gemm_tiles(I, J, K)
+        out = {d}
+        for jt in {d.vec * m for m in (1, 2, 3, 4, 6, 8)}:
+            for rows in (1, 2, 3, 4, 6, 8, 12):
+                if J % jt == 0 and rows <= I and rows * (jt // d.vec) <= 32:
+                    out.add(replace(d, rows=rows, jt=jt))
+        out |= {replace(d, kt=kt) for kt in (1, 2, 4, 8) if K % kt == 0}
+        if K >= 1024:
+            out |= {replace(d, kblock=kc) for kc in (0, 256, 512, 1024) if kc == 0 or K % kc == 0}
+        return sorted(out, key=lambda t: (t != d, abs(math.log2(t.rows / d.rows)) + abs(math.log2(t.jt / d.jt))
+                                          + abs(math.log2(t.kt / d.kt)) + (t.kblock != d.kblock), repr(t)))
 
     def k_block(self, J: int) -> int:
         kc = 1 << max(0, (self.k_block_elements // max(J, 1)).bit_length() - 1)
@@ -142,6 +160,21 @@ class GPUPolicy(CPUPolicy):
         v = self.vector
         vec = v if v > 1 and (tx * rx) % v == 0 and (kt * tx * rx) % (ty * tx * v) == 0 else 1
         return GPUTiles(rows=ty * ry, jt=tx * rx, vec=vec, kt=kt, ty=ty, tx=tx)
+
+    def tile_candidates(self, I: int, J: int, K: int) -> list[GPUTiles]:
+        """The default, then the tiles of other per-thread register tiles (1-8 x 1-8), k tiles (4-32) and block
+        sizes (64-256 threads): what `gemm_tiles` makes of those knobs; nearest the default first."""
+        d = self.gemm_tiles(I, J, K)
+        out = {d}
+        for tr in (1, 2, 4, 8):
+            for tc in (1, 2, 4, 8):
+                for kt in (4, 8, 16, 32):
+                    for mt in (64, 128, 256):
+                        if mt <= self.max_threads:
+                            out.add(replace(self, thread_rows=tr, thread_cols=tc, k_tile=kt, max_threads=mt,
+                                            tiles={}).gemm_tiles(I, J, K))
+        return sorted(out, key=lambda t: (t != d, abs(math.log2(t.rows / d.rows)) + abs(math.log2(t.jt / d.jt))
+                                          + abs(math.log2(t.kt / d.kt)), repr(t)))
 
 
 def default_policy(target: Target) -> CPUPolicy:

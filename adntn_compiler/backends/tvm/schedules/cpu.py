@@ -48,8 +48,9 @@ def gemm(func: tvm.tirx.PrimFunc, tiles: GemmTiles, policy: CPUPolicy, parallel:
     sch, name, blk, tail = gemm_blocks(func)
     t = tiles
     b, i, j, *ks = sch.get_loops(blk)
-    kc = policy.k_block(int(sch.get(j).extent))
-    if len(ks) == 1 and int(sch.get(ks[0]).extent) >= policy.long_k and int(sch.get(ks[0]).extent) % kc == 0:
+    K = int(sch.get(ks[0]).extent) if len(ks) == 1 else 0
+    kc = policy.k_block(int(sch.get(j).extent)) if t.kblock is None else t.kblock  # tiles may say (tuned)
+    if kc and K % kc == 0 and K > kc and (t.kblock is not None or K >= policy.long_k):
         return _gemm_kblocked(sch, name, blk, tail, t, kc, parallel)
     io, ii = sch.split(i, [None, t.rows])
     jo, ji = sch.split(j, [None, t.jt])

@@ -1,0 +1,190 @@
+"""Autotuning: candidates are real builds checked against the reference, records are keyed by the device, and
+compile() uses only this device's."""
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import adntn_compiler as adntn
+from adntn_compiler.errors import SerializationError
+from adntn_compiler.targets import resolve
+from adntn_compiler.tuning import (TOLERANCE, Candidate, Records, _Bench, _plan_candidates, calibrate, tune,
+                                   tune_layer, workload_key)
+
+
+@pytest.fixture(autouse=True)
+def own_records(tmp_path, monkeypatch):
+    """Each test tunes into its own records folder (compile() reads it by default)."""
+    monkeypatch.setenv("ADNTN_TUNING", str(tmp_path / "tuning"))
+
+
+def _reference(gen, x):
+    return x.astype(np.float64) @ adntn.materialize(gen).reshape(gen.O, gen.I).T
+
+
+def _close(y, ref):
+    return np.linalg.norm(y - ref) / np.linalg.norm(ref) <= TOLERANCE
+
+
+@pytest.mark.parametrize("gen,rows", [(adntn.ttn((64, 128), rank=3, seed=1), 4),
+                                      (adntn.mera((32, 64), rank=2, seed=2), 3)])
+def test_every_candidate_equals_the_reference(gen, rows):
+    """Each plan candidate (schedule x objective x tree) and the first tile candidates of its GEMMs is a real
+    build whose output matches the float64 reference."""
+    from adntn_compiler.backends.tvm.lower import gemm_shapes
+    from adntn_compiler.frontends.torch_modules import model_graphs
+
+    target = resolve("cpu")
+    bench = _Bench(gen, rows, target)
+    plans = _plan_candidates(gen, rows, None, adntn.plan(gen, rows).rates)
+    assert len({p.schedule for p in plans}) >= 2
+    for p in plans:
+        assert bench.measure(Candidate(p, {}), min_seconds=0).error <= TOLERANCE, p.choice
+    mg = model_graphs(gen, rows, target=target, planner=lambda g, r: (plans[0], {}))
+    for shape in gemm_shapes(mg.call, target, bench.base):
+        for t in bench.base.tile_candidates(*shape)[:4]:
+            c = bench.measure(Candidate(plans[0], {shape: t}), min_seconds=0)
+            assert c.error <= TOLERANCE and c.seconds < np.inf, (shape, t)
+
+
+def test_a_wrong_candidate_never_wins(monkeypatch):
+    """A candidate whose output is wrong gets no time, however fast it is."""
+    gen, rows = adntn.ttn((64, 128), rank=3, seed=4), 4
+    build = _Bench.build
+
+    def broken(self, c):
+        run = build(self, c)
+        return run if c.plan.choice["tree"] == 0 and not c.tiles else (lambda: run() * 1.01)
+
+    monkeypatch.setattr(_Bench, "build", broken)
+    rec = tune_layer(gen, rows, resolve("cpu"), budget_s=3.0)
+    assert rec["choice"]["tree"] == 0 and rec["tiles"] == []
+    assert any("wrong" in label for label, _ in rec["trials"])
+    assert all(s is None for label, s in rec["trials"] if "wrong" in label)
+
+
+def test_tune_with_a_tiny_budget_returns_records_that_compile_uses(tmp_path):
+    gen, rows = adntn.ttn((128, 256), rank=3, seed=5), 8
+    recs = tune(gen, batch_size=rows, budget_s=3.0, progress=False)
+    key = workload_key(gen, rows)
+    rec = recs.layers[key]
+    assert rec["rows"] == rows and rec["candidates"] >= 2 and rec["tuned_s"] <= rec["default_s"] * 1.0001
+    assert Records.for_device("cpu").layers[key] == rec  # saved in the cache
+    exe = adntn.compile(gen, batch_size=rows)  # records="auto": this device's
+    assert exe.manifest["tuning"]["device"] == recs.device_id
+    assert exe.manifest["layers"][0]["tuned"]["gain"] == pytest.approx(rec["default_s"] / rec["tuned_s"])
+    x = np.random.default_rng(0).standard_normal((rows, gen.I)).astype(np.float32)
+    assert _close(exe(x), _reference(gen, x))
+    assert "tuning" not in adntn.compile(gen, batch_size=rows, records=None).manifest
+
+
+def test_records_of_another_device_are_ignored_with_the_reason(tmp_path):
+    gen, rows = adntn.ttn((64, 128), rank=2, seed=6), 2
+    recs = tune(gen, batch_size=rows, budget_s=2.0, progress=False, save=False)
+    d = recs.to_dict()
+    d["fingerprint"]["cpu"] = "Some Other CPU 9000"
+    f = tmp_path / "other.json"
+    f.write_text(json.dumps(d))
+    with pytest.warns(UserWarning, match="for another device.*cpu: recorded 'Some Other CPU 9000'"):
+        exe = adntn.compile(gen, batch_size=rows, records=f)
+    assert "tuning" not in exe.manifest and "tuned" not in exe.manifest["layers"][0]
+    # the same records planted in this device's cache file are refused too: the file name proves nothing
+    other = Records.from_dict(d)
+    other_path = recs.save()  # this device's file name ...
+    other_path.write_text(json.dumps(other.to_dict()))  # ... holding another device's records
+    with pytest.warns(UserWarning, match="for another device"):
+        assert "tuning" not in adntn.compile(gen, batch_size=rows).manifest
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (lambda d: d.pop("fingerprint"), "'fingerprint' is a required property"),
+    (lambda d: d.update(format="pickle"), "format"),
+    (lambda d: next(iter(d["layers"].values()))["choice"].update(schedule="fastest"), "schedule"),
+    (lambda d: next(iter(d["layers"].values())).update(tuned_s=-1.0), "tuned_s"),
+    (lambda d: next(iter(d["layers"].values())).update(tiles=[[64, 128, 32, 4, 7, 16, 4, -1]]), "do not fit"),
+])
+def test_malformed_records_are_refused(edit, msg):
+    d = Records({"cpu": "x"}, {"k": dict(generator="g", rows=4, choice=dict(schedule="factored", objective="call",
+                                                                            tree=0), tiles=[], default_s=1.0,
+                                         tuned_s=1.0)}).to_dict()
+    Records.from_dict(json.loads(json.dumps(d)))  # the unedited records are fine
+    edit(d)
+    with pytest.raises(SerializationError, match=msg):
+        Records.from_dict(d)
+
+
+def test_a_damaged_cache_warns_and_compiles_with_the_defaults():
+    gen = adntn.ttn((32, 64), rank=2, seed=7)
+    path = Records.for_device("cpu").save()
+    path.write_text("{not json")
+    with pytest.warns(UserWarning, match="not JSON"):
+        exe = adntn.compile(gen, batch_size=1)
+    assert "tuning" not in exe.manifest
+
+
+@pytest.mark.parametrize("shape", [(512, 256, 3584), (7, 48, 28), (1, 16, 4096), (28672, 64, 28)])
+def test_tile_candidates_fit_their_gemm(shape):
+    from adntn_compiler.backends.tvm.policy import default_policy
+
+    I, J, K = shape
+    pol = default_policy(resolve("cpu"))
+    cands = pol.tile_candidates(I, J, K)
+    assert cands[0] == pol.gemm_tiles(I, J, K) and len(set(cands)) == len(cands) > 1
+    for t in cands:
+        assert J % t.jt == 0 and t.jt % t.vec == 0 and K % t.kt == 0 and 1 <= t.rows <= max(I, 1)
+        assert t.kblock in (None, 0) or (K % t.kblock == 0 and K > t.kblock)
+
+
+def test_calibrate_recovers_the_rates_of_a_roofline():
+    from adntn_compiler.plan import Rates
+
+    F, B = 80e9, 12e9
+    t0 = 3e-6  # a per-call overhead: it must not be mistaken for a slow flop rate
+    samples = [(f, b, t0 + f / F + b / B) for f, b in [(1e9, 1e6), (1e7, 4e8), (5e8, 2e8), (2e6, 1e7), (1e5, 1e4)]]
+    r = calibrate(samples, Rates())
+    assert r["flop_rate"] == pytest.approx(F, rel=1e-3) and r["byte_rate"] == pytest.approx(B, rel=1e-3)
+    assert r["overhead_s"] == pytest.approx(t0, rel=1e-2)
+    only_flops = calibrate([(f, 0, f / F) for f in (1e8, 2e8, 3e8, 4e8)], Rates(byte_rate=7e9))
+    assert only_flops["flop_rate"] == pytest.approx(F) and only_flops["byte_rate"] == 7e9
+    assert calibrate(samples[:3], Rates()) is None
+
+
+def test_cli_tune_writes_an_artifact_that_runs_in_a_fresh_process(tmp_path):
+    """`adntn tune` on a saved model, then `adntn info` (tuned layers, this machine) and `adntn run --check`,
+    each a fresh process."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(adntn.ADNTNLinear(adntn.ttn((64, 128), rank=3, seed=8)), torch.nn.ReLU(),
+                                torch.nn.Linear(64, 10))
+    adntn.save_model(model, tmp_path / "m.adntn-model")
+    cli = [sys.executable, "-m", "adntn_compiler.cli"]
+    out = subprocess.run([*cli, "tune", str(tmp_path / "m.adntn-model"), "-o", str(tmp_path / "t.adntn"),
+                          "--budget", "4s", "--batch-size", "4"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "tuned" in out.stdout and "ms ->" in out.stdout
+    info = subprocess.run([*cli, "info", str(tmp_path / "t.adntn")], capture_output=True, text=True)
+    assert info.returncode == 0, info.stderr
+    assert "tuned for this machine" in info.stdout and "over the default" in info.stdout
+    run = subprocess.run([*cli, "run", str(tmp_path / "t.adntn"), "--check", "--no-torch"], capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    bad = subprocess.run([*cli, "tune", str(tmp_path / "m.adntn-model"), "-o", str(tmp_path / "u.adntn"),
+                          "--budget", "5 min"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "is not a duration" in bad.stderr
+
+
+def test_tune_refuses_what_does_not_run_here():
+    from adntn_compiler.errors import ConfigError
+
+    gen = adntn.ttn((32, 64), rank=2)
+    with pytest.raises(ConfigError, match="C bundle"):
+        tune(gen, target="cortex-m4", budget_s=1)
+    with pytest.raises(ConfigError, match="budget_s"):
+        tune(gen, budget_s=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adntn.compile(gen, batch_size=1)  # no records: no warning
