@@ -264,7 +264,21 @@ def _replacement(name: str, m: nn.Module, spec: Mapping[str, Any]) -> nn.Module:
     if "shape" in spec and tuple(spec.pop("shape")) != shape:
         raise ShapeError(f"layer '{name}' ({type(m).__name__}) has weight shape {shape}, the spec says "
                          f"{tuple(spec.get('shape', ()))}")
-    if "ratio" in spec:
+    prefer, batch, target = spec.pop("prefer", "quality"), spec.pop("batch_size", None), spec.pop("target", None)
+    if prefer not in ("quality", "speed"):
+        raise ConfigError(f"layer '{name}': prefer must be 'quality' or 'speed', got {prefer!r}")
+    if prefer == "quality" and (batch is not None or target is not None):
+        raise ConfigError(f"layer '{name}': batch_size and target choose a configuration by speed; add "
+                          f"prefer='speed'")
+    timing = None
+    if prefer == "speed":
+        if not isinstance(m, nn.Linear) or "ratio" not in spec:
+            raise ConfigError(f"layer '{name}': prefer='speed' times the configurations of a Linear layer that "
+                              f"reach a `ratio`; give ratio= (and a Linear layer)")
+        from .tuning import fastest_config
+
+        spec, timing = fastest_config(shape, arch, spec.pop("ratio"), int(batch or 1), target or "cpu", **spec)
+    elif "ratio" in spec:
         from .generators.search import config_for_ratio
 
         spec = {**config_for_ratio(shape, arch, spec.pop("ratio"), **spec)}
@@ -278,6 +292,7 @@ def _replacement(name: str, m: nn.Module, spec: Mapping[str, Any]) -> nn.Module:
     if has_bias:
         with torch.no_grad():
             new.bias.copy_(m.bias)
+    new.timing = timing  # how fast this configuration was on the device (prefer="speed"), for report()
     return new.to(p.device)
 
 
@@ -309,14 +324,18 @@ class Report:
         return {"dense_params": dense, "params": gen, "ratio": dense / gen if gen else float("nan")}
 
     def __str__(self) -> str:
+        timed = any(r.get("timing") for r in self.rows)
         head = (f"{'layer':<20} {'shape':<22} {'arch':<10} {'dense params':>14} {'params':>10} {'ratio':>10} "
-                f"{'pad':>6} {'max rank':>8}  configuration")
+                f"{'pad':>6} {'max rank':>8}" + (f" {'ms/call':>18}" if timed else "") + "  configuration")
         lines = [head, "-" * len(head)]
         for r in self.rows:
             cfg = " ".join(f"{k}={r['config'][k]}" for k in ("layout", "legs", "rank", "depth", "activation")
                            if r["config"].get(k) is not None)
+            t = r.get("timing")
+            when = f"{1e3 * t['seconds']:.3f} @{t['batch_size']} {t['how'][:4]}" if t else ""
             lines.append(f"{r['layer']:<20} {str(r['shape']):<22} {r['arch']:<10} {r['dense_params']:>14,} "
-                         f"{r['params']:>10,} {r['ratio']:>9,.0f}x {r['padding']:>6.2f} {r['max_rank']:>8,}  {cfg}")
+                         f"{r['params']:>10,} {r['ratio']:>9,.0f}x {r['padding']:>6.2f} {r['max_rank']:>8,}"
+                         + (f" {when:>18}" if timed else "") + f"  {cfg}")
         t = self.total
         lines.append(f"{'total':<20} {'':<22} {'':<10} {t['dense_params']:>14,} {t['params']:>10,} {t['ratio']:>9,.0f}x")
         return "\n".join(lines)
@@ -331,7 +350,7 @@ def report(model: nn.Module) -> Report:
             g = m.gen
             rows.append(dict(layer=name, shape=g.shape, arch=g.arch, dense_params=g.dense_params,
                              params=g.num_params, ratio=g.compression_ratio, padding=g.padding_overhead,
-                             max_rank=g.rank_bound(), config=g.config))
+                             max_rank=g.rank_bound(), config=g.config, timing=getattr(m, "timing", None)))
         elif isinstance(m, (nn.Linear, nn.Conv2d)):
             n = m.weight.numel()
             shape = layer_shape(m)

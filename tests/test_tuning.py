@@ -188,3 +188,26 @@ def test_tune_refuses_what_does_not_run_here():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         adntn.compile(gen, batch_size=1)  # no records: no warning
+
+
+def test_compress_prefer_speed_picks_the_fastest_measured_configuration():
+    import torch
+
+    from adntn_compiler.errors import ConfigError
+
+    m = torch.nn.Sequential(torch.nn.Linear(512, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    adntn.compress(m, {"0": dict(arch="ttn", ratio=100, prefer="speed", batch_size=8)})
+    t = m[0].timing
+    measured = [c for c in t["candidates"] if c["how"] == "measured"]
+    assert len(measured) >= 2 and t["how"] == "measured" and t["batch_size"] == 8
+    assert t["seconds"] == min(c["seconds"] for c in measured)
+    assert all(100 <= c["ratio"] <= 200 and c["config"].get("rank") != 1 for c in t["candidates"])
+    assert m[0].gen.compression_ratio >= 100 and m[0].gen.rank_bound() == 256
+    text = str(adntn.report(m))
+    assert "ms/call" in text and "@8 meas" in text
+    for spec, msg in [(dict(ratio=100, prefer="fast"), "prefer must be"), (dict(ratio=100, batch_size=8), "prefer='speed'"),
+                      (dict(rank=2, prefer="speed"), "give ratio=")]:
+        with pytest.raises(ConfigError, match=msg):
+            adntn.compress(torch.nn.Sequential(torch.nn.Linear(64, 32)), {"0": spec})
+    with pytest.raises(ConfigError, match="Linear layer"):
+        adntn.compress(torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3)), {"0": dict(ratio=4, prefer="speed")})
