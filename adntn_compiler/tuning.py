@@ -193,14 +193,15 @@ class Applied:
 
     def planner(self, gen: Generator, rows: int) -> tuple[Plan, dict]:
         rates = self.records.calibrated()
-        rec = self.records.layers.get(workload_key(gen, rows)) if self.schedule == "auto" else None
+        key = workload_key(gen, rows) if self.schedule == "auto" else None  # a forced schedule ignores records
+        rec = self.records.layers.get(key)
         if rec is not None:
             try:
                 p = plan_choice(gen, rows, rec["choice"], self.memory_budget, rates=rates)
             except MemoryEstimateError as e:
                 self.notes.append(f"tuning record not used: {e}")
             else:
-                self.used[workload_key(gen, rows)] = rec
+                self.used[key] = rec
                 return p, {"tuned": dict(device=self.records.device_id, default_s=rec["default_s"],
                                          tuned_s=rec["tuned_s"], gain=rec["default_s"] / rec["tuned_s"],
                                          tiles=len(rec["tiles"]))}
