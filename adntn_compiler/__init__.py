@@ -5,7 +5,7 @@
     W = adntn.materialize(gen)
     layer = adntn.ADNTNLinear(gen, bias=True)
 
-torch is imported only when a torch name (ADNTNLinear, ADNTNConv2d, compress, report) is used.
+torch is imported only when a torch name (ADNTNLinear, ADNTNConv2d, compress, report, train, sensitivity) is used.
 """
 from . import ir
 from .errors import AdntnError, ConfigError, MemoryEstimateError, SerializationError, ShapeError, VerifyError
@@ -24,6 +24,14 @@ _TORCH_NAMES = {"ADNTNLinear", "ADNTNConv2d", "compress", "report", "Report", "s
 
 
 def __getattr__(name: str):
+    if name == "train":  # adntn.train.distill / fit_outputs / ...: needs torch, so imported on first use
+        import importlib
+
+        return importlib.import_module(".train", __name__)
+    if name == "sensitivity":
+        from .sensitivities import sensitivity  # the module is not named sensitivity: it would shadow the function
+
+        return sensitivity
     if name in ("save_model", "load_model"):
         from . import modelio
 

