@@ -210,6 +210,57 @@ def box_agreement(boxes: list, reference: list, iou: float = 0.5) -> tuple[float
     return matched / len(a), matched / len(b)
 
 
+def calibration_crops(images: dict[str, np.ndarray] | list, n: int, size: int = 192, long_side: int = 512,
+                      seed: int = 0):
+    """`n` random size x size crops (with random horizontal flips) of the images, each preprocessed at
+    `long_side` first: (n, 3, size, size), the data of data-aware initialisation and distillation."""
+    import torch
+
+    if size % 32:
+        raise ShapeError(f"crop size must be a multiple of 32, got {size}")
+    xs = [preprocess(im, long_side) for im in (images.values() if isinstance(images, dict) else images)]
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        x = xs[int(torch.randint(len(xs), (1,), generator=g))]
+        H, W = x.shape[2:]
+        x = torch.nn.functional.pad(x, (0, max(0, size - W), 0, max(0, size - H)))
+        i = int(torch.randint(x.shape[2] - size + 1, (1,), generator=g))
+        j = int(torch.randint(x.shape[3] - size + 1, (1,), generator=g))
+        c = x[0, :, i:i + size, j:j + size]
+        out.append(c.flip(-1) if torch.rand(1, generator=g) < 0.5 else c)
+    return torch.stack(out)
+
+
+def agreement(dense, images: dict[str, np.ndarray], long_side: int = 448):
+    """metric(model) -> {corr, precision, recall}: on these (held-out) images, the mean Pearson correlation of
+    the model's region-score map with the dense model's, and its text boxes' precision and recall against the
+    dense model's boxes at IoU 0.5 (pooled over the images)."""
+    import torch
+
+    from .sensitivities import score_correlation
+
+    xs = [preprocess(im, long_side) for im in images.values()]
+    with torch.no_grad():
+        ref = [dense.eval()(x)[0] for x in xs]
+    ref_boxes = [text_boxes(r) for r in ref]
+
+    def metric(model) -> dict[str, float]:
+        corr, matched, predicted = [], 0, 0
+        with torch.no_grad():
+            for x, r, rb in zip(xs, ref, ref_boxes):
+                y = model.eval()(x)[0]
+                corr.append(score_correlation(y[0], r[0]))
+                b = text_boxes(y)
+                matched += round(box_agreement(b, rb)[1] * len(rb))  # matched pairs (one-to-one)
+                predicted += len(b)
+        n_ref = sum(len(rb) for rb in ref_boxes)
+        return dict(corr=float(np.mean(corr)), precision=matched / predicted if predicted else float(n_ref == 0),
+                    recall=matched / n_ref if n_ref else 1.0)
+
+    return metric
+
+
 def images(split: str = "all") -> dict[str, np.ndarray]:
     """The real images bundled with scikit-image and scikit-learn: 'calibration' (photographs, used for
     data-aware initialisation and distillation), 'eval' (held out; text, a page, a logo, a photograph)."""

@@ -27,14 +27,15 @@ from .errors import ConfigError, ShapeError
 @dataclass
 class Sensitivity:
     """rows: one per (layers, arch, target) plus the dense reference: layers, arch, target, ratio (dense over
-    generated parameters of the entry), params, dense_params, the metric's values, seconds; `unreachable` where
+    generated parameters of the entry), params, dense_params, the metric's values, seconds, fit_error (the relative
+    output error of the data-aware initialisation, the worst layer of the entry); `unreachable` where
     no configuration reaches the ratio."""
     rows: list[dict[str, Any]] = field(default_factory=list)
     metrics: tuple[str, ...] = ()
 
     def table(self) -> str:
         head = (f"{'layers':<34} {'arch':<6} {'target':>7} {'ratio':>9} {'params':>10} {'dense params':>12} "
-                + " ".join(f"{m:>10}" for m in self.metrics) + f" {'seconds':>8}")
+                + " ".join(f"{m:>10}" for m in self.metrics) + f" {'fit error':>9} {'seconds':>8}")
         lines = [head, "-" * len(head)]
         for r in self.rows:
             if r.get("unreachable"):
@@ -42,7 +43,7 @@ class Sensitivity:
                 continue
             lines.append(f"{r['layers']:<34} {r['arch']:<6} {r['target']:>6}x {r['ratio']:>8,.0f}x {r['params']:>10,} "
                          f"{r['dense_params']:>12,} " + " ".join(f"{r[m]:>10.4f}" for m in self.metrics)
-                         + f" {r['seconds']:>8.1f}")
+                         + f" {r.get('fit_error', 0):>9.3f} {r['seconds']:>8.1f}")
         return "\n".join(lines)
 
     def keep(self, metric: str, threshold: float, ratio: float | None = None, arch: str | None = None) -> list[str]:
@@ -98,7 +99,7 @@ def _entries(model: torch.nn.Module, layers: Sequence) -> list[tuple[str, tuple[
     return out
 
 
-def _record_inputs(model, names: set[str], batches: list[torch.Tensor], per_layer: int) -> dict[str, torch.Tensor]:
+def record_inputs(model, names: set[str], batches: list[torch.Tensor], per_layer: int) -> dict[str, torch.Tensor]:
     """Each layer's calibration inputs (rows for Linear, patches for Conv2d), at most `per_layer` of them."""
     from .train import conv_patches
 
@@ -129,6 +130,24 @@ def _record_inputs(model, names: set[str], batches: list[torch.Tensor], per_laye
     return out
 
 
+def init_from_data(student: torch.nn.Module, dense: torch.nn.Module, names: Sequence[str],
+                   inputs: dict[str, torch.Tensor], steps: int = 300, seed: int = 0) -> list[float]:
+    """Data-aware initialisation: fit each compressed layer `names` of `student` to the outputs of the same layer
+    of `dense` on its recorded inputs (`record_inputs`); returns each layer's relative output error."""
+    from .train import fit_outputs
+
+    sub, ref = dict(student.named_modules()), dict(dense.named_modules())
+    errors = []
+    for n in names:
+        layer = sub[n]
+        errors.append(fit_outputs(layer.gen, ref[n].weight.detach().double().numpy(), inputs[n].numpy(),
+                                  steps=steps, progress=False, seed=seed).rel_error)
+        with torch.no_grad():
+            for k, v in layer.gen.cores.items():
+                layer.cores[k].copy_(torch.as_tensor(v))
+    return errors
+
+
 def sensitivity(model: torch.nn.Module, layers: Sequence, ratios: Sequence[float], archs: Sequence[str] = ("ttn",),
                 data=None, metric: Callable[[torch.nn.Module], Any] | None = None, *, steps: int = 20,
                 lr: float = 1e-3, loss: str = "mse", fit_steps: int = 300, calibration_batches: int = 4,
@@ -139,10 +158,11 @@ def sensitivity(model: torch.nn.Module, layers: Sequence, ratios: Sequence[float
     data: the calibration / distillation inputs: a tensor x (batches of `distill_kw['batch_size']`, default 8) or
     a sampler data(generator) -> x (augmented crops). metric(model) -> float or {name: float}, evaluated on
     held-out data, also on the dense model (the first row). steps: distillation steps per entry (0: only the
-    data-aware initialisation); loss: "mse" (dense outputs) or "kl" (logits); other keyword arguments go to
+    data-aware initialisation; with tensor data: one epoch over it, or none at 0); loss: "mse" (dense outputs) or
+    "kl" (logits); other keyword arguments go to
     `adntn.train.distill`."""
     from .nn import compress
-    from .train import distill, fit_outputs
+    from .train import distill
 
     if metric is None or data is None:
         raise ConfigError("sensitivity needs data (calibration inputs) and metric(model) -> float or dict")
@@ -158,7 +178,7 @@ def sensitivity(model: torch.nn.Module, layers: Sequence, ratios: Sequence[float
     else:
         raise ShapeError("sensitivity's data must be a tensor of inputs or a sampler data(generator) -> x")
     t0 = time.perf_counter()
-    inputs = _record_inputs(model, {n for _, names in entries for n in names}, batches, per_layer)
+    inputs = record_inputs(model, {n for _, names in entries for n in names}, batches, per_layer)
     calib_s = time.perf_counter() - t0
 
     def measure(m) -> dict[str, float]:
@@ -184,13 +204,7 @@ def sensitivity(model: torch.nn.Module, layers: Sequence, ratios: Sequence[float
             res.rows.append(dict(layers=label, arch=arch, target=r, unreachable=True, why=str(e)))
             continue
         sub = dict(student.named_modules())
-        for n in names:  # data-aware initialisation on the layer's real inputs
-            layer = sub[n]
-            fit_outputs(layer.gen, modules[n].weight.detach().double().numpy(), inputs[n].numpy(), steps=fit_steps,
-                        progress=False, seed=seed)
-            with torch.no_grad():
-                for k, v in layer.gen.cores.items():
-                    layer.cores[k].copy_(torch.as_tensor(v))
+        fit = init_from_data(student, model, names, inputs, fit_steps, seed)
         if steps:
             distill(student, model, data, epochs=1, steps=steps if callable(data) else None,
                     lr=lr, loss=loss, params="compressed", train_mode=False, batch_size=batch_size, seed=seed,
@@ -198,7 +212,7 @@ def sensitivity(model: torch.nn.Module, layers: Sequence, ratios: Sequence[float
         params = sum(sub[n].gen.num_params for n in names)
         res.rows.append(dict(layers=label, arch=arch, target=r, ratio=dense / params, params=params,
                              dense_params=dense, seconds=time.perf_counter() - t + calib_s / max(1, len(jobs)),
-                             config={n: sub[n].gen.config for n in names}, **measure(student)))
+                             fit_error=max(fit), config={n: sub[n].gen.config for n in names}, **measure(student)))
     return res
 
 

@@ -231,15 +231,30 @@ def _batches(data, batch_size: int, g: torch.Generator, steps: int | None):
 def _loop(model, data, loss_fn, epochs: int, lr: float, batch_size: int, seed: int, core_lr, schedule: str,
           warmup: float, params: str, train_mode: bool, steps: int | None, evaluate, progress: bool,
           desc: str) -> TrainResult:
-    import time
-
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
     if callable(data) and not steps:
         raise ConfigError("a sampler as data needs steps= (batches per epoch)")
     per_epoch = steps if callable(data) else math.ceil(len(data[0]) / batch_size)
-    opt = torch.optim.Adam(_param_groups(model, lr, core_lr, params))
+    groups = _param_groups(model, lr, core_lr, params)
+    opt = torch.optim.Adam(groups)
     sched = lr_schedule(opt, epochs * per_epoch, schedule, warmup)
+    trained = {id(p) for g in groups for p in g["params"]}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in trained]
+    for p in frozen:  # no gradients for what is not trained (backward then stops at the first trained layer)
+        p.requires_grad_(False)
+    try:
+        return _epochs(model, data, loss_fn, epochs, opt, sched, batch_size, seed, train_mode, steps, per_epoch,
+                       evaluate, progress, desc)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _epochs(model, data, loss_fn, epochs, opt, sched, batch_size, seed, train_mode, steps, per_epoch, evaluate,
+            progress, desc) -> TrainResult:
+    import time
+
     g = torch.Generator().manual_seed(seed)
     res = TrainResult(desc)
     bar = tqdm(total=epochs * per_epoch, desc=desc, disable=not progress, leave=False)

@@ -10,16 +10,19 @@ BENCH = Path(__file__).parent.parent / "benchmarks"
 
 
 @pytest.mark.slow
-def test_quality_quick(tmp_path):
+def test_quality_quick(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADNTN_CACHE", str(tmp_path / "cache"))  # the +kd rows' teacher logits
     torch.set_num_threads(1)
     main = runpy.run_path(str(BENCH / "quality.py"), run_name="quality")["main"]
     out = tmp_path / "q.json"
     summary = main(["--quick", "--out", str(out)])
-    assert {s["arch"] for s in summary} == {"dense", "ttn", "lowrank", "narrow"}
+    assert {s["arch"] for s in summary} == {"dense", "ttn", "ttn+kd", "lowrank", "narrow"}
     assert out.with_suffix(".png").stat().st_size > 0 and "ttn" in out.with_suffix(".txt").read_text()
     runs = json.loads(out.read_text())["runs"]
     ttn = next(r for r in runs if r["arch"] == "ttn")
     assert ttn["ratio"] >= 2000 and ttn["accuracy"] > 0.15 and ttn["losses"][0] < 2.3  # trained, off chance
+    kd = next(r for r in runs if r.get("kd"))
+    assert kd["arch"] == "ttn" and kd["accuracy"] > 0.15 and kd["test_accuracy"][-1] == kd["accuracy"]
 
     # a run done elsewhere merges in, and is not trained again
     other = tmp_path / "other.json"

@@ -397,6 +397,38 @@ def _select(c: _Converter, node, x, dim, index):
     return c.b.reshape(y, x.shape[:dim] + x.shape[dim + 1:], path)
 
 
+def _interp_matrix(n_out: int, n_in: int, align_corners: bool, scale: float | None) -> np.ndarray:
+    """(n_out, n_in) linear-interpolation weights along one axis, with torch's source-index rule
+    (area_pixel_compute_source_index; `scale` is the given scale factor, else n_out / n_in)."""
+    A = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        if align_corners:
+            src = i * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        else:
+            src = max(0.0, (i + 0.5) / (scale or n_out / n_in) - 0.5)
+        lo = min(int(math.floor(src)), n_in - 1)
+        hi, w = min(lo + 1, n_in - 1), src - lo
+        A[i, lo] += 1 - w
+        A[i, hi] += w
+    return A
+
+
+def _upsample_bilinear(c: _Converter, node, x, output_size, align_corners, scale_factors=None):
+    """Bilinear resizing is linear and separable: one contraction with two constant interpolation matrices
+    (dense; small next to the convolutions around it)."""
+    path = module_path(node)
+    x = c.value(x, path)
+    if len(x.shape) != 4:
+        raise ShapeError(f"upsample_bilinear2d of a {len(x.shape)}-d tensor {x.shape} (needs N, C, H, W)")
+    H, W = x.shape[2:]
+    sf = tuple(float(v) for v in (list(scale_factors) * 2)[:2]) if scale_factors else (None, None)
+    out = _pair(output_size) if output_size else (int(math.floor(H * sf[0])), int(math.floor(W * sf[1])))
+    name = f"{path}.{node.name}" if path else node.name
+    ah = c.mb._const(f"{name}.interp_h", _f32(_interp_matrix(out[0], H, bool(align_corners), sf[0])), path)
+    aw = c.mb._const(f"{name}.interp_w", _f32(_interp_matrix(out[1], W, bool(align_corners), sf[1])), path)
+    return c.b.contract([(x, ["n", "c", "h", "w"]), (ah, ["H", "h"]), (aw, ["W", "w"])], ["n", "c", "H", "W"], path)
+
+
 def _cat(c: _Converter, node, xs, dim=0):
     path = module_path(node)
     vs = [c.value(x, path) for x in xs]
@@ -587,6 +619,7 @@ CONVERTERS: dict[str, Callable] = {
     "aten.view": _reshape, "aten.reshape": _reshape, "aten._unsafe_view": _reshape, "aten.flatten": _flatten,
     "aten.permute": _permute, "aten.transpose": _transpose, "aten.t": _t, "aten.unsqueeze": _unsqueeze,
     "aten.squeeze": _squeeze, "aten.slice": _slice, "aten.select": _select, "aten.cat": _cat,
+    "aten.upsample_bilinear2d": _upsample_bilinear,
     "aten.mean": _reduce(True), "aten.sum": _reduce(False),
     "aten.dropout": _identity, "aten.dropout_": _identity, "aten.contiguous": _identity, "aten.clone": _identity,
     "aten.alias": _identity, "aten.detach": _identity, "aten.lift_fresh_copy": _identity,

@@ -165,3 +165,39 @@ def test_more_ops_compile():
         want = m(x).numpy()
     np.testing.assert_allclose(exe(x.numpy()), want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(exe.reference(x.numpy()), want, rtol=1e-5, atol=1e-5)
+
+
+class _Resize(nn.Module):
+    def forward(self, x):
+        a = nn.functional.interpolate(x, size=(7, 12), mode="bilinear", align_corners=False)
+        b = nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        c = nn.functional.interpolate(x, size=(3, 9), mode="bilinear", align_corners=True)  # and downsampling
+        return torch.cat([a.flatten(1), b.flatten(1), c.flatten(1)], 1)
+
+
+def test_bilinear_resize_compiles_to_a_contraction_equal_to_torch():
+    x = torch.randn(2, 3, 5, 6)
+    exe = adntn.compile(_Resize(), example_inputs=(x,))
+    with torch.no_grad():
+        want = _Resize()(x).numpy()
+    np.testing.assert_allclose(exe(x.numpy()), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(exe.reference(x.numpy()), want, rtol=1e-5, atol=1e-5)
+
+
+def test_craft_detector_compiles_and_equals_torch(tmp_path):
+    """CRAFT (random weights here; the pretrained ones are an optional extra): VGG16-BN with a dilated conv,
+    concatenations and bilinear upsampling, one 512x512 conv compressed."""
+    from adntn_compiler.craft import craft
+
+    torch.manual_seed(0)
+    model = _randomise_norms(craft())
+    adntn.compress(model, {"basenet.slice4.37": dict(arch="ttn", ratio=2000)})
+    model.eval()
+    x = torch.randn(1, 3, 64, 96)
+    exe = adntn.compile(model, example_inputs=(x,))
+    path = exe.save(tmp_path / "craft.adntn")
+    y, res = _run_fresh(path, x.numpy(), tmp_path)
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert y.shape == want.shape == (1, 2, 32, 48) and not res["torch_imported"]
+    assert np.abs(y - want).max() <= 1e-4 * np.abs(want).max()
