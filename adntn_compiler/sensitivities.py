@@ -75,7 +75,7 @@ class Sensitivity:
             im = ax.imshow(M, cmap="viridis", aspect="auto", vmin=np.nanmin(M) if np.isfinite(M).any() else 0, vmax=1)
             for (i, j), v in np.ndenumerate(M):
                 ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.3f}", ha="center", va="center", fontsize=7,
-                        color="w" if np.isnan(v) or v < np.nanmean(M) else "k")
+                        color="k" if np.isnan(v) or v >= np.nanmean(M) else "w")
             ax.set_xticks(range(len(targets)), [f"{t:,}x" for t in targets])
             ax.set_yticks(range(len(entries)), entries if ax is axes[0][0] else [""] * len(entries), fontsize=7)
             ax.set_title(f"{arch}: {metric}")

@@ -43,6 +43,9 @@ ADNTN_ARCHS = ("ttn", "attn", "mera")
 BASELINES = ("tt", "lowrank", "narrow")
 KD_ARCHS = ("ttn", "attn", "mera", "tt")  # rows also trained by distillation
 ARCHS_OPT_IN = ("brickwall",)
+# compress(ratio=) now picks interleaved legs for attn at 2,000x; that layer took over 35 min without finishing 12
+# epochs here (W-sized intermediates per step), binary ~8 s per epoch. The first round measured binary too.
+FIXED = {"attn": dict(layout="binary")}
 # brickwall is left out: one epoch of it at 2,000x takes ~100x ttn's (its many small gates are many small torch
 # ops per step); benchmarks/quality.py --archs brickwall --targets 2000 runs it anyway
 
@@ -101,7 +104,7 @@ def build(row: dict, seed: int) -> nn.Module:
         return model
     if row["arch"] == "narrow":
         return mlp(row["width"])
-    return adntn.compress(mlp(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed)})
+    return adntn.compress(mlp(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed, **FIXED.get(row["arch"], {}))})
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -162,7 +165,7 @@ def rows_to_run(quick: bool, targets=RATIOS, archs=None) -> list[dict]:
                                  width=narrow_width(base_total + 4096 * 4096 // target)))
                 continue
             try:
-                adntn.config_for_ratio((4096, 4096), arch, target)
+                adntn.config_for_ratio((4096, 4096), arch, target, **FIXED.get(arch, {}))
             except ConfigError:
                 rows.append(dict(task="mnist1d", arch=arch, target=target, unreachable=True))
                 continue

@@ -7,8 +7,8 @@
 
 1. The sensitivity table: read from --table (benchmarks/craft_sensitivity.py writes it), or measured here for
    --layers at --ratios (adntn.sensitivity).
-2. Each single layer is compressed at the highest ratio where the held-out region-score correlation stayed at
-   or above --threshold; the others stay dense.
+2. Each single layer is compressed at the highest ratio where the held-out --metric (region-score correlation,
+   or box precision / recall) stayed at or above --threshold; the others stay dense.
 3. The chosen layers together: data-aware initialisation on real inputs, then distillation end to end.
 4. The dense and the compressed detector are compiled to artifacts and timed, interleaved, on one thread.
 """
@@ -28,11 +28,11 @@ from adntn_compiler import craft as C
 from adntn_compiler.sensitivities import init_from_data, record_inputs
 
 
-def choose(rows: list[dict], threshold: float) -> dict[str, float]:
-    """Layer -> the highest target ratio whose correlation is >= threshold (single layers only)."""
+def choose(rows: list[dict], threshold: float, metric: str = "corr") -> dict[str, float]:
+    """Layer -> the highest target ratio whose `metric` is >= threshold (single layers only)."""
     best: dict[str, float] = {}
     for r in rows:
-        if r["arch"] == "dense" or r.get("unreachable") or "+" in r["layers"] or r["corr"] < threshold:
+        if r["arch"] == "dense" or r.get("unreachable") or "+" in r["layers"] or r[metric] < threshold:
             continue
         best[r["layers"]] = max(best.get(r["layers"], 0), r["target"])
     return best
@@ -44,6 +44,8 @@ def main(argv=None):
     ap.add_argument("--layers", nargs="+", default=["basenet.slice4.34", "basenet.slice4.37", "upconv1.conv.3"])
     ap.add_argument("--ratios", type=float, nargs="+", default=[200, 2000])
     ap.add_argument("--threshold", type=float, default=0.95)
+    ap.add_argument("--metric", default="corr", choices=["corr", "precision", "recall"],
+                    help="what a layer must keep: region-score correlation, or the boxes' precision / recall")
     ap.add_argument("--arch", default="ttn")
     ap.add_argument("--crops", type=int, default=48, help="192x192 calibration / distillation crops")
     ap.add_argument("--epochs", type=int, default=2)
@@ -62,9 +64,9 @@ def main(argv=None):
     else:
         ratios = [int(r) if r == int(r) else r for r in a.ratios]
         rows = adntn.sensitivity(dense, a.layers, ratios, (a.arch,), data, metric, batch_size=2).rows
-    chosen = choose(rows, a.threshold)
+    chosen = choose(rows, a.threshold, a.metric)
     if not chosen:
-        raise SystemExit(f"no layer keeps correlation >= {a.threshold} at any measured ratio; lower --threshold")
+        raise SystemExit(f"no layer keeps {a.metric} >= {a.threshold} at any measured ratio; lower --threshold")
     print("chosen:", ", ".join(f"{k} at {v:,}x" for k, v in chosen.items()))
 
     t = time.perf_counter()
