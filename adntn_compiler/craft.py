@@ -20,22 +20,8 @@ from .errors import ConfigError, ShapeError
 
 # torchvision's vgg16_bn `features` indices of each slice (CRAFT cuts the stack after conv2_2, 3_2, 4_3, 5_3)
 _SLICES = ((0, 12), (12, 19), (19, 29), (29, 39))
-_VGG_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-
-
-def _vgg16_bn_features():
-    from torch import nn
-
-    layers, c = [], 3
-    for v in _VGG_CFG:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(c, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
-            c = v
-    return layers
 
 
 def craft(pretrained: bool = False):
@@ -44,7 +30,9 @@ def craft(pretrained: bool = False):
     import torch.nn.functional as F
     from torch import nn
 
-    feats = _vgg16_bn_features()
+    from .models import vgg16_layers
+
+    feats = vgg16_layers(batch_norm=True, inplace=False)  # in place, the slices' leading ReLUs break autograd
 
     class VGG16BN(nn.Module):
         def __init__(self):

@@ -72,7 +72,8 @@ def alexnet(num_classes: int = 1000):
     return AlexNet()
 
 
-def _vgg(batch_norm: bool, num_classes: int):
+def vgg16_layers(batch_norm: bool, inplace: bool = True) -> list:
+    """torchvision's VGG-16 `features` stack as a list of modules (indices as in its state dict)."""
     from torch import nn
 
     layers, c = [], 3
@@ -80,8 +81,15 @@ def _vgg(batch_norm: bool, num_classes: int):
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
-            layers += [nn.Conv2d(c, v, 3, padding=1), *([nn.BatchNorm2d(v)] if batch_norm else []), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c, v, 3, padding=1), *([nn.BatchNorm2d(v)] if batch_norm else []), nn.ReLU(inplace=inplace)]
             c = v
+    return layers
+
+
+def _vgg(batch_norm: bool, num_classes: int):
+    from torch import nn
+
+    layers = vgg16_layers(batch_norm)
 
     class VGG(nn.Module):
         def __init__(self):

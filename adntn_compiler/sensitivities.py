@@ -159,8 +159,7 @@ def sensitivity(model: torch.nn.Module, layers: Sequence, ratios: Sequence[float
     a sampler data(generator) -> x (augmented crops). metric(model) -> float or {name: float}, evaluated on
     held-out data, also on the dense model (the first row). steps: distillation steps per entry (0: only the
     data-aware initialisation; with tensor data: one epoch over it, or none at 0); loss: "mse" (dense outputs) or
-    "kl" (logits); other keyword arguments go to
-    `adntn.train.distill`."""
+    "kl" (logits); other keyword arguments go to `adntn.train.distill`."""
     from .nn import compress
     from .train import distill
 

@@ -12,6 +12,7 @@ Both train the generator's cores in place (through an ADNTN torch layer) and ret
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -141,8 +142,8 @@ def conv_patches(conv: torch.nn.Conv2d, x: torch.Tensor, n: int | None = None, s
 
 # ---------------------------------------------------------------- end-to-end training: the recipe, distillation
 # One recipe for every model (dense, compressed, baselines): Adam, learning rate warmed up linearly over the first
-# `warmup` fraction of the steps, then cosine-decayed to 0. A constant rate understated every compressed row of the
-# quality table by 3+ points (benchmarks/quality.py reports both).
+# `warmup` fraction of the steps, then cosine-decayed to 0. A constant rate understated the ttn and tt rows of the
+# quality table by up to 2 points (benchmarks/quality.py reports both).
 SCHEDULES = ("cosine", "constant")
 
 
@@ -231,6 +232,8 @@ def _batches(data, batch_size: int, g: torch.Generator, steps: int | None):
 def _loop(model, data, loss_fn, epochs: int, lr: float, batch_size: int, seed: int, core_lr, schedule: str,
           warmup: float, params: str, train_mode: bool, steps: int | None, evaluate, progress: bool,
           desc: str) -> TrainResult:
+    import time
+
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
     if callable(data) and not steps:
@@ -240,47 +243,45 @@ def _loop(model, data, loss_fn, epochs: int, lr: float, batch_size: int, seed: i
     opt = torch.optim.Adam(groups)
     sched = lr_schedule(opt, epochs * per_epoch, schedule, warmup)
     trained = {id(p) for g in groups for p in g["params"]}
-    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in trained]
-    for p in frozen:  # no gradients for what is not trained (backward then stops at the first trained layer)
+    with _frozen([p for p in model.parameters() if p.requires_grad and id(p) not in trained]):
+        g = torch.Generator().manual_seed(seed)
+        res = TrainResult(desc)
+        bar = tqdm(total=epochs * per_epoch, desc=desc, disable=not progress, leave=False)
+        for _ in range(epochs):
+            model.train(train_mode)
+            t, total, count = time.perf_counter(), 0.0, 0
+            for idx, batch in _batches(data, batch_size, g, steps):
+                loss = loss_fn(idx, batch)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                n = len(batch[0])
+                total, count = total + loss.item() * n, count + n
+                res.step_losses.append(loss.item())
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            res.epoch_s.append(time.perf_counter() - t)
+            res.losses.append(total / count)
+            model.eval()
+            if evaluate is not None:
+                with torch.no_grad():
+                    res.metrics.append(float(evaluate(model)))
+        bar.close()
+        model.eval()
+        return res
+
+
+@contextlib.contextmanager
+def _frozen(params: list):
+    """No gradients for what is not trained (backward then stops at the first trained layer); restored after."""
+    for p in params:
         p.requires_grad_(False)
     try:
-        return _epochs(model, data, loss_fn, epochs, opt, sched, batch_size, seed, train_mode, steps, per_epoch,
-                       evaluate, progress, desc)
+        yield
     finally:
-        for p in frozen:
+        for p in params:
             p.requires_grad_(True)
-
-
-def _epochs(model, data, loss_fn, epochs, opt, sched, batch_size, seed, train_mode, steps, per_epoch, evaluate,
-            progress, desc) -> TrainResult:
-    import time
-
-    g = torch.Generator().manual_seed(seed)
-    res = TrainResult(desc)
-    bar = tqdm(total=epochs * per_epoch, desc=desc, disable=not progress, leave=False)
-    for _ in range(epochs):
-        model.train(train_mode)
-        t, total, count = time.perf_counter(), 0.0, 0
-        for idx, batch in _batches(data, batch_size, g, steps):
-            loss = loss_fn(idx, batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            n = len(batch[0])
-            total, count = total + loss.item() * n, count + n
-            res.step_losses.append(loss.item())
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        res.epoch_s.append(time.perf_counter() - t)
-        res.losses.append(total / count)
-        model.eval()
-        if evaluate is not None:
-            with torch.no_grad():
-                res.metrics.append(float(evaluate(model)))
-    bar.close()
-    model.eval()
-    return res
 
 
 def _as_tuple(data) -> tuple:

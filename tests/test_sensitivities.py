@@ -37,7 +37,7 @@ def test_sensitivity_table_shape_metric_and_plot(tmp_path):
         assert -1 <= r["corr"] <= 1 and r["seconds"] > 0
     group = next(r for r in done if r["layers"] == "3+7" and r["target"] == 4 and r["arch"] == "ttn")
     assert group["dense_params"] == 16 * 32 * 9 + 64 * 128
-    assert {k: v for k, v in model.state_dict().items()}.keys() == before.keys()
+    assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # the model is not changed
     assert "3+7" in res.table() and "not reachable" in res.table()
     assert set(res.keep("corr", -1.0, ratio=4)) == {"3", "7", "3+7"}
