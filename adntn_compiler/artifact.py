@@ -336,12 +336,55 @@ def read_manifest(path: str | os.PathLike) -> tuple[dict, bytes, zipfile.ZipFile
         raise SerializationError(f"{path}: manifest field {where}: {e.message[:200]}") from None
     from .memory import available_bytes, fmt_bytes
 
-    limits = {TENSORS: available_bytes() // 2, LIB: LIBRARY_MAX}
+    try:
+        _check_interface(m)
+        limits = {TENSORS: min(available_bytes() // 2, tensor_bytes_bound(m)), LIB: library_bytes_bound(m)}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        z.close()
+        raise SerializationError(f"{path}: the manifest's programs are malformed ({e})") from None
     for n, limit in limits.items():
         if sizes[n] > limit:
-            raise SerializationError(f"{path}: {n} declares {fmt_bytes(sizes[n])}, more than the limit "
-                                     f"{fmt_bytes(limit)}")
+            z.close()
+            raise SerializationError(f"{path}: {n} declares {fmt_bytes(sizes[n])}, more than the "
+                                     f"{fmt_bytes(limit)} the manifest's programs and graphs can need")
     return m, mbytes, z
+
+
+def _check_interface(m: dict) -> None:
+    """The load program takes nothing; the call program takes `x` of the input shape and gives `y` of the output
+    shape (what `Executable.__call__` feeds and reads)."""
+    load, call = m["programs"]["load"], m["programs"]["call"]
+    if load.get("inputs"):
+        raise ValueError(f"the 'load' program takes no inputs, got {[n for n, *_ in load['inputs']]}")
+    want = {"inputs": [["x", m["input_shape"]]], "outputs": [["y", m["output_shape"]]]}
+    for k, w in want.items():
+        got = [[v[0], v[2]] for v in call.get(k, []) if isinstance(v, list) and len(v) == 3]
+        if got != w or len(call.get(k, [])) != 1:
+            raise ValueError(f"the 'call' program's {k} must be {w} (name, shape), got {call.get(k)!r:.200}")
+
+
+SAFETENSORS_HEADER = 64 << 10  # bytes of a safetensors header beyond its per-tensor entries
+
+
+def tensor_bytes_bound(m: dict) -> int:
+    """The most bytes tensors.safetensors may hold: the float32 tensors the manifest's graphs (their params,
+    constants and load results) and programs (their constants) name, with their shapes, plus a header."""
+    elements: dict[str, int] = {}
+    for g in m["graphs"].values():
+        for nd in g["nodes"]:
+            if nd["op"] in ("param", "const", "output"):
+                name = nd["attrs"]["name"]
+                elements[name] = max(elements.get(name, 0), math.prod(nd["out"]["shape"]))
+    for p in m["programs"].values():
+        for c in p["consts"]:
+            elements[c["tensor"]] = max(elements.get(c["tensor"], 0), math.prod(c["shape"]))
+    return 4 * sum(elements.values()) + SAFETENSORS_HEADER + 256 * len(elements) + 4  # (+ the __empty__ float)
+
+
+def library_bytes_bound(m: dict) -> int:
+    """The most bytes lib.so may hold: a fixed part (runtime, static cudart) plus a generous 1 MiB per kernel."""
+    kernels = {c["kernel"] for p in m["programs"].values() for c in p["calls"]}
+    return min(LIBRARY_MAX, (32 << 20) + (1 << 20) * len(kernels))
 
 
 def check_signature(path, z: zipfile.ZipFile, mbytes: bytes, trusted_keys=(), allow_unsigned: bool = False):

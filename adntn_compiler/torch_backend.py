@@ -47,14 +47,13 @@ class Options:
     cache: bool = True  # the on-disk cache of compiled libraries
     dynamic_batch: bool = True  # serve a symbolic batch by power-of-two buckets
     min_ops: int = 1  # partitions with fewer compute ops (not views) stay with the fallback
+    records: Any = "auto"  # tuning records, as adntn.compile takes them: "auto", a Records, a records file, None
 
     @classmethod
     def parse(cls, options: dict | None) -> "Options":
         options = dict(options or {})
         known = set(cls.__dataclass_fields__)
         bad = sorted(set(options) - known)
-        if "records" in options:  # the tuning issue's records: not built yet, so say so instead of ignoring them
-            raise ConfigError("options['records']: tuning records are not available yet (no `adntn tune`)")
         if bad:
             raise ConfigError(f"unknown torch.compile option(s) {bad} for backend 'adntn'; known: {sorted(known)}")
         o = cls(**options)
@@ -78,6 +77,7 @@ class Report:
     compile_s: float = 0.0
     cache_hits: int = 0
     buckets: list[int] = field(default_factory=list)  # batch sizes compiled (dynamic batch)
+    tuned_layers: int = 0  # ADNTN layers planned from tuning records (options['records'])
 
 
 _REPORTS: list[Report] = []
@@ -356,8 +356,10 @@ def _partition(parent: torch.fx.GraphModule, tensors: list, frozen: list[bool], 
 def _compile_partition(sub, node, value_of: dict, opts: Options, report: Report) -> int:
     """Our programs for one partition: frozen inputs become constants, the others program inputs."""
     from .frontends.export import _Converter, _Param
+    from .backends.tvm.policy import default_policy
     from .frontends.torch_modules import _f32, _ModelBuilder
     from .targets import resolve
+    from .tuning import applied
 
     target = resolve(opts.target)
     binds = []
@@ -367,13 +369,16 @@ def _compile_partition(sub, node, value_of: dict, opts: Options, report: Report)
             binds.append(_Param(f"param.{a.name}", _f32(t)))
         else:
             binds.append(tuple(int(s) for s in a.meta["val"].shape))
-    mb = _ModelBuilder(1, "auto", None, target)
+    tuned = applied(opts.records, target, "auto", None)
+    mb = _ModelBuilder(1, "auto", None, target, tuned.planner if tuned else None)
     conv = _Converter(None, mb)
     outs = conv.run_graph(sub.graph, binds)
     mg = mb.finish_many(outs)
-    key_text = _cache_key(sub, binds, opts, target)
-    lib, hit = _cached_build(key_text, mg, target)
+    policy = tuned.policy(default_policy(target)) if tuned else None
+    key_text = _cache_key(sub, binds, opts, target, tuned.records.to_dict() if tuned else None)
+    lib, hit = _cached_build(key_text, mg, target, policy)
     report.cache_hits += hit
+    report.tuned_layers += len(tuned.used) if tuned else 0
     k = next(_KEYS)
     _PARTITIONS[k] = _Partition(lib, mg.tensors, [v.shape for v in mg.call.outputs])
     return k
@@ -389,7 +394,7 @@ def fingerprint(target) -> dict:
     return dict(device_fingerprint(target), torch=torch.__version__)
 
 
-def _cache_key(sub, binds, opts: Options, target) -> str:
+def _cache_key(sub, binds, opts: Options, target, records: dict | None = None) -> str:
     from .frontends.export import _key
     from .nn import layer_of
 
@@ -398,7 +403,7 @@ def _cache_key(sub, binds, opts: Options, target) -> str:
     layers = [repr(layer_of(n.args[-1]).gen) for n in sub.graph.nodes
               if n.op == "call_function" and _key(n.target).startswith("adntn.")]
     text = json.dumps(dict(graph=sub.code, binds=spec, layers=layers, dtype="float32", fingerprint=fingerprint(target),
-                           settings=dict(target=opts.target)), sort_keys=True, default=str)
+                           settings=dict(target=opts.target, records=records)), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -408,7 +413,7 @@ def cache_dir():
     return home() / "cache" / "torch_compile"
 
 
-def _cached_build(key: str, mg, target) -> tuple[Any, int]:
+def _cached_build(key: str, mg, target, policy=None) -> tuple[Any, int]:
     """The Library for these graphs: from the signed on-disk cache when an entry for `key` exists and checks,
     else built (and stored)."""
     from . import signing
@@ -426,7 +431,7 @@ def _cached_build(key: str, mg, target) -> tuple[Any, int]:
             return load_library(lib_bytes, json.loads(progs), target, mg.tensors), 1
         except Exception as e:  # a damaged, foreign or unsigned entry is rebuilt, never loaded
             log.warning("adntn: ignoring cache entry %s (%s)", path.name, e)
-    lib = get_backend(target.runtime).build({"load": mg.load, "call": mg.call}, target)
+    lib = get_backend(target.runtime).build({"load": mg.load, "call": mg.call}, target, policy)
     lib_bytes, progs = lib.to_bytes(), json.dumps(lib.program_dicts()).encode()
     sig = json.dumps(signing.sign(hashlib.sha256(lib_bytes).digest() + progs)).encode()
 

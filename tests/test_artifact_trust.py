@@ -216,3 +216,69 @@ def test_complex_and_string_inputs_are_refused(saved):
         with pytest.raises(adntn.ConfigError, match="float or integer array"):
             exe(bad)
     np.testing.assert_array_equal(exe(np.ones((2, 96), np.int64)), exe(np.ones((2, 96), np.float32)))
+
+
+def test_model_without_adntn_layers_saves_and_loads(tmp_path):
+    """A dense model's load program has nothing to compute: its artifact loads (it was refused as malformed)."""
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    exe = adntn.compile(model, input_shape=(16,))
+    x = np.random.default_rng(0).standard_normal((1, 16)).astype(np.float32)
+    np.testing.assert_array_equal(adntn.load(exe.save(tmp_path / "dense.adntn"))(x), exe(x))
+
+
+@pytest.mark.parametrize("edit, msg", [
+    (lambda m: m["programs"]["call"]["outputs"][0].__setitem__(0, ""), "non-empty and distinct|outputs must be"),
+    (lambda m: m["programs"]["call"]["outputs"][0].__setitem__(0, "z"), "outputs must be"),
+    (lambda m: m["programs"]["call"]["inputs"][0].__setitem__(0, "q"), "inputs must be"),
+    (lambda m: m["programs"]["call"]["outputs"][0].__setitem__(2, [1, 1]), "outputs must be"),
+    (lambda m: m["programs"]["load"]["inputs"].append(["x", "in0", [2, 96]]), "takes no inputs"),
+])
+def test_program_names_are_checked_at_load(saved, tmp_path, edit, msg):
+    """The fuzzer's finding: a call program whose output is named '' loaded and failed at the first call."""
+    with pytest.raises(SerializationError, match=msg):
+        adntn.load(_trusted_edit(saved, tmp_path, "n.adntn", edit))
+    with pytest.raises(SerializationError, match=msg):
+        artifact.inspect(_trusted_edit(saved, tmp_path, "n.adntn", edit))
+
+
+BOMB = '''
+import hashlib, json, resource, sys, zipfile, zlib
+from adntn_compiler import artifact
+from adntn_compiler.errors import SerializationError
+src, dst = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(src) as z:
+    ms = {n: z.read(n) for n in z.namelist()}
+size, block, h = 512 << 20, bytes(1 << 20), hashlib.sha256()
+for _ in range(size >> 20):
+    h.update(block)
+m = json.loads(ms[artifact.MANIFEST])
+m["files"][artifact.TENSORS] = h.hexdigest()  # checksums consistent: only the size gives it away
+m["manifest_sha256"] = artifact._manifest_digest(m)
+with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr(artifact.MANIFEST, json.dumps(m))
+    with z.open(artifact.TENSORS, "w", force_zip64=True) as f:
+        for _ in range(size >> 20):
+            f.write(block)
+    z.writestr(artifact.LIB, ms[artifact.LIB])
+import adntn_compiler as adntn
+adntn.load(src)  # everything a load imports, imported: what follows is the bomb's own cost
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    adntn.load(dst, allow_unsigned=True)
+    print("LOADED")
+except SerializationError as e:
+    print("REFUSED", e)
+print("BASE_MB", base // 1024, "RSS_MB", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
+'''
+
+
+def test_tensor_bomb_is_refused_before_inflating(saved, tmp_path):
+    """An unsigned artifact whose tensors inflate to 512 MiB of zeros (the manifest's shapes need ~50 KB): refused
+    from the zip directory, whatever the signature says, with under 50 MB more resident memory than a load."""
+    out = subprocess.run([sys.executable, "-c", BOMB, str(saved[1]), str(tmp_path / "bomb.adntn")],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert "REFUSED" in out.stdout and "tensors.safetensors declares" in out.stdout, out.stdout + out.stderr[-2000:]
+    rss = int(out.stdout.split("RSS_MB")[1])
+    assert rss < 50, f"resident memory grew by {rss} MB"
+    assert (tmp_path / "bomb.adntn").stat().st_size < 4 << 20

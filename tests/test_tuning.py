@@ -211,3 +211,27 @@ def test_compress_prefer_speed_picks_the_fastest_measured_configuration():
             adntn.compress(torch.nn.Sequential(torch.nn.Linear(64, 32)), {"0": spec})
     with pytest.raises(ConfigError, match="Linear layer"):
         adntn.compress(torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3)), {"0": dict(ratio=4, prefer="speed")})
+
+
+def test_torch_compile_uses_records(tmp_path):
+    """options={"records": ...} was refused ("no `adntn tune`"); it now plans the layers from the records (a
+    Records or a file), and the records are part of the cache key (no hit on an untuned entry)."""
+    import torch
+
+    from adntn_compiler.torch_backend import last_report
+
+    gen, rows = adntn.ttn((64, 128), rank=3, seed=7), 4
+    recs = tune(gen, batch_size=rows, budget_s=2.0, progress=False, save=False)
+    f = tmp_path / "records.json"
+    f.write_text(json.dumps(recs.to_dict()))
+    layer = adntn.ADNTNLinear(gen)
+    x = torch.randn(rows, 128)
+    with torch.no_grad():
+        want = layer(x)
+        for records, tuned in ((None, 0), (recs, 1), (str(f), 1)):
+            torch._dynamo.reset()
+            y = torch.compile(layer, backend="adntn", dynamic=False,
+                              options={"records": records, "fallback": "eager", "strict": True})(x)
+            rep = last_report()
+            assert rep.tuned_layers == tuned and rep.partitions == 1
+            torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-5)

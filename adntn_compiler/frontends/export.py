@@ -490,11 +490,48 @@ def _act(fn: str) -> Callable:
         if fn == "leaky_relu":
             from ..activations import LEAKY_SLOPE
 
-            slope = rest[0] if rest else kw.get("negative_slope", 0.01)
+            slope = float(rest[0] if rest else kw.get("negative_slope", 0.01))
             if slope != LEAKY_SLOPE:
-                raise ConfigError(f"leaky_relu slope {slope} is not supported (only {LEAKY_SLOPE})")
+                return _leaky_relu(c, node, x, slope)
         return c.map(fn, x, module_path(node))
     return f
+
+
+def _leaky_relu(c: _Converter, node, x, slope: float):
+    """Any slope: max(x, 0) + slope * min(x, 0) (the activation table holds torch's default slope only)."""
+    if not math.isfinite(slope):
+        raise ConfigError(f"leaky_relu negative_slope {slope} is not finite")
+    path = module_path(node)
+    x = c.value(x, path)
+    pos = c.b.node(Op.BINARY, (x, c.value(0.0, path)), BinaryAttrs("max"), path)
+    neg = c.b.node(Op.BINARY, (x, c.value(0.0, path)), BinaryAttrs("min"), path)
+    neg = c.b.node(Op.BINARY, (neg, c.value(slope, path)), BinaryAttrs("mul"), path)
+    return c.b.node(Op.BINARY, (pos, neg), BinaryAttrs("add"), path)
+
+
+def _pad(c: _Converter, node, x, pad, mode="constant", value=None):
+    """F.pad / constant_pad_nd with zeros (the IR's pad); pairs are given from the last axis backwards."""
+    path = module_path(node)
+    x = c.value(x, path)
+    if mode != "constant" or (value or 0.0) != 0.0:
+        what = f"mode={mode!r}" if mode != "constant" else f"value={value}"
+        raise ConfigError(f"pad with {what} is not supported (only zero padding: mode='constant', value=0)")
+    pad = [int(p) for p in pad]
+    if len(pad) % 2 or len(pad) // 2 > len(x.shape) or min(pad, default=0) < 0:
+        raise ConfigError(f"pad {pad} is not supported for shape {x.shape} (non-negative pairs, one per axis "
+                          f"from the last)")
+    pairs = [(0, 0)] * len(x.shape)
+    for k in range(len(pad) // 2):
+        pairs[len(x.shape) - 1 - k] = (pad[2 * k], pad[2 * k + 1])
+    return c.b.pad(x, pairs, path)
+
+
+def _constant_pad_nd(c: _Converter, node, x, pad, value=0.0):
+    return _pad(c, node, x, pad, "constant", value)
+
+
+def _relu6(c: _Converter, node, x):
+    return _clamp(c, node, x, 0.0, 6.0)
 
 
 def _bin(fn: str, swap: bool = False):
@@ -627,7 +664,8 @@ CONVERTERS: dict[str, Callable] = {
     "aten.dropout": _identity, "aten.dropout_": _identity, "aten.contiguous": _identity, "aten.clone": _identity,
     "aten.alias": _identity, "aten.detach": _identity, "aten.lift_fresh_copy": _identity,
     "aten.clamp": _clamp, "aten.clamp_min": _clamp_min, "aten.clamp_max": _clamp_max, "aten.hardtanh": _hardtanh,
-    "aten.hardtanh_": _hardtanh, "aten.neg": _neg, "aten.expand": _expand, "aten.split": _split,
+    "aten.hardtanh_": _hardtanh, "aten.relu6": _relu6, "aten.relu6_": _relu6, "aten.pad": _pad,
+    "aten.constant_pad_nd": _constant_pad_nd, "aten.leaky_relu_": _act("leaky_relu"), "aten.neg": _neg, "aten.expand": _expand, "aten.split": _split,
     "aten.split_with_sizes": _split_sizes, "aten.chunk": _chunk, "aten.unbind": _unbind, "getitem": _getitem,
     "adntn.linear": _adntn_linear, "adntn.weight": _adntn_weight,
 }

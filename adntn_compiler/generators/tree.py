@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import AdntnError, ConfigError
 from ..ir.builder import Builder
 from ..ir.graph import Value
 from .base import Generator, Labels, Leg, check_rank, level_rank, normalize_shape
@@ -43,9 +43,41 @@ class TTN(Generator):
             raise ConfigError(f"{self.arch}: needs at least 2 legs, layout {layout!r} gives {len(lg.legs)}")
         self.legs = lg
         self.root = self._build_tree()
-        super().__init__(shape, lg, activation, seed, dict(
+        if activation != "identity" and not self._activated():
+            if legs is not None or leg_order is not None or layout == "binary":
+                raise ConfigError(
+                    f"{self.arch}: activation {activation!r} would have no effect: legs {self.legs.dims} give a tree "
+                    f"of depth {self.root.level} (arity {arity}), whose only node is the linear root; pass more "
+                    f"legs, leaf_activation=True or activation='identity'")
+            self._deepen(layout, O, I)
+        super().__init__(shape, self.legs, activation, seed, dict(
             rank=rank, layout=layout, activation=activation, seed=seed, legs=legs, arity=arity,
             leaf_activation=leaf_activation, leg_order=leg_order))
+
+    def _activated(self) -> bool:
+        """Whether any node applies the activation: a leaf (leaf_activation) or an inner node below the root."""
+        return self.leaf_activation or any(c.children for c in self.root.children)
+
+    def _deepen(self, layout: str, O: int, I: int) -> None:
+        """Default legs that give a tree of depth 1 make a nonlinear generator linear: add a leg on each side
+        (the longer side first in the separated layout) until some node below the root is activated."""
+        from .legs import default_legs
+
+        n_o, n_i = (len(self.legs.out_dims), len(self.legs.in_dims))
+        tries = [(n_o + 1, n_i + 1)] if layout == "interleaved" else sorted(
+            [(n_o + 1, n_i), (n_o, n_i + 1), (n_o + 1, n_i + 1)], key=lambda t: (sum(t), -t[0] if O >= I else -t[1]))
+        for t in tries:
+            try:
+                lg = mixer_legs(self.arch, layout, O, I, t) if self.mixers else make_legs(layout, O, I, t)
+            except AdntnError:
+                continue
+            self.legs, self.root = lg, None
+            self.root = self._build_tree()
+            if self._activated():
+                return
+        raise ConfigError(f"{self.arch}: a {O}x{I} weight is too small for a tree with an activated level "
+                          f"(default legs {default_legs(layout, O, I)}); pass leaf_activation=True or "
+                          f"activation='identity'")
 
     # Separated layout: out-legs and in-legs get their own subtrees, joined at the root.
     def _blocks(self) -> list[list[int]]:

@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 import adntn_compiler as adntn
@@ -201,3 +203,64 @@ def test_craft_detector_compiles_and_equals_torch(tmp_path):
         want = model(x).numpy()
     assert y.shape == want.shape == (1, 2, 32, 48) and not res["torch_imported"]
     assert np.abs(y - want).max() <= 1e-4 * np.abs(want).max()
+
+
+class _Functional(nn.Module):
+    """The functional spellings of the activations, pools and pads the frontend supports as modules."""
+
+    def forward(self, x):
+        F = nn.functional
+        x = F.pad(x, (1, 2, 0, 1))  # zero padding, last axis first
+        y = F.relu6(x * 4) + F.relu6(x.clone(), inplace=True) + F.hardtanh(x, -0.5, 2.0) + F.silu(x) + F.gelu(x)
+        y = y + F.leaky_relu(x) + F.leaky_relu(x, 0.2) + F.leaky_relu(x, -0.3) + F.hardswish(x) + F.hardsigmoid(x)
+        y = F.relu(y, inplace=True) + F.sigmoid(x) + F.tanh(x)
+        return torch.cat([F.avg_pool2d(y, 2).flatten(1), F.max_pool2d(y, 3, 1, 1).flatten(1),
+                          F.adaptive_avg_pool2d(y, 1).flatten(1), torch.constant_pad_nd(y, (1, 1)).flatten(1)], 1)
+
+
+def test_functional_spellings_compile_like_their_modules():
+    """F.relu6 was refused (aten.relu6) while nn.ReLU6 compiled; leaky_relu took only torch's default slope."""
+    x = torch.randn(2, 3, 6, 7)
+    exe = adntn.compile(_Functional(), example_inputs=(x,))
+    with torch.no_grad():
+        want = _Functional()(x.clone()).numpy()
+    np.testing.assert_allclose(exe(x.numpy()), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(exe.reference(x.numpy()), want, rtol=1e-5, atol=1e-5)
+
+
+class _Fn(nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, x):
+        return self.f(x)
+
+
+@pytest.mark.parametrize("f, msg", [
+    (lambda x: nn.functional.elu(x), r"aten\.elu\.default .*the op is not supported"),
+    (lambda x: nn.functional.softplus(x), r"aten\.softplus\.default .*the op is not supported"),
+    (lambda x: nn.functional.gelu(x, approximate="tanh"), "only exact GELU"),
+    (lambda x: nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"), "pad with mode='reflect' is not supported"),
+    (lambda x: nn.functional.pad(x, (1, 1), value=2.0), "pad with value=2.0 is not supported"),
+    (lambda x: nn.functional.pad(x, (-1, 1)), r"pad \[-1, 1\] is not supported"),
+    (lambda x: nn.functional.leaky_relu(x, float("nan")), "negative_slope nan is not finite"),
+    (lambda x: nn.functional.adaptive_max_pool2d(x, 1), r"aten\.adaptive_max_pool2d\.default .*not supported"),
+])
+def test_unsupported_functional_spellings_are_refused_naming_them(f, msg):
+    with pytest.raises(ConfigError, match=msg):
+        adntn.compile(_Fn(f), example_inputs=(torch.randn(1, 2, 5, 5),))
+
+
+@given(st.floats(-3, 3, allow_nan=False), st.lists(st.integers(0, 3), min_size=2, max_size=6))
+def test_leaky_relu_slopes_and_pads_equal_torch_on_the_reference(slope, pad):
+    """Any slope and zero pads of any axes, through the frontend's graphs on the float64 reference interpreter."""
+    from adntn_compiler.backends.reference import run, with_resident
+    from adntn_compiler.frontends.torch_modules import model_graphs
+
+    pad = pad[: len(pad) // 2 * 2]
+    m = _Fn(lambda x: nn.functional.leaky_relu(nn.functional.pad(x, pad), slope))
+    x = torch.randn(2, 3, 4, 5)
+    mg = model_graphs(m, 2, example_inputs=(x,))
+    got = run(mg.call, [x.double().numpy()], with_resident(mg.load if mg.load.nodes else None, mg.tensors))[0]
+    np.testing.assert_allclose(got, m(x.double()).numpy(), rtol=1e-6, atol=1e-6)  # (the slope is a float32 constant)

@@ -87,7 +87,7 @@ def test_reference_layers_span_2000x_to_77000x(arch):
 def test_factor_pads_awkward_dimensions():
     assert factor(25088, 3) == (32, 28, 28)
     assert math.prod(factor(1009, 3)) >= 1009  # a prime is padded
-    gen = adntn.ttn((1009, 64), rank=2, legs=2)
+    gen = adntn.ttn((1009, 64), rank=2, legs=3)  # (legs=2 would be a linear depth-1 tree: refused)
     assert gen.padding_overhead > 1.0
     assert adntn.materialize(gen).shape == (1009, 64)
 
@@ -177,3 +177,17 @@ def test_fixed_schedule_that_does_not_fit_points_to_auto():
     with pytest.raises(adntn.MemoryEstimateError, match="materialize schedule .* does not fit.*'auto' fits with"):
         adntn.plan(gen, 1, "materialize", memory_budget="1MiB")
     assert adntn.plan(gen, 1, memory_budget="1MiB").schedule != "materialize"
+
+
+def test_default_legs_give_the_activation_a_level_to_act_on():
+    """ttn((96, 160)) had two legs by default: a depth-1 tree whose only node is the linear root, so tanh and
+    identity gave the same weight. Defaults now deepen the tree; an explicit such configuration is refused."""
+    for shape, layout in [((96, 160), "interleaved"), ((16, 24), "separated"), ((8, 12), "interleaved")]:
+        tanh = adntn.ttn(shape, rank=3, layout=layout, activation="tanh", seed=1)
+        ident = adntn.ttn(shape, rank=3, layout=layout, activation="identity", seed=1)
+        assert tanh.root.level >= 2
+        assert not np.allclose(adntn.materialize(tanh), adntn.materialize(ident))
+    with pytest.raises(ConfigError, match="activation 'tanh' would have no effect.*depth 1"):
+        adntn.ttn((96, 160), rank=3, legs=2, activation="tanh")
+    adntn.ttn((96, 160), rank=3, legs=2, activation="tanh", leaf_activation=True)  # the leaves are activated
+    adntn.ttn((96, 160), rank=3, legs=2, activation="identity")  # a linear tree, as asked

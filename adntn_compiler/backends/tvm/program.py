@@ -69,6 +69,10 @@ class Program:
                 raise ValueError(f"{where}: shape {tuple(shape)} does not fit buffer {buf!r} of "
                                  f"{self.buffers[buf]:,} elements")
 
+        for what, named in (("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [n for n, _, _ in named]
+            if "" in names or len(set(names)) != len(names):
+                raise ValueError(f"{what}: names {names} must be non-empty and distinct")
         written = set()
         for k, (name, buf, shape) in enumerate(self.inputs):
             fits(f"inputs/{k} ({name})", buf, shape)
@@ -200,7 +204,7 @@ PROGRAM_SCHEMA = {
             "properties": {"kernel": {"type": "string"}, "args": {"type": "array", "minItems": 1, "items": {
                 "type": "array", "prefixItems": [{"type": "string"}, _SHAPE], "minItems": 2, "maxItems": 2}}}}},
         "inputs": {"type": "array", "items": _NAMED},
-        "outputs": {"type": "array", "items": _NAMED, "minItems": 1},
+        "outputs": {"type": "array", "items": _NAMED},  # a load program of a model without ADNTN layers has none
         "consts": {"type": "array", "items": {
             "type": "object", "required": ["buffer", "tensor", "shape", "perm", "pack"], "additionalProperties": False,
             "properties": {"buffer": {"type": "string"}, "tensor": {"type": "string"}, "shape": _SHAPE,
