@@ -237,9 +237,11 @@ def inspect(path: str | os.PathLike) -> dict:
     with z:
         signer, trusted = None, False
         if SIGNATURE in z.namelist():
+            from . import jsonio
+
             try:
-                signer = signing.verify(mbytes, json.loads(_read(z, path, SIGNATURE)), None)
-            except (SerializationError, json.JSONDecodeError, UnicodeDecodeError) as e:
+                signer = signing.verify(mbytes, jsonio.loads(_read(z, path, SIGNATURE), "signature.json", 4096), None)
+            except SerializationError as e:
                 raise SerializationError(f"{path}: {e}") from None
             trusted = signer in signing.trusted()
         sizes = {i.filename: i.file_size for i in z.infolist()}
@@ -316,11 +318,15 @@ def read_manifest(path: str | os.PathLike) -> tuple[dict, bytes, zipfile.ZipFile
         z.close()
         raise SerializationError(f"{path}: manifest.json declares {sizes[MANIFEST]:,} bytes (limit {MANIFEST_MAX:,})")
     mbytes = _read(z, path, MANIFEST)
+    from . import jsonio
+
     try:
-        m = json.loads(mbytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SerializationError(f"{path}: manifest.json is not valid JSON ({e})") from None
+        m = jsonio.loads(mbytes, "manifest.json", MANIFEST_MAX, kind=None)
+    except SerializationError as e:
+        z.close()
+        raise SerializationError(f"{path}: {e}") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
+        z.close()
         raise SerializationError(f"{path}: not an adntn artifact (format {m.get('format') if isinstance(m, dict) else m!r})")
     if m.get("version") != VERSION:
         raise SerializationError(f"{path}: artifact format version {m.get('version')!r} is not supported by this "
@@ -390,27 +396,34 @@ def library_bytes_bound(m: dict) -> int:
 def check_signature(path, z: zipfile.ZipFile, mbytes: bytes, trusted_keys=(), allow_unsigned: bool = False):
     """The signer's public key (hex), or None for an unsigned artifact. `allow_unsigned` lets an unsigned or
     untrusted-signed artifact through with a warning; a signature that does not match is refused always."""
+    sig = _read(z, path, SIGNATURE) if SIGNATURE in z.namelist() else None
+    return check_signature_record(path, mbytes, sig, trusted_keys, allow_unsigned)
+
+
+def check_signature_record(path, mbytes: bytes, sig: bytes | None, trusted_keys=(), allow_unsigned: bool = False,
+                           what: str = "artifact"):
+    """The signer of manifest bytes `mbytes` given the signature file's bytes (None: unsigned), for any container
+    (an artifact, a C bundle): a trusted key's, else refused unless `allow_unsigned` (which warns)."""
     import warnings
 
-    from . import signing
+    from . import jsonio, signing
 
-    if SIGNATURE not in z.namelist():
+    if sig is None:
         if not allow_unsigned:
-            raise SerializationError(f"{path}: the artifact is not signed, so nothing vouches for its native code; "
-                                     f"pass allow_unsigned=True only for an artifact you trust")
-        warnings.warn(f"{path}: loading an unsigned artifact (allow_unsigned=True)", stacklevel=3)
+            raise SerializationError(f"{path}: the {what} is not signed, so nothing vouches for its native code; "
+                                     f"pass allow_unsigned=True only for {'an' if what[0] in 'aeiou' else 'a'} "
+                                     f"{what} you trust")
+        warnings.warn(f"{path}: loading an unsigned {what} (allow_unsigned=True)", stacklevel=4)
         return None
     try:
-        record = json.loads(_read(z, path, SIGNATURE))
+        record = jsonio.loads(sig, "signature.json", 4096)
         pub = signing.verify(mbytes, record, None)  # valid at all?
         if pub not in signing.trusted(trusted_keys):
             if not allow_unsigned:
                 signing.verify(mbytes, record, signing.trusted(trusted_keys))  # raises, naming the key
-            warnings.warn(f"{path}: loading an artifact signed by untrusted key {signing.fingerprint(pub)} "
-                          f"(allow_unsigned=True)", stacklevel=3)
+            warnings.warn(f"{path}: loading {'an' if what[0] in 'aeiou' else 'a'} {what} signed by untrusted key "
+                          f"{signing.fingerprint(pub)} (allow_unsigned=True)", stacklevel=4)
         return pub
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SerializationError(f"{path}: signature.json is not valid JSON ({e})") from None
     except SerializationError as e:
         raise SerializationError(f"{path}: {e}") from None
 

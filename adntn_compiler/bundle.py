@@ -12,9 +12,14 @@ qemu.
       Makefile          `make` -> libadntn_model.a with the target's cross compiler; `make adntn_run` -> the
                         qemu test harness (harness/)
 
+      signature.json    Ed25519 signature of manifest.json's bytes (as for artifacts: signing.py)
+
 `compile(model, target="cortex-m7")` returns a `Bundle`: `save` it (a folder, or a .zip), call it on a numpy array
-(built and run under the target's emulator), `size()` for flash and RAM of the linked code. Nothing in a bundle
-read back from disk is used before its checksum matches the manifest.
+(built and run under the target's emulator), `size()` for flash and RAM of the linked code. A bundle read back
+from disk is checked before anything in it is read whole, written, built or run: the sizes in the zip directory
+or folder against the manifest's, the signature (by a trusted key, unless allow_unsigned), every file's sha256,
+and the header's sizes and the Makefile's flags against the manifest's shapes and target. Building and emulating
+run in a sandbox (sandbox.py) under the caller's timeout.
 """
 from __future__ import annotations
 
@@ -24,9 +29,11 @@ import math
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -34,14 +41,19 @@ from typing import Callable
 
 import numpy as np
 
+from . import jsonio, sandbox
 from .artifact import CompiledModel, write_atomic
 from .errors import ConfigError, MemoryEstimateError, SerializationError
 from .memory import fmt_bytes, parse_bytes
 from .targets import Target
 
-FORMAT, VERSION = "adntn-c-bundle", 1
-MANIFEST = "manifest.json"
-MAX_FILE = 256 << 20  # bytes per bundle file read back
+FORMAT, VERSION = "adntn-c-bundle", 2  # 2: signed, with every file's size
+MANIFEST, SIGNATURE = "manifest.json", "signature.json"
+MANIFEST_MAX, SIGNATURE_MAX = 8 << 20, 4096
+MAX_FILE = 96 << 20  # bytes of one bundle file read back (the weights' C text at MAX_WEIGHTS is ~60 MiB)
+MAX_TOTAL = 160 << 20  # bytes of all of them
+MAX_ELEMENTS = 1 << 26  # floats of a bundle's input or output (256 MiB): more is no microcontroller's
+BUILD_OUTPUTS = {"adntn_model.o", "adntn_weights.o", "libadntn_model.a", "adntn_run", "input.bin", "output.bin"}
 MAX_WEIGHTS = 16 << 20  # bytes of weights a bundle writes as C arrays (hex text is ~3.5x that)
 ICOUNT_SHIFT = 5  # qemu -icount: 2**5 ns of virtual time per instruction
 MPS2_TIMER_HZ = 25_000_000  # the MPS2 boards' peripheral clock (CMSDK APB timer 0)
@@ -224,6 +236,14 @@ clean:
 """
 
 
+def _harness_files(target: Target) -> dict[str, bytes]:
+    """The test harness (and a Cortex-M board's start-up and linker script) a bundle for `target` carries."""
+    names = {"harness/harness.c": "harness.c"}
+    if target.device == "microcontroller":
+        names |= {"harness/cortex_m_startup.c": "cortex_m_startup.c", "harness/mps2.ld": "mps2.ld"}
+    return {k: (_BOARDS_DIR / v).read_bytes() for k, v in names.items()}
+
+
 def _emit(prog, consts, kernels: bytes, target: Target, manifest: dict) -> dict[str, bytes]:
     import tvm_ffi
 
@@ -238,12 +258,8 @@ def _emit(prog, consts, kernels: bytes, target: Target, manifest: dict) -> dict[
         emit_c.SOURCE: emit_c.model_source(prog, consts, m["workspace_bytes"]),
         emit_c.WEIGHTS: emit_c.weights_source(consts),
         "Makefile": _makefile(target, b),
-        "harness/harness.c": (_BOARDS_DIR / "harness.c").read_text(),
     }
-    if target.device == "microcontroller":
-        files["harness/cortex_m_startup.c"] = (_BOARDS_DIR / "cortex_m_startup.c").read_text()
-        files["harness/mps2.ld"] = (_BOARDS_DIR / "mps2.ld").read_text()
-    out = {k: v.encode() for k, v in files.items()}
+    out = {k: v.encode() for k, v in files.items()} | _harness_files(target)
     out["kernels.o"] = kernels
     for h in ("dlpack/dlpack.h", "tvm/ffi/c_api.h"):
         out[f"include/{h}"] = (inc / h).read_bytes()
@@ -257,20 +273,23 @@ class Bundle(CompiledModel):
 
     def __init__(self, files: dict[str, bytes], manifest: dict, graphs=None):
         self.files, self.graphs = dict(files), graphs
-        self.manifest = dict(manifest, files={k: _sha256(v) for k, v in sorted(files.items())})
+        self.manifest = dict(manifest, files={k: _sha256(v) for k, v in sorted(files.items())},
+                             sizes={k: len(v) for k, v in sorted(files.items())})
         self.target = Target.from_dict(self.manifest["target"])
         self._build_dir: tempfile.TemporaryDirectory | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ on disk
-    def save(self, path: str | os.PathLike) -> Path:
-        """A folder, or a .zip when `path` ends in .zip; written to a temporary name and renamed into place, so a
-        partial bundle never appears under `path`. An existing bundle folder there is replaced."""
+    def save(self, path: str | os.PathLike, signing_key=None) -> Path:
+        """A folder, or a .zip when `path` ends in .zip, signed with `signing_key` (an Ed25519 private key or a key
+        file; default: this user's key); written to a temporary name and renamed into place, so a partial bundle
+        never appears under `path`. An existing bundle folder there is replaced."""
         path = Path(path)
+        files = self._all_files(signing_key)
         if path.suffix == ".zip":
             def write(tmp: str) -> None:
                 with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-                    for name, data in self._all_files().items():
+                    for name, data in files.items():
                         z.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data)
             return write_atomic(path, write)
         if path.exists() and not (path / MANIFEST).is_file():
@@ -278,7 +297,7 @@ class Bundle(CompiledModel):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            _write_tree(tmp, self._all_files())
+            _write_tree(tmp, files)
             if path.exists():
                 shutil.rmtree(path)
             os.replace(tmp, path)
@@ -287,54 +306,49 @@ class Bundle(CompiledModel):
             raise
         return path
 
-    def _all_files(self) -> dict[str, bytes]:
-        return {**self.files, MANIFEST: json.dumps(self.manifest, indent=1).encode()}
+    def _all_files(self, signing_key=None) -> dict[str, bytes]:
+        from . import signing
+
+        key = signing.load_private(signing_key) if isinstance(signing_key, (str, os.PathLike)) else signing_key
+        mbytes = json.dumps(self.manifest, indent=1).encode()
+        return {**self.files, MANIFEST: mbytes, SIGNATURE: json.dumps(signing.sign(mbytes, key)).encode()}
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Bundle":
-        """A bundle folder or .zip, checked: the manifest's format, version and fields, then every file against
-        its sha256 (and no file the manifest does not list, except build outputs)."""
+    def load(cls, path: str | os.PathLike, trusted_keys=(), allow_unsigned: bool = False) -> "Bundle":
+        """A bundle folder or .zip, checked before any file is read whole: the sizes of its files (zip directory
+        or folder) against the manifest's and the limits, the signature (a trusted key's, unless `allow_unsigned`,
+        which warns; a signature that does not match is refused always), the manifest's fields, then every file
+        against its sha256, and the header and Makefile against the manifest's shapes and target."""
+        from .artifact import check_signature_record
+
         path = Path(path)
-        if not path.exists():
-            raise SerializationError(f"{path}: no such bundle")
-        if path.is_dir():
-            raw = {}
-            for f in sorted(path.rglob("*")):
-                if f.is_file() and not f.is_symlink():
-                    raw[f.relative_to(path).as_posix()] = f
-            read = lambda name: _read_limited(raw[name].open("rb"), path, name)  # noqa: E731
-            names = set(raw)
-        else:
-            try:
-                z = zipfile.ZipFile(path)
-            except (zipfile.BadZipFile, OSError) as e:
-                raise SerializationError(f"{path}: not a bundle folder or zip ({e})") from None
-            names = {i.filename for i in z.infolist() if not i.is_dir()}
-            read = lambda name: _read_limited(z.open(name), path, name)  # noqa: E731
-        if MANIFEST not in names:
-            raise SerializationError(f"{path}: no {MANIFEST}; not an adntn C bundle")
-        try:
-            m = json.loads(read(MANIFEST))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SerializationError(f"{path}: {MANIFEST} is not valid JSON ({e})") from None
-        _check_manifest(m, path)
-        files = {}
-        for name, digest in m["files"].items():
-            if name not in names:
-                raise SerializationError(f"{path}: the bundle lacks {name}")
-            data = read(name)
-            if _sha256(data) != digest:
-                raise SerializationError(f"{path}: checksum mismatch for {name} (the file was modified or damaged)")
-            files[name] = data
-        built = {"adntn_model.o", "adntn_weights.o", "libadntn_model.a", "adntn_run", "input.bin", "output.bin"}
-        extra = sorted(names - set(files) - {MANIFEST} - built)
-        if extra:
-            raise SerializationError(f"{path}: files the manifest does not list: {', '.join(extra[:5])}")
-        return cls(files, {k: v for k, v in m.items() if k != "files"})
+        with _BundleFiles(path) as src:
+            mbytes = src.read(MANIFEST, MANIFEST_MAX)
+            m = jsonio.loads(mbytes, f"{path}: {MANIFEST}")
+            _check_manifest(m, path)  # (what it is, before who vouches for it: the clearer refusal first)
+            sig = src.read(SIGNATURE, SIGNATURE_MAX) if SIGNATURE in src.sizes else None
+            check_signature_record(path, mbytes, sig, trusted_keys, allow_unsigned, what="bundle")
+            extra = sorted(set(src.sizes) - set(m["files"]) - {MANIFEST, SIGNATURE} - BUILD_OUTPUTS)
+            if extra:
+                raise SerializationError(f"{path}: files the manifest does not list: {', '.join(extra[:5])}")
+            for name, n in m["sizes"].items():
+                if name not in src.sizes:
+                    raise SerializationError(f"{path}: the bundle lacks {name}")
+                if src.sizes[name] != n:
+                    raise SerializationError(f"{path}: {name} holds {src.sizes[name]:,} bytes; the manifest says {n:,}")
+            files = {}
+            for name, digest in m["files"].items():
+                data = src.read(name, m["sizes"][name])
+                if _sha256(data) != digest:
+                    raise SerializationError(f"{path}: checksum mismatch for {name} (the file was modified or "
+                                             f"damaged)")
+                files[name] = data
+        _check_built_from(files, m, path)
+        return cls(files, {k: v for k, v in m.items() if k not in ("files", "sizes")})
 
     # ------------------------------------------------------------------ building and running here
-    def _built(self, what: str = "adntn_run") -> Path:
-        """The bundle written to a private folder and built there with its own Makefile (once)."""
+    def _built(self, what: str = "adntn_run", timeout: float = 600.0) -> Path:
+        """The bundle written to a private folder and built there with its own Makefile (once), in the sandbox."""
         b = board(self.target)
         tools = ["make", b.cross + "gcc", b.cross + "size", b.emulator[0]]
         missing = [t for t in tools if shutil.which(t) is None]
@@ -347,10 +361,16 @@ class Bundle(CompiledModel):
             self._build_dir = d
         root = Path(self._build_dir.name)
         if not (root / what).exists():
-            r = subprocess.run(["make", "-s", what], cwd=root, capture_output=True, text=True)
+            r = sandbox.run(["make", "-s", what], root, timeout, f"building the {self.target.name} bundle")
             if r.returncode != 0:
-                raise ConfigError(f"building the {self.target.name} bundle failed:\n{(r.stdout + r.stderr)[-3000:]}")
+                raise ConfigError(f"building the {self.target.name} bundle failed:\n"
+                                  f"{(r.stdout + r.stderr).decode(errors='replace')[-3000:]}")
         return root
+
+    @property
+    def built(self) -> bool:
+        """Whether this bundle was built here already (its sizes can be read without running anything new)."""
+        return self._build_dir is not None and (Path(self._build_dir.name) / "adntn_run").exists()
 
     def _emulate_cmd(self, args: list[str], extra: tuple[str, ...] = ()) -> list[str]:
         b = board(self.target)
@@ -361,17 +381,14 @@ class Bundle(CompiledModel):
         return [*b.emulator, *extra, "./adntn_run", *args]
 
     def _emulate(self, root: Path, args: list[str], timeout: float):
-        try:
-            return subprocess.run(self._emulate_cmd(args), cwd=root, capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise ConfigError(f"the {self.target.name} emulator did not finish within {timeout:.0f} s") from None
+        return sandbox.run(self._emulate_cmd(args), root, timeout, f"the {self.target.name} emulator")
 
     def __call__(self, x: np.ndarray, timeout: float = 600.0) -> np.ndarray:
         """Run the bundle on `x` under the target's emulator (qemu-aarch64, or qemu-system-arm on the MPS2 board
         of the core) and return its output."""
         x = self.checked_input(x)
         with self._lock:
-            root = self._built()
+            root = self._built(timeout=timeout)
             (root / "input.bin").write_bytes(np.ascontiguousarray(x, "<f4").tobytes())
             (root / "output.bin").unlink(missing_ok=True)
             r = self._emulate(root, ["input.bin", "output.bin"], timeout)
@@ -394,15 +411,15 @@ class Bundle(CompiledModel):
         virtual time 32 ns per instruction, and the harness reads the board's 25 MHz timer around the
         inference: 0.8 ticks per instruction, within 0.2 % of the exact count (Thumb IT prefixes are not
         counted) at any size."""
-        self(x)  # builds, writes input.bin, checks the run
+        self(x, timeout=timeout)  # builds, writes input.bin, checks the run
         exact = self.target.device != "microcontroller" if exact is None else exact
         with self._lock:
-            root = self._built()
+            root = self._built(timeout=timeout)
             if exact:
                 counts = [self._count(root, r, timeout) for r in (1, 2)]
                 return counts[1] - counts[0]
             cmd = self._emulate_cmd(["input.bin", "output.bin"], ("-icount", f"shift={ICOUNT_SHIFT}"))
-            r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout)
+            r = sandbox.run(cmd, root, timeout, f"the {self.target.name} emulator (-icount)", text=True)
         ticks = [int(t) for t in re.findall(r"^ticks (\d+)$", r.stdout, re.M)]
         if r.returncode != 0 or len(ticks) != 1:
             raise ConfigError(f"counting instructions with qemu -icount failed (exit status {r.returncode}): "
@@ -413,13 +430,16 @@ class Bundle(CompiledModel):
         b = board(self.target)
         args = ["input.bin", "output.bin", "--repeat", str(repeat)]
         cmd = self._emulate_cmd(args, ("-singlestep", "-d", "nochain,exec", "-D", "/dev/stdout"))
-        n, tail = 0, b""
-        with subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as p:
+        n, tail, deadline = 0, b"", time.monotonic() + timeout
+        with subprocess.Popen(sandbox.command(cmd, root), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as p:
             for chunk in iter(lambda: p.stdout.read(1 << 20), b""):
                 buf = tail + chunk
                 n += buf.count(b"Trace ")
                 tail = buf[-5:]  # (a marker split across chunks is counted once: "Trace " is 6 bytes)
-            p.wait(timeout)
+                if time.monotonic() > deadline:
+                    p.kill()
+                    raise ConfigError(f"counting instructions on {b.emulator[0]} took more than {timeout:g} s")
+            p.wait(max(1.0, deadline - time.monotonic()))
         if p.returncode != 0:
             raise ConfigError(f"counting instructions on {b.emulator[0]} failed (exit status {p.returncode})")
         return n
@@ -428,21 +448,24 @@ class Bundle(CompiledModel):
         """Call adntn_model_run with NULL pointers on the emulator; returns what the harness printed (it exits 0
         only when both calls returned a negative code)."""
         with self._lock:
-            r = self._emulate(self._built(), ["--null"], timeout)
+            r = self._emulate(self._built(timeout=timeout), ["--null"], timeout)
         out = (r.stdout + r.stderr).decode(errors="replace")
         if r.returncode != 0:
             raise ConfigError(f"a NULL call was not refused cleanly (exit status {r.returncode}): {out[-500:]}")
         return out.strip()
 
-    def size(self) -> dict:
+    def size(self, timeout: float = 600.0) -> dict:
         """Flash (text + data) and RAM (data + bss) of the model's own code (libadntn_model.a) and of the linked
-        test program, from the cross toolchain's `size`, next to the estimate the budget was checked against."""
-        root = self._built()
-        tool = board(self.target).cross + "size"
-        model = _berkeley(subprocess.run([tool, "-t", "libadntn_model.a"], cwd=root, capture_output=True,
-                                         text=True, check=True).stdout, total=True)
-        prog = _berkeley(subprocess.run([tool, "adntn_run"], cwd=root, capture_output=True, text=True,
-                                        check=True).stdout)
+        test program, from the cross toolchain's `size`, next to the estimate the budget was checked against.
+        Builds the bundle (in the sandbox) when it was not built yet."""
+        with self._lock:
+            root = self._built(timeout=timeout)
+            tool = board(self.target).cross + "size"
+            runs = [sandbox.run([tool, *args], root, timeout, tool, text=True) for args in (["-t", "libadntn_model.a"],
+                                                                                              ["adntn_run"])]
+        if any(r.returncode for r in runs):
+            raise ConfigError(f"{tool} failed: {(runs[0].stderr + runs[1].stderr)[-500:]}")
+        model, prog = _berkeley(runs[0].stdout, total=True), _berkeley(runs[1].stdout)
         m = self.manifest["memory"]
         return dict(model_flash_bytes=model[0] + model[1], model_ram_bytes=model[1] + model[2],
                     program_flash_bytes=prog[0] + prog[1], program_ram_bytes=prog[1] + prog[2],
@@ -478,32 +501,100 @@ def _write_tree(root: Path, files: dict[str, bytes]) -> None:
         p.write_bytes(data)
 
 
-def _read_limited(f, path, name: str) -> bytes:
-    with f:
-        data = f.read(MAX_FILE + 1)
-    if len(data) > MAX_FILE:
-        raise SerializationError(f"{path}: {name} is larger than {fmt_bytes(MAX_FILE)}")
-    return data
+class _BundleFiles:
+    """A bundle folder or zip opened for checking: every regular file's size from the folder or the zip directory
+    up front; `read(name, limit)` reads one file, refusing more than `limit` bytes (a zip member is inflated only
+    as far as its declared size, itself checked against the limit first)."""
+
+    def __init__(self, path: Path):
+        self.path, self.zip = path, None
+        try:
+            st = path.stat()
+        except OSError:
+            raise SerializationError(f"{path}: no such bundle") from None
+        if path.is_dir():
+            self.sizes = {}
+            for f in sorted(path.rglob("*")):
+                name = f.relative_to(path).as_posix()
+                if f.is_symlink() or not (f.is_file() or f.is_dir()):
+                    raise SerializationError(f"{path}: {name} is a link or special file; a bundle holds regular "
+                                             f"files only")
+                if f.is_file():
+                    self.sizes[name] = f.stat().st_size
+        elif stat.S_ISREG(st.st_mode):
+            try:
+                self.zip = zipfile.ZipFile(path)
+                infos = self.zip.infolist()
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+                raise SerializationError(f"{path}: not a bundle folder or zip ({e})") from None
+            names = [i.filename for i in infos if not i.is_dir()]
+            if len(set(names)) != len(names):
+                raise SerializationError(f"{path}: duplicate members in the zip")
+            self.sizes = {i.filename: i.file_size for i in infos if not i.is_dir()}
+        else:
+            raise SerializationError(f"{path}: not a regular file or folder (a FIFO or device is never read)")
+        if MANIFEST not in self.sizes:
+            raise SerializationError(f"{path}: no {MANIFEST}; not an adntn C bundle")
+        total = sum(n for k, n in self.sizes.items() if k not in BUILD_OUTPUTS)
+        if total > MAX_TOTAL:
+            raise SerializationError(f"{path}: its files hold {fmt_bytes(total)}, more than a bundle may "
+                                     f"({fmt_bytes(MAX_TOTAL)})")
+
+    def read(self, name: str, limit: int) -> bytes:
+        if self.sizes[name] > min(limit, MAX_FILE):
+            raise SerializationError(f"{self.path}: {name} holds {self.sizes[name]:,} bytes, more than "
+                                     f"{min(limit, MAX_FILE):,}")
+        try:
+            f = self.zip.open(name) if self.zip else (self.path / name).open("rb")
+            with f:
+                data = f.read(limit + 1)
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+            raise SerializationError(f"{self.path}: cannot read {name} ({e})") from None
+        if len(data) > limit:
+            raise SerializationError(f"{self.path}: {name} is larger than {limit:,} bytes")
+        return data
+
+    def __enter__(self) -> "_BundleFiles":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.zip:
+            self.zip.close()
 
 
-_MANIFEST_SCHEMA = {
+_INT = {"type": "integer", "minimum": 0}
+_SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1, "maxItems": 16}
+_MANIFEST_SCHEMA = {  # every field the code reads (info, run, size) is typed
     "type": "object",
-    "required": ["format", "version", "target", "input_shape", "output_shape", "memory", "files"],
+    "required": ["format", "version", "target", "batch_size", "schedule", "input_shape", "output_shape", "layers",
+                 "kernels", "calls", "memory", "budget", "files", "sizes"],
     "properties": {
-        "format": {"const": FORMAT}, "version": {"const": VERSION},
-        "input_shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
-        "output_shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
-        "memory": {"type": "object", "required": ["arena_bytes", "workspace_bytes", "ram_bytes", "weight_bytes"]},
-        "files": {"type": "object", "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+        "format": {"const": FORMAT}, "version": {"const": VERSION}, "adntn_version": {"type": "string"},
+        "tvm_version": {"type": "string"}, "target": {"type": "object"}, "batch_size": {"type": "integer", "minimum": 1},
+        "schedule": {"type": "string"}, "input_shape": _SHAPE, "output_shape": _SHAPE,
+        "layers": {"type": "array", "items": {"type": "object", "required": ["kind"],
+                                              "properties": {"kind": {"type": "string"}}}},
+        "kernels": {"type": "array", "items": {"type": "string"}}, "calls": _INT,
+        "memory": {"type": "object", "required": ["arena_bytes", "workspace_bytes", "ram_bytes", "weight_bytes",
+                                                  "unshared_bytes"],
+                   "additionalProperties": _INT},
+        "budget": {"type": "object", "additionalProperties": {"anyOf": [{"type": "null"}, _INT]}},
+        "files": {"type": "object", "minProperties": 1,
+                  "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+        "sizes": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0, "maximum": MAX_FILE}},
     },
 }
+REQUIRED_FILES = ("Makefile", "adntn_model.h", "adntn_model.c", "adntn_weights.c", "kernels.o", "harness/harness.c")
 
 
 def _check_manifest(m, path) -> None:
     import jsonschema
 
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise SerializationError(f"{path}: not an adntn C bundle (format {m.get('format') if isinstance(m, dict) else m!r})")
+    if m.get("format") != FORMAT:
+        raise SerializationError(f"{path}: not an adntn C bundle (format {m.get('format')!r})")
+    if m.get("version") != VERSION:
+        raise SerializationError(f"{path}: C bundle format version {m.get('version')!r} is not supported by this "
+                                 f"adntn-compiler (it reads version {VERSION}); recompile the model")
     try:
         jsonschema.validate(m, _MANIFEST_SCHEMA)
     except jsonschema.ValidationError as e:
@@ -511,12 +602,49 @@ def _check_manifest(m, path) -> None:
         raise SerializationError(f"{path}: manifest field {where}: {e.message[:200]}") from None
     for name in m["files"]:
         p = PurePosixPath(name)
-        if p.is_absolute() or ".." in p.parts or name == MANIFEST:
+        if p.is_absolute() or ".." in p.parts or name in (MANIFEST, SIGNATURE) or name in BUILD_OUTPUTS \
+                or name != p.as_posix():
             raise SerializationError(f"{path}: the manifest lists an unsafe file name {name!r}")
+    if set(m["files"]) != set(m["sizes"]):
+        raise SerializationError(f"{path}: the manifest's files and sizes list different files")
+    missing = [f for f in REQUIRED_FILES if f not in m["files"]]
+    if missing:
+        raise SerializationError(f"{path}: the manifest lists no {', '.join(missing)}; not a whole bundle")
+    for k in ("input_shape", "output_shape"):
+        if math.prod(m[k]) > MAX_ELEMENTS:
+            raise SerializationError(f"{path}: manifest field {k}: {m[k]} is {math.prod(m[k]):,} floats, more than "
+                                     f"a bundle takes ({MAX_ELEMENTS:,})")
+    for k in ("input_shape", "output_shape"):
+        if m[k][0] != m["batch_size"]:
+            raise SerializationError(f"{path}: manifest field {k} {m[k]} does not start with batch_size "
+                                     f"{m['batch_size']}")
     try:
-        Target.from_dict(m["target"])
+        target = Target.from_dict(m["target"])
+        board(target)
     except ConfigError as e:
-        raise SerializationError(f"{path}: {e}") from None
+        raise SerializationError(f"{path}: manifest field target: {e}") from None
+
+
+def _check_built_from(files: dict[str, bytes], m: dict, path) -> None:
+    """The manifest's shapes and target are what the code was built for: the header's sizes and the Makefile's
+    compiler and flags (an edited input_shape would feed the model a longer array; another target a core the
+    code was not compiled for)."""
+    from .backends.tvm import emit_c
+
+    h = files[emit_c.HEADER].decode(errors="replace")
+    for k, macro in (("input_shape", "ADNTN_MODEL_INPUT_SIZE"), ("output_shape", "ADNTN_MODEL_OUTPUT_SIZE")):
+        got = re.search(rf"^#define {macro} (\d+)$", h, re.M)
+        if not got or int(got.group(1)) != math.prod(m[k]):
+            raise SerializationError(f"{path}: manifest field {k} {m[k]} does not match the header's {macro} "
+                                     f"({got.group(1) if got else 'missing'})")
+    target = Target.from_dict(m["target"])
+    if files["Makefile"].decode(errors="replace") != _makefile(target, board(target)):
+        raise SerializationError(f"{path}: the Makefile is not the one adntn writes for target {target.name!r} "
+                                 f"(another target's, or edited)")
+    for name, want in _harness_files(target).items():  # the test harness is this package's, byte for byte
+        if files.get(name) != want:
+            raise SerializationError(f"{path}: {name} is not the test harness this adntn-compiler ships for "
+                                     f"{target.name!r}")
 
 
 def is_bundle(path) -> bool:

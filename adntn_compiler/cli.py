@@ -92,9 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--allow-unsigned", action="store_true", help="load an unsigned or untrusted artifact (warns)")
     c.add_argument("--sign", metavar="KEY", help="sign with this private key (default: yours, made on first use)")
     i = sub.add_parser("info", help="what an artifact or C bundle holds: target, shapes, layers, kernels, memory "
-                                    "(never loads its code; a bundle's sizes come from its cross toolchain)")
+                                    "(never loads or builds its code; --build: a bundle's linked sizes)")
     i.add_argument("artifact")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--build", action="store_true", help="a C bundle: build it (cross toolchain, in a sandbox) to "
+                                                         "report its linked sizes; without it nothing is built")
+    i.add_argument("--trust", action="append", default=[], metavar="KEY.pub", help="also trust this signer's key")
+    i.add_argument("--allow-unsigned", action="store_true", help="a C bundle: read an unsigned or untrusted one")
     k = sub.add_parser("keygen", help="make an Ed25519 signing key pair (signing.key, signing.pub)")
     k.add_argument("--out", help="folder for the pair (default: $ADNTN_HOME, your own key)")
     tr = sub.add_parser("trust", help="trust artifacts signed by this public key (a signing.pub file)")
@@ -253,8 +257,7 @@ def run_cmd(a) -> int:
     if a.no_torch:
         block_torch()
     bundle = is_bundle(a.artifact)
-    exe = Bundle.load(a.artifact) if bundle else load_artifact(a.artifact, trusted_keys=a.trust,
-                                                                allow_unsigned=a.allow_unsigned)
+    exe = (Bundle.load if bundle else load_artifact)(a.artifact, trusted_keys=a.trust, allow_unsigned=a.allow_unsigned)
     if bundle and (a.check or a.repeats):
         raise ConfigError(f"{'--check' if a.check else '--repeats'} does not apply to a C bundle: it carries no "
                           f"reference graphs, and emulated time means nothing (use --instructions)")
@@ -379,13 +382,14 @@ def _bundle_info(a) -> int:
     from .bundle import Bundle
     from .errors import ConfigError
 
-    b = Bundle.load(a.artifact)
+    b = Bundle.load(a.artifact, trusted_keys=a.trust, allow_unsigned=a.allow_unsigned)
     info = b.info()
-    try:
-        info["size"] = b.size()
-    except ConfigError as e:  # no cross toolchain here: the estimate only
-        info["size"] = None
-        info["size_unavailable"] = str(e)
+    info["size"], info["size_unavailable"] = None, "not built; pass --build to build it and read its linked sizes"
+    if a.build:
+        try:
+            info["size"] = b.size()
+        except ConfigError as e:  # no cross toolchain here: the estimate only
+            info["size_unavailable"] = str(e)
     if a.json:
         print(json.dumps(info, indent=1))
         return 0

@@ -19,12 +19,14 @@ Registered through the `torch_dynamo_backends` entry point, so no import is need
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import json
 import logging
 import operator
 import time
+import weakref
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -80,7 +82,7 @@ class Report:
     tuned_layers: int = 0  # ADNTN layers planned from tuning records (options['records'])
 
 
-_REPORTS: list[Report] = []
+_REPORTS: collections.deque[Report] = collections.deque(maxlen=256)  # the latest graphs' (bounded: a long process)
 
 
 def last_report() -> Report | None:
@@ -320,6 +322,7 @@ def _partition(parent: torch.fx.GraphModule, tensors: list, frozen: list[bool], 
     from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
 
     fused = fuse_by_partitions(parent, [list(p.nodes) for p in parts], prefix="adntn_part_")
+    keys = []
     for node in list(fused.graph.nodes):
         if node.op != "call_module" or not node.target.startswith("adntn_part_"):
             continue
@@ -327,6 +330,7 @@ def _partition(parent: torch.fx.GraphModule, tensors: list, frozen: list[bool], 
         ops = [_key(n.target) for n in sub.graph.nodes if n.op == "call_function"]
         try:
             key = _compile_partition(sub, node, value_of, opts, report)
+            keys.append(key)
         except Exception as e:  # never fail the whole graph over one partition: it runs on the fallback
             if opts.strict:
                 raise
@@ -350,6 +354,8 @@ def _partition(parent: torch.fx.GraphModule, tensors: list, frozen: list[bool], 
         delattr(fused, node.target)
     fused.graph.eliminate_dead_code()
     fused.recompile()
+    for k in keys:  # a partition lives as long as the graph that calls it (a rebuild or a reset frees it)
+        weakref.finalize(fused, _PARTITIONS.pop, k, None)
     return fused
 
 

@@ -36,7 +36,7 @@ def _have_nvcc() -> bool:
     return shutil.which("nvcc") is not None
 
 
-QEMU_TOOLS = ("qemu-aarch64", "aarch64-linux-gnu-gcc", "qemu-system-arm", "arm-none-eabi-gcc")
+QEMU_TOOLS = ("qemu-aarch64", "aarch64-linux-gnu-gcc", "qemu-system-arm", "arm-none-eabi-gcc", "bwrap")  # bwrap: the sandbox
 
 
 def pytest_collection_modifyitems(config, items):

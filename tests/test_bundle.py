@@ -32,7 +32,7 @@ def rel_error(y, ref) -> float:
 
 @pytest.fixture(scope="module")
 def small():
-    gen = adntn.ttn((24, 40), rank=3, activation="tanh", seed=0)
+    gen = adntn.ttn((24, 40), rank=3, activation="tanh", seed=0, legs=4)  # (legs=2 would leave tanh no level)
     return adntn.compile(gen, target="cortex-m4", batch_size=2)
 
 
@@ -67,9 +67,12 @@ def test_bundle_holds_the_model_and_its_memory_plan(small, tmp_path):
 
 def test_a_tampered_or_padded_bundle_is_refused(small, tmp_path):
     d = small.save(tmp_path / "b")
-    (d / "adntn_weights.c").write_text((d / "adntn_weights.c").read_text().replace("0x", "-0x", 1))
+    (d / "adntn_weights.c").write_text((d / "adntn_weights.c").read_text().replace(" 0x", "-0x", 1))  # same size
     with pytest.raises(SerializationError, match="checksum mismatch for adntn_weights.c"):
         Bundle.load(d)
+    (d / "adntn_weights.c").write_text((d / "adntn_weights.c").read_text().replace("0x", "-0x", 1))
+    with pytest.raises(SerializationError, match="adntn_weights.c holds .* bytes; the manifest says"):
+        Bundle.load(d)  # (refused from its size, before it is read)
     d = small.save(tmp_path / "c")
     (d / "extra.c").write_text("int evil;")
     with pytest.raises(SerializationError, match="files the manifest does not list: extra.c"):
@@ -248,7 +251,7 @@ def test_cli_compiles_runs_and_sizes_a_bundle(tmp_path):
     assert res["output_shape"] == [1, 10] and res["instructions"] > 1000
     ref = adntn.compile(adntn.load_model(tmp_path / "mlp.adntn-model"), target="cpu", input_shape=(40,))(x)
     assert rel_error(np.load(tmp_path / "y.npy"), ref) < 1e-4
-    r = subprocess.run([*cli, "info", str(out)], capture_output=True, text=True)
+    r = subprocess.run([*cli, "info", str(out), "--build"], capture_output=True, text=True)  # info alone never builds
     assert r.returncode == 0 and "linked (libadntn_model.a): flash" in r.stdout, r.stdout + r.stderr
     r = subprocess.run(["make", "-s", "-C", str(out)], capture_output=True, text=True)  # the bundle's own Makefile
     assert r.returncode == 0 and (out / "libadntn_model.a").is_file(), r.stderr
