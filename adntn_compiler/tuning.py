@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -47,8 +48,7 @@ SCHEMA = {
     "properties": {
         "format": {"const": "adntn-tuning"}, "version": {"const": VERSION}, "fingerprint": {"type": "object"},
         "rates": {"type": ["object", "null"], "required": ["flop_rate", "byte_rate"], "properties": {
-            "flop_rate": {"type": "number", "exclusiveMinimum": 0}, "byte_rate": {"type": "number",
-                                                                                   "exclusiveMinimum": 0}}},
+            "flop_rate": {"type": "number", "minimum": 1}, "byte_rate": {"type": "number", "minimum": 1}}},
         "layers": {"type": "object", "additionalProperties": {
             "type": "object", "required": ["generator", "rows", "choice", "tiles", "default_s", "tuned_s"],
             "properties": {
@@ -60,10 +60,38 @@ SCHEMA = {
                 # [I, J, K, rows, jt, vec, kt, kblock (-1: the policy's)] (+ [ty, tx] on GPUs)
                 "tiles": {"type": "array", "items": {"type": "array", "items": {"type": "integer", "minimum": -1},
                                                      "minItems": 8, "maxItems": 10}},
-                "default_s": {"type": "number", "exclusiveMinimum": 0},
-                "tuned_s": {"type": "number", "exclusiveMinimum": 0}}}},
+                "default_s": {"type": "number", "minimum": 1e-9},  # (1e-320 s made infinite gains)
+                "tuned_s": {"type": "number", "minimum": 1e-9}}}},
     },
 }
+
+
+RECORDS_MAX = 32 << 20  # bytes of a records file (a few KB per tuned layer)
+
+
+def _finite(x, where: str, at: str = "") -> None:
+    """NaN and infinite numbers pass JSON Schema's bounds (NaN > 0 is False, not an error): refuse them."""
+    if isinstance(x, float) and not math.isfinite(x):
+        raise SerializationError(f"{where} are malformed at {at or 'top level'}: {x} is not a finite number")
+    items = x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) else ()
+    for k, v in items:
+        _finite(v, where, f"{at}/{k}" if at else str(k))
+
+
+def read_regular(path, what: str, limit: int) -> bytes:
+    """A regular file's bytes, at most `limit` (a FIFO would block every compile; a folder or device is not
+    data)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what}: {e}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise SerializationError(f"{what}: not a regular file (a folder, FIFO or device is never read)")
+        if st.st_size > limit:
+            raise SerializationError(f"{what}: {st.st_size:,} bytes, more than the limit {limit:,}")
+        return f.read(limit + 1)
 
 
 def records_dir() -> Path:
@@ -95,12 +123,23 @@ def _tiles_to_list(shape: tuple[int, int, int], t) -> list[int]:
     return out + [t.ty, t.tx] if hasattr(t, "ty") else out
 
 
+# What any policy's tile_candidates can produce (rows x jt/vec <= 32 accumulators, vectors of <= 64 lanes, k unroll
+# <= 32, k blocks <= 1024, GPU blocks <= 1024 threads): a record outside them is damaged or hostile (a register tile
+# of 10^7 rows made one compile take 7.5 GB).
+TILE_LIMITS = {"rows": 64, "jt": 2048, "vec": 64, "kt": 64, "kblock": 4096, "ty": 1024, "tx": 1024}
+
+
 def _tiles_from_list(v: list[int]):
     from .backends.tvm.policy import GemmTiles, GPUTiles
 
     I, J, K, rows, jt, vec, kt, kb, *gpu = v
     kw = dict(rows=rows, jt=jt, vec=vec, kt=kt, kblock=None if kb < 0 else kb)
-    if any(x < 1 for x in (rows, jt, vec, kt)) or jt % vec or J % jt or K % kt:
+    named = dict(kw, **dict(zip(("ty", "tx"), gpu)))
+    for k, x in named.items():
+        if x is not None and not (1 if k != "kblock" else 0) <= x <= TILE_LIMITS[k]:
+            raise SerializationError(f"tuning record tiles {v}: {k} = {x} is outside "
+                                     f"{1 if k != 'kblock' else 0}..{TILE_LIMITS[k]}")
+    if jt % vec or J % jt or K % kt or rows > I or (kb > 0 and K % kb) or vec & (vec - 1):
         raise SerializationError(f"tuning record tiles {v} do not fit the GEMM {I}x{J}x{K}")
     return (I, J, K), GPUTiles(**kw, ty=gpu[0], tx=gpu[1]) if gpu else GemmTiles(**kw)
 
@@ -130,6 +169,7 @@ class Records:
         except jsonschema.ValidationError as e:
             at = "/".join(str(p) for p in e.absolute_path) or "top level"
             raise SerializationError(f"{where} are malformed at {at}: {e.message}") from None
+        _finite(d, where)
         for rec in d["layers"].values():
             for t in rec["tiles"]:
                 _tiles_from_list(t)
@@ -137,15 +177,10 @@ class Records:
 
     @classmethod
     def load(cls, path: "str | os.PathLike") -> "Records":
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise ConfigError(f"cannot read tuning records {path}: {e}") from None
-        try:
-            d = json.loads(text)
-        except ValueError as e:
-            raise SerializationError(f"tuning records {path} are not JSON ({e})") from None
-        return cls.from_dict(d, f"tuning records {path}")
+        from . import jsonio
+
+        data = read_regular(path, f"tuning records {path}", RECORDS_MAX)
+        return cls.from_dict(jsonio.loads(data, f"tuning records {path}", RECORDS_MAX), f"tuning records {path}")
 
     @classmethod
     def for_device(cls, target: "str | Target") -> "Records":
@@ -208,10 +243,16 @@ class Applied:
         return plan(gen, rows, self.schedule, self.memory_budget, target=self.target, rates=rates), {}
 
     def policy(self, base):
+        """`base` with the records' tiles, each only when this policy could have proposed it (its lanes, its
+        register budget): others are noted and left out."""
         tiles = dict(base.tiles)
         for rec in self.used.values():
             for v in rec["tiles"]:
                 shape, t = _tiles_from_list(v)
+                if t not in base.tile_candidates(*shape):
+                    self.notes.append(f"tuning record tiles {v} are not among what this target's policy proposes "
+                                      f"for a {'x'.join(map(str, shape))} GEMM; not used")
+                    continue
                 tiles.setdefault(shape, t)
         return replace(base, tiles=tiles)
 

@@ -235,3 +235,91 @@ def test_torch_compile_uses_records(tmp_path):
             rep = last_report()
             assert rep.tuned_layers == tuned and rep.partitions == 1
             torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-5)
+
+
+def _tiled_records(gen, rows, tiles) -> Records:
+    """This device's records for `gen` with `tiles` as the winning GEMM tiles (what a damaged or hostile cache
+    holds)."""
+    fp = Records.for_device("cpu").fingerprint
+    rec = dict(generator=repr(gen), rows=rows, choice=dict(schedule="factored", objective="call", tree=0),
+               tiles=tiles, default_s=1.0, tuned_s=0.5)
+    return Records(fp, {workload_key(gen, rows): rec})
+
+
+@pytest.mark.parametrize("rows_tile, msg", [(10**7, "rows = 10000000 is outside 1..64"),
+                                            (10**5, "rows = 100000 is outside 1..64")])
+def test_a_register_tile_outside_the_candidates_is_refused_with_one_line(rows_tile, msg, tmp_path):
+    """_tiles_from_list checked that jt, kt and vec divide, not rows: 10^7 rows aborted the process (bad_alloc)."""
+    gen, rows = adntn.ttn((32, 48), rank=2, seed=1), 2
+    d = _tiled_records(gen, rows, [[2, 32, 48, rows_tile, 16, 8, 1, -1]]).to_dict()
+    with pytest.raises(SerializationError, match=msg):
+        Records.from_dict(d)
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(d))
+    with pytest.raises(SerializationError, match=msg):
+        adntn.compile(gen, batch_size=rows, records=f)  # an explicit file: refused
+    (Records.for_device("cpu").save().write_text(json.dumps(d)))  # planted in the cache: a warning, the defaults
+    with pytest.warns(UserWarning, match=msg):
+        assert "tuning" not in adntn.compile(gen, batch_size=rows).manifest
+
+
+def test_tiles_within_bounds_but_not_this_policys_are_not_used():
+    """A tile the policy would never propose (vec 4 on a 16-lane target, 3 x 8 vectors = 24 accumulators of the
+    wrong width) is left out with a note, whatever the record says."""
+    from adntn_compiler.backends.tvm.lower import gemm_shapes
+    from adntn_compiler.backends.tvm.policy import default_policy
+    from adntn_compiler.frontends.torch_modules import model_graphs
+    from adntn_compiler.tuning import applied
+
+    gen, rows = adntn.ttn((64, 128), rank=3, seed=2), 4
+    target = resolve("cpu")
+    mg = model_graphs(gen, rows, target=target)
+    base = default_policy(target)
+    shape = next(iter(gemm_shapes(mg.call, target, base)))
+    weird = [*shape, 1, 4, 4, 1, -1] if base.lanes != 4 else [*shape, 1, 8, 8, 1, -1]
+    tuned = applied(_tiled_records(gen, rows, [weird]), target, "auto", None)
+    model_graphs(gen, rows, target=target, planner=tuned.planner)
+    pol = tuned.policy(base)
+    assert shape not in pol.tiles or pol.tiles[shape] == base.tiles.get(shape)
+    assert any("not among what this target's policy proposes" in n for n in tuned.notes)
+
+
+@pytest.mark.parametrize("text, msg", [
+    ('{"format": "adntn-tuning", "version": 1, "fingerprint": {}, "rates": {"flop_rate": NaN, "byte_rate": 1e9},'
+     ' "layers": {}}', "NaN is not a finite number"),
+    ('{"format": "adntn-tuning", "version": 1, "fingerprint": {}, "rates": {"flop_rate": 1e999, "byte_rate": 1e9},'
+     ' "layers": {}}', "1e999 is not a finite number"),
+    ("[" * 100000 + "]" * 100000, "nested more than"),
+    ("[1, 2]", "must be an object"),
+])
+def test_records_files_refuse_non_finite_numbers_and_deep_nesting_with_one_line(tmp_path, text, msg):
+    """NaN passed `exclusiveMinimum: 0`; deep nesting gave a raw RecursionError that broke every compile."""
+    f = tmp_path / "r.json"
+    f.write_text(text)
+    with pytest.raises(SerializationError, match=msg):
+        Records.load(f)
+    Records.for_device("cpu").save().write_text(text)
+    with pytest.warns(UserWarning, match=msg):
+        adntn.compile(adntn.ttn((16, 24), rank=2), batch_size=1)  # a damaged cache never stops a compile
+
+
+def test_non_finite_rates_in_a_dict_and_tiny_times_are_refused():
+    d = Records({"cpu": "x"}, {}, {"flop_rate": float("nan"), "byte_rate": 1e9}).to_dict()
+    with pytest.raises(SerializationError, match="rates/flop_rate: nan is not a finite number"):
+        Records.from_dict(d)
+    d = _tiled_records(adntn.ttn((16, 24), rank=2), 1, []).to_dict()
+    next(iter(d["layers"].values()))["tuned_s"] = 1e-320
+    with pytest.raises(SerializationError, match="tuned_s"):
+        Records.from_dict(d)
+
+
+def test_a_fifo_at_the_records_path_never_blocks_a_compile(tmp_path):
+    import os
+
+    path = Records.for_device("cpu").save()
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.warns(UserWarning, match="not a regular file"):
+        adntn.compile(adntn.ttn((16, 24), rank=2), batch_size=1)
+    with pytest.raises(SerializationError, match="not a regular file"):
+        Records.load(path)
