@@ -25,6 +25,7 @@ import itertools
 import json
 import logging
 import operator
+import os
 import time
 import weakref
 import zipfile
@@ -419,37 +420,72 @@ def cache_dir():
     return home() / "cache" / "torch_compile"
 
 
+ENTRY_MEMBERS = ("entry.json", "programs.json", "lib.so", "signature.json")
+ENTRY_SMALL = 8 << 20  # bytes of entry.json, programs.json (a few hundred KB for a whole VGG head) and the signature
+
+
+def _read_entry(path, key: str, target, mg):
+    """The Library of a cache entry, checked before its library is read whole: a regular file, exactly its four
+    members, the signature (by a trusted key) over entry.json + programs.json, entry.json naming this `key` (an
+    entry copied under another key's name is refused) and the library's size and sha256."""
+    from . import jsonio, signing
+    from .backends.tvm import load_library
+    import stat
+
+    if not stat.S_ISREG(os.stat(path).st_mode):  # (stat, not open: opening a FIFO would block)
+        raise ValueError("not a regular file (a folder, FIFO or device is never read)")
+    with zipfile.ZipFile(path) as z:
+        sizes = {i.filename: i.file_size for i in z.infolist()}
+        if sorted(sizes) != sorted(ENTRY_MEMBERS) or len(z.infolist()) != len(ENTRY_MEMBERS):
+            raise ValueError(f"members {sorted(sizes)}, expected {sorted(ENTRY_MEMBERS)}")
+        small = {n: z.read(n) for n in ("entry.json", "programs.json", "signature.json") if sizes[n] <= ENTRY_SMALL}
+        if len(small) != 3:
+            raise ValueError("entry.json, programs.json or signature.json is too large")
+        signing.verify(small["entry.json"] + small["programs.json"], jsonio.loads(small["signature.json"],
+                                                                                  "signature.json"), signing.trusted())
+        entry = jsonio.loads(small["entry.json"], "entry.json")
+        if entry.get("key") != key:
+            raise ValueError(f"the entry was built for key {str(entry.get('key'))[:16]}..., not this graph's "
+                             f"{key[:16]}... (copied under another name)")
+        if sizes["lib.so"] != entry.get("lib_bytes"):
+            raise ValueError(f"lib.so holds {sizes['lib.so']:,} bytes; the entry says {entry.get('lib_bytes')}")
+        lib_bytes = z.read("lib.so")
+    if hashlib.sha256(lib_bytes).hexdigest() != entry.get("lib_sha256"):
+        raise ValueError("lib.so does not match its sha256")
+    return load_library(lib_bytes, jsonio.loads(small["programs.json"], "programs.json"), target, mg.tensors)
+
+
 def _cached_build(key: str, mg, target, policy=None) -> tuple[Any, int]:
     """The Library for these graphs: from the signed on-disk cache when an entry for `key` exists and checks,
-    else built (and stored)."""
+    else built (and stored). A damaged, foreign, unsigned or misplaced entry is rebuilt with a warning, never
+    loaded; a path that cannot hold an entry (a folder, a FIFO) only stops caching, never compiling."""
     from . import signing
     from .artifact import write_atomic
     from .backends import get_backend
-    from .backends.tvm import load_library
+    from .errors import AdntnError
 
     path = cache_dir() / f"{key}.zip"
-    if path.exists():
+    if os.path.lexists(path):
         try:
-            with zipfile.ZipFile(path) as z:
-                lib_bytes, progs = z.read("lib.so"), z.read("programs.json")
-                record = json.loads(z.read("signature.json"))
-            signing.verify(hashlib.sha256(lib_bytes).digest() + progs, record, signing.trusted())
-            return load_library(lib_bytes, json.loads(progs), target, mg.tensors), 1
+            return _read_entry(path, key, target, mg), 1
         except Exception as e:  # a damaged, foreign or unsigned entry is rebuilt, never loaded
-            log.warning("adntn: ignoring cache entry %s (%s)", path.name, e)
+            log.warning("adntn: ignoring cache entry %s (%s)", path.name, str(e).splitlines()[0] if str(e) else e)
     lib = get_backend(target.runtime).build({"load": mg.load, "call": mg.call}, target, policy)
     lib_bytes, progs = lib.to_bytes(), json.dumps(lib.program_dicts()).encode()
-    sig = json.dumps(signing.sign(hashlib.sha256(lib_bytes).digest() + progs)).encode()
+    entry = json.dumps(dict(key=key, lib_sha256=hashlib.sha256(lib_bytes).hexdigest(),
+                            lib_bytes=len(lib_bytes))).encode()
+    sig = json.dumps(signing.sign(entry + progs)).encode()
 
     def write(tmp: str) -> None:
         with zipfile.ZipFile(tmp, "w") as z:
-            z.writestr("lib.so", lib_bytes)
-            z.writestr("programs.json", progs)
-            z.writestr("signature.json", sig)
+            for name, data in zip(ENTRY_MEMBERS, (entry, progs, lib_bytes, sig)):
+                z.writestr(name, data)
 
     try:
+        if path.is_dir() or (os.path.lexists(path) and not path.is_file()):
+            raise ConfigError(f"{path} is not a regular file")
         write_atomic(path, write)
-    except OSError as e:
+    except (OSError, AdntnError) as e:
         log.warning("adntn: could not write the cache entry %s (%s)", path, e)
     return lib, 0
 

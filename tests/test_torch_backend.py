@@ -236,3 +236,120 @@ def test_a_graph_export_cannot_capture_runs_on_the_fallback(monkeypatch):
         close(torch.compile(m, backend="adntn", options={"fallback": "eager"})(x), m(x))
     r = torch_backend.last_report()
     assert r.partitions == 0 and any("injected export failure" in s for s in r.fallback_reasons)
+
+
+SWAP_SCRIPT = r"""
+import json, logging, os, shutil, sys, torch, adntn_compiler as adntn
+from adntn_compiler import torch_backend
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
+torch.manual_seed(0)
+x = torch.randn(2, 16)
+models = {a: torch.nn.Sequential(torch.nn.Linear(16, 8), getattr(torch.nn, a)()).eval() for a in ("Tanh", "ReLU")}
+cache = torch_backend.cache_dir()
+
+
+def run(name):
+    torch._dynamo.reset()
+    with torch.no_grad():
+        y = torch.compile(models[name], backend="adntn", options={"fallback": "eager", "strict": True})(x)
+    return y, torch_backend.last_report()
+
+
+before = set(cache.glob("*.zip")) if cache.exists() else set()
+run("Tanh")
+tanh_entry, = set(cache.glob("*.zip")) - before
+run("ReLU")
+relu_entry, = set(cache.glob("*.zip")) - before - {tanh_entry}
+shutil.copy(tanh_entry, relu_entry)  # the Tanh model's valid entry under the ReLU model's key
+y, r = run("ReLU")
+with torch.no_grad():
+    want = models["ReLU"](x)
+print("RESULT", json.dumps(dict(hits=r.cache_hits, partitions=r.partitions,
+                                err=float((y - want).abs().max()))))
+"""
+
+
+def test_a_cache_entry_copied_under_another_key_is_rebuilt(tmp_path):
+    """The signature covered the library and programs, not the key: a Tanh model's entry under a ReLU model's key
+    was a hit computing Tanh (relative error 0.63). The key is now inside the signed entry."""
+    import json
+    import os
+
+    env = dict(os.environ, ADNTN_HOME=str(tmp_path))
+    r = subprocess.run([sys.executable, "-c", SWAP_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.split("RESULT ")[1])
+    assert res == dict(hits=0, partitions=1, err=pytest.approx(0, abs=1e-5)), r.stdout
+    assert "ignoring cache entry" in r.stdout and "copied under another name" in r.stdout
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_cache_path_that_is_not_a_file_only_stops_caching(tmp_path, monkeypatch, caplog, kind):
+    """A folder at an entry's path turned compilation off for that partition (eager); a FIFO blocked it."""
+    import os
+
+    monkeypatch.setenv("ADNTN_HOME", str(tmp_path))
+    m = nn.Sequential(nn.Linear(12, 6), nn.Sigmoid()).eval()
+    x = torch.randn(3, 12)
+    opts = {"fallback": "eager", "strict": True}
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(m, backend="adntn", options=opts)(x)
+    entry, = torch_backend.cache_dir().glob("*.zip")
+    entry.unlink()
+    os.mkdir(entry) if kind == "folder" else os.mkfifo(entry)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        y = torch.compile(m, backend="adntn", options=opts)(x)
+        close(y, m(x))
+    r = torch_backend.last_report()
+    assert r.partitions == 1 and r.cache_hits == 0 and not r.fallback_ops
+    assert "not a regular file" in caplog.text
+
+
+ENTRY_BOMB = r"""
+import json, sys, zipfile
+from pathlib import Path
+from adntn_compiler import torch_backend
+src, dst, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+if mode == "make":  # the signed entry's small members, lib.so replaced by 512 MiB of zeros (~0.5 MB zipped)
+    with zipfile.ZipFile(src) as z:
+        ms = {n: z.read(n) for n in z.namelist()}
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as z:
+        for n in torch_backend.ENTRY_MEMBERS:
+            if n == "lib.so":
+                with z.open(n, "w", force_zip64=True) as f:
+                    for _ in range(512):
+                        f.write(bytes(1 << 20))
+            else:
+                z.writestr(n, ms[n])
+    sys.exit(0)
+key = json.loads(zipfile.ZipFile(dst).read("entry.json"))["key"]
+
+
+def hwm_mb():
+    return int(next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM")).split()[1]) // 1024
+
+
+base = hwm_mb()  # torch itself is ~250 MB
+try:
+    torch_backend._read_entry(dst, key, None, None)
+    print("LOADED")
+except ValueError as e:
+    print("REFUSED", e)
+print("HWM_MB", hwm_mb() - base)
+"""
+
+
+def test_a_cache_entry_bomb_is_refused_before_its_library_is_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADNTN_HOME", str(tmp_path))
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(nn.Sequential(nn.Linear(12, 6)).eval(), backend="adntn", options={"fallback": "eager"})(
+            torch.randn(3, 12))
+    entry, = torch_backend.cache_dir().glob("*.zip")
+    for mode in ("make", "load"):
+        r = subprocess.run([sys.executable, "-c", ENTRY_BOMB, str(entry), str(tmp_path / "bomb.zip"), mode],
+                           capture_output=True, text=True, timeout=300)
+    assert "REFUSED lib.so holds 536,870,912 bytes" in r.stdout, r.stdout + r.stderr[-2000:]
+    assert int(r.stdout.split("HWM_MB")[1]) < 50  # beyond what importing torch took
