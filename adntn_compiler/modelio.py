@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 from pathlib import Path
 
 from .errors import ConfigError, SerializationError
@@ -165,41 +166,100 @@ def _build(d: dict, path: str, tensors: dict):
     return m
 
 
+def _num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _ints(x, n: int, lo: int) -> bool:
+    return isinstance(x, list) and len(x) == n and all(isinstance(v, int) and not isinstance(v, bool) and
+                                                       lo <= v <= MAX_INT for v in x)
+
+
+MAX_INT = 1 << 24  # features, channels, kernel sizes, strides, paddings
+def _pair(v, lo: int) -> bool:
+    return _ints([v], 1, lo) or _ints(v, 2, lo)
+
+
+_CONV = {"stride": lambda v: _pair(v, 1), "dilation": lambda v: _pair(v, 1),
+         "padding": lambda v: _pair(v, 0) or v in ("valid", "same"), "groups": lambda v: _ints([v], 1, 1)}
+_FIELDS = {  # layer type -> field -> check: every argument a layer is built from, by type and range
+    "Linear": {"in_features": lambda v: _ints([v], 1, 1), "out_features": lambda v: _ints([v], 1, 1),
+               "bias": lambda v: isinstance(v, bool)},
+    "Conv2d": {"in_channels": lambda v: _ints([v], 1, 1), "out_channels": lambda v: _ints([v], 1, 1),
+               "kernel_size": lambda v: _ints(v, 2, 1), "bias": lambda v: isinstance(v, bool), **_CONV},
+    "ADNTNLinear": {"arch": lambda v: isinstance(v, str), "shape": lambda v: _ints(v, len(v), 1) if
+                    isinstance(v, list) else False, "config": lambda v: isinstance(v, dict),
+                    "bias": lambda v: isinstance(v, bool)},
+    "GELU": {"approximate": lambda v: v in ("none", "tanh")},
+    "LeakyReLU": {"negative_slope": _num},
+    "Flatten": {"start_dim": lambda v: _ints([v], 1, -64), "end_dim": lambda v: _ints([v], 1, -64)},
+    "Dropout": {"p": lambda v: _num(v) and 0 <= v <= 1},
+    "Sequential": {"children": lambda v: isinstance(v, list) and all(
+        isinstance(c, list) and len(c) == 2 and isinstance(c[0], str) and isinstance(c[1], dict) for c in v)},
+    **{a: {} for a in _ACTS},
+}
+_FIELDS["ADNTNConv2d"] = {**_FIELDS["ADNTNLinear"], **_CONV}
+
+
+def _check_layers(d, where: str = "<root>") -> None:
+    """Every layer's type and arguments (type and range) before any module is built: NaN slopes, stride 0 or a
+    GELU approximation torch does not know would load, then fail or give NaN at the first forward."""
+    if not isinstance(d, dict):
+        raise SerializationError(f"layer {where}: a layer is a JSON object, got {type(d).__name__}")
+    t = d.get("type")
+    if t not in _FIELDS:
+        raise SerializationError(f"layer {where}: unknown layer type {t!r}; known: {', '.join(sorted(_FIELDS))}")
+    for field, ok in _FIELDS[t].items():
+        if field not in d or not ok(d[field]):
+            raise SerializationError(f"layer {where} ({t}): {field} = {d.get(field, '<missing>')!r:.80} is not valid")
+    if t == "Conv2d" and (d["in_channels"] % d["groups"] or d["out_channels"] % d["groups"]):
+        raise SerializationError(f"layer {where} (Conv2d): channels {d['in_channels']} -> {d['out_channels']} are "
+                                 f"not multiples of groups {d['groups']}")
+    for k, c in d.get("children", []) if t == "Sequential" else []:
+        _check_layers(c, f"{where}.{k}" if where != "<root>" else k)
+
+
 def load_model(path: str | os.PathLike):
-    """The torch model stored by `save_model` (eval mode)."""
+    """The torch model stored by `save_model` (eval mode). Checked before any tensor is read: a regular file, the
+    description (JSON with bounded depth, every layer's arguments by type and range), the tensors' shapes in the
+    header against the described layers, and the memory they need; then the tensors' sha256."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
+    from . import jsonio
+
     try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except FileNotFoundError:
+        st = os.stat(path)
+    except OSError:
         raise SerializationError(f"{path}: no such model file") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SerializationError(f"{path}: not a regular file (a folder, FIFO or device is never read)")
+    try:
+        with safe_open(str(path), "pt") as f:  # the header only
+            meta = f.metadata() or {}
+            have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as e:  # safetensors' own error types
         raise SerializationError(f"{path}: not a readable safetensors model file ({e})") from None
-    try:
-        doc = json.loads(meta["adntn_model"])
-    except (KeyError, json.JSONDecodeError):
+    if "adntn_model" not in meta:
         raise SerializationError(f"{path}: safetensors file has no adntn model description "
-                                 "(write it with adntn.save_model)") from None
+                                 "(write it with adntn.save_model)")
+    doc = jsonio.loads(meta["adntn_model"], f"{path}: the model description")
     if doc.get("format") != FORMAT or doc.get("version") != VERSION:
         raise SerializationError(f"{path}: model format {doc.get('format')!r} version {doc.get('version')!r} is not "
                                  f"supported (this build reads {FORMAT} version {VERSION})")
     from .errors import AdntnError
     from .memory import available_bytes, fmt_bytes
 
-    if doc.get("tensors_sha256") != _digest({k: v.numpy() for k, v in tensors.items()}):
-        raise SerializationError(f"{path}: the tensors do not match the sha256 in the model description (the file "
-                                 f"was modified or damaged)")
     try:
+        _check_layers(doc.get("model"))
         want: dict = {}
         _expected(doc["model"], "", want)
+    except SerializationError as e:
+        raise SerializationError(f"{path}: {e}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise SerializationError(f"{path}: malformed model description ({type(e).__name__}: {e})") from None
     except AdntnError as e:
         raise SerializationError(f"{path}: a layer in the model description is invalid: {e}") from None
-    have = {k: tuple(v.shape) for k, v in tensors.items()}
     for k in sorted(set(want) | set(have)):
         if want.get(k) != have.get(k):
             raise SerializationError(f"{path}: tensor {k!r}: the described layers need shape {want.get(k)}, the file "
@@ -208,6 +268,13 @@ def load_model(path: str | os.PathLike):
     if need > available_bytes():
         raise SerializationError(f"{path}: the model needs about {fmt_bytes(need)}; {fmt_bytes(available_bytes())} "
                                  f"is available")
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors' own error types
+        raise SerializationError(f"{path}: not a readable safetensors model file ({e})") from None
+    if doc.get("tensors_sha256") != _digest({k: v.numpy() for k, v in tensors.items()}):
+        raise SerializationError(f"{path}: the tensors do not match the sha256 in the model description (the file "
+                                 f"was modified or damaged)")
     try:
         return _build(doc["model"], "", tensors).eval()
     except (KeyError, TypeError, ValueError) as e:

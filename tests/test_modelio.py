@@ -68,3 +68,48 @@ def test_save_model_leaves_no_temporary_file_on_error(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         adntn.save_model(nn.Linear(2, 2), tmp_path / "m.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("layer, msg", [
+    (dict(type="LeakyReLU", negative_slope=float("nan")), "negative_slope = nan is not valid|NaN is not a finite"),
+    (dict(type="Dropout", p=float("nan")), "p = nan is not valid|NaN is not a finite"),
+    (dict(type="Dropout", p=1.5), r"\(Dropout\): p = 1.5 is not valid"),
+    (dict(type="GELU", approximate="evil"), r"\(GELU\): approximate = 'evil' is not valid"),
+    (dict(type="Flatten", start_dim="x", end_dim=-1), r"\(Flatten\): start_dim = 'x' is not valid"),
+    (dict(type="Conv2d", in_channels=3, out_channels=4, kernel_size=[3, 3], stride=[0, 0], padding=[-5, -5],
+          dilation=[1, 1], groups=1, bias=False), r"\(Conv2d\): stride = \[0, 0\] is not valid"),
+    (dict(type="Conv2d", in_channels=3, out_channels=4, kernel_size=[3, 3], stride=[1, 1], padding=[-5, -5],
+          dilation=[1, 1], groups=1, bias=False), r"\(Conv2d\): padding = \[-5, -5\] is not valid"),
+    (dict(type="Bogus"), "unknown layer type 'Bogus'"),
+    (dict(type="Linear", in_features=True, out_features=10, bias=True), "in_features = True is not valid"),
+    (dict(type="ADNTNLinear", arch="ttn", shape=[2**61 - 1, 48], config=dict(rank=2), bias=False),
+     r"shape = \[2305843009213693951, 48\] is not valid"),
+])
+def test_layer_arguments_are_validated_before_any_module_is_built(tmp_path, layer, msg):
+    """They loaded, then failed or gave NaN at the first forward (the prime shape hung in trial division)."""
+    import time
+
+    t = time.perf_counter()
+    with pytest.raises(SerializationError, match=msg):
+        adntn.load_model(_write(tmp_path / "m.safetensors", dict(type="Sequential", children=[["0", layer]]), {}))
+    assert time.perf_counter() - t < 1.0
+
+
+def test_deep_nesting_and_non_object_descriptions_are_refused_with_one_line(tmp_path):
+    deep = '{"type": "Sequential", "children": [["0", ' * 900 + '{"type": "ReLU"}' + "]]}" * 900  # RecursionError
+    doc = f'{{"format": "{modelio.FORMAT}", "version": {modelio.VERSION}, "model": {deep}, "tensors_sha256": ""}}'
+    save_file({}, str(tmp_path / "d.safetensors"), metadata={"adntn_model": doc})
+    with pytest.raises(SerializationError, match="nested more than"):
+        adntn.load_model(tmp_path / "d.safetensors")
+    p = tmp_path / "l.safetensors"
+    save_file({}, str(p), metadata={"adntn_model": json.dumps([1, 2])})
+    with pytest.raises(SerializationError, match="must be an object, got list"):
+        adntn.load_model(p)
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "f.safetensors")
+    with pytest.raises(SerializationError, match="not a regular file"):
+        adntn.load_model(tmp_path / "f.safetensors")

@@ -34,6 +34,10 @@ def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
+MAX_DIM = 1 << 24  # a side of a weight: 16.7 M (VGG-16's FC6 input is 25,088; a vocabulary 10^5-10^6)
+MAX_WEIGHT = 1 << 40  # weights a generator may describe (10^12: far beyond any dense layer)
+
+
 def normalize_shape(shape: Sequence[int]) -> tuple[tuple[int, ...], int, int]:
     try:
         ok = all(_is_int(s) for s in shape)
@@ -45,7 +49,11 @@ def normalize_shape(shape: Sequence[int]) -> tuple[tuple[int, ...], int, int]:
     if len(shape) not in (2, 4) or any(s < 1 for s in shape):
         raise ShapeError(f"target shape {shape} must be (O, I) for Linear or (Cout, Cin, kh, kw) for Conv2d, "
                          "all >= 1")
-    return shape, shape[0], math.prod(shape[1:])
+    O, I = shape[0], math.prod(shape[1:])
+    if max(O, I) > MAX_DIM or O * I > MAX_WEIGHT:  # before anything factors them (trial division would hang)
+        raise ShapeError(f"target shape {shape}: a weight of {O:,} x {I:,} is beyond what a layer can be (each side "
+                         f"at most {MAX_DIM:,}, {MAX_WEIGHT:,} weights in all)")
+    return shape, O, I
 
 
 def check_rank(rank: int | Sequence[int], what: str = "rank") -> tuple[int, ...]:

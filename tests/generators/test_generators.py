@@ -191,3 +191,13 @@ def test_default_legs_give_the_activation_a_level_to_act_on():
         adntn.ttn((96, 160), rank=3, legs=2, activation="tanh")
     adntn.ttn((96, 160), rank=3, legs=2, activation="tanh", leaf_activation=True)  # the leaves are activated
     adntn.ttn((96, 160), rank=3, legs=2, activation="identity")  # a linear tree, as asked
+
+
+def test_a_huge_prime_side_is_refused_in_under_a_second():
+    """make("ttn", [2**61 - 1, 48]) hung: legs factor by trial division before anything was checked."""
+    import time
+
+    t = time.perf_counter()
+    with pytest.raises(ShapeError, match="beyond what a layer can be"):
+        adntn.make("ttn", [2**61 - 1, 48], rank=2)
+    assert time.perf_counter() - t < 1.0
