@@ -7,7 +7,9 @@ BIN := $(VENV)/bin
 WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := $(if $(WHEELS),--find-links $(WHEELS),)
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast fuzz install clean
+# Tests run on every core (pytest-xdist, work stealing); hypothesis is derandomized (the ci profile) unless --fuzz.
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist worksteal
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,8 +22,14 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/adntn demo
 
-test: install
-	$(BIN)/python -m pytest -q
+test: install  # every mark (qemu, opencl, nvcc run where their tools are; .ci/run installs them)
+	$(PYTEST) --durations=25
+
+test-fast: install  # the edit-test loop: no slow or hardware tests, few hypothesis examples
+	HYPOTHESIS_PROFILE=dev $(PYTEST) -m "not slow and not qemu and not opencl and not nvcc and not gpu"
+
+fuzz: install  # random seeds, more examples: run it to look for new failures
+	$(PYTEST) --fuzz tests/test_fuzz.py tests/backends tests/frontends
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

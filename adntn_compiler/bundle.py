@@ -42,6 +42,7 @@ from typing import Callable
 import numpy as np
 
 from . import jsonio, sandbox
+from .artifact import MANIFEST_SCHEMA as ARTIFACT_SCHEMA
 from .artifact import CompiledModel, write_atomic
 from .errors import ConfigError, MemoryEstimateError, SerializationError
 from .memory import fmt_bytes, parse_bytes
@@ -570,7 +571,8 @@ _MANIFEST_SCHEMA = {  # every field the code reads (info, run, size) is typed
                  "kernels", "calls", "memory", "budget", "files", "sizes"],
     "properties": {
         "format": {"const": FORMAT}, "version": {"const": VERSION}, "adntn_version": {"type": "string"},
-        "tvm_version": {"type": "string"}, "target": {"type": "object"}, "batch_size": {"type": "integer", "minimum": 1},
+        "tvm_version": {"type": "string"}, "target": ARTIFACT_SCHEMA["properties"]["target"],
+        "batch_size": {"type": "integer", "minimum": 1},
         "schedule": {"type": "string"}, "input_shape": _SHAPE, "output_shape": _SHAPE,
         "layers": {"type": "array", "items": {"type": "object", "required": ["kind"],
                                               "properties": {"kind": {"type": "string"}}}},
@@ -621,7 +623,7 @@ def _check_manifest(m, path) -> None:
     try:
         target = Target.from_dict(m["target"])
         board(target)
-    except ConfigError as e:
+    except (ConfigError, TypeError, ValueError, KeyError, AttributeError) as e:
         raise SerializationError(f"{path}: manifest field target: {e}") from None
 
 

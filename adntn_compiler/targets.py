@@ -51,6 +51,10 @@ class Target:
             raise ConfigError(f"malformed target record ({e})") from None
         if not all(isinstance(s, str) for s in t.isa) or not isinstance(t.lanes, int) or t.lanes < 1:
             raise ConfigError(f"malformed target record: isa {t.isa!r}, lanes {t.lanes!r}")
+        for k, kinds in (("name", str), ("arch", str), ("threads", int), ("device", str), ("link", str),
+                         ("runtime", str), ("schedules", str), ("cross_compiler", (str, type(None)))):
+            if not isinstance(getattr(t, k), kinds) or isinstance(getattr(t, k), bool):
+                raise ConfigError(f"malformed target record: {k} {getattr(t, k)!r:.40}")
         return t
 
     def tvm_target(self):

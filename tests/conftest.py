@@ -2,8 +2,13 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-settings.register_profile("ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# ci (the default, what `make test` runs): the same examples every run, so CI is never red by chance; the tests
+# that build a library per example set their own (smaller) counts. dev: few examples for the edit-test loop.
+# fuzz (`pytest --fuzz`): new random examples each run, more of them: the lane for finding, not gating.
+settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
@@ -64,3 +69,14 @@ import tempfile  # noqa: E402
 os.environ["ADNTN_HOME"] = tempfile.mkdtemp(prefix="adntn-home-")
 # Tuning records (which compile() uses by default) of the user's cache must not change the tests' plans.
 os.environ["ADNTN_TUNING"] = tempfile.mkdtemp(prefix="adntn-tuning-")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz", action="store_true", default=False,
+                     help="the fuzz lane: random seeds and more examples (the fuzz profile; tests/test_fuzz.py "
+                          "draws 300 per target). CI runs everything derandomized")
+
+
+def pytest_configure(config):
+    if config.getoption("--fuzz"):
+        settings.load_profile("fuzz")

@@ -235,3 +235,20 @@ def test_zip_bundles_with_duplicate_or_special_members_are_refused(m4, tmp_path)
     os.mkfifo(fifo)
     with pytest.raises(SerializationError, match="not a regular file"):
         Bundle.load(fifo)
+
+
+@pytest.mark.qemu
+def test_the_callers_timeout_bounds_the_build_and_the_emulator(monkeypatch):
+    """Bundle(x, timeout=5) ignored the timeout while `make` ran. A build that would take 60 s is stopped."""
+    import time
+
+    from adntn_compiler import sandbox
+    from adntn_compiler.errors import ConfigError
+
+    b = adntn.compile(adntn.ttn((16, 24), rank=2, seed=3), target="arm64")
+    real = sandbox.command
+    monkeypatch.setattr(sandbox, "command", lambda cmd, root: real(["sleep", "60"], root))
+    t = time.perf_counter()
+    with pytest.raises(ConfigError, match="building the arm64 bundle did not finish within 2 s"):
+        b(np.zeros(b.input_shape, np.float32), timeout=2)
+    assert time.perf_counter() - t < 10
