@@ -345,9 +345,12 @@ def read_manifest(path: str | os.PathLike) -> tuple[dict, bytes, zipfile.ZipFile
     try:
         _check_interface(m)
         limits = {TENSORS: min(available_bytes() // 2, tensor_bytes_bound(m)), LIB: library_bytes_bound(m)}
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except ValueError as e:
         z.close()
-        raise SerializationError(f"{path}: the manifest's programs are malformed ({e})") from None
+        raise SerializationError(f"{path}: the manifest's {e}") from None
+    except (KeyError, TypeError, AttributeError) as e:
+        z.close()
+        raise SerializationError(f"{path}: the manifest's programs or graphs are malformed ({e!r})") from None
     for n, limit in limits.items():
         if sizes[n] > limit:
             z.close()
@@ -361,12 +364,13 @@ def _check_interface(m: dict) -> None:
     shape (what `Executable.__call__` feeds and reads)."""
     load, call = m["programs"]["load"], m["programs"]["call"]
     if load.get("inputs"):
-        raise ValueError(f"the 'load' program takes no inputs, got {[n for n, *_ in load['inputs']]}")
+        raise ValueError(f"'load' program is malformed (it takes no inputs, got {load['inputs']!r:.100})")
     want = {"inputs": [["x", m["input_shape"]]], "outputs": [["y", m["output_shape"]]]}
     for k, w in want.items():
         got = [[v[0], v[2]] for v in call.get(k, []) if isinstance(v, list) and len(v) == 3]
         if got != w or len(call.get(k, [])) != 1:
-            raise ValueError(f"the 'call' program's {k} must be {w} (name, shape), got {call.get(k)!r:.200}")
+            raise ValueError(f"'call' program is malformed (its {k} must be {w} (name, shape), got "
+                             f"{call.get(k)!r:.200})")
 
 
 SAFETENSORS_HEADER = 64 << 10  # bytes of a safetensors header beyond its per-tensor entries

@@ -110,14 +110,16 @@ def load_library(lib_bytes: bytes, programs: Mapping[str, dict], target: Target,
         except (ValueError, AttributeError, TypeError) as e:
             raise SerializationError(f"the manifest's {k!r} program is malformed ({e})") from None
     if tensors is not None:
-        produced = {name: shape for p in progs.values() for name, _, shape in p.outputs}  # e.g. the load results
+        # what the load program makes (at run time it shadows a stored tensor of the same name)
+        produced = {name: shape for name, _, shape in progs["load"].outputs} if "load" in progs else {}
         for k, p in progs.items():
             for c in p.consts:
                 t = tensors.get(c["tensor"])
                 if t is None and c["tensor"] not in produced:
                     raise SerializationError(f"the {k!r} program needs tensor {c['tensor']!r}, which the artifact "
                                              f"lacks")
-                if t is None and int(np.prod(produced[c["tensor"]])) != int(np.prod(c["shape"])):
+                if k != "load" and c["tensor"] in produced and \
+                        int(np.prod(produced[c["tensor"]])) != int(np.prod(c["shape"])):
                     raise SerializationError(f"the {k!r} program reads {c['tensor']!r} as {tuple(c['shape'])}, but "
                                              f"it is produced as {tuple(produced[c['tensor']])}")
                 if t is not None and (t.dtype != np.float32 or t.size != int(np.prod(c["shape"]))):
