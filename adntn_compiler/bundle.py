@@ -135,6 +135,9 @@ def compile_bundle(obj, target: Target, batch_size: int = 1, schedule: str = "au
     if schedule == "auto" and (ram or flash):
         tries = [("auto", memory_budget or both), ("factored", None), ("stream", both or None),
                  ("recompute", both or None)]
+    from .frontends.torch_modules import capture
+
+    obj = capture(obj, batch_size, input_shape, example_inputs)  # once: every schedule tried re-plans it
     seen, tried = [], set()
     while tries:
         s, mb = tries.pop(0)

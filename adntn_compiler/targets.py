@@ -7,7 +7,9 @@ loader checks *that* against its own machine (`check_runs_here`).
 """
 from __future__ import annotations
 
+import copy
 import functools
+import json
 import os
 import platform
 import re
@@ -330,12 +332,20 @@ def fingerprint(target: "str | Target") -> dict:
     model (and the GPU's name and compute capability for a GPU target), the TVM, LLVM and CUDA versions, and
     ours (our schedules change between versions). Tuning records are keyed by it (notes/targets.md: TVM's own
     database ignores the target when it looks records up)."""
+    t = resolve(target)
+    threads = int(os.environ.get("TVM_NUM_THREADS") or t.threads)  # what the runtime's pool measures with
+    return copy.deepcopy(_fingerprint(json.dumps(t.to_dict(), sort_keys=True), threads))
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint(target_json: str, threads: int) -> dict:
+    """Computed once per process for a target (it reads /proc/cpuinfo, and runs nvcc for a CUDA target)."""
     import shutil
     import subprocess
 
     from . import __version__
 
-    t = resolve(target)
+    t = Target.from_dict(json.loads(target_json))
     cpu = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -352,6 +362,5 @@ def fingerprint(target: "str | Target") -> dict:
     if t.tvm.get("kind") == "cuda" and shutil.which("nvcc"):
         out = subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout
         cuda = next((line.rsplit(",", 1)[-1].strip() for line in out.splitlines() if "release" in line), "")
-    threads = int(os.environ.get("TVM_NUM_THREADS") or t.threads)  # what the runtime's pool measures with
     return dict(target=t.to_dict(), cpu=cpu or platform.processor(), machine=platform.machine(),
                 device=_device_name(t), threads=threads, tvm=tvm_version, llvm=llvm, cuda=cuda, adntn=__version__)

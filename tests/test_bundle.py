@@ -256,3 +256,18 @@ def test_cli_compiles_runs_and_sizes_a_bundle(tmp_path):
     r = subprocess.run(["make", "-s", "-C", str(out)], capture_output=True, text=True)  # the bundle's own Makefile
     assert r.returncode == 0 and (out / "libadntn_model.a").is_file(), r.stderr
     assert Bundle.load(out).manifest["files"] == json.loads((out / "manifest.json").read_text())["files"]  # built: still loads
+
+
+def test_the_board_budget_loop_exports_the_model_once(monkeypatch):
+    """The loop tried up to 5 schedules and ran torch.export on the whole model for each; and compile() of a
+    model exports once."""
+    import torch
+
+    calls = []
+    real = torch.export.export
+    monkeypatch.setattr(torch.export, "export", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with pytest.raises(MemoryEstimateError):  # nothing fits: every schedule is tried
+        adntn.compile(_mlp(), target="cortex-m4", input_shape=(40,), ram_bytes=256, flash_bytes=1024)
+    assert len(calls) == 1
+    adntn.compile(_mlp(), input_shape=(40,))
+    assert len(calls) == 2

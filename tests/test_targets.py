@@ -120,3 +120,20 @@ def test_a_library_for_a_cpu_this_machine_lacks_is_built_and_saved_but_not_run(t
     path = exe.save(tmp_path / "spr.adntn")
     with pytest.raises(adntn.SerializationError, match="CPU with .* which this CPU lacks"):
         adntn.load(path)
+
+
+def test_the_fingerprint_is_computed_once_per_process_for_a_target():
+    """It reads /proc/cpuinfo (and runs nvcc for CUDA): it was computed twice per compile."""
+    import importlib
+
+    import adntn_compiler as adntn
+
+    targets = importlib.import_module("adntn_compiler.targets")  # (adntn.targets is the listing function)
+    targets._fingerprint.cache_clear()
+    gen = adntn.ttn((16, 24), rank=2)
+    for _ in range(3):
+        adntn.compile(gen, batch_size=1)  # records="auto": looks this device's records up by fingerprint
+    fp = targets.fingerprint("cpu")
+    fp["cpu"] = "changed by a caller"  # a copy: the cached value stays
+    assert targets.fingerprint("cpu")["cpu"] != "changed by a caller"
+    assert targets._fingerprint.cache_info().misses == 1

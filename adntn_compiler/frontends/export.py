@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -671,10 +672,29 @@ CONVERTERS: dict[str, Callable] = {
 }
 
 
+@dataclass(frozen=True)
+class Captured:
+    """A torch model captured once by torch.export: planning it again (another schedule, memory budget or
+    planner: the board-budget loop) converts the same exported program, never exports again."""
+    program: Any  # torch.export.ExportedProgram
+    batch_size: int
+
+    def graphs(self, schedule: str = "auto", memory_budget: int | None = None, target=None,
+               planner=None) -> ModelGraphs:
+        mb = _ModelBuilder(self.batch_size, schedule, memory_budget, target, planner)
+        _Converter(self.program, mb).run()
+        return mb.finish()
+
+
 def export_graphs(model, example_input, schedule: str = "auto", memory_budget: int | None = None,
                   target=None, planner=None) -> ModelGraphs:
     """The load and call graphs of a torch model, captured by torch.export on `example_input` (its batch size
-    is the compiled one). The model is exported in eval mode (its mode is restored afterwards)."""
+    is the compiled one)."""
+    return capture_module(model, example_input).graphs(schedule, memory_budget, target, planner)
+
+
+def capture_module(model, example_input) -> Captured:
+    """`model` captured by torch.export on `example_input`, in eval mode (its mode is restored afterwards)."""
     import torch
 
     was_training = model.training
@@ -689,6 +709,4 @@ def export_graphs(model, example_input, schedule: str = "auto", memory_budget: i
                           f"{str(e).splitlines()[0] if str(e) else ''}") from None
     finally:
         model.train(was_training)
-    mb = _ModelBuilder(int(example_input.shape[0]), schedule, memory_budget, target, planner)
-    _Converter(ep, mb).run()
-    return mb.finish()
+    return Captured(ep, int(example_input.shape[0]))

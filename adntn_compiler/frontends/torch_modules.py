@@ -152,8 +152,23 @@ def model_graphs(obj, batch_size: int = 1, schedule: str = "auto", memory_budget
                  planner=None) -> ModelGraphs:
     """The load and call graphs of a generator or of a torch model (any nn.Module, captured by torch.export on
     `example_inputs`, or on zeros of shape (batch_size, *input_shape); for a model whose first layer is a
-    Linear or ADNTNLinear the input shape is that layer's). `target` (a Target) gives the plans their cost model
-    and dtype; None: the plan's defaults. `planner`: see _ModelBuilder."""
+    Linear or ADNTNLinear the input shape is that layer's), or of a model `capture` returned. `target` (a Target)
+    gives the plans their cost model and dtype; None: the plan's defaults. `planner`: see _ModelBuilder."""
+    obj = capture(obj, batch_size, input_shape, example_inputs)
+    if isinstance(obj, Generator):
+        mb = _ModelBuilder(batch_size, schedule, memory_budget, target, planner)
+        mb.start(tuple(input_shape) if input_shape is not None else (obj.I,))
+        mb.generator(obj, obj.cores, None, "layer")
+        return mb.finish()
+    return obj.graphs(schedule, memory_budget, target, planner)
+
+
+def capture(obj, batch_size: int = 1, input_shape: tuple[int, ...] | None = None, example_inputs=None):
+    """A torch model (or a conv2d generator, as a convolution) captured by torch.export once: an
+    `export.Captured` that model_graphs plans as often as a caller needs (the board-budget loop) without
+    exporting again. A linear generator, or a model captured already, is returned as it is."""
+    from .export import Captured, capture_module
+
     if isinstance(obj, Generator) and obj.kind == "conv2d":  # a conv layer of it (stride 1, no padding, no bias)
         if example_inputs is None and (input_shape is None or len(input_shape) != 3 or input_shape[0] != obj.shape[1]):
             raise ConfigError(f"a conv2d generator {obj.shape} compiles as a convolution: give input_shape=("
@@ -161,11 +176,8 @@ def model_graphs(obj, batch_size: int = 1, schedule: str = "auto", memory_budget
         from ..nn import ADNTNConv2d
 
         obj = ADNTNConv2d(obj, bias=False).eval()
-    elif isinstance(obj, Generator):
-        mb = _ModelBuilder(batch_size, schedule, memory_budget, target, planner)
-        mb.start(tuple(input_shape) if input_shape is not None else (obj.I,))
-        mb.generator(obj, obj.cores, None, "layer")
-        return mb.finish()
+    elif isinstance(obj, (Generator, Captured)):
+        return obj
     try:
         import torch
         from torch import nn
@@ -173,8 +185,6 @@ def model_graphs(obj, batch_size: int = 1, schedule: str = "auto", memory_budget
         raise ConfigError(f"cannot compile a {type(obj).__name__}: expected a generator or a torch model") from None
     if not isinstance(obj, nn.Module):
         raise ConfigError(f"cannot compile a {type(obj).__name__}: expected a generator or a torch model")
-    from .export import export_graphs
-
     if example_inputs is not None:
         xs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         if len(xs) != 1 or not isinstance(xs[0], torch.Tensor):
@@ -183,7 +193,7 @@ def model_graphs(obj, batch_size: int = 1, schedule: str = "auto", memory_budget
         x = xs[0]
     else:
         x = torch.zeros((batch_size, *_input_shape(obj, input_shape)), dtype=torch.float32)
-    return export_graphs(obj, x, schedule, memory_budget, target, planner)
+    return capture_module(obj, x)
 
 
 def _input_shape(model, input_shape) -> tuple[int, ...]:
