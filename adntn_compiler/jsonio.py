@@ -54,13 +54,13 @@ def loads(data: bytes | str, what: str, max_bytes: int = MAX_BYTES, kind: type |
     try:
         text = data.decode() if isinstance(data, (bytes, bytearray)) else data
     except UnicodeDecodeError as e:
-        raise SerializationError(f"{what}: not valid JSON (not UTF-8: {e})") from None
+        raise SerializationError(f"{what}: not JSON (not UTF-8: {e})") from None
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
         raise SerializationError(f"{what}: JSON nested more than {MAX_DEPTH} deep")
     try:
         doc = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, RecursionError) as e:
-        raise SerializationError(f"{what}: not valid JSON ({e})") from None
+        raise SerializationError(f"{what}: not JSON ({e})") from None
     if kind is not None and not isinstance(doc, kind):
         raise SerializationError(f"{what}: the JSON document must be {'an object' if kind is dict else kind.__name__}"
                                  f", got {type(doc).__name__}")

@@ -67,7 +67,8 @@ def test_verify_catches_ssa_and_order():
 
 
 def test_printer_golden():
-    gen = adntn.ttn((20, 30), rank=3, layout="interleaved", seed=0)
+    # two legs, linear: what the defaults gave before a tree had to activate a level (with tanh it was the same)
+    gen = adntn.ttn((20, 30), rank=3, layout="interleaved", seed=0, legs=2, activation="identity")
     assert str(adntn.trace(gen, "weight")) == (
         "%0 = param['leaf0']() : (30, 3)  # ttn.leaf0\n"
         "%1 = param['leaf1']() : (20, 3)  # ttn.leaf1\n"
