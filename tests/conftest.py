@@ -2,6 +2,10 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: the workers fill the cores, threads would fight
+    os.environ.setdefault("TVM_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # ci (the default, what `make test` runs): the same examples every run, so CI is never red by chance; the tests
 # that build a library per example set their own (smaller) counts. dev: few examples for the edit-test loop.
 # fuzz (`pytest --fuzz`): new random examples each run, more of them: the lane for finding, not gating.

@@ -100,3 +100,11 @@ def cancellation(g, args=()) -> float:
     interpret(g, args, {**IMPL_NUMPY, Op.ADD: add}, lambda n, x: np.asarray(x, np.float64),
               lambda n: np.asarray(g.tensors[n.attrs.name], np.float64), "reference")
     return worst[0]
+
+
+def library_examples(n: int) -> int:
+    """Examples for a property test that builds a library (or plans a whole program) per example: 0.4 n under the
+    ci profile (100 examples by default), proportionally fewer under dev and more under fuzz, at least 3."""
+    from hypothesis import settings
+
+    return max(3, round(n * settings.default.max_examples / 250))

@@ -15,7 +15,7 @@ pytest.importorskip("tvm", reason="apache-tvm is not installed")
 import adntn_compiler as adntn  # noqa: E402
 from adntn_compiler.cli import main as cli  # noqa: E402
 from adntn_compiler.errors import ConfigError, SerializationError, ShapeError  # noqa: E402
-from tests.corpus import generators  # noqa: E402
+from tests.corpus import generators, library_examples  # noqa: E402
 
 ACTS = [nn.ReLU(), nn.Tanh(), nn.GELU(), nn.Sigmoid(), nn.SiLU(), nn.LeakyReLU(0.01), nn.Identity()]
 
@@ -29,7 +29,7 @@ def close(y, ref):
     np.testing.assert_allclose(y, ref, atol=1e-4 * max(1.0, np.abs(ref).max()), rtol=1e-4)
 
 
-@settings(max_examples=20)
+@settings(max_examples=library_examples(20))
 @given(gen=generators(conv=False), act=st.sampled_from(ACTS), batch=st.sampled_from([1, 4]),
        bias=st.booleans(), seed=st.integers(0, 99))
 def test_compiled_model_equals_torch(gen, act, batch, bias, seed):
@@ -51,7 +51,7 @@ def test_compiled_conv_model_equals_torch():
     close(exe(x), torch_out(model, x))
 
 
-@settings(max_examples=10)
+@settings(max_examples=library_examples(10))
 @given(gen=generators(conv=True), batch=st.integers(1, 3), hw=st.integers(3, 6))
 def test_a_conv_generator_compiles_as_a_convolution(gen, batch, hw):
     """A Conv2d-shaped generator on its own is the convolution by its weight (stride 1, no padding, no bias)."""

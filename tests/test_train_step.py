@@ -14,10 +14,10 @@ pytest.importorskip("tvm", reason="apache-tvm is not installed")
 
 import adntn_compiler as adntn  # noqa: E402
 from adntn_compiler.errors import ConfigError  # noqa: E402
-from tests.corpus import generators  # noqa: E402
+from tests.corpus import generators, library_examples  # noqa: E402
 
 
-@settings(max_examples=25)
+@settings(max_examples=library_examples(25))
 @given(gen=generators(conv=False), batch=st.sampled_from([1, 3]), seed=st.integers(0, 99), input_grad=st.booleans())
 def test_compiled_gradients_equal_torch_autograd(gen, batch, seed, input_grad):
     """With and without a gradient for x (without one, the compiled backward program leaves grad.x out)."""
@@ -46,7 +46,7 @@ def test_compiled_gradients_equal_torch_autograd(gen, batch, seed, input_grad):
         assert (g0[k] - g1[k]).abs().max() <= tol(g0[k]), k
 
 
-@settings(max_examples=15)
+@settings(max_examples=library_examples(15))
 @given(gen=generators(conv=True), seed=st.integers(0, 99))
 def test_compiled_conv_gradients_equal_torch_autograd(gen, seed):
     """ADNTNConv2d(backend="tvm"): the weight and its core gradients from compiled programs, the conv in torch."""

@@ -33,7 +33,7 @@ from adntn_compiler.passes.autodiff import autodiff  # noqa: E402
 from adntn_compiler.targets import resolve  # noqa: E402
 from tests.backends.test_tvm import close, drawn_plan, run_plan_on_tvm  # noqa: E402
 from tests.backends.test_model_ops import _conv_case, _conv_ref, _graph, _pool_attrs, conv_cases, pool_cases  # noqa: E402
-from tests.corpus import generators, largest_intermediate  # noqa: E402
+from tests.corpus import generators, largest_intermediate, library_examples  # noqa: E402
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 opencl = pytest.mark.opencl
@@ -44,7 +44,7 @@ nvcc = pytest.mark.nvcc
 
 
 @opencl
-@settings(max_examples=30, **SETTINGS)
+@settings(max_examples=library_examples(30), **SETTINGS)
 @given(gen=generators(conv=False), batch=st.sampled_from([1, 3, 8]),
        schedule=st.sampled_from(["materialize", "factored", "stream", "auto"]), seed=st.integers(0, 99))
 def test_plan_on_opencl_equals_reference(gen, batch, schedule, seed):
@@ -54,7 +54,7 @@ def test_plan_on_opencl_equals_reference(gen, batch, schedule, seed):
 
 
 @opencl
-@settings(max_examples=15, **SETTINGS)
+@settings(max_examples=library_examples(15), **SETTINGS)
 @given(gen=generators(), seed=st.integers(0, 99))
 def test_weight_and_backward_graphs_on_opencl(gen, seed):
     """Every op the passes emit (derivative maps, pads, slices, broadcasts, non-GEMM einsums)."""
@@ -69,7 +69,7 @@ def test_weight_and_backward_graphs_on_opencl(gen, seed):
 
 
 @opencl
-@settings(max_examples=8, **SETTINGS)
+@settings(max_examples=library_examples(8), **SETTINGS)
 @given(conv_cases)
 def test_conv_on_opencl(c):
     a, x, w = _conv_case(c, seed=1)
@@ -79,7 +79,7 @@ def test_conv_on_opencl(c):
 
 
 @opencl
-@settings(max_examples=8, **SETTINGS)
+@settings(max_examples=library_examples(8), **SETTINGS)
 @given(pool_cases)
 def test_pool_on_opencl(c):
     a = _pool_attrs(c)

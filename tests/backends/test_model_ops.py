@@ -14,6 +14,7 @@ from adntn_compiler.errors import ShapeError
 from adntn_compiler.ir.builder import Builder
 from adntn_compiler.ir.ops import conv_out
 from adntn_compiler.ir.graph import AdaptivePoolAttrs, AxisAttrs, BinaryAttrs, ConvAttrs, NormAttrs, Op, PoolAttrs
+from tests.corpus import library_examples  # noqa: E402
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
@@ -53,7 +54,7 @@ def _conv_case(c: dict, seed: int):
     return a, x, w
 
 
-@settings(max_examples=40, **SETTINGS)
+@settings(max_examples=library_examples(40), **SETTINGS)
 @given(conv_cases)
 def test_conv_reference_matches_torch(c):
     a, x, w = _conv_case(c, seed=0)
@@ -62,7 +63,7 @@ def test_conv_reference_matches_torch(c):
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
-@settings(max_examples=12, **SETTINGS)
+@settings(max_examples=library_examples(12), **SETTINGS)
 @given(conv_cases)
 def test_conv_tvm_matches_reference(c):
     a, x, w = _conv_case(c, seed=1)
@@ -90,7 +91,7 @@ def _pool_torch(x, a):
     return F.avg_pool2d(t, a.kernel, a.stride, a.padding, a.ceil_mode, a.count_include_pad).numpy()
 
 
-@settings(max_examples=60, **SETTINGS)
+@settings(max_examples=library_examples(60), **SETTINGS)
 @given(pool_cases)
 def test_pool_reference_matches_torch(c):
     a = _pool_attrs(c)
@@ -105,7 +106,7 @@ def test_pool_reference_matches_torch(c):
     np.testing.assert_allclose(run(g, [x])[0], want, rtol=1e-12, atol=1e-12)
 
 
-@settings(max_examples=12, **SETTINGS)
+@settings(max_examples=library_examples(12), **SETTINGS)
 @given(pool_cases)
 def test_pool_tvm_matches_reference(c):
     a = _pool_attrs(c)
@@ -119,7 +120,7 @@ def test_pool_tvm_matches_reference(c):
     np.testing.assert_allclose(got, run(g, [x])[0], rtol=1e-5, atol=1e-5)
 
 
-@settings(max_examples=10, **SETTINGS)
+@settings(max_examples=library_examples(10), **SETTINGS)
 @given(st.sampled_from(["max", "avg"]), st.integers(1, 9), st.integers(1, 9), st.integers(1, 8), st.integers(1, 8))
 def test_adaptive_pool(kind, h, w, oh, ow):
     a = AdaptivePoolAttrs(kind, (oh, ow))
@@ -132,7 +133,7 @@ def test_adaptive_pool(kind, h, w, oh, ow):
     np.testing.assert_allclose(get_backend("tvm").compile(g)(x.astype(np.float32))[0], ref, rtol=1e-5, atol=1e-5)
 
 
-@settings(max_examples=8, **SETTINGS)
+@settings(max_examples=library_examples(8), **SETTINGS)
 @given(st.lists(st.integers(1, 7), min_size=1, max_size=3), st.integers(1, 2))
 def test_layer_norm_and_softmax(shape, axes):
     shape = [2, *shape]
@@ -152,7 +153,7 @@ def test_layer_norm_and_softmax(shape, axes):
     np.testing.assert_allclose(get_backend("tvm").compile(g)(x.astype(np.float32))[0], ref, rtol=1e-4, atol=1e-6)
 
 
-@settings(max_examples=8, **SETTINGS)
+@settings(max_examples=library_examples(8), **SETTINGS)
 @given(st.sampled_from(["add", "sub", "mul", "div", "max", "min"]),
        st.lists(st.sampled_from([1, 3]), min_size=1, max_size=3), st.lists(st.sampled_from([1, 3]), min_size=1,
                                                                              max_size=3))

@@ -18,7 +18,7 @@ from adntn_compiler.frontends.trace import trace  # noqa: E402
 from adntn_compiler.ir.builder import Builder  # noqa: E402
 from adntn_compiler.passes.autodiff import autodiff  # noqa: E402
 from adntn_compiler.targets import resolve  # noqa: E402
-from tests.corpus import generators, largest_intermediate  # noqa: E402
+from tests.corpus import generators, largest_intermediate, library_examples  # noqa: E402
 
 
 def close(y, ref, rtol=1e-4):
@@ -41,7 +41,7 @@ def drawn_plan(gen, batch, schedule):
         return adntn.plan(gen, batch_size=batch, schedule=schedule)
 
 
-@settings(max_examples=40)
+@settings(max_examples=library_examples(40))
 @given(gen=generators(conv=False), batch=st.sampled_from([1, 3, 8]),
        schedule=st.sampled_from(["materialize", "factored", "stream", "auto"]), seed=st.integers(0, 99))
 def test_plan_on_tvm_equals_reference(gen, batch, schedule, seed):
@@ -50,7 +50,7 @@ def test_plan_on_tvm_equals_reference(gen, batch, schedule, seed):
     close(run_plan_on_tvm(p)(x.astype(np.float32))["y"], p.run(x))
 
 
-@settings(max_examples=25)
+@settings(max_examples=library_examples(25))
 @given(gen=generators(), seed=st.integers(0, 99))
 def test_weight_and_backward_graphs_on_tvm(gen, seed):
     """Graphs with every op the passes emit (autodiff: derivative maps, pads, slices, broadcasts)."""

@@ -1,7 +1,8 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import adntn_compiler as adntn
 from adntn_compiler import ir
@@ -13,7 +14,7 @@ from adntn_compiler.passes import batch as batch_pass, fold, fuse, order, segmen
 from adntn_compiler.passes.order import naive_path, path_cost, search_path
 from adntn_compiler.passes.rebuild import depends_on_input
 from adntn_compiler.plan import plan
-from tests.corpus import assert_close64, generators
+from tests.corpus import assert_close64, generators, library_examples
 
 
 @pytest.fixture(autouse=True)
@@ -149,6 +150,7 @@ def _measured_peak(p, x) -> int:
         tracemalloc.stop()
 
 
+@settings(max_examples=library_examples(50))  # (whole plans per example: ~1 s each)
 @given(generators(conv=False), st.integers(1, 16), st.integers(10, 24), st.integers(0, 99))
 def test_memory_budget_is_respected_or_refused(gen, batch, log2_budget, seed):
     budget = 2**log2_budget
