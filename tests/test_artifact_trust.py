@@ -157,6 +157,7 @@ def test_one_executable_serves_many_threads(saved):
     assert wrong == []
 
 
+@pytest.mark.slow
 def test_fresh_compiles_give_byte_identical_artifacts(tmp_path):
     code = """
 import sys, adntn_compiler as adntn

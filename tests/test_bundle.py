@@ -90,6 +90,7 @@ def test_a_tampered_or_padded_bundle_is_refused(small, tmp_path):
         Bundle.load(tmp_path / "n")
 
 
+@pytest.mark.slow
 def test_a_budget_too_small_is_refused_before_any_build(monkeypatch):
     import tvm
 

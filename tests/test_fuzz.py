@@ -228,6 +228,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_fuzzed_containers_are_refused_cleanly(tmp_path, request):
     randomized = request.config.getoption("--fuzz")
     n = "300" if randomized else "40"

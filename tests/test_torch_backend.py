@@ -115,6 +115,7 @@ def test_bad_options_are_refused():
         torch.compile(nn.Linear(2, 2), backend="adntn", options={"fallbak": "eager"})(torch.randn(1, 2))
 
 
+@pytest.mark.slow
 def test_dynamic_batch_bounded_compiles():
     m = vgg_style().eval()
     cm = torch.compile(m, backend="adntn", options={"fallback": "eager"})
@@ -173,6 +174,7 @@ print("HITS", r.cache_hits, "COMPILE", r.compile_s, "Y", float(y.sum()))
 """
 
 
+@pytest.mark.slow
 def test_cache_serves_a_second_process(tmp_path):
     import os
 

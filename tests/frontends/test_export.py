@@ -48,6 +48,7 @@ def _run_fresh(path, x: np.ndarray, tmp_path) -> tuple[np.ndarray, dict]:
 
 
 @pytest.mark.parametrize("name", ["alexnet", "vgg16_bn", "resnet18", "vit_block"])
+@pytest.mark.slow
 def test_whole_model_artifact_equals_torch_eager(name, tmp_path):
     kw = dict(dim=96, heads=4) if name == "vit_block" else {}
     model = _randomise_norms(models.compressed(name, RATIOS[name], **kw)).eval()
@@ -186,6 +187,7 @@ def test_bilinear_resize_compiles_to_a_contraction_equal_to_torch():
     np.testing.assert_allclose(exe.reference(x.numpy()), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_craft_detector_compiles_and_equals_torch(tmp_path):
     """CRAFT (random weights here; the pretrained ones are an optional extra): VGG16-BN with a dilated conv,
     concatenations and bilinear upsampling, one 512x512 conv compressed."""

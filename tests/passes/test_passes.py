@@ -150,6 +150,7 @@ def _measured_peak(p, x) -> int:
         tracemalloc.stop()
 
 
+@pytest.mark.slow
 @settings(max_examples=library_examples(50))  # (whole plans per example: ~1 s each)
 @given(generators(conv=False), st.integers(1, 16), st.integers(10, 24), st.integers(0, 99))
 def test_memory_budget_is_respected_or_refused(gen, batch, log2_budget, seed):
@@ -182,6 +183,7 @@ def test_stream_tiles_to_fit_where_factored_cannot():
     assert _measured_peak(s, x) <= 1.05 * s.peak_bytes + 64 * 1024
 
 
+@pytest.mark.slow
 def test_recompute_keeps_only_the_cores_and_never_forms_a_generated_tensor_whole():
     """The microcontroller schedule: nothing resident but the cores; a budget below what stream needs is met by
     tiling the generated operands too (output labels concatenated, summed labels added chunk by chunk)."""
