@@ -371,11 +371,6 @@ class Bundle(CompiledModel):
                                   f"{(r.stdout + r.stderr).decode(errors='replace')[-3000:]}")
         return root
 
-    @property
-    def built(self) -> bool:
-        """Whether this bundle was built here already (its sizes can be read without running anything new)."""
-        return self._build_dir is not None and (Path(self._build_dir.name) / "adntn_run").exists()
-
     def _emulate_cmd(self, args: list[str], extra: tuple[str, ...] = ()) -> list[str]:
         b = board(self.target)
         if self.target.device == "microcontroller":  # semihosting: argv, host files and the exit status
