@@ -1,10 +1,15 @@
 """One JSON reader for every file the package reads back (artifact and bundle manifests, signatures, tuning
 records, model-file metadata, torch.compile cache entries): bounded size and depth, no NaN or Infinity, and one
-SerializationError line naming the file, instead of RecursionError or a silently non-finite number."""
+SerializationError line naming the file, instead of RecursionError or a silently non-finite number. Also the
+regular-file check those readers share (a FIFO would block a reader forever)."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
+import re
+import stat
 from typing import Any
 
 from .errors import SerializationError
@@ -24,26 +29,14 @@ def _finite(s: str) -> float:
     return x
 
 
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
 def _depth(text: str) -> int:
     """The deepest nesting of [ and {, counted outside strings (before the parser recurses into it)."""
-    depth = deepest = 0
-    in_str = esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
+    steps = [1 if b in "[{" else -1 for b in _BRACKET.findall(_STRING.sub("", text))]
+    return max(itertools.accumulate(steps), default=0)
 
 
 def loads(data: bytes | str, what: str, max_bytes: int = MAX_BYTES, kind: type | None = dict) -> Any:
@@ -65,3 +58,26 @@ def loads(data: bytes | str, what: str, max_bytes: int = MAX_BYTES, kind: type |
         raise SerializationError(f"{what}: the JSON document must be {'an object' if kind is dict else kind.__name__}"
                                  f", got {type(doc).__name__}")
     return doc
+
+
+def check_regular(path, what: str) -> os.stat_result:
+    """`path`'s stat when it is a regular file; else one SerializationError line (stat, not open: opening a FIFO
+    blocks)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise SerializationError(f"{what}: cannot read it ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SerializationError(f"{what}: not a regular file (a folder, FIFO or device is never read)")
+    return st
+
+
+def read_regular(path, what: str, limit: int) -> bytes:
+    """A regular file's bytes, at most `limit`."""
+    if check_regular(path, what).st_size > limit:
+        raise SerializationError(f"{what}: {os.stat(path).st_size:,} bytes, more than the limit {limit:,}")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise SerializationError(f"{what}: more than the limit of {limit:,} bytes")
+    return data

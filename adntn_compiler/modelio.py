@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import stat
 from pathlib import Path
 
 from .errors import ConfigError, SerializationError
@@ -228,12 +227,9 @@ def load_model(path: str | os.PathLike):
 
     from . import jsonio
 
-    try:
-        st = os.stat(path)
-    except OSError:
-        raise SerializationError(f"{path}: no such model file") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise SerializationError(f"{path}: not a regular file (a folder, FIFO or device is never read)")
+    if not os.path.lexists(path):
+        raise SerializationError(f"{path}: no such model file")
+    jsonio.check_regular(path, str(path))
     try:
         with safe_open(str(path), "pt") as f:  # the header only
             meta = f.metadata() or {}

@@ -430,10 +430,7 @@ def _read_entry(path, key: str, target, mg):
     entry copied under another key's name is refused) and the library's size and sha256."""
     from . import jsonio, signing
     from .backends.tvm import load_library
-    import stat
-
-    if not stat.S_ISREG(os.stat(path).st_mode):  # (stat, not open: opening a FIFO would block)
-        raise ValueError("not a regular file (a folder, FIFO or device is never read)")
+    jsonio.check_regular(path, path.name)
     with zipfile.ZipFile(path) as z:
         sizes = {i.filename: i.file_size for i in z.infolist()}
         if sorted(sizes) != sorted(ENTRY_MEMBERS) or len(z.infolist()) != len(ENTRY_MEMBERS):

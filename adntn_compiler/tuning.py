@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import os
-import stat
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -76,22 +75,6 @@ def _finite(x, where: str, at: str = "") -> None:
     items = x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) else ()
     for k, v in items:
         _finite(v, where, f"{at}/{k}" if at else str(k))
-
-
-def read_regular(path, what: str, limit: int) -> bytes:
-    """A regular file's bytes, at most `limit` (a FIFO would block every compile; a folder or device is not
-    data)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as e:
-        raise ConfigError(f"cannot read {what}: {e}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise SerializationError(f"{what}: not a regular file (a folder, FIFO or device is never read)")
-        if st.st_size > limit:
-            raise SerializationError(f"{what}: {st.st_size:,} bytes, more than the limit {limit:,}")
-        return f.read(limit + 1)
 
 
 def records_dir() -> Path:
@@ -179,7 +162,7 @@ class Records:
     def load(cls, path: "str | os.PathLike") -> "Records":
         from . import jsonio
 
-        data = read_regular(path, f"tuning records {path}", RECORDS_MAX)
+        data = jsonio.read_regular(path, f"tuning records {path}", RECORDS_MAX)
         return cls.from_dict(jsonio.loads(data, f"tuning records {path}", RECORDS_MAX), f"tuning records {path}")
 
     @classmethod

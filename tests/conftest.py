@@ -45,7 +45,8 @@ def _have_nvcc() -> bool:
     return shutil.which("nvcc") is not None
 
 
-QEMU_TOOLS = ("qemu-aarch64", "aarch64-linux-gnu-gcc", "qemu-system-arm", "arm-none-eabi-gcc", "bwrap")  # bwrap: the sandbox
+# bwrap: the sandbox every bundle build and emulator run goes through
+QEMU_TOOLS = ("qemu-aarch64", "aarch64-linux-gnu-gcc", "qemu-system-arm", "arm-none-eabi-gcc", "bwrap")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -57,6 +57,21 @@ SCRIPT = textwrap.dedent('''
         yield prefix
 
 
+    def attempt(name, blob, load, same=None):
+        """Write `blob` and read it back with `load`: a refusal must be one AdntnError line; what loads must
+        satisfy `same` (None: a signed change, which may load with another result)."""
+        p = f"{tmp}/{name}"
+        open(p, "wb").write(blob)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got = load(p)
+        except Exception as e:
+            return refused(e)
+        if same is not None:
+            assert same(got), f"a modified {name} loaded with another result"
+
+
     def set_field(d, where, value):
         for k in where[:-1]:
             d = d[k]
@@ -76,16 +91,8 @@ SCRIPT = textwrap.dedent('''
     manifest = json.loads(members[artifact.MANIFEST])
 
     def try_load(blob, signed_change):
-        p = f"{tmp}/m.adntn"
-        open(p, "wb").write(blob)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                got = adntn.load(p)(x)
-        except Exception as e:
-            return refused(e)
-        if not signed_change:  # an unsigned change that loads must not change the result
-            assert np.array_equal(got, want), "a modified artifact loaded with another result"
+        attempt("m.adntn", blob, lambda p: adntn.load(p)(x), None if signed_change else
+                lambda got: np.array_equal(got, want))
 
     @fast
     @given(flips(data))
@@ -115,20 +122,11 @@ SCRIPT = textwrap.dedent('''
     from adntn_compiler.bundle import Bundle
     bundle = adntn.compile(adntn.ttn((16, 24), rank=2, seed=1), target="cortex-m4")
     bzip = bundle.save(f"{tmp}/b.zip").read_bytes()
-    bfiles = {k: v for k, v in bundle._all_files().items()}
+    bfiles = bundle._all_files()
     bmanifest = json.loads(bfiles["manifest.json"])
 
     def try_bundle(blob, signed_change):
-        p = f"{tmp}/fz.zip"
-        open(p, "wb").write(blob)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                got = Bundle.load(p)
-        except Exception as e:
-            return refused(e)
-        if not signed_change:
-            assert got.files == bundle.files, "a modified bundle loaded with other files"
+        attempt("fz.zip", blob, Bundle.load, None if signed_change else lambda got: got.files == bundle.files)
 
     @fast
     @given(flips(bzip))
@@ -157,12 +155,7 @@ SCRIPT = textwrap.dedent('''
     rtext = json.dumps(records).encode()
 
     def try_records(blob):
-        p = f"{tmp}/r.json"
-        open(p, "wb").write(blob)
-        try:
-            Records.load(p)
-        except Exception as e:
-            refused(e)
+        attempt("r.json", blob, Records.load)
 
     @fast
     @given(flips(rtext))
@@ -211,14 +204,8 @@ SCRIPT = textwrap.dedent('''
     @fast
     @given(flips(mdata))
     def model_flips(edits):
-        p = f"{tmp}/mm.safetensors"
-        open(p, "wb").write(flipped(mdata, edits))
-        try:
-            got = adntn.load_model(p)
-        except Exception as e:
-            return refused(e)
         with torch.no_grad():
-            assert torch.equal(got(xt), mwant), "a modified model file loaded with another result"
+            attempt("mm.safetensors", flipped(mdata, edits), adntn.load_model, lambda got: torch.equal(got(xt), mwant))
 
     for f in (artifact_flips, artifact_truncations, artifact_fields_resigned, bundle_flips, bundle_fields_resigned,
               records_flips, records_fields, cache_entry_flips, model_flips):

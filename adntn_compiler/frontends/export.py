@@ -666,7 +666,8 @@ CONVERTERS: dict[str, Callable] = {
     "aten.alias": _identity, "aten.detach": _identity, "aten.lift_fresh_copy": _identity,
     "aten.clamp": _clamp, "aten.clamp_min": _clamp_min, "aten.clamp_max": _clamp_max, "aten.hardtanh": _hardtanh,
     "aten.hardtanh_": _hardtanh, "aten.relu6": _relu6, "aten.relu6_": _relu6, "aten.pad": _pad,
-    "aten.constant_pad_nd": _constant_pad_nd, "aten.leaky_relu_": _act("leaky_relu"), "aten.neg": _neg, "aten.expand": _expand, "aten.split": _split,
+    "aten.constant_pad_nd": _constant_pad_nd, "aten.leaky_relu_": _act("leaky_relu"), "aten.neg": _neg,
+    "aten.expand": _expand, "aten.split": _split,
     "aten.split_with_sizes": _split_sizes, "aten.chunk": _chunk, "aten.unbind": _unbind, "getitem": _getitem,
     "adntn.linear": _adntn_linear, "adntn.weight": _adntn_weight,
 }
