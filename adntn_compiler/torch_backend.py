@@ -59,6 +59,15 @@ class Options:
         bad = sorted(set(options) - known)
         if bad:
             raise ConfigError(f"unknown torch.compile option(s) {bad} for backend 'adntn'; known: {sorted(known)}")
+        records = options.get("records", "auto")
+        if records not in ("auto", None, False):  # a file is read once, here, and refused here (not per partition)
+            from .errors import AdntnError
+            from .tuning import Records
+
+            try:
+                options["records"] = records if isinstance(records, Records) else Records.load(records)
+            except AdntnError as e:
+                raise ConfigError(f"options['records']: {e}") from None
         o = cls(**options)
         if o.fallback not in FALLBACKS:
             raise ConfigError(f"options['fallback'] must be one of {FALLBACKS}, got {o.fallback!r}")

@@ -325,3 +325,19 @@ def test_a_fifo_at_the_records_path_never_blocks_a_compile(tmp_path):
         adntn.compile(adntn.ttn((16, 24), rank=2), batch_size=1)
     with pytest.raises(SerializationError, match="not a regular file"):
         Records.load(path)
+
+
+def test_torch_compile_refuses_a_records_file_it_cannot_read(tmp_path):
+    """A missing records file was only logged by the failing partition, which then ran on the fallback."""
+    import torch
+
+    from adntn_compiler.errors import ConfigError
+
+    from adntn_compiler.torch_backend import Options
+
+    missing = str(tmp_path / "none.json")
+    with pytest.raises(ConfigError, match=r"options\['records'\]: .*none.json: cannot read it"):
+        Options.parse({"records": missing})
+    layer = adntn.ADNTNLinear(adntn.ttn((16, 24), rank=2))
+    with pytest.raises(Exception, match=r"options\['records'\]: .*none.json"):  # (Dynamo wraps backend errors)
+        torch.compile(layer, backend="adntn", options={"records": missing})(torch.randn(2, 24))
