@@ -5,46 +5,43 @@
     W = adntn.materialize(gen)
     layer = adntn.ADNTNLinear(gen, bias=True)
 
-torch is imported only when a torch name (ADNTNLinear, ADNTNConv2d, compress, report, train, sensitivity) is used.
+The stages: `adntn.capture(model) -> .plan(target) -> .build()`; `adntn.compile` is their composition.
+torch is imported only when a torch name (ADNTNLinear, ADNTNConv2d, compress, report, train, sensitivity, ...)
+is used. The package's layers are in docs/architecture.md.
 """
 from . import ir
 from .errors import AdntnError, ConfigError, MemoryEstimateError, SerializationError, ShapeError, VerifyError
 from .generators import ARCHS, Generator, attn, brickwall, cp, dense, lowrank, make, mera, tt, ttn, tucker
 from .generators.search import config_for_ratio
-from .artifact import Executable, load
-from .compiler import compile
-from .frontends.trace import materialize, trace
+from .generators.trace import materialize, trace
 from .plan import Plan, plan
+from .runtime.artifact import Executable, load
+from .settings import VERSION
+from .stages import capture, compile
 from .targets import Target, targets
 from .tuning import Records, tune
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
-_TORCH_NAMES = {"ADNTNLinear", "ADNTNConv2d", "compress", "report", "Report", "save_model", "load_model"}
+# torch names, imported on first use: name -> module that defines it
+_LAZY = {"ADNTNLinear": "nn.layers", "ADNTNConv2d": "nn.layers", "compress": "training.compress",
+         "report": "training.compress", "Report": "training.compress", "save_model": "training.modelio",
+         "load_model": "training.modelio", "sensitivity": "training.sensitivity"}
 
 
 def __getattr__(name: str):
-    if name == "train":  # adntn.train.distill / fit_outputs / ...: needs torch, so imported on first use
-        import importlib
+    import importlib
 
-        return importlib.import_module(".train", __name__)
-    if name == "sensitivity":
-        from .sensitivities import sensitivity  # the module is not named sensitivity: it would shadow the function
-
-        return sensitivity
-    if name in ("save_model", "load_model"):
-        from . import modelio
-
-        return getattr(modelio, name)
-    if name in _TORCH_NAMES:
-        from . import nn
-
-        return getattr(nn, name)
+    if name == "train":  # adntn.train.distill / fit_outputs / ...: a module, needs torch
+        return importlib.import_module(".training.train", __name__)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'adntn_compiler' has no attribute {name!r}")
 
 
 __all__ = [
-    "ARCHS", "AdntnError", "Executable", "compile", "load", "ConfigError", "Generator", "MemoryEstimateError", "SerializationError", "ShapeError",
-    "VerifyError", "attn", "brickwall", "config_for_ratio", "cp", "dense", "ir", "lowrank", "make", "materialize",
-    "mera", "Plan", "plan", "Records", "Target", "targets", "trace", "tune", "tt", "ttn", "tucker", *sorted(_TORCH_NAMES),
+    "ARCHS", "AdntnError", "ConfigError", "Executable", "Generator", "MemoryEstimateError", "Plan", "Records",
+    "SerializationError", "ShapeError", "Target", "VerifyError", "attn", "brickwall", "capture", "compile",
+    "config_for_ratio", "cp", "dense", "ir", "load", "lowrank", "make", "materialize", "mera", "plan", "targets",
+    "trace", "tt", "ttn", "tucker", "tune", *sorted(_LAZY),
 ]

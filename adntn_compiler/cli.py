@@ -122,10 +122,10 @@ def _dispatch(a) -> int:
     if a.cmd in cmds:
         return cmds[a.cmd](a)
     if a.cmd == "demo":
-        from .demo import main as demo
+        from .apps.demo import main as demo
 
         return demo(a.batch, a.out, a.repeats)
-    from .demo import compression_table, format_table
+    from .apps.demo import compression_table, format_table
 
     rows = compression_table(tuple(a.arch))
     print(json.dumps(rows, indent=1, default=str) if a.json else format_table(rows))
@@ -167,7 +167,7 @@ def resolve_model(spec: str):
     from .errors import ConfigError
 
     if Path(spec).exists():
-        from .modelio import load_model as load_file
+        from .training.modelio import load_model as load_file
 
         return load_file(spec)
     if ":" in spec:
@@ -178,7 +178,7 @@ def resolve_model(spec: str):
 def compile_cmd(a) -> int:
     import time
 
-    from .compiler import compile as compile_model
+    from .stages import compile as compile_model
 
     from pathlib import Path
 
@@ -214,7 +214,7 @@ def compile_cmd(a) -> int:
 def tune_cmd(a) -> int:
     import time
 
-    from .compiler import compile as compile_model
+    from .stages import compile as compile_model
     from .targets import resolve
     from .tuning import tune
 
@@ -248,11 +248,11 @@ def _records_file(recs) -> str:
 def run_cmd(a) -> int:
     import numpy as np
 
-    from .artifact import load as load_artifact
+    from .runtime.artifact import load as load_artifact
     from .errors import ConfigError
-    from .timing import median_time
+    from .runtime.timing import median_time
 
-    from .bundle import Bundle, is_bundle
+    from .runtime.bundle import Bundle, is_bundle
 
     if a.no_torch:
         block_torch()
@@ -318,8 +318,8 @@ def block_torch() -> None:
 
 
 def info_cmd(a) -> int:
-    from .artifact import inspect
-    from .bundle import is_bundle
+    from .runtime.artifact import inspect
+    from .runtime.bundle import is_bundle
 
     if is_bundle(a.artifact):
         return _bundle_info(a)
@@ -379,7 +379,7 @@ def _gpu_line(g: dict) -> str:
 
 
 def _bundle_info(a) -> int:
-    from .bundle import Bundle
+    from .runtime.bundle import Bundle
     from .errors import ConfigError
 
     b = Bundle.load(a.artifact, trusted_keys=a.trust, allow_unsigned=a.allow_unsigned)
@@ -418,7 +418,7 @@ def _bundle_info(a) -> int:
 
 
 def keygen_cmd(a) -> int:
-    from . import signing
+    from .runtime import signing
 
     key, pub = signing.keygen(a.out or signing.home())
     print(f"wrote {key} (private, mode 0600) and {pub} (public key {signing.fingerprint(pub.read_text().strip())});"
@@ -427,7 +427,7 @@ def keygen_cmd(a) -> int:
 
 
 def trust_cmd(a) -> int:
-    from . import signing
+    from .runtime import signing
 
     path = signing.trust(a.public_key)
     print(f"trusted key {path.stem}: artifacts it signs now load here ({path})")
@@ -436,8 +436,8 @@ def trust_cmd(a) -> int:
 
 def verify_cmd(a) -> int:
     """Checksums of every member and the signature; nothing is loaded or run."""
-    from . import signing
-    from .artifact import check_signature, read_checked, read_manifest
+    from .runtime import signing
+    from .runtime.artifact import check_signature, read_checked, read_manifest
 
     m, mbytes, z = read_manifest(a.artifact)
     with z:
@@ -451,7 +451,7 @@ def explain(a) -> int:
     from .errors import ConfigError
 
     if a.model:
-        from .nn import _ADNTNBase
+        from .nn.layers import _ADNTNBase
 
         gens = [(name, m.gen) for name, m in load_model(a.model).named_modules() if isinstance(m, _ADNTNBase)]
         if not gens:

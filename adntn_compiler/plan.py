@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from .errors import ConfigError, MemoryEstimateError
-from .frontends.trace import trace
+from .generators.trace import trace
 from .generators.base import Generator
 from .ir.graph import Graph, Op
 from .ir.ops import einsum_sizes

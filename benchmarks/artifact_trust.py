@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import adntn_compiler as adntn  # noqa: E402
-from adntn_compiler import artifact  # noqa: E402
+from adntn_compiler.runtime import artifact  # noqa: E402
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import adntn_compiler as adntn
-from adntn_compiler import craft as C
+from adntn_compiler.apps import craft as C
 
 # vgg16_bn's conv4_1..conv5_2 (512 channels) and the 512-input decoder conv, then the 256-channel ones
 LAYERS_512 = ("basenet.slice3.24", "basenet.slice3.27", "basenet.slice4.30", "basenet.slice4.34",

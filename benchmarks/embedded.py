@@ -25,13 +25,13 @@ from tqdm import tqdm
 
 import adntn_compiler as adntn
 from adntn_compiler.memory import fmt_bytes
-from adntn_compiler.models import VGG16_HEAD_SPECS, compressed_vgg16_head, vgg16_head
+from adntn_compiler.apps.models import VGG16_HEAD_SPECS, compressed_vgg16_head, vgg16_head
 
 
 def fc6():
     from torch import nn
 
-    from adntn_compiler.nn import compress
+    from adntn_compiler.training.compress import compress
 
     return compress(nn.Sequential(nn.Linear(25088, 4096)), {"0": dict(VGG16_HEAD_SPECS["0"], seed=0)}).eval()
 

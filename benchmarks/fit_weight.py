@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 import adntn_compiler as adntn
-from adntn_compiler.train import fit_weight, plot_losses, same_budget
+from adntn_compiler.training.train import fit_weight, plot_losses, same_budget
 
 
 def target(shape, rank=16, noise=0.1, seed=0) -> np.ndarray:

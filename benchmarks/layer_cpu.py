@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import adntn_compiler as adntn
-from adntn_compiler.timing import median_time
+from adntn_compiler.runtime.timing import median_time
 
 
 COLD = """

@@ -30,7 +30,7 @@ def fc6():
 
 
 def head():
-    from adntn_compiler.models import compressed_vgg16_head
+    from adntn_compiler.apps.models import compressed_vgg16_head
 
     return compressed_vgg16_head().eval()
 
@@ -43,7 +43,7 @@ def checks():
     import torch
     from torch import nn
 
-    from adntn_compiler.models import compressed_vit_block
+    from adntn_compiler.apps.models import compressed_vit_block
 
     torch.manual_seed(0)
     conv = nn.Sequential(adntn.ADNTNConv2d(adntn.ttn((6, 3, 3, 3), rank=2, seed=1), padding=1), nn.ReLU(),
@@ -72,7 +72,7 @@ def build_checks(folder: Path, target: str) -> list[dict]:
 def build(folder: Path, target: str, batches) -> dict:
     from tqdm import tqdm
 
-    from adntn_compiler import signing
+    from adntn_compiler.runtime import signing
 
     folder.mkdir(parents=True, exist_ok=True)
     cases = []
@@ -97,7 +97,7 @@ def _torch_variants(name: str, b: int, device: str):
     """torch dense (cuBLAS on a GPU), the ADNTN model in eager torch and under torch.compile, on `device`."""
     import torch
 
-    from adntn_compiler.models import vgg16_head
+    from adntn_compiler.apps.models import vgg16_head
 
     dense = torch.nn.Linear(25088, 4096, bias=False) if name == "fc6" else vgg16_head()
     model = adntn.ADNTNLinear(fc6(), bias=False) if name == "fc6" else head()

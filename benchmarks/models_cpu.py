@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import adntn_compiler as adntn  # noqa: E402
-from adntn_compiler import models  # noqa: E402
+from adntn_compiler.apps import models  # noqa: E402
 from adntn_compiler.ir.graph import Op  # noqa: E402
 
 RATIOS = {"alexnet": 2000, "vgg16_bn": 2000, "vgg16": 2000, "resnet18": 100, "vit_block": 200}

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 import adntn_compiler as adntn
 from adntn_compiler.errors import ConfigError
-from adntn_compiler.train import SCHEDULES, distill, train_classifier
+from adntn_compiler.training.train import SCHEDULES, distill, train_classifier
 
 RATIOS = (2000, 20000)
 ADNTN_ARCHS = ("ttn", "attn", "mera")

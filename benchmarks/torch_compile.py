@@ -23,7 +23,8 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import adntn_compiler as adntn  # noqa: E402
-from adntn_compiler import models, torch_backend  # noqa: E402
+from adntn_compiler import dynamo as torch_backend  # noqa: E402
+from adntn_compiler.apps import models  # noqa: E402
 
 
 def fc6(seed: int = 0):

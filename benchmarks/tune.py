@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import adntn_compiler as adntn  # noqa: E402
-from adntn_compiler import models  # noqa: E402
+from adntn_compiler.apps import models  # noqa: E402
 
 
 def block_tt(params: int, seed: int = 0):

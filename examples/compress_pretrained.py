@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 import adntn_compiler as adntn
-from adntn_compiler import craft as C
-from adntn_compiler.sensitivities import init_from_data, record_inputs
+from adntn_compiler.apps import craft as C
+from adntn_compiler.training.sensitivity import init_from_data, record_inputs
 
 
 def choose(rows: list[dict], threshold: float, metric: str = "corr") -> dict[str, float]:

@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("tvm", reason="apache-tvm is not installed")
 
 import adntn_compiler as adntn  # noqa: E402
-from adntn_compiler import artifact, signing  # noqa: E402
+from adntn_compiler.runtime import artifact, signing  # noqa: E402
 from adntn_compiler.cli import main as cli  # noqa: E402
 from adntn_compiler.errors import SerializationError  # noqa: E402
 
@@ -247,7 +247,7 @@ BOMB = '''
 import hashlib, json, sys, zipfile
 def hwm_mb():  # this process's peak resident memory (ru_maxrss would carry the parent's across exec)
     return int(next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM")).split()[1]) // 1024
-from adntn_compiler import artifact
+from adntn_compiler.runtime import artifact
 from adntn_compiler.errors import SerializationError
 src, dst = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(src) as z:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 pytest.importorskip("tvm", reason="apache-tvm is not installed")
 
 import adntn_compiler as adntn  # noqa: E402
-from adntn_compiler.bundle import Bundle  # noqa: E402
+from adntn_compiler.runtime.bundle import Bundle  # noqa: E402
 from adntn_compiler.errors import ConfigError, MemoryEstimateError, SerializationError  # noqa: E402
 from adntn_compiler.targets import resolve  # noqa: E402
 
@@ -134,7 +134,7 @@ def test_missing_toolchain_names_the_debian_packages(small, monkeypatch):
 
 def test_bundles_do_not_load_as_artifacts_and_artifact_options_refuse():
     with pytest.raises(ConfigError, match="deploys as a C bundle"):
-        from adntn_compiler.targets import check_runs_here
+        from adntn_compiler.runtime.host import check_runs_here
 
         t = resolve("cortex-m4")
         check_runs_here(t.__class__(**{**t.to_dict(), "arch": __import__("platform").machine(), "isa": ()}))
@@ -204,7 +204,7 @@ def test_random_generators_match_the_reference_on_the_emulator(target, gen, batc
 @qemu
 @pytest.mark.slow
 def test_the_vgg16_head_runs_on_an_emulated_cortex_m7(tmp_path):
-    from adntn_compiler.models import compressed_vgg16_head
+    from adntn_compiler.apps.models import compressed_vgg16_head
 
     # An STM32H7-class budget: what no dense VGG layer fits (FC6 alone is 411 MB); only recompute does here.
     b = adntn.compile(compressed_vgg16_head(), target="cortex-m7", ram_bytes="512KiB", flash_bytes="1MiB")

@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("tvm", reason="apache-tvm is not installed")
 
 import adntn_compiler as adntn  # noqa: E402
-from adntn_compiler import signing  # noqa: E402
-from adntn_compiler.bundle import Bundle  # noqa: E402
+from adntn_compiler.runtime import signing  # noqa: E402
+from adntn_compiler.runtime.bundle import Bundle  # noqa: E402
 from adntn_compiler.errors import SerializationError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ BOMB = r'''
 import sys, zipfile
 def hwm_mb():  # this process's peak resident memory (ru_maxrss would carry the parent's across exec)
     return int(next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM")).split()[1]) // 1024
-from adntn_compiler.bundle import Bundle
+from adntn_compiler.runtime.bundle import Bundle
 from adntn_compiler.errors import SerializationError
 src, dst = sys.argv[1], sys.argv[2]
 if sys.argv[3] == "make":  # (in its own process: zipfile's writer holds a lot of memory)
@@ -203,7 +203,7 @@ def test_guest_code_cannot_touch_the_host(which, request, tmp_path):
 
 def test_info_never_builds(m4, tmp_path, monkeypatch):
     d = m4.save(tmp_path / "b")
-    from adntn_compiler import sandbox
+    from adntn_compiler.runtime import sandbox
 
     def no(*a, **k):
         raise AssertionError("info ran a build or an emulator")
@@ -242,7 +242,7 @@ def test_the_callers_timeout_bounds_the_build_and_the_emulator(monkeypatch):
     """Bundle(x, timeout=5) ignored the timeout while `make` ran. A build that would take 60 s is stopped."""
     import time
 
-    from adntn_compiler import sandbox
+    from adntn_compiler.runtime import sandbox
     from adntn_compiler.errors import ConfigError
 
     b = adntn.compile(adntn.ttn((16, 24), rank=2, seed=3), target="arm64")

@@ -73,7 +73,7 @@ def test_explain_backward(capsys):
     (["table", "--arch", "foo"], "invalid choice: 'foo'"),
     (["demo", "--batch", "0"], "--batch: must be at least 1"),
     (["run", "ART", "--output", "/nonexistent-dir/y.npy"], "does not exist"),
-    (["compile", "adntn_compiler.models:vgg16_head", "-o", "FOLDER"], "is a folder"),
+    (["compile", "adntn_compiler.apps.models:vgg16_head", "-o", "FOLDER"], "is a folder"),
     (["info", "/nonexistent.adntn"], "no such artifact"),
     (["explain", "ttn", "--shape", "8", "8", "--set", "rank"], "KEY=VALUE"),
 ])

@@ -109,7 +109,7 @@ def test_cli_compile_run_info(tmp_path, capsys):
     close(np.load(tmp_path / "y.npy"), torch_out(model, x))
     assert cli(["info", str(art)]) == 0
     assert "ttn((24, 40)" in capsys.readouterr().out
-    assert cli(["compile", "adntn_compiler.models:no_such_fn", "-o", str(art)]) == 2
+    assert cli(["compile", "adntn_compiler.apps.models:no_such_fn", "-o", str(art)]) == 2
     assert "cannot load model" in capsys.readouterr().err
     assert cli(["compile", str(src), "-o", str(art), "--target", "tpu"]) == 2
     assert "unknown target 'tpu'" in capsys.readouterr().err

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from adntn_compiler import craft as C
+from adntn_compiler.apps import craft as C
 from adntn_compiler.errors import ConfigError, ShapeError
 
 

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent('''
     import numpy as np
     from hypothesis import given, settings, HealthCheck, strategies as st
     import adntn_compiler as adntn
-    from adntn_compiler import artifact, signing
+    from adntn_compiler.runtime import artifact, signing
     from adntn_compiler.errors import AdntnError
 
     tmp, n, randomized = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "random"
@@ -119,7 +119,7 @@ SCRIPT = textwrap.dedent('''
         try_load(buf.getvalue(), True)
 
     # ------------------------------------------------------------------ C bundles (read back, never built here)
-    from adntn_compiler.bundle import Bundle
+    from adntn_compiler.runtime.bundle import Bundle
     bundle = adntn.compile(adntn.ttn((16, 24), rank=2, seed=1), target="cortex-m4")
     bzip = bundle.save(f"{tmp}/b.zip").read_bytes()
     bfiles = bundle._all_files()
@@ -171,7 +171,7 @@ SCRIPT = textwrap.dedent('''
 
     # ------------------------------------------------------------------ torch.compile cache entries
     import torch
-    from adntn_compiler import torch_backend
+    from adntn_compiler import dynamo as torch_backend
     from adntn_compiler.targets import resolve
     m = torch.nn.Sequential(torch.nn.Linear(12, 6), torch.nn.Tanh()).eval()
     with torch.no_grad():

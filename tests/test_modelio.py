@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import adntn_compiler as adntn
-from adntn_compiler import modelio
+from adntn_compiler.training import modelio
 from adntn_compiler.errors import SerializationError
 
 

@@ -5,7 +5,7 @@ from torch import nn
 
 import adntn_compiler as adntn
 from adntn_compiler.errors import ConfigError
-from adntn_compiler.sensitivities import score_correlation
+from adntn_compiler.training.sensitivity import score_correlation
 
 
 def tiny():

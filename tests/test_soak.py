@@ -18,7 +18,7 @@ import gc, json, threading
 import numpy as np
 import torch
 import adntn_compiler as adntn
-from adntn_compiler import torch_backend
+from adntn_compiler import dynamo as torch_backend
 
 
 def rss_mb():

@@ -15,7 +15,8 @@ import adntn_compiler as adntn  # noqa: E402
 from adntn_compiler.backends.tvm import build  # noqa: E402
 from adntn_compiler.backends.tvm.policy import GemmTiles, default_policy  # noqa: E402
 from adntn_compiler.errors import ConfigError  # noqa: E402
-from adntn_compiler.targets import Target, check_runs_here, resolve  # noqa: E402
+from adntn_compiler.runtime.host import check_runs_here  # noqa: E402
+from adntn_compiler.targets import Target, resolve  # noqa: E402
 
 x86 = pytest.mark.skipif(platform.machine() != "x86_64", reason="the SSE-only target is an x86-64 CPU")
 

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import adntn_compiler as adntn
-from adntn_compiler import models, torch_backend
+from adntn_compiler.apps import models
+from adntn_compiler import dynamo as torch_backend
 from adntn_compiler.errors import ConfigError
 
 
@@ -162,7 +163,7 @@ def test_training_equals_eager(fallback):
 
 CACHE_SCRIPT = r"""
 import time, torch, adntn_compiler as adntn
-from adntn_compiler import torch_backend
+from adntn_compiler import dynamo as torch_backend
 torch.manual_seed(0)
 m = torch.nn.Sequential(adntn.ADNTNLinear(adntn.ttn((64, 96), rank=3, seed=0)), torch.nn.ReLU(),
                         torch.nn.Linear(64, 8)).eval()
@@ -242,7 +243,7 @@ def test_a_graph_export_cannot_capture_runs_on_the_fallback(monkeypatch):
 
 SWAP_SCRIPT = r"""
 import json, logging, os, shutil, sys, torch, adntn_compiler as adntn
-from adntn_compiler import torch_backend
+from adntn_compiler import dynamo as torch_backend
 logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
 torch.manual_seed(0)
 x = torch.randn(2, 16)
@@ -312,7 +313,7 @@ def test_a_cache_path_that_is_not_a_file_only_stops_caching(tmp_path, monkeypatc
 ENTRY_BOMB = r"""
 import json, sys, zipfile
 from pathlib import Path
-from adntn_compiler import torch_backend
+from adntn_compiler import dynamo as torch_backend
 src, dst, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 if mode == "make":  # the signed entry's small members, lib.so replaced by 512 MiB of zeros (~0.5 MB zipped)
     with zipfile.ZipFile(src) as z:

@@ -3,7 +3,7 @@ import pytest
 
 import adntn_compiler as adntn
 from adntn_compiler.errors import ShapeError
-from adntn_compiler.train import fit_outputs, fit_weight, plot_losses, same_budget
+from adntn_compiler.training.train import fit_outputs, fit_weight, plot_losses, same_budget
 
 
 def test_fit_weight_reduces_the_error_and_updates_the_generator(tmp_path):
@@ -43,7 +43,7 @@ def test_fit_outputs_on_conv_patches_matches_the_conv():
     import torch
     import torch.nn.functional as F
 
-    from adntn_compiler.train import conv_patches
+    from adntn_compiler.training.train import conv_patches
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(8, 16, 3, padding=1, bias=False)
@@ -83,7 +83,7 @@ def _teacher_task():
 def test_distill_beats_training_the_same_student_from_scratch(seed, tmp_path):
     import torch
 
-    from adntn_compiler.train import distill, train_classifier
+    from adntn_compiler.training.train import distill, train_classifier
 
     torch.set_num_threads(1)
     mlp, teacher, x, y, xt, yt = _teacher_task()
@@ -109,7 +109,7 @@ def test_distill_takes_precomputed_teacher_outputs_a_sampler_and_mse():
     import torch
 
     from adntn_compiler.errors import ConfigError
-    from adntn_compiler.train import distill
+    from adntn_compiler.training.train import distill
 
     mlp, teacher, x, y, _, _ = _teacher_task()
     with torch.no_grad():

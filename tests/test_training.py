@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import adntn_compiler as adntn
-from adntn_compiler.train import train_classifier
+from adntn_compiler.training.train import train_classifier
 
 
 @pytest.fixture(scope="module")

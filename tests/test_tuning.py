@@ -11,8 +11,8 @@ import pytest
 import adntn_compiler as adntn
 from adntn_compiler.errors import SerializationError
 from adntn_compiler.targets import resolve
-from adntn_compiler.tuning import (TOLERANCE, Candidate, Records, _Bench, _plan_candidates, calibrate, tune,
-                                   tune_layer, workload_key)
+from adntn_compiler.tuning.measure import (TOLERANCE, Candidate, Records, _Bench, _plan_candidates, calibrate, tune,
+                                           tune_layer, workload_key)
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +36,7 @@ def test_every_candidate_equals_the_reference(gen, rows):
     """Each plan candidate (schedule x objective x tree) and the first tile candidates of its GEMMs is a real
     build whose output matches the float64 reference."""
     from adntn_compiler.backends.tvm.lower import gemm_shapes
-    from adntn_compiler.frontends.torch_modules import model_graphs
+    from adntn_compiler.frontends.capture import model_graphs
 
     target = resolve("cpu")
     bench = _Bench(gen, rows, target)
@@ -220,7 +220,7 @@ def test_torch_compile_uses_records(tmp_path):
     Records or a file), and the records are part of the cache key (no hit on an untuned entry)."""
     import torch
 
-    from adntn_compiler.torch_backend import last_report
+    from adntn_compiler.dynamo import last_report
 
     gen, rows = adntn.ttn((64, 128), rank=3, seed=7), 4
     recs = tune(gen, batch_size=rows, budget_s=2.0, progress=False, save=False)
@@ -270,7 +270,7 @@ def test_tiles_within_bounds_but_not_this_policys_are_not_used():
     wrong width) is left out with a note, whatever the record says."""
     from adntn_compiler.backends.tvm.lower import gemm_shapes
     from adntn_compiler.backends.tvm.policy import default_policy
-    from adntn_compiler.frontends.torch_modules import model_graphs
+    from adntn_compiler.frontends.capture import model_graphs
     from adntn_compiler.tuning import applied
 
     gen, rows = adntn.ttn((64, 128), rank=3, seed=2), 4
@@ -333,7 +333,7 @@ def test_torch_compile_refuses_a_records_file_it_cannot_read(tmp_path):
 
     from adntn_compiler.errors import ConfigError
 
-    from adntn_compiler.torch_backend import Options
+    from adntn_compiler.dynamo import Options
 
     missing = str(tmp_path / "none.json")
     with pytest.raises(ConfigError, match=r"options\['records'\]: .*none.json: cannot read it"):

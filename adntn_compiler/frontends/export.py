@@ -626,7 +626,7 @@ def _getitem(c: _Converter, node, xs, k):
 
 
 def _adntn_linear(c: _Converter, node, x, cores, layer):
-    from ..nn import layer_of
+    from ..nn.layers import layer_of
 
     m = layer_of(layer)
     path = c.mb.unique_prefix(module_path(node) or node.name)
@@ -637,7 +637,7 @@ def _adntn_linear(c: _Converter, node, x, cores, layer):
 
 
 def _adntn_weight(c: _Converter, node, cores, layer):
-    from ..nn import layer_of
+    from ..nn.layers import layer_of
 
     m = layer_of(layer)
     path = c.mb.unique_prefix(module_path(node) or node.name)

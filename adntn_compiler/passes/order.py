@@ -31,7 +31,9 @@ Objective = Literal["call", "total"]
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("ADNTN_CACHE", Path.home() / ".cache" / "adntn")) / "paths"
+    from ..settings import cache_dir
+
+    return cache_dir() / "paths"
 
 
 def step_flops(terms: Sequence[str], out: str, sizes: dict[str, int]) -> int:

@@ -43,7 +43,8 @@ def test_cuda_artifacts_on_the_gpu_equal_reference(payload):
 
 
 def test_cuda_artifact_for_another_arch_is_refused(payload):
-    from adntn_compiler.targets import Target, check_runs_here, local_cuda_archs
+    from adntn_compiler.runtime.host import check_runs_here
+    from adntn_compiler.targets import Target, local_cuda_archs
 
     here = local_cuda_archs()[0]
     other = "sm_80" if here != "sm_80" else "sm_90"

@@ -19,14 +19,14 @@ pytest.importorskip("tvm", reason="apache-tvm is not installed")
 import tvm  # noqa: E402
 
 import adntn_compiler as adntn  # noqa: E402
-import adntn_compiler.models  # noqa: E402,F401
+import adntn_compiler.apps.models  # noqa: E402,F401
 from adntn_compiler.backends import get_backend, reference  # noqa: E402
 from adntn_compiler.backends.tvm import build  # noqa: E402
 from adntn_compiler.backends.tvm.gpu import check_ptxas, parse_ptxas  # noqa: E402
 from adntn_compiler.backends.tvm.lower import lower  # noqa: E402
 from adntn_compiler.backends.tvm.policy import default_policy  # noqa: E402
 from adntn_compiler.errors import ConfigError, SerializationError  # noqa: E402
-from adntn_compiler.frontends.trace import trace  # noqa: E402
+from adntn_compiler.generators.trace import trace  # noqa: E402
 from adntn_compiler.ir.builder import Builder  # noqa: E402
 from adntn_compiler.ir.graph import AdaptivePoolAttrs, AxisAttrs, BinaryAttrs, NormAttrs, Op  # noqa: E402
 from adntn_compiler.passes.autodiff import autodiff  # noqa: E402
@@ -157,7 +157,7 @@ def test_opencl_artifact_runs_in_a_fresh_process(tmp_path):
 
 
 def test_torch_compile_refuses_gpu_targets():
-    from adntn_compiler.torch_backend import Options
+    from adntn_compiler.dynamo import Options
 
     with pytest.raises(ConfigError, match="runs its partitions on this CPU"):
         Options.parse({"target": "opencl"})

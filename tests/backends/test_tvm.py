@@ -14,7 +14,7 @@ from adntn_compiler.backends import reference  # noqa: E402
 from adntn_compiler.backends.tvm import build  # noqa: E402
 from adntn_compiler.backends.tvm.policy import default_policy  # noqa: E402
 from adntn_compiler.errors import ConfigError, MemoryEstimateError  # noqa: E402
-from adntn_compiler.frontends.trace import trace  # noqa: E402
+from adntn_compiler.generators.trace import trace  # noqa: E402
 from adntn_compiler.ir.builder import Builder  # noqa: E402
 from adntn_compiler.passes.autodiff import autodiff  # noqa: E402
 from adntn_compiler.targets import resolve  # noqa: E402

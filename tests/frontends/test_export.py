@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import adntn_compiler as adntn
-from adntn_compiler import models
+from adntn_compiler.apps import models
 from adntn_compiler.errors import ConfigError
 
 RATIOS = {"alexnet": 2000, "vgg16_bn": 2000, "resnet18": 100, "vit_block": 200}
@@ -191,7 +191,7 @@ def test_bilinear_resize_compiles_to_a_contraction_equal_to_torch():
 def test_craft_detector_compiles_and_equals_torch(tmp_path):
     """CRAFT (random weights here; the pretrained ones are an optional extra): VGG16-BN with a dilated conv,
     concatenations and bilinear upsampling, one 512x512 conv compressed."""
-    from adntn_compiler.craft import craft
+    from adntn_compiler.apps.craft import craft
 
     torch.manual_seed(0)
     model = _randomise_norms(craft())
@@ -258,7 +258,7 @@ def test_unsupported_functional_spellings_are_refused_naming_them(f, msg):
 def test_leaky_relu_slopes_and_pads_equal_torch_on_the_reference(slope, pad):
     """Any slope and zero pads of any axes, through the frontend's graphs on the float64 reference interpreter."""
     from adntn_compiler.backends.reference import run, with_resident
-    from adntn_compiler.frontends.torch_modules import model_graphs
+    from adntn_compiler.frontends.capture import model_graphs
 
     pad = pad[: len(pad) // 2 * 2]
     m = _Fn(lambda x: nn.functional.leaky_relu(nn.functional.pad(x, pad), slope))

@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 
-from .errors import ConfigError
-from .generators import make
-from .generators.search import config_for_ratio
+from ..errors import ConfigError
+from ..generators import make
+from ..generators.search import config_for_ratio
 from .models import LAYER_SHAPES
 
 TARGETS = (2000, 20000, 77000)
@@ -56,10 +56,10 @@ def main(batch: int = 4, out: str = "build/vgg16_bn.adntn", repeats: int = 20, s
 
     import torch
 
-    from .compiler import compile as compile_model
+    from ..stages import compile as compile_model
     from .models import compressed_vgg16_bn, vgg16_bn
-    from .nn import report
-    from .timing import median_time
+    from ..training.compress import report
+    from ..runtime.timing import median_time
 
     torch.set_num_threads(1)  # one thread everywhere: this VM gives about one core
     print("== Reference layers: configurations at 2,000x / 20,000x / 77,000x (n/a: not reachable at rank >= 2)")

@@ -12,7 +12,7 @@ import re
 import stat
 from typing import Any
 
-from .errors import SerializationError
+from ..errors import SerializationError
 
 MAX_BYTES = 8 << 20
 MAX_DEPTH = 64  # the deepest honest document (a model file's nested modules) is far shallower

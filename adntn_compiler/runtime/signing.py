@@ -17,13 +17,14 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .errors import ConfigError, SerializationError
+from ..errors import ConfigError, SerializationError
+from ..settings import config_dir
 
 ALGORITHM = "ed25519"
 
 
 def home() -> Path:
-    return Path(os.environ.get("ADNTN_HOME") or Path.home() / ".config" / "adntn")
+    return config_dir()
 
 
 def _crypto():

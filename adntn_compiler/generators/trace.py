@@ -7,7 +7,7 @@ from typing import Literal, Mapping
 import numpy as np
 
 from ..errors import ConfigError
-from ..generators.base import Generator
+from .base import Generator
 from ..ir.builder import Builder
 from ..ir.graph import Graph, Value
 from ..ir.verify import verify

@@ -28,7 +28,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .errors import ConfigError, SerializationError
+from ..errors import ConfigError, SerializationError
 
 FORMAT = "adntn-artifact"
 VERSION = 3  # 2: program inputs carry their names; 3: the backend and the whole Target are recorded
@@ -107,7 +107,7 @@ class Executable(CompiledModel):
         # The runner's buffers are shared: one call at a time. A lock (not per-thread buffers) keeps memory at
         # one copy; threads gain nothing from running the kernels concurrently anyway (they are parallel inside).
         self._lock = threading.Lock()
-        from .targets import check_runs_here
+        from .host import check_runs_here
 
         try:  # a library for another machine (cpu:skylake-avx512 built here) is saved, never run here
             check_runs_here(library.target)
@@ -125,8 +125,8 @@ class Executable(CompiledModel):
     def from_build(cls, lib, mg, batch_size: int, schedule: str, tuning: dict | None = None) -> "Executable":
         import tvm
 
-        from . import __version__
-        from .ir.serialize import to_dict
+        from ..settings import VERSION as __version__
+        from ..ir.serialize import to_dict
 
         manifest = dict(
             format=FORMAT, version=VERSION, adntn_version=__version__, tvm_version=tvm.__version__,
@@ -152,8 +152,8 @@ class Executable(CompiledModel):
 
     def reference(self, x: np.ndarray) -> np.ndarray:
         """The same model on the numpy reference interpreter (float64), from the graphs in the manifest."""
-        from .backends.reference import run, with_resident
-        from .ir.serialize import from_dict
+        from ..backends.reference import run, with_resident
+        from ..ir.serialize import from_dict
 
         g = self.manifest["graphs"]
         t = with_resident(from_dict(g["load"], self._tensors) if g["load"]["nodes"] else None, self._tensors)
@@ -264,7 +264,7 @@ def _info(m: dict) -> dict:
 
 
 def _program_memory(d: dict) -> dict:
-    from .backends.tvm.program import Program
+    from ..backends.tvm.program import Program
 
     return Program(**{k: d[k] for k in ("buffers", "calls", "inputs", "outputs", "consts")}, arena=d.get("arena")).memory()
 
@@ -340,7 +340,7 @@ def read_manifest(path: str | os.PathLike) -> tuple[dict, bytes, zipfile.ZipFile
     except jsonschema.ValidationError as e:
         where = "/".join(str(x) for x in e.absolute_path) or "the manifest"
         raise SerializationError(f"{path}: manifest field {where}: {e.message[:200]}") from None
-    from .memory import available_bytes, fmt_bytes
+    from ..memory import available_bytes, fmt_bytes
 
     try:
         _check_interface(m)
@@ -454,8 +454,9 @@ def load(path: str | os.PathLike, trusted_keys=(), allow_unsigned: bool = False)
     `adntn trust`, or one of `trusted_keys`), unless `allow_unsigned` (which warns)."""
     from safetensors.numpy import load as st_load
 
-    from .backends import backends, get_backend
-    from .targets import Target, check_runs_here
+    from ..backends import backends, get_backend
+    from ..targets import Target
+    from .host import check_runs_here
 
     m, mbytes, z = read_manifest(path)
     with z:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError
 
 
 @dataclass
@@ -160,7 +160,7 @@ def sensitivity(model: torch.nn.Module, layers: Sequence, ratios: Sequence[float
     held-out data, also on the dense model (the first row). steps: distillation steps per entry (0: only the
     data-aware initialisation; with tensor data: one epoch over it, or none at 0); loss: "mse" (dense outputs) or
     "kl" (logits); other keyword arguments go to `adntn.train.distill`."""
-    from .nn import compress
+    from ..training.compress import compress
     from .train import distill
 
     if metric is None or data is None:

@@ -13,7 +13,7 @@ import math
 import os
 from pathlib import Path
 
-from .errors import ConfigError, SerializationError
+from ..errors import ConfigError, SerializationError
 
 FORMAT = "adntn-model"
 VERSION = 1
@@ -23,7 +23,7 @@ _ACTS = ("ReLU", "Tanh", "Sigmoid", "SiLU", "Identity")
 def _spec(m, path: str, tensors: dict) -> dict:
     from torch import nn
 
-    from .nn import ADNTNConv2d, ADNTNLinear
+    from ..nn.layers import ADNTNConv2d, ADNTNLinear
 
     def keep(name: str, t) -> None:
         tensors[f"{path}.{name}" if path else name] = t.detach().cpu().contiguous()
@@ -73,7 +73,7 @@ def save_model(model, path: str | os.PathLike) -> Path:
     spec = _spec(model, "", tensors)
     meta = {"adntn_model": json.dumps(dict(format=FORMAT, version=VERSION, model=spec,
                                            tensors_sha256=_digest({k: v.numpy() for k, v in tensors.items()})))}
-    from .artifact import write_atomic
+    from ..runtime.artifact import write_atomic
 
     return write_atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
 
@@ -91,7 +91,7 @@ def _digest(arrays: dict) -> str:
 def _expected(d: dict, path: str, out: dict) -> None:
     """The exact shape of every tensor the described layers hold, from the description alone (a generator
     is built for its core shapes, which allocates nothing)."""
-    from .generators import make
+    from ..generators import make
 
     key = lambda name: f"{path}.{name}" if path else name  # noqa: E731
     t = d.get("type")
@@ -120,8 +120,8 @@ def _build(d: dict, path: str, tensors: dict):
     import torch
     from torch import nn
 
-    from .generators import make
-    from .nn import ADNTNConv2d, ADNTNLinear
+    from ..generators import make
+    from ..nn.layers import ADNTNConv2d, ADNTNLinear
 
     def get(name: str):
         key = f"{path}.{name}" if path else name
@@ -225,7 +225,7 @@ def load_model(path: str | os.PathLike):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from . import jsonio
+    from ..runtime import jsonio
 
     if not os.path.lexists(path):
         raise SerializationError(f"{path}: no such model file")
@@ -243,8 +243,8 @@ def load_model(path: str | os.PathLike):
     if doc.get("format") != FORMAT or doc.get("version") != VERSION:
         raise SerializationError(f"{path}: model format {doc.get('format')!r} version {doc.get('version')!r} is not "
                                  f"supported (this build reads {FORMAT} version {VERSION})")
-    from .errors import AdntnError
-    from .memory import available_bytes, fmt_bytes
+    from ..errors import AdntnError
+    from ..memory import available_bytes, fmt_bytes
 
     try:
         _check_layers(doc.get("model"))

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 PACKAGE = "bubblewrap"
 WORKDIR = "/bundle"  # where the scratch folder appears inside the box

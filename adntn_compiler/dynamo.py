@@ -37,7 +37,7 @@ import torch
 
 from .errors import ConfigError
 
-log = logging.getLogger("adntn_compiler.torch_backend")
+log = logging.getLogger("adntn_compiler.dynamo")
 
 FALLBACKS = ("inductor", "eager")
 
@@ -412,7 +412,7 @@ def fingerprint(target) -> dict:
 
 def _cache_key(sub, binds, opts: Options, target, records: dict | None = None) -> str:
     from .frontends.export import _key
-    from .nn import layer_of
+    from .nn.layers import layer_of
 
     spec = [("param", b.name, list(b.shape)) if not isinstance(b, tuple) else ("input", list(b)) for b in binds]
     # the graph names ADNTN layers by a per-process key: their generators (activation, layout, ...) go in as text
@@ -424,9 +424,9 @@ def _cache_key(sub, binds, opts: Options, target, records: dict | None = None) -
 
 
 def cache_dir():
-    from .signing import home
+    from .settings import torch_compile_cache_dir
 
-    return home() / "cache" / "torch_compile"
+    return torch_compile_cache_dir()
 
 
 ENTRY_MEMBERS = ("entry.json", "programs.json", "lib.so", "signature.json")
@@ -437,7 +437,7 @@ def _read_entry(path, key: str, target, mg):
     """The Library of a cache entry, checked before its library is read whole: a regular file, exactly its four
     members, the signature (by a trusted key) over entry.json + programs.json, entry.json naming this `key` (an
     entry copied under another key's name is refused) and the library's size and sha256."""
-    from . import jsonio, signing
+    from .runtime import jsonio, signing
     from .backends.tvm import load_library
     jsonio.check_regular(path, path.name)
     with zipfile.ZipFile(path) as z:
@@ -465,8 +465,8 @@ def _cached_build(key: str, mg, target, policy=None) -> tuple[Any, int]:
     """The Library for these graphs: from the signed on-disk cache when an entry for `key` exists and checks,
     else built (and stored). A damaged, foreign, unsigned or misplaced entry is rebuilt with a warning, never
     loaded; a path that cannot hold an entry (a folder, a FIFO) only stops caching, never compiling."""
-    from . import signing
-    from .artifact import write_atomic
+    from .runtime import signing
+    from .runtime.artifact import write_atomic
     from .backends import get_backend
     from .errors import AdntnError
 
@@ -519,7 +519,7 @@ def _fallback_compile(gm: torch.fx.GraphModule, args: list, opts: Options) -> Ca
 @torch.library.custom_op("adntn::linear_tvm", mutates_args=())
 def linear_tvm(x: torch.Tensor, cores: list[torch.Tensor], layer: int) -> torch.Tensor:
     """adntn::linear on the layer's compiled forward program (float32)."""
-    from .nn import layer_of
+    from .nn.layers import layer_of
 
     m = layer_of(layer)
     prog = m._compiled_program("layer", x.shape[0], True)
@@ -529,7 +529,7 @@ def linear_tvm(x: torch.Tensor, cores: list[torch.Tensor], layer: int) -> torch.
 
 @linear_tvm.register_fake
 def _(x, cores, layer):
-    from .nn import layer_of
+    from .nn.layers import layer_of
 
     return x.new_empty((x.shape[0], layer_of(layer).out_features))
 
@@ -537,7 +537,7 @@ def _(x, cores, layer):
 @torch.library.custom_op("adntn::linear_tvm_backward", mutates_args=())
 def linear_tvm_backward(gy: torch.Tensor, x: torch.Tensor, cores: list[torch.Tensor], layer: int) -> list[torch.Tensor]:
     """[grad x, grad of every core] from the layer's compiled backward program (its forward recomputed)."""
-    from .nn import layer_of
+    from .nn.layers import layer_of
 
     m = layer_of(layer)
     prog = m._compiled_program("layer", x.shape[0], True)

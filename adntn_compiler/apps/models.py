@@ -32,7 +32,7 @@ def compressed_vgg16_head(seed: int = 0, specs: dict | None = None):
     """The VGG-16 head (seeded) with FC6/FC7/FC8 compressed by `specs` (default: the demo's VGG16_HEAD_SPECS)."""
     import torch
 
-    from .nn import compress
+    from ..training.compress import compress
 
     with torch.random.fork_rng():  # the biases, without touching the caller's random state
         torch.manual_seed(seed)
@@ -219,10 +219,10 @@ def compressed(name: str, ratio: float = 2000, arch: str = "ttn", seed: int = 0,
     generators at about `ratio`x each; the rest stays dense."""
     import torch
 
-    from .nn import compress
+    from ..training.compress import compress
 
     if name not in BUILDERS:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"unknown bundled model {name!r}; known: {', '.join(BUILDERS)}")
     torch.manual_seed(seed)
@@ -244,7 +244,7 @@ def compressed_vgg16_bn(ratio: float | None = 2000, seed: int = 0, **kw):
         return compressed("vgg16_bn", ratio, seed=seed, **kw)
     import torch
 
-    from .nn import compress
+    from ..training.compress import compress
 
     torch.manual_seed(seed)
     return compress(vgg16_bn(**kw), {f"classifier.{k}": dict(v, seed=seed + i)

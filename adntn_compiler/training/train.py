@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import ConfigError, ShapeError
-from .generators.base import Generator
+from ..errors import ConfigError, ShapeError
+from ..generators.base import Generator
 
 
 @dataclass
@@ -58,7 +58,7 @@ def plot_losses(results: dict[str, FitResult], path: str) -> None:
 
 
 def _layer(gen: Generator):
-    from .nn import ADNTNConv2d, ADNTNLinear
+    from ..nn.layers import ADNTNConv2d, ADNTNLinear
 
     return (ADNTNLinear(gen, bias=False) if gen.kind == "linear" else ADNTNConv2d(gen, bias=False))
 
@@ -98,7 +98,7 @@ def fit_weight(gen: Generator, W: np.ndarray, steps: int = 500, lr: float = 1e-2
 
     res = _fit(gen, "fit_weight", loss, steps, lr, progress)
     if gen.has_scale:
-        from .frontends.trace import materialize
+        from ..generators.trace import materialize
 
         Wg = materialize(gen)
         cores = dict(gen.cores)
@@ -199,7 +199,7 @@ class TrainResult:
 def _param_groups(model: torch.nn.Module, lr: float, core_lr: float | None, which: str) -> list[dict]:
     if which not in ("all", "compressed"):
         raise ConfigError(f"params must be 'all' or 'compressed', got {which!r}")
-    from .nn import _ADNTNBase
+    from ..nn.layers import _ADNTNBase
 
     if which == "compressed":
         named = [(f"{m_name}.{n}", p) for m_name, m in model.named_modules() if isinstance(m, _ADNTNBase)
@@ -371,8 +371,8 @@ def distill(student: torch.nn.Module, teacher, data, epochs: int = 12, lr: float
 
 def same_budget(shape: Sequence[int], arch: str, params: int, **fixed) -> Generator:
     """The configuration of `arch` with the most parameters not above `params` (for like-for-like tests)."""
-    from .generators import make
-    from .generators.search import candidates
+    from ..generators import make
+    from ..generators.search import candidates
 
     best = max((g for g, _ in candidates(shape, arch, **fixed) if g.num_params <= params), key=lambda g: g.num_params)
     return make(arch, shape, **best.config)

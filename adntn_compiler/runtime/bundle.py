@@ -37,16 +37,17 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from . import jsonio, sandbox
 from .artifact import MANIFEST_SCHEMA as ARTIFACT_SCHEMA
 from .artifact import CompiledModel, write_atomic
-from .errors import ConfigError, MemoryEstimateError, SerializationError
-from .memory import fmt_bytes, parse_bytes
-from .targets import Target
+from ..errors import ConfigError, MemoryEstimateError, SerializationError
+from ..memory import fmt_bytes, parse_bytes
+from ..backends.tvm.program import Program
+from ..targets import Target
 
 FORMAT, VERSION = "adntn-c-bundle", 2  # 2: signed, with every file's size
 MANIFEST, SIGNATURE = "manifest.json", "signature.json"
@@ -58,7 +59,7 @@ BUILD_OUTPUTS = {"adntn_model.o", "adntn_weights.o", "libadntn_model.a", "adntn_
 MAX_WEIGHTS = 16 << 20  # bytes of weights a bundle writes as C arrays (hex text is ~3.5x that)
 ICOUNT_SHIFT = 5  # qemu -icount: 2**5 ns of virtual time per instruction
 MPS2_TIMER_HZ = 25_000_000  # the MPS2 boards' peripheral clock (CMSDK APB timer 0)
-_BOARDS_DIR = Path(__file__).parent / "boards"
+_BOARDS_DIR = Path(__file__).parents[1] / "boards"
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,13 @@ def _sha256(data: bytes) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- compiling
-def _attempt(obj, target, batch_size, schedule, memory_budget, input_shape, example_inputs, policy):
+def _attempt(source, target, batch_size, schedule, memory_budget, input_shape, policy):
     """Plan and lower one schedule (no code generated yet): (model graphs, program, kernels, memory)."""
-    from .backends.tvm.emit_c import workspace_bytes
-    from .backends.tvm.lower import lower
-    from .frontends.torch_modules import model_graphs
+    from ..backends.tvm.emit_c import workspace_bytes
+    from ..backends.tvm.lower import lower
+    from ..frontends.capture import model_graphs
 
-    mg = model_graphs(obj, batch_size, schedule, memory_budget, input_shape, target, example_inputs)
+    mg = model_graphs(source, batch_size, schedule, memory_budget, input_shape, target)
     prog, funcs = lower(mg.call, "call", target, policy)
     mem = prog.memory()
     ws = workspace_bytes(funcs, target)
@@ -114,17 +115,52 @@ def _fits(memory: dict, ram: int | None, flash: int | None) -> bool:
     return (ram is None or memory["ram_bytes"] <= ram) and (flash is None or memory["weight_bytes"] <= flash)
 
 
-def compile_bundle(obj, target: Target, batch_size: int = 1, schedule: str = "auto", memory_budget=None,
-                   input_shape=None, example_inputs=None, policy=None, ram_bytes=None, flash_bytes=None,
-                   say: Callable[[str], None] = lambda s: None) -> "Bundle":
-    """A C bundle of `obj` for an embedded `target`. With a board budget (`ram_bytes`, `flash_bytes`: ints or
-    sizes like "256KiB"), the first schedule whose arena + workspace fits the RAM and whose weights fit the flash
-    is built (auto's choice first, then factored, stream and recompute tiled to the RAM); if none does, MemoryEstimateError
-    names what each needs, before any code is generated."""
-    import tvm
+@dataclass
+class BundlePlan:
+    """The planned and lowered model of a C bundle (the schedule that fits the board chosen); `build` generates
+    the kernels and the C."""
+    graphs: Any  # frontends.torch_modules.ModelGraphs
+    program: Program
+    funcs: dict
+    memory: dict
+    target: Target
+    schedule: str
+    budget: dict
 
-    from . import __version__
-    from .backends.tvm.policy import default_policy
+    def build(self, say: Callable[[str], None] = lambda s: None) -> "Bundle":
+        import tvm
+
+        from ..settings import VERSION as __version__
+
+        mg, prog, target = self.graphs, self.program, self.target
+        say("compiling kernels")
+        # On a microcontroller the kernels' argument checks (and their messages) are most of the code, and they can
+        # never fail: every call's tensors are static, written from the same program the kernels were built from.
+        with tvm.transform.PassContext(config={"tirx.disable_assert": target.device == "microcontroller"}):
+            module = tvm.compile(tvm.IRModule(self.funcs), target=target.tvm_target())
+        with tempfile.TemporaryDirectory(prefix="adntn-") as d:
+            module.mod.write_to_file(os.path.join(d, "kernels.o"))
+            kernels = Path(d, "kernels.o").read_bytes()
+        say("emitting C")
+        consts = _const_arrays(mg, prog)
+        manifest = dict(format=FORMAT, version=VERSION, adntn_version=__version__, tvm_version=tvm.__version__,
+                        target=target.to_dict(), batch_size=int(mg.input_shape[0]), schedule=self.schedule,
+                        input_shape=list(mg.input_shape), output_shape=list(mg.output_shape), layers=mg.layers,
+                        kernels=sorted({c["kernel"] for c in prog.calls}), calls=len(prog.calls),
+                        memory=self.memory, budget=self.budget)
+        files = _emit(prog, consts, kernels, target, manifest)
+        return Bundle(files, manifest, mg)
+
+
+def plan_bundle(source, target: Target, batch_size: int = 1, schedule: str = "auto", memory_budget=None,
+                input_shape=None, policy=None, ram_bytes=None, flash_bytes=None,
+                say: Callable[[str], None] = lambda s: None) -> BundlePlan:
+    """The plan of a C bundle of `source` (a generator, or a model captured once: every schedule tried re-plans
+    it) for an embedded `target`. With a board budget (`ram_bytes`, `flash_bytes`: ints or sizes like "256KiB"),
+    the first schedule whose arena + workspace fits the RAM and whose weights fit the flash is chosen (auto's
+    choice first, then factored, stream and recompute tiled to the RAM); if none does, MemoryEstimateError names
+    what each needs, before any code is generated."""
+    from ..backends.tvm.policy import default_policy
 
     ram = parse_bytes(ram_bytes, "ram_bytes") if ram_bytes is not None else None
     flash = parse_bytes(flash_bytes, "flash_bytes") if flash_bytes is not None else None
@@ -135,15 +171,12 @@ def compile_bundle(obj, target: Target, batch_size: int = 1, schedule: str = "au
     if schedule == "auto" and (ram or flash):
         tries = [("auto", memory_budget or both), ("factored", None), ("stream", both or None),
                  ("recompute", both or None)]
-    from .frontends.torch_modules import capture
-
-    obj = capture(obj, batch_size, input_shape, example_inputs)  # once: every schedule tried re-plans it
     seen, tried = [], set()
     while tries:
         s, mb = tries.pop(0)
         say(f"planning ({s})")
         try:
-            mg, prog, funcs, memory = _attempt(obj, target, batch_size, s, mb, input_shape, example_inputs, policy)
+            mg, prog, funcs, memory = _attempt(source, target, batch_size, s, mb, input_shape, policy)
         except MemoryEstimateError as e:  # the plan's own refusal: keep what it could reach
             m = re.search(r"smallest achievable is ([^;]+)", str(e))
             seen.append(f"{s}: at least {m.group(1) if m else e}")
@@ -169,30 +202,14 @@ def compile_bundle(obj, target: Target, batch_size: int = 1, schedule: str = "au
             f"the {chosen} schedule keeps {fmt_bytes(memory['weight_bytes'])} of weights, more than a C bundle writes "
             f"as arrays ({fmt_bytes(MAX_WEIGHTS)}); give a board budget (flash_bytes=...) or schedule='stream' or "
             f"'recompute'")
-    say("compiling kernels")
-    # On a microcontroller the kernels' argument checks (and their messages) are most of the code, and they can
-    # never fail: every call's tensors are static, written from the same program the kernels were built from.
-    with tvm.transform.PassContext(config={"tirx.disable_assert": target.device == "microcontroller"}):
-        module = tvm.compile(tvm.IRModule(funcs), target=target.tvm_target())
-    with tempfile.TemporaryDirectory(prefix="adntn-") as d:
-        module.mod.write_to_file(os.path.join(d, "kernels.o"))
-        kernels = Path(d, "kernels.o").read_bytes()
-    say("emitting C")
-    consts = _const_arrays(mg, prog)
-    manifest = dict(format=FORMAT, version=VERSION, adntn_version=__version__, tvm_version=tvm.__version__,
-                    target=target.to_dict(), batch_size=int(mg.input_shape[0]), schedule=schedule,
-                    input_shape=list(mg.input_shape), output_shape=list(mg.output_shape), layers=mg.layers,
-                    kernels=sorted({c["kernel"] for c in prog.calls}), calls=len(prog.calls), memory=memory,
-                    budget=dict(ram_bytes=ram, flash_bytes=flash))
-    files = _emit(prog, consts, kernels, target, manifest)
-    return Bundle(files, manifest, mg)
+    return BundlePlan(mg, prog, funcs, memory, target, schedule, dict(ram_bytes=ram, flash_bytes=flash))
 
 
 def _const_arrays(mg, prog) -> dict[str, np.ndarray]:
     """The call program's constant buffers, filled as the runner would (kernel layouts), from the model's tensors
     and the resident tensors its load graph makes (run here on the reference interpreter, in float64)."""
-    from .backends.reference import with_resident
-    from .backends.tvm.program import prepare_const
+    from ..backends.reference import with_resident
+    from ..backends.tvm.program import prepare_const
 
     tensors = with_resident(mg.load, mg.tensors)
     out = {}
@@ -251,7 +268,7 @@ def _harness_files(target: Target) -> dict[str, bytes]:
 def _emit(prog, consts, kernels: bytes, target: Target, manifest: dict) -> dict[str, bytes]:
     import tvm_ffi
 
-    from .backends.tvm import emit_c
+    from ..backends.tvm import emit_c
 
     b = board(target)
     inc = Path(tvm_ffi.__file__).parent / "include"
@@ -475,7 +492,7 @@ class Bundle(CompiledModel):
         """The model on the numpy reference interpreter (float64); only for a bundle compiled in this process."""
         if self.graphs is None:
             raise ConfigError("a bundle read from disk carries no graphs; compare it with its source model")
-        from .backends.reference import run, with_resident
+        from ..backends.reference import run, with_resident
 
         t = with_resident(self.graphs.load, self.graphs.tensors)
         return run(self.graphs.call, [np.asarray(x, np.float64)], t)[0]
@@ -629,7 +646,7 @@ def _check_built_from(files: dict[str, bytes], m: dict, path) -> None:
     """The manifest's shapes and target are what the code was built for: the header's sizes and the Makefile's
     compiler and flags (an edited input_shape would feed the model a longer array; another target a core the
     code was not compiled for)."""
-    from .backends.tvm import emit_c
+    from ..backends.tvm import emit_c
 
     h = files[emit_c.HEADER].decode(errors="replace")
     for k, macro in (("input_shape", "ADNTN_MODEL_INPUT_SIZE"), ("output_shape", "ADNTN_MODEL_OUTPUT_SIZE")):
@@ -660,4 +677,4 @@ def is_bundle(path) -> bool:
     return False
 
 
-__all__ = ["Bundle", "BOARDS", "compile_bundle", "is_bundle"]
+__all__ = ["Bundle", "BundlePlan", "BOARDS", "is_bundle", "plan_bundle"]

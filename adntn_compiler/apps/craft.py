@@ -11,12 +11,12 @@ Module names follow the pretrained state dict (without its DataParallel `module.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError
+from ..settings import cache_dir
 
 # torchvision's vgg16_bn `features` indices of each slice (CRAFT cuts the stack after conv2_2, 3_2, 4_3, 5_3)
 _SLICES = ((0, 12), (12, 19), (19, 29), (29, 39))
@@ -108,7 +108,7 @@ def pretrained_state() -> dict:
     import torch
     from safetensors.torch import load_file, save_file
 
-    cache = Path(os.environ.get("ADNTN_CACHE", Path.home() / ".cache" / "adntn")) / "craft_mlt_25k.safetensors"
+    cache = cache_dir() / "craft_mlt_25k.safetensors"
     if not cache.exists():
         raw = torch.load(_weights_pth(), map_location="cpu", weights_only=True)
         if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
@@ -226,7 +226,7 @@ def agreement(dense, images: dict[str, np.ndarray], long_side: int = 448):
     dense model's boxes at IoU 0.5 (pooled over the images)."""
     import torch
 
-    from .sensitivities import score_correlation
+    from ..training.sensitivity import score_correlation
 
     xs = [preprocess(im, long_side) for im in images.values()]
     with torch.no_grad():

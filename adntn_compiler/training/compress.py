@@ -1,0 +1,122 @@
+"""`compress` a torch model (its nn.Linear / nn.Conv2d layers become ADNTN layers) and `report` what it holds."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ShapeError
+from ..generators import make
+from ..nn.layers import ADNTNConv2d, ADNTNLinear, _ADNTNBase
+
+
+def layer_shape(m: nn.Module) -> tuple[int, ...]:
+    if isinstance(m, nn.Linear):
+        return (m.out_features, m.in_features)
+    if isinstance(m, nn.Conv2d):
+        return (m.out_channels, m.in_channels // m.groups, *m.kernel_size)
+    raise ConfigError(f"cannot compress a {type(m).__name__}; only nn.Linear and nn.Conv2d")
+
+
+def _replacement(name: str, m: nn.Module, spec: Mapping[str, Any]) -> nn.Module:
+    spec = dict(spec)
+    arch = spec.pop("arch", "ttn")
+    shape = layer_shape(m)
+    if "shape" in spec and tuple(spec.pop("shape")) != shape:
+        raise ShapeError(f"layer '{name}' ({type(m).__name__}) has weight shape {shape}, the spec says "
+                         f"{tuple(spec.get('shape', ()))}")
+    prefer, batch, target = spec.pop("prefer", "quality"), spec.pop("batch_size", None), spec.pop("target", None)
+    if prefer not in ("quality", "speed"):
+        raise ConfigError(f"layer '{name}': prefer must be 'quality' or 'speed', got {prefer!r}")
+    if prefer == "quality" and (batch is not None or target is not None):
+        raise ConfigError(f"layer '{name}': batch_size and target choose a configuration by speed; add "
+                          f"prefer='speed'")
+    timing = None
+    if prefer == "speed":
+        if not isinstance(m, nn.Linear) or "ratio" not in spec:
+            raise ConfigError(f"layer '{name}': prefer='speed' times the configurations of a Linear layer that "
+                              f"reach a `ratio`; give ratio= (and a Linear layer)")
+        from ..tuning import fastest_config
+
+        spec, timing = fastest_config(shape, arch, spec.pop("ratio"), int(batch or 1), target or "cpu", **spec)
+    elif "ratio" in spec:
+        from ..generators.search import config_for_ratio
+
+        spec = {**config_for_ratio(shape, arch, spec.pop("ratio"), **spec)}
+    gen = make(arch, shape, **spec)
+    p = next(m.parameters())
+    has_bias = m.bias is not None
+    if isinstance(m, nn.Linear):
+        new: _ADNTNBase = ADNTNLinear(gen, bias=has_bias, dtype=p.dtype)
+    else:
+        new = ADNTNConv2d(gen, m.stride, m.padding, m.dilation, m.groups, bias=has_bias, dtype=p.dtype)
+    if has_bias:
+        with torch.no_grad():
+            new.bias.copy_(m.bias)
+    new.timing = timing  # how fast this configuration was on the device (prefer="speed"), for report()
+    return new.to(p.device)
+
+
+def compress(model: nn.Module, specs: Mapping[str, Mapping[str, Any]]) -> nn.Module:
+    """Replace the named nn.Linear / nn.Conv2d layers by ADNTN layers (in place; returns the model).
+
+    All replacements are built first, so a bad spec leaves the model untouched."""
+    modules = dict(model.named_modules())
+    new = {}
+    for name, spec in specs.items():
+        if name not in modules:
+            known = [n for n, m in modules.items() if isinstance(m, (nn.Linear, nn.Conv2d))]
+            raise ConfigError(f"model has no layer named '{name}'; Linear/Conv2d layers: {known}")
+        new[name] = _replacement(name, modules[name], spec)
+    for name, m in new.items():
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, m)
+    return model
+
+
+@dataclass
+class Report:
+    rows: list[dict[str, Any]]
+
+    @property
+    def total(self) -> dict[str, Any]:
+        dense = sum(r["dense_params"] for r in self.rows)
+        gen = sum(r["params"] for r in self.rows)
+        return {"dense_params": dense, "params": gen, "ratio": dense / gen if gen else float("nan")}
+
+    def __str__(self) -> str:
+        timed = any(r.get("timing") for r in self.rows)
+        head = (f"{'layer':<20} {'shape':<22} {'arch':<10} {'dense params':>14} {'params':>10} {'ratio':>10} "
+                f"{'pad':>6} {'max rank':>8}" + (f" {'ms/call':>18}" if timed else "") + "  configuration")
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            cfg = " ".join(f"{k}={r['config'][k]}" for k in ("layout", "legs", "rank", "depth", "activation")
+                           if r["config"].get(k) is not None)
+            t = r.get("timing")
+            when = f"{1e3 * t['seconds']:.3f} @{t['batch_size']} {t['how'][:4]}" if t else ""
+            lines.append(f"{r['layer']:<20} {str(r['shape']):<22} {r['arch']:<10} {r['dense_params']:>14,} "
+                         f"{r['params']:>10,} {r['ratio']:>9,.0f}x {r['padding']:>6.2f} {r['max_rank']:>8,}"
+                         + (f" {when:>18}" if timed else "") + f"  {cfg}")
+        t = self.total
+        lines.append(f"{'total':<20} {'':<22} {'':<10} {t['dense_params']:>14,} {t['params']:>10,} {t['ratio']:>9,.0f}x")
+        return "\n".join(lines)
+
+
+def report(model: nn.Module) -> Report:
+    """Per-layer table: shape, dense params, generator params, ratio, arch, the largest rank of W the
+    structure allows, the configuration (bias not counted)."""
+    rows = []
+    for name, m in model.named_modules():
+        if isinstance(m, _ADNTNBase):
+            g = m.gen
+            rows.append(dict(layer=name, shape=g.shape, arch=g.arch, dense_params=g.dense_params,
+                             params=g.num_params, ratio=g.compression_ratio, padding=g.padding_overhead,
+                             max_rank=g.rank_bound(), config=g.config, timing=getattr(m, "timing", None)))
+        elif isinstance(m, (nn.Linear, nn.Conv2d)):
+            n = m.weight.numel()
+            shape = layer_shape(m)
+            rows.append(dict(layer=name, shape=shape, arch="dense", dense_params=n, params=n, ratio=1.0,
+                             padding=1.0, max_rank=min(shape[0], n // shape[0]), config={}))
+    return Report(rows)
