@@ -177,13 +177,10 @@ def resolve_model(spec: str):
 
 def compile_cmd(a) -> int:
     import time
-
-    from .stages import compile as compile_model
-
     from pathlib import Path
 
     from .errors import ConfigError
-
+    from .stages import compile as compile_model
     from .targets import resolve
 
     target = resolve(a.target)
@@ -248,11 +245,10 @@ def _records_file(recs) -> str:
 def run_cmd(a) -> int:
     import numpy as np
 
-    from .runtime.artifact import load as load_artifact
     from .errors import ConfigError
-    from .runtime.timing import median_time
-
+    from .runtime.artifact import load as load_artifact
     from .runtime.bundle import Bundle, is_bundle
+    from .runtime.timing import median_time
 
     if a.no_torch:
         block_torch()
@@ -379,8 +375,8 @@ def _gpu_line(g: dict) -> str:
 
 
 def _bundle_info(a) -> int:
-    from .runtime.bundle import Bundle
     from .errors import ConfigError
+    from .runtime.bundle import Bundle
 
     b = Bundle.load(a.artifact, trusted_keys=a.trust, allow_unsigned=a.allow_unsigned)
     info = b.info()

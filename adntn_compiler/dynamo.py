@@ -371,8 +371,8 @@ def _partition(parent: torch.fx.GraphModule, tensors: list, frozen: list[bool], 
 
 def _compile_partition(sub, node, value_of: dict, opts: Options, report: Report) -> int:
     """Our programs for one partition: frozen inputs become constants, the others program inputs."""
-    from .frontends.export import _Converter, _Param
     from .backends.tvm.policy import default_policy
+    from .frontends.export import _Converter, _Param
     from .frontends.torch_modules import _f32, _ModelBuilder
     from .targets import resolve
     from .tuning import applied
@@ -437,8 +437,8 @@ def _read_entry(path, key: str, target, mg):
     """The Library of a cache entry, checked before its library is read whole: a regular file, exactly its four
     members, the signature (by a trusted key) over entry.json + programs.json, entry.json naming this `key` (an
     entry copied under another key's name is refused) and the library's size and sha256."""
-    from .runtime import jsonio, signing
     from .backends.tvm import load_library
+    from .runtime import jsonio, signing
     jsonio.check_regular(path, path.name)
     with zipfile.ZipFile(path) as z:
         sizes = {i.filename: i.file_size for i in z.infolist()}
@@ -465,10 +465,10 @@ def _cached_build(key: str, mg, target, policy=None) -> tuple[Any, int]:
     """The Library for these graphs: from the signed on-disk cache when an entry for `key` exists and checks,
     else built (and stored). A damaged, foreign, unsigned or misplaced entry is rebuilt with a warning, never
     loaded; a path that cannot hold an entry (a folder, a FIFO) only stops caching, never compiling."""
-    from .runtime import signing
-    from .runtime.artifact import write_atomic
     from .backends import get_backend
     from .errors import AdntnError
+    from .runtime import signing
+    from .runtime.artifact import write_atomic
 
     path = cache_dir() / f"{key}.zip"
     if os.path.lexists(path):

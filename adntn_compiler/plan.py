@@ -21,8 +21,8 @@ from typing import Literal
 import numpy as np
 
 from .errors import ConfigError, MemoryEstimateError
-from .generators.trace import trace
 from .generators.base import Generator
+from .generators.trace import trace
 from .ir.graph import Graph, Op
 from .ir.ops import einsum_sizes
 from .memory import available_bytes, fmt_bytes, parse_bytes, peak_bytes

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import ConfigError
-from .frontends.capture import capture as capture_source, model_graphs
+from .frontends.capture import capture as capture_source
+from .frontends.capture import model_graphs
 from .frontends.torch_modules import ModelGraphs
 from .generators.base import Generator
 from .runtime.artifact import Executable

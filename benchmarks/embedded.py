@@ -24,8 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 import adntn_compiler as adntn
-from adntn_compiler.memory import fmt_bytes
 from adntn_compiler.apps.models import VGG16_HEAD_SPECS, compressed_vgg16_head, vgg16_head
+from adntn_compiler.memory import fmt_bytes
 
 
 def fc6():

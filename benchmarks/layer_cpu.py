@@ -21,7 +21,6 @@ from tqdm import tqdm
 import adntn_compiler as adntn
 from adntn_compiler.runtime.timing import median_time
 
-
 COLD = """
 import json, time
 t = time.perf_counter()

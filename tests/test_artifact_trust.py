@@ -19,9 +19,9 @@ import pytest
 pytest.importorskip("tvm", reason="apache-tvm is not installed")
 
 import adntn_compiler as adntn  # noqa: E402
-from adntn_compiler.runtime import artifact, signing  # noqa: E402
 from adntn_compiler.cli import main as cli  # noqa: E402
 from adntn_compiler.errors import SerializationError  # noqa: E402
+from adntn_compiler.runtime import artifact, signing  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,9 +1,9 @@
 """Smoke run of the quality benchmark (--quick): it trains, writes its JSON, table and plot, and merges."""
-import pytest
 import json
 import runpy
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCH = Path(__file__).parent.parent / "benchmarks"

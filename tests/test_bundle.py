@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 pytest.importorskip("tvm", reason="apache-tvm is not installed")
 
 import adntn_compiler as adntn  # noqa: E402
-from adntn_compiler.runtime.bundle import Bundle  # noqa: E402
 from adntn_compiler.errors import ConfigError, MemoryEstimateError, SerializationError  # noqa: E402
+from adntn_compiler.runtime.bundle import Bundle  # noqa: E402
 from adntn_compiler.targets import resolve  # noqa: E402
 
 from .corpus import GENERATOR_ACTIVATIONS, generators  # noqa: E402

@@ -16,9 +16,9 @@ import pytest
 pytest.importorskip("tvm", reason="apache-tvm is not installed")
 
 import adntn_compiler as adntn  # noqa: E402
+from adntn_compiler.errors import SerializationError  # noqa: E402
 from adntn_compiler.runtime import signing  # noqa: E402
 from adntn_compiler.runtime.bundle import Bundle  # noqa: E402
-from adntn_compiler.errors import SerializationError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HWM = '''
@@ -242,8 +242,8 @@ def test_the_callers_timeout_bounds_the_build_and_the_emulator(monkeypatch):
     """Bundle(x, timeout=5) ignored the timeout while `make` ran. A build that would take 60 s is stopped."""
     import time
 
-    from adntn_compiler.runtime import sandbox
     from adntn_compiler.errors import ConfigError
+    from adntn_compiler.runtime import sandbox
 
     b = adntn.compile(adntn.ttn((16, 24), rank=2, seed=3), target="arm64")
     real = sandbox.command

@@ -1,7 +1,8 @@
-import pytest
 import json
 import subprocess
 import sys
+
+import pytest
 
 from adntn_compiler.cli import main
 

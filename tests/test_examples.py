@@ -1,8 +1,8 @@
 """The examples a user copies run as written (small settings)."""
-import pytest
 import runpy
 from pathlib import Path
 
+import pytest
 import torch
 
 EXAMPLES = Path(__file__).parent.parent / "examples"

@@ -8,8 +8,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 import adntn_compiler as adntn
-from adntn_compiler.training import modelio
 from adntn_compiler.errors import SerializationError
+from adntn_compiler.training import modelio
 
 
 def _write(path, spec: dict, tensors: dict) -> str:

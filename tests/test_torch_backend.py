@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import adntn_compiler as adntn
-from adntn_compiler.apps import models
 from adntn_compiler import dynamo as torch_backend
+from adntn_compiler.apps import models
 from adntn_compiler.errors import ConfigError
 
 

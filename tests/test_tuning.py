@@ -11,8 +11,17 @@ import pytest
 import adntn_compiler as adntn
 from adntn_compiler.errors import SerializationError
 from adntn_compiler.targets import resolve
-from adntn_compiler.tuning.measure import (TOLERANCE, Candidate, Records, _Bench, _plan_candidates, calibrate, tune,
-                                           tune_layer, workload_key)
+from adntn_compiler.tuning.measure import (
+    TOLERANCE,
+    Candidate,
+    Records,
+    _Bench,
+    _plan_candidates,
+    calibrate,
+    tune,
+    tune_layer,
+    workload_key,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -331,9 +340,8 @@ def test_torch_compile_refuses_a_records_file_it_cannot_read(tmp_path):
     """A missing records file was only logged by the failing partition, which then ran on the fallback."""
     import torch
 
-    from adntn_compiler.errors import ConfigError
-
     from adntn_compiler.dynamo import Options
+    from adntn_compiler.errors import ConfigError
 
     missing = str(tmp_path / "none.json")
     with pytest.raises(ConfigError, match=r"options\['records'\]: .*none.json: cannot read it"):

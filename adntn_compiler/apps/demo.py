@@ -56,10 +56,10 @@ def main(batch: int = 4, out: str = "build/vgg16_bn.adntn", repeats: int = 20, s
 
     import torch
 
-    from ..stages import compile as compile_model
-    from .models import compressed_vgg16_bn, vgg16_bn
-    from ..training.compress import report
     from ..runtime.timing import median_time
+    from ..stages import compile as compile_model
+    from ..training.compress import report
+    from .models import compressed_vgg16_bn, vgg16_bn
 
     torch.set_num_threads(1)  # one thread everywhere: this VM gives about one core
     print("== Reference layers: configurations at 2,000x / 20,000x / 77,000x (n/a: not reachable at rank >= 2)")

@@ -161,8 +161,8 @@ def vit_block(dim: int = 768, heads: int = 12, mlp_ratio: int = 4):
     """A pre-norm ViT encoder block on (N, T, dim): x + attn(ln1(x)), then + mlp(ln2(x)) (timm's layout: `attn.qkv`,
     `attn.proj`, `mlp.fc1`, `mlp.fc2`)."""
     import torch
-    from torch import nn
     import torch.nn.functional as F
+    from torch import nn
 
     class Attention(nn.Module):
         def __init__(self):

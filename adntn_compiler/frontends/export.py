@@ -14,8 +14,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import AdntnError, ConfigError, ShapeError
-from ..ir.ops import conv_out
 from ..ir.graph import AdaptivePoolAttrs, AxisAttrs, BinaryAttrs, ConvAttrs, NormAttrs, Op, PoolAttrs, Value
+from ..ir.ops import conv_out
 from .torch_modules import ModelGraphs, _f32, _ModelBuilder
 
 

@@ -15,7 +15,6 @@ from ..ir.graph import Graph, NameAttrs, Op, Value
 from ..plan import plan
 
 
-
 @dataclass
 class ModelGraphs:
     load: Graph  # params: named tensors; outputs: the resident tensors (named)

@@ -7,10 +7,10 @@ from typing import Literal, Mapping
 import numpy as np
 
 from ..errors import ConfigError
-from .base import Generator
 from ..ir.builder import Builder
 from ..ir.graph import Graph, Value
 from ..ir.verify import verify
+from .base import Generator
 
 
 def _emit_scaled(gen: Generator, b: Builder, tensors: Mapping[str, np.ndarray]) -> tuple[Value, list]:

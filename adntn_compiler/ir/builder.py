@@ -7,8 +7,21 @@ import numpy as np
 from opt_einsum import get_symbol
 
 from ..errors import ShapeError
-from .graph import (AddAttrs, AxisAttrs, EinsumAttrs, Graph, MapAttrs, NameAttrs, Node, Op, PadAttrs, PermAttrs,
-                    ShapeAttrs, SliceAttrs, Value)
+from .graph import (
+    AddAttrs,
+    AxisAttrs,
+    EinsumAttrs,
+    Graph,
+    MapAttrs,
+    NameAttrs,
+    Node,
+    Op,
+    PadAttrs,
+    PermAttrs,
+    ShapeAttrs,
+    SliceAttrs,
+    Value,
+)
 from .ops import SHAPE, ShapeRuleError
 from .printer import format_attrs
 

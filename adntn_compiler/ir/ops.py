@@ -5,8 +5,21 @@ from typing import Callable
 
 import numpy as np
 
-from .graph import (AdaptivePoolAttrs, AddAttrs, AxisAttrs, BinaryAttrs, ConvAttrs, EinsumAttrs, NormAttrs, Op, PadAttrs,
-                    PermAttrs, PoolAttrs, ShapeAttrs, SliceAttrs)
+from .graph import (
+    AdaptivePoolAttrs,
+    AddAttrs,
+    AxisAttrs,
+    BinaryAttrs,
+    ConvAttrs,
+    EinsumAttrs,
+    NormAttrs,
+    Op,
+    PadAttrs,
+    PermAttrs,
+    PoolAttrs,
+    ShapeAttrs,
+    SliceAttrs,
+)
 
 Shape = tuple[int, ...]
 

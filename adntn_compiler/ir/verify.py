@@ -2,8 +2,24 @@
 from __future__ import annotations
 
 from ..errors import VerifyError
-from .graph import (AdaptivePoolAttrs, AddAttrs, AxisAttrs, BinaryAttrs, ConvAttrs, EinsumAttrs, Graph, MapAttrs,
-                    NameAttrs, NormAttrs, Op, PadAttrs, PermAttrs, PoolAttrs, ShapeAttrs, SliceAttrs)
+from .graph import (
+    AdaptivePoolAttrs,
+    AddAttrs,
+    AxisAttrs,
+    BinaryAttrs,
+    ConvAttrs,
+    EinsumAttrs,
+    Graph,
+    MapAttrs,
+    NameAttrs,
+    NormAttrs,
+    Op,
+    PadAttrs,
+    PermAttrs,
+    PoolAttrs,
+    ShapeAttrs,
+    SliceAttrs,
+)
 from .ops import ARITY, SHAPE, ShapeRuleError
 from .printer import format_graph, format_node
 

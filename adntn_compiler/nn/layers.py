@@ -13,11 +13,10 @@ from torch import nn
 
 from ..backends import get_backend
 from ..errors import ConfigError, ShapeError
-from ..generators.trace import trace
 from ..generators import Generator
+from ..generators.trace import trace
 from ..memory import check_fits
 from ..passes.pipelines import TORCH_LAYER
-
 
 # ---------------------------------------------------------------- ADNTN layers as torch.library custom ops
 # torch.export and Dynamo would otherwise trace into the IR code; as custom ops the layers stay whole (one node

@@ -11,8 +11,8 @@ from typing import Mapping
 import numpy as np
 
 from ..backends import get_backend
-from ..generators.trace import trace
 from ..generators.base import Generator
+from ..generators.trace import trace
 from ..passes.autodiff import autodiff, split_training
 from ..passes.pipelines import TRAIN_BACKWARD, TRAIN_FORWARD, TRAIN_LAYER
 from ..targets import Target

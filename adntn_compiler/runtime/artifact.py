@@ -125,8 +125,8 @@ class Executable(CompiledModel):
     def from_build(cls, lib, mg, batch_size: int, schedule: str, tuning: dict | None = None) -> "Executable":
         import tvm
 
-        from ..settings import VERSION as __version__
         from ..ir.serialize import to_dict
+        from ..settings import VERSION as __version__
 
         manifest = dict(
             format=FORMAT, version=VERSION, adntn_version=__version__, tvm_version=tvm.__version__,

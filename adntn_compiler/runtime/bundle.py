@@ -41,13 +41,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..backends.tvm.program import Program
+from ..errors import ConfigError, MemoryEstimateError, SerializationError
+from ..memory import fmt_bytes, parse_bytes
+from ..targets import Target
 from . import jsonio, sandbox
 from .artifact import MANIFEST_SCHEMA as ARTIFACT_SCHEMA
 from .artifact import CompiledModel, write_atomic
-from ..errors import ConfigError, MemoryEstimateError, SerializationError
-from ..memory import fmt_bytes, parse_bytes
-from ..backends.tvm.program import Program
-from ..targets import Target
 
 FORMAT, VERSION = "adntn-c-bundle", 2  # 2: signed, with every file's size
 MANIFEST, SIGNATURE = "manifest.json", "signature.json"

@@ -15,9 +15,7 @@ from ..generators.base import Generator
 from ..plan import Plan, Rates, plan, plan_choice, rates_for
 from ..runtime.host import check_runs_here
 from ..targets import Target, fingerprint, resolve
-
-from .records import (PLANS, TOLERANCE, TREES, FINALISTS, GAIN_MIN, Records, _tiles_to_list, workload_key)
-
+from .records import FINALISTS, GAIN_MIN, PLANS, TOLERANCE, TREES, Records, _tiles_to_list, workload_key
 
 # ---------------------------------------------------------------- measuring
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-
 from ..errors import ConfigError, MemoryEstimateError, SerializationError
 from ..generators.base import Generator
 from ..plan import Plan, Rates, plan, plan_choice

@@ -31,8 +31,8 @@ from adntn_compiler.ir.builder import Builder  # noqa: E402
 from adntn_compiler.ir.graph import AdaptivePoolAttrs, AxisAttrs, BinaryAttrs, NormAttrs, Op  # noqa: E402
 from adntn_compiler.passes.autodiff import autodiff  # noqa: E402
 from adntn_compiler.targets import resolve  # noqa: E402
-from tests.backends.test_tvm import close, drawn_plan, run_plan_on_tvm  # noqa: E402
 from tests.backends.test_model_ops import _conv_case, _conv_ref, _graph, _pool_attrs, conv_cases, pool_cases  # noqa: E402
+from tests.backends.test_tvm import close, drawn_plan, run_plan_on_tvm  # noqa: E402
 from tests.corpus import generators, largest_intermediate, library_examples  # noqa: E402
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])

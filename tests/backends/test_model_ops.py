@@ -12,8 +12,8 @@ from adntn_compiler.backends import get_backend
 from adntn_compiler.backends.reference import run
 from adntn_compiler.errors import ShapeError
 from adntn_compiler.ir.builder import Builder
-from adntn_compiler.ir.ops import conv_out
 from adntn_compiler.ir.graph import AdaptivePoolAttrs, AxisAttrs, BinaryAttrs, ConvAttrs, NormAttrs, Op, PoolAttrs
+from adntn_compiler.ir.ops import conv_out
 from tests.corpus import library_examples  # noqa: E402
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)

@@ -1,5 +1,6 @@
 import numpy as np
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import adntn_compiler as adntn
 from adntn_compiler.backends.reference import run

@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 pytest.importorskip("tvm", reason="apache-tvm is not installed")
 
 import adntn_compiler as adntn  # noqa: E402
-from adntn_compiler.backends import get_backend  # noqa: E402
-from adntn_compiler.backends import reference  # noqa: E402
+from adntn_compiler.backends import (
+    get_backend,  # noqa: E402
+    reference,  # noqa: E402
+)
 from adntn_compiler.backends.tvm import build  # noqa: E402
 from adntn_compiler.backends.tvm.policy import default_policy  # noqa: E402
 from adntn_compiler.errors import ConfigError, MemoryEstimateError  # noqa: E402

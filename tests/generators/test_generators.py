@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given
 
 import adntn_compiler as adntn
+from adntn_compiler.apps.models import LAYER_SHAPES
 from adntn_compiler.errors import ConfigError, MemoryEstimateError, ShapeError
 from adntn_compiler.generators import factor
-from adntn_compiler.apps.models import LAYER_SHAPES
 from tests.corpus import generators
 
 

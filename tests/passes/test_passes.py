@@ -10,7 +10,8 @@ from adntn_compiler.backends.reference import run
 from adntn_compiler.errors import ConfigError, MemoryEstimateError
 from adntn_compiler.ir.graph import Op
 from adntn_compiler.ir.ops import einsum_sizes
-from adntn_compiler.passes import batch as batch_pass, fold, fuse, order, segment
+from adntn_compiler.passes import batch as batch_pass
+from adntn_compiler.passes import fold, fuse, order, segment
 from adntn_compiler.passes.order import naive_path, path_cost, search_path
 from adntn_compiler.passes.rebuild import depends_on_input
 from adntn_compiler.plan import plan
