@@ -28,7 +28,6 @@ import operator
 import os
 import time
 import weakref
-import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -439,25 +438,21 @@ def _read_entry(path, key: str, target, mg):
     entry copied under another key's name is refused) and the library's size and sha256."""
     from .backends.tvm import load_library
     from .runtime import jsonio, signing
-    jsonio.check_regular(path, path.name)
-    with zipfile.ZipFile(path) as z:
-        sizes = {i.filename: i.file_size for i in z.infolist()}
-        if sorted(sizes) != sorted(ENTRY_MEMBERS) or len(z.infolist()) != len(ENTRY_MEMBERS):
-            raise ValueError(f"members {sorted(sizes)}, expected {sorted(ENTRY_MEMBERS)}")
-        small = {n: z.read(n) for n in ("entry.json", "programs.json", "signature.json") if sizes[n] <= ENTRY_SMALL}
-        if len(small) != 3:
-            raise ValueError("entry.json, programs.json or signature.json is too large")
+    from .runtime.container import Container
+
+    with Container(path, "cache entry") as c:
+        c.expect(ENTRY_MEMBERS, ENTRY_MEMBERS)
+        small = {n: c.read(n, ENTRY_SMALL) for n in ("entry.json", "programs.json", "signature.json")}
         signing.verify(small["entry.json"] + small["programs.json"], jsonio.loads(small["signature.json"],
                                                                                   "signature.json"), signing.trusted())
         entry = jsonio.loads(small["entry.json"], "entry.json")
         if entry.get("key") != key:
             raise ValueError(f"the entry was built for key {str(entry.get('key'))[:16]}..., not this graph's "
                              f"{key[:16]}... (copied under another name)")
-        if sizes["lib.so"] != entry.get("lib_bytes"):
-            raise ValueError(f"lib.so holds {sizes['lib.so']:,} bytes; the entry says {entry.get('lib_bytes')}")
-        lib_bytes = z.read("lib.so")
-    if hashlib.sha256(lib_bytes).hexdigest() != entry.get("lib_sha256"):
-        raise ValueError("lib.so does not match its sha256")
+        if c.sizes["lib.so"] != entry.get("lib_bytes"):
+            raise ValueError(f"lib.so holds {c.sizes['lib.so']:,} bytes; the entry says {entry.get('lib_bytes')}")
+        lib_bytes = c.read("lib.so")
+        c.check_digest("lib.so", lib_bytes, entry.get("lib_sha256"))
     return load_library(lib_bytes, jsonio.loads(small["programs.json"], "programs.json"), target, mg.tensors)
 
 
@@ -468,7 +463,7 @@ def _cached_build(key: str, mg, target, policy=None) -> tuple[Any, int]:
     from .backends import get_backend
     from .errors import AdntnError
     from .runtime import signing
-    from .runtime.artifact import write_atomic
+    from .runtime.container import sha256, write_zip
 
     path = cache_dir() / f"{key}.zip"
     if os.path.lexists(path):
@@ -478,19 +473,12 @@ def _cached_build(key: str, mg, target, policy=None) -> tuple[Any, int]:
             log.warning("adntn: ignoring cache entry %s (%s)", path.name, str(e).splitlines()[0] if str(e) else e)
     lib = get_backend(target.runtime).build({"load": mg.load, "call": mg.call}, target, policy)
     lib_bytes, progs = lib.to_bytes(), json.dumps(lib.program_dicts()).encode()
-    entry = json.dumps(dict(key=key, lib_sha256=hashlib.sha256(lib_bytes).hexdigest(),
-                            lib_bytes=len(lib_bytes))).encode()
+    entry = json.dumps(dict(key=key, lib_sha256=sha256(lib_bytes), lib_bytes=len(lib_bytes))).encode()
     sig = json.dumps(signing.sign(entry + progs)).encode()
-
-    def write(tmp: str) -> None:
-        with zipfile.ZipFile(tmp, "w") as z:
-            for name, data in zip(ENTRY_MEMBERS, (entry, progs, lib_bytes, sig)):
-                z.writestr(name, data)
-
     try:
         if path.is_dir() or (os.path.lexists(path) and not path.is_file()):
             raise ConfigError(f"{path} is not a regular file")
-        write_atomic(path, write)
+        write_zip(path, dict(zip(ENTRY_MEMBERS, (entry, progs, lib_bytes, sig))))
     except (OSError, AdntnError) as e:
         log.warning("adntn: could not write the cache entry %s (%s)", path, e)
     return lib, 0

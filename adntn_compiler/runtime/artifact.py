@@ -15,20 +15,18 @@ before the library is written to disk or loaded.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import stat
-import tempfile
 import threading
-import zipfile
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from ..errors import ConfigError, SerializationError
+from ..memory import fmt_bytes
+from .container import SIGNATURE_MAX, Container, check_schema, sha256, write_zip
 
 FORMAT = "adntn-artifact"
 VERSION = 3  # 2: program inputs carry their names; 3: the backend and the whole Target are recorded
@@ -37,6 +35,7 @@ MEMBERS = (MANIFEST, TENSORS, LIB, SIGNATURE)  # in this order; nothing else may
 MANIFEST_MAX = 8 << 20  # bytes: a manifest is a few hundred KB even for a whole VGG head
 LIBRARY_MAX = 1 << 30
 _SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1, "maxItems": 64}
+_SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _PAIR = {"type": "object", "required": ["load", "call"], "additionalProperties": False,
          "properties": {"load": {"type": "object"}, "call": {"type": "object"}}}
 MANIFEST_SCHEMA = {  # the types of every field; the programs' own schema is the backend's (program.py)
@@ -53,23 +52,18 @@ MANIFEST_SCHEMA = {  # the types of every field; the programs' own schema is the
         "batch_size": {"type": "integer", "minimum": 1}, "input_shape": _SHAPE, "output_shape": _SHAPE,
         "layers": {"type": "array", "items": {"type": "object"}}, "graphs": _PAIR, "programs": _PAIR,
         "files": {"type": "object", "required": [TENSORS, LIB], "properties": {
-            TENSORS: {"type": "string", "pattern": "^[0-9a-f]{64}$"}, LIB: {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
+            TENSORS: _SHA256, LIB: _SHA256}},
         "manifest_sha256": {"type": "string"},
         "gpu": {"type": "object", "required": ["api"], "properties": {"api": {"enum": ["cuda", "opencl"]}}},
         "tuning": {"type": "object", "required": ["device", "fingerprint", "layers"], "properties": {
             "device": {"type": "string"}, "fingerprint": {"type": "object"}, "layers": {"type": "integer"}}},
     },
 }
-ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the same inputs give a byte-identical artifact
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _manifest_digest(m: dict) -> str:
     body = {k: v for k, v in m.items() if k != "manifest_sha256"}
-    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    return sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
 class CompiledModel:
@@ -169,7 +163,7 @@ class Executable(CompiledModel):
 
         key = signing.load_private(signing_key) if isinstance(signing_key, (str, os.PathLike)) else signing_key
         tensors = st_save(self._tensors) if self._tensors else st_save({"__empty__": np.zeros(1, np.float32)})
-        manifest = dict(self.manifest, files={TENSORS: _sha256(tensors), LIB: _sha256(self._lib_bytes)})
+        manifest = dict(self.manifest, files={TENSORS: sha256(tensors), LIB: sha256(self._lib_bytes)})
         manifest["manifest_sha256"] = _manifest_digest(manifest)
         mbytes = json.dumps(manifest, indent=1).encode()
         sig = json.dumps(signing.sign(mbytes, key)).encode()
@@ -180,72 +174,25 @@ class Executable(CompiledModel):
                                        "library_bytes": len(self._lib_bytes)}
 
 
-def umask() -> int:
-    """The process umask, read without changing it where /proc says (os.umask can only set it, which would race
-    with other threads creating files)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """`write(tmp)` into a temporary file named after `path`, then renamed onto it: a partial file never appears
-    under `path`, and the temporary one is removed on any error. The file gets the mode the umask allows (mkstemp
-    alone gives 0600); the folder is created."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; give the file's name")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_zip(path: Path, members: dict[str, bytes]) -> Path:
-    """The artifact's members in a fixed order with fixed timestamps (byte-reproducible), written atomically."""
-    def write(tmp: str) -> None:
-        with zipfile.ZipFile(tmp, "w") as z:
-            for name in MEMBERS:
-                if name in members:
-                    info = zipfile.ZipInfo(name, ZIP_TIME)
-                    info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
-                    z.writestr(info, members[name])
-
-    return write_atomic(path, write)
-
-
 def inspect(path: str | os.PathLike) -> dict:
     """What an artifact holds, from its manifest and zip directory alone: the library is never loaded (nor the
     signature trusted: `signer` and `signed_by_trusted_key` say who signed it)."""
     from . import signing
 
-    m, mbytes, z = read_manifest(path)
-    with z:
+    m, mbytes, c = read_manifest(path)
+    with c:
         signer, trusted = None, False
-        if SIGNATURE in z.namelist():
+        if SIGNATURE in c.sizes:
             from . import jsonio
 
             try:
-                signer = signing.verify(mbytes, jsonio.loads(_read(z, path, SIGNATURE), "signature.json", 4096), None)
+                signer = signing.verify(mbytes, jsonio.loads(c.read(SIGNATURE, SIGNATURE_MAX), "signature.json",
+                                                             SIGNATURE_MAX), None)
             except SerializationError as e:
                 raise SerializationError(f"{path}: {e}") from None
             trusted = signer in signing.trusted()
-        sizes = {i.filename: i.file_size for i in z.infolist()}
-        params = _safetensors_params(path, z)
+        sizes = dict(c.sizes)
+        params = _safetensors_params(path, c)
     try:
         return _info(m) | {"tensor_params": params, "library_bytes": sizes[LIB],
                            "signer": signing.fingerprint(signer) if signer else None,
@@ -266,13 +213,14 @@ def _info(m: dict) -> dict:
 def _program_memory(d: dict) -> dict:
     from ..backends.tvm.program import Program
 
-    return Program(**{k: d[k] for k in ("buffers", "calls", "inputs", "outputs", "consts")}, arena=d.get("arena")).memory()
+    fields = {k: d[k] for k in ("buffers", "calls", "inputs", "outputs", "consts")}
+    return Program(**fields, arena=d.get("arena")).memory()
 
 
-def _safetensors_params(path, z: zipfile.ZipFile) -> int:
+def _safetensors_params(path, c: Container) -> int:
     """Element count of the tensors, from the safetensors header only (8-byte length, then JSON)."""
     try:
-        with z.open(TENSORS) as f:
+        with c.open(TENSORS) as f:
             n = int.from_bytes(f.read(8), "little")
             if n > MANIFEST_MAX:
                 raise ValueError(f"header of {n:,} bytes")
@@ -288,75 +236,59 @@ def _graph_dict(g, to_dict) -> dict:
     return d
 
 
-def read_manifest(path: str | os.PathLike) -> tuple[dict, bytes, zipfile.ZipFile]:
-    """Open an artifact and check its layout and manifest (format, version, self-checksum) from the zip's central
-    directory and the manifest alone: no other member is read. Returns (manifest, manifest bytes, zip)."""
+def read_manifest(path: str | os.PathLike) -> tuple[dict, bytes, Container]:
+    """Open an artifact and check its layout and manifest (format, version, self-checksum, schema, member sizes)
+    from the zip's central directory and the manifest alone: no other member is read. Returns (manifest, manifest
+    bytes, the open container)."""
+    c = Container(path, "artifact", kind=".adntn artifact")
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise SerializationError(f"{path}: no such artifact") from None
-    except OSError as e:
-        raise SerializationError(f"{path}: cannot read the artifact ({e})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise SerializationError(f"{path}: not a regular file (a folder, FIFO or device is never read)")
-    try:
-        z = zipfile.ZipFile(path)
-        infos = z.infolist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise SerializationError(f"{path}: not a valid .adntn artifact (corrupt or truncated zip: {e})") from None
-    names = [i.filename for i in infos]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    extra = sorted(set(names) - set(MEMBERS))
-    missing = [n for n in (MANIFEST, TENSORS, LIB) if n not in names]
-    problem = (f"duplicate members {dupes}" if dupes else f"unexpected members {extra}" if extra else
-               f"artifact is missing {', '.join(missing)}" if missing else None)
-    if problem:
-        z.close()
-        raise SerializationError(f"{path}: {problem}")
-    sizes = {i.filename: i.file_size for i in infos}
-    if sizes[MANIFEST] > MANIFEST_MAX or sizes.get(SIGNATURE, 0) > 4096:
-        z.close()
-        raise SerializationError(f"{path}: manifest.json declares {sizes[MANIFEST]:,} bytes (limit {MANIFEST_MAX:,})")
-    mbytes = _read(z, path, MANIFEST)
+        c.expect(MEMBERS, (MANIFEST, TENSORS, LIB))
+        if c.sizes[MANIFEST] > MANIFEST_MAX or c.sizes.get(SIGNATURE, 0) > SIGNATURE_MAX:
+            raise SerializationError(f"{path}: manifest.json declares {c.sizes[MANIFEST]:,} bytes (limit "
+                                     f"{MANIFEST_MAX:,})")
+        mbytes = c.read(MANIFEST)
+        m = _checked_manifest(path, mbytes)
+        for n, limit in _member_limits(path, m).items():
+            if c.sizes[n] > limit:
+                raise SerializationError(f"{path}: {n} declares {fmt_bytes(c.sizes[n])}, more than the "
+                                         f"{fmt_bytes(limit)} the manifest's programs and graphs can need")
+    except BaseException:
+        c.close()
+        raise
+    return m, mbytes, c
+
+
+def _checked_manifest(path, mbytes: bytes) -> dict:
+    """The manifest's format, version, self-checksum and schema, in that order (the clearest refusal first)."""
     from . import jsonio
 
     try:
         m = jsonio.loads(mbytes, "manifest.json", MANIFEST_MAX, kind=None)
     except SerializationError as e:
-        z.close()
         raise SerializationError(f"{path}: {e}") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
-        z.close()
-        raise SerializationError(f"{path}: not an adntn artifact (format {m.get('format') if isinstance(m, dict) else m!r})")
+        raise SerializationError(f"{path}: not an adntn artifact (format "
+                                 f"{m.get('format') if isinstance(m, dict) else m!r})")
     if m.get("version") != VERSION:
         raise SerializationError(f"{path}: artifact format version {m.get('version')!r} is not supported by this "
                                  f"adntn-compiler (it reads version {VERSION}); recompile the model")
     if m.get("manifest_sha256") != _manifest_digest(m):
         raise SerializationError(f"{path}: manifest.json checksum mismatch (the manifest was modified)")
-    import jsonschema
+    check_schema(m, MANIFEST_SCHEMA, path)
+    return m
 
-    try:
-        jsonschema.validate(m, MANIFEST_SCHEMA)
-    except jsonschema.ValidationError as e:
-        where = "/".join(str(x) for x in e.absolute_path) or "the manifest"
-        raise SerializationError(f"{path}: manifest field {where}: {e.message[:200]}") from None
-    from ..memory import available_bytes, fmt_bytes
+
+def _member_limits(path, m: dict) -> dict[str, int]:
+    """The most bytes the tensors and the library can honestly hold, from the manifest's programs and graphs."""
+    from ..memory import available_bytes
 
     try:
         _check_interface(m)
-        limits = {TENSORS: min(available_bytes() // 2, tensor_bytes_bound(m)), LIB: library_bytes_bound(m)}
+        return {TENSORS: min(available_bytes() // 2, tensor_bytes_bound(m)), LIB: library_bytes_bound(m)}
     except ValueError as e:
-        z.close()
         raise SerializationError(f"{path}: the manifest's {e}") from None
     except (KeyError, TypeError, AttributeError) as e:
-        z.close()
         raise SerializationError(f"{path}: the manifest's programs or graphs are malformed ({e!r})") from None
-    for n, limit in limits.items():
-        if sizes[n] > limit:
-            z.close()
-            raise SerializationError(f"{path}: {n} declares {fmt_bytes(sizes[n])}, more than the "
-                                     f"{fmt_bytes(limit)} the manifest's programs and graphs can need")
-    return m, mbytes, z
 
 
 def _check_interface(m: dict) -> None:
@@ -397,54 +329,17 @@ def library_bytes_bound(m: dict) -> int:
     return min(LIBRARY_MAX, (32 << 20) + (1 << 20) * len(kernels))
 
 
-def check_signature(path, z: zipfile.ZipFile, mbytes: bytes, trusted_keys=(), allow_unsigned: bool = False):
+def check_signature(path, c: Container, mbytes: bytes, trusted_keys=(), allow_unsigned: bool = False):
     """The signer's public key (hex), or None for an unsigned artifact. `allow_unsigned` lets an unsigned or
     untrusted-signed artifact through with a warning; a signature that does not match is refused always."""
-    sig = _read(z, path, SIGNATURE) if SIGNATURE in z.namelist() else None
-    return check_signature_record(path, mbytes, sig, trusted_keys, allow_unsigned)
+    return c.signer(mbytes, SIGNATURE, trusted_keys, allow_unsigned)
 
 
-def check_signature_record(path, mbytes: bytes, sig: bytes | None, trusted_keys=(), allow_unsigned: bool = False,
-                           what: str = "artifact"):
-    """The signer of manifest bytes `mbytes` given the signature file's bytes (None: unsigned), for any container
-    (an artifact, a C bundle): a trusted key's, else refused unless `allow_unsigned` (which warns)."""
-    import warnings
-
-    from . import jsonio, signing
-
-    if sig is None:
-        if not allow_unsigned:
-            raise SerializationError(f"{path}: the {what} is not signed, so nothing vouches for its native code; "
-                                     f"pass allow_unsigned=True only for {'an' if what[0] in 'aeiou' else 'a'} "
-                                     f"{what} you trust")
-        warnings.warn(f"{path}: loading an unsigned {what} (allow_unsigned=True)", stacklevel=4)
-        return None
-    try:
-        record = jsonio.loads(sig, "signature.json", 4096)
-        pub = signing.verify(mbytes, record, None)  # valid at all?
-        if pub not in signing.trusted(trusted_keys):
-            if not allow_unsigned:
-                signing.verify(mbytes, record, signing.trusted(trusted_keys))  # raises, naming the key
-            warnings.warn(f"{path}: loading {'an' if what[0] in 'aeiou' else 'a'} {what} signed by untrusted key "
-                          f"{signing.fingerprint(pub)} (allow_unsigned=True)", stacklevel=4)
-        return pub
-    except SerializationError as e:
-        raise SerializationError(f"{path}: {e}") from None
-
-
-def _read(z: zipfile.ZipFile, path, name: str) -> bytes:
-    try:
-        return z.read(name)
-    except Exception as e:  # BadZipFile, OSError, EOFError, zlib.error: a damaged member
-        raise SerializationError(f"{path}: cannot read {name} from the artifact (corrupt or truncated: {e})") from None
-
-
-def read_checked(path, z: zipfile.ZipFile, m: dict) -> dict[str, bytes]:
+def read_checked(path, c: Container, m: dict) -> dict[str, bytes]:
     """The tensors and library members, each checked against its sha256 in the manifest."""
-    files = {n: _read(z, path, n) for n in (TENSORS, LIB)}
+    files = {n: c.read(n) for n in (TENSORS, LIB)}
     for n, data in files.items():
-        if _sha256(data) != m.get("files", {}).get(n):
-            raise SerializationError(f"{path}: checksum mismatch for {n} (the file was modified or damaged)")
+        c.check_digest(n, data, m.get("files", {}).get(n))
     return files
 
 
@@ -458,10 +353,10 @@ def load(path: str | os.PathLike, trusted_keys=(), allow_unsigned: bool = False)
     from ..targets import Target
     from .host import check_runs_here
 
-    m, mbytes, z = read_manifest(path)
-    with z:
-        check_signature(path, z, mbytes, trusted_keys, allow_unsigned)
-        files = read_checked(path, z, m)
+    m, mbytes, c = read_manifest(path)
+    with c:
+        check_signature(path, c, mbytes, trusted_keys, allow_unsigned)
+        files = read_checked(path, c, m)
     if m.get("backend") not in backends():
         raise SerializationError(f"{path}: unknown backend {m.get('backend')!r} in the manifest")
     try:

@@ -23,13 +23,11 @@ run in a sandbox (sandbox.py) under the caller's timeout.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
 import shutil
-import stat
 import subprocess
 import tempfile
 import threading
@@ -47,11 +45,12 @@ from ..memory import fmt_bytes, parse_bytes
 from ..targets import Target
 from . import jsonio, sandbox
 from .artifact import MANIFEST_SCHEMA as ARTIFACT_SCHEMA
-from .artifact import CompiledModel, write_atomic
+from .artifact import CompiledModel
+from .container import Container, sha256, write_folder, write_zip
 
 FORMAT, VERSION = "adntn-c-bundle", 2  # 2: signed, with every file's size
 MANIFEST, SIGNATURE = "manifest.json", "signature.json"
-MANIFEST_MAX, SIGNATURE_MAX = 8 << 20, 4096
+MANIFEST_MAX = 8 << 20
 MAX_FILE = 96 << 20  # bytes of one bundle file read back (the weights' C text at MAX_WEIGHTS is ~60 MiB)
 MAX_TOTAL = 160 << 20  # bytes of all of them
 MAX_ELEMENTS = 1 << 26  # floats of a bundle's input or output (256 MiB): more is no microcontroller's
@@ -73,14 +72,15 @@ class Board:
 
 
 _M_FLAGS = "-mthumb -mfloat-abi=hard"
+_M_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
 _M_HARNESS = "-DADNTN_MPS2_TIMER --specs=rdimon.specs -T harness/mps2.ld -Wl,--gc-sections harness/cortex_m_startup.c"
 BOARDS = {
     "arm64": Board("aarch64-linux-gnu-", "-O2", "-static", ("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"),
                    "gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"),
     "cortex-m4": Board("arm-none-eabi-", f"-O2 -mcpu=cortex-m4 {_M_FLAGS} -mfpu=fpv4-sp-d16",
-                       _M_HARNESS, ("qemu-system-arm", "-M", "mps2-an386"), "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"),
+                       _M_HARNESS, ("qemu-system-arm", "-M", "mps2-an386"), _M_PACKAGES),
     "cortex-m7": Board("arm-none-eabi-", f"-O2 -mcpu=cortex-m7 {_M_FLAGS} -mfpu=fpv5-d16",
-                       _M_HARNESS, ("qemu-system-arm", "-M", "mps2-an500"), "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"),
+                       _M_HARNESS, ("qemu-system-arm", "-M", "mps2-an500"), _M_PACKAGES),
 }
 
 
@@ -89,10 +89,6 @@ def board(target: Target) -> Board:
     if base not in BOARDS:
         raise ConfigError(f"target {target.name!r} does not deploy as a C bundle; bundle targets: {', '.join(BOARDS)}")
     return BOARDS[base]
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- compiling
@@ -294,7 +290,7 @@ class Bundle(CompiledModel):
 
     def __init__(self, files: dict[str, bytes], manifest: dict, graphs=None):
         self.files, self.graphs = dict(files), graphs
-        self.manifest = dict(manifest, files={k: _sha256(v) for k, v in sorted(files.items())},
+        self.manifest = dict(manifest, files={k: sha256(v) for k, v in sorted(files.items())},
                              sizes={k: len(v) for k, v in sorted(files.items())})
         self.target = Target.from_dict(self.manifest["target"])
         self._build_dir: tempfile.TemporaryDirectory | None = None
@@ -308,24 +304,8 @@ class Bundle(CompiledModel):
         path = Path(path)
         files = self._all_files(signing_key)
         if path.suffix == ".zip":
-            def write(tmp: str) -> None:
-                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-                    for name, data in files.items():
-                        z.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data)
-            return write_atomic(path, write)
-        if path.exists() and not (path / MANIFEST).is_file():
-            raise ConfigError(f"{path} exists and is not a bundle folder; give a new path")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            _write_tree(tmp, files)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+            return write_zip(path, files)
+        return write_folder(path, files, replaceable=lambda p: (p / MANIFEST).is_file())
 
     def _all_files(self, signing_key=None) -> dict[str, bytes]:
         from . import signing
@@ -340,15 +320,15 @@ class Bundle(CompiledModel):
         or folder) against the manifest's and the limits, the signature (a trusted key's, unless `allow_unsigned`,
         which warns; a signature that does not match is refused always), the manifest's fields, then every file
         against its sha256, and the header and Makefile against the manifest's shapes and target."""
-        from .artifact import check_signature_record
-
         path = Path(path)
-        with _BundleFiles(path) as src:
+        with Container(path, "bundle", folders=True, max_total=MAX_TOTAL, max_member=MAX_FILE,
+                       uncounted=BUILD_OUTPUTS) as src:
+            if MANIFEST not in src.sizes:
+                raise SerializationError(f"{path}: no {MANIFEST}; not an adntn C bundle")
             mbytes = src.read(MANIFEST, MANIFEST_MAX)
             m = jsonio.loads(mbytes, f"{path}: {MANIFEST}")
             _check_manifest(m, path)  # (what it is, before who vouches for it: the clearer refusal first)
-            sig = src.read(SIGNATURE, SIGNATURE_MAX) if SIGNATURE in src.sizes else None
-            check_signature_record(path, mbytes, sig, trusted_keys, allow_unsigned, what="bundle")
+            src.signer(mbytes, SIGNATURE, trusted_keys, allow_unsigned)
             extra = sorted(set(src.sizes) - set(m["files"]) - {MANIFEST, SIGNATURE} - BUILD_OUTPUTS)
             if extra:
                 raise SerializationError(f"{path}: files the manifest does not list: {', '.join(extra[:5])}")
@@ -359,11 +339,8 @@ class Bundle(CompiledModel):
                     raise SerializationError(f"{path}: {name} holds {src.sizes[name]:,} bytes; the manifest says {n:,}")
             files = {}
             for name, digest in m["files"].items():
-                data = src.read(name, m["sizes"][name])
-                if _sha256(data) != digest:
-                    raise SerializationError(f"{path}: checksum mismatch for {name} (the file was modified or "
-                                             f"damaged)")
-                files[name] = data
+                files[name] = src.read(name, m["sizes"][name])
+                src.check_digest(name, files[name], digest)
         _check_built_from(files, m, path)
         return cls(files, {k: v for k, v in m.items() if k not in ("files", "sizes")})
 
@@ -423,10 +400,10 @@ class Bundle(CompiledModel):
         exact=True: qemu runs one instruction per translation block and logs each one executed; the count for
         two inferences minus that for one leaves start-up and file I/O out. Exact, but slow (a log line per
         instruction): the default for arm64. (Under host load qemu-system-arm once logged a block twice: +35 of
-        7,141; qemu-aarch64 and the icount count never varied.) exact=False (the default on Cortex-M): `-icount shift=5` makes
-        virtual time 32 ns per instruction, and the harness reads the board's 25 MHz timer around the
-        inference: 0.8 ticks per instruction, within 0.2 % of the exact count (Thumb IT prefixes are not
-        counted) at any size."""
+        7,141; qemu-aarch64 and the icount count never varied.) exact=False (the default on Cortex-M):
+        `-icount shift=5` makes virtual time 32 ns per instruction, and the harness reads the board's 25 MHz
+        timer around the inference: 0.8 ticks per instruction, within 0.2 % of the exact count (Thumb IT
+        prefixes are not counted) at any size."""
         self(x, timeout=timeout)  # builds, writes input.bin, checks the run
         exact = self.target.device != "microcontroller" if exact is None else exact
         with self._lock:
@@ -515,67 +492,6 @@ def _write_tree(root: Path, files: dict[str, bytes]) -> None:
         p = root / name
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
-
-
-class _BundleFiles:
-    """A bundle folder or zip opened for checking: every regular file's size from the folder or the zip directory
-    up front; `read(name, limit)` reads one file, refusing more than `limit` bytes (a zip member is inflated only
-    as far as its declared size, itself checked against the limit first)."""
-
-    def __init__(self, path: Path):
-        self.path, self.zip = path, None
-        try:
-            st = path.stat()
-        except OSError:
-            raise SerializationError(f"{path}: no such bundle") from None
-        if path.is_dir():
-            self.sizes = {}
-            for f in sorted(path.rglob("*")):
-                name = f.relative_to(path).as_posix()
-                if f.is_symlink() or not (f.is_file() or f.is_dir()):
-                    raise SerializationError(f"{path}: {name} is a link or special file; a bundle holds regular "
-                                             f"files only")
-                if f.is_file():
-                    self.sizes[name] = f.stat().st_size
-        elif stat.S_ISREG(st.st_mode):
-            try:
-                self.zip = zipfile.ZipFile(path)
-                infos = self.zip.infolist()
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-                raise SerializationError(f"{path}: not a bundle folder or zip ({e})") from None
-            names = [i.filename for i in infos if not i.is_dir()]
-            if len(set(names)) != len(names):
-                raise SerializationError(f"{path}: duplicate members in the zip")
-            self.sizes = {i.filename: i.file_size for i in infos if not i.is_dir()}
-        else:
-            raise SerializationError(f"{path}: not a regular file or folder (a FIFO or device is never read)")
-        if MANIFEST not in self.sizes:
-            raise SerializationError(f"{path}: no {MANIFEST}; not an adntn C bundle")
-        total = sum(n for k, n in self.sizes.items() if k not in BUILD_OUTPUTS)
-        if total > MAX_TOTAL:
-            raise SerializationError(f"{path}: its files hold {fmt_bytes(total)}, more than a bundle may "
-                                     f"({fmt_bytes(MAX_TOTAL)})")
-
-    def read(self, name: str, limit: int) -> bytes:
-        if self.sizes[name] > min(limit, MAX_FILE):
-            raise SerializationError(f"{self.path}: {name} holds {self.sizes[name]:,} bytes, more than "
-                                     f"{min(limit, MAX_FILE):,}")
-        try:
-            f = self.zip.open(name) if self.zip else (self.path / name).open("rb")
-            with f:
-                data = f.read(limit + 1)
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
-            raise SerializationError(f"{self.path}: cannot read {name} ({e})") from None
-        if len(data) > limit:
-            raise SerializationError(f"{self.path}: {name} is larger than {limit:,} bytes")
-        return data
-
-    def __enter__(self) -> "_BundleFiles":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.zip:
-            self.zip.close()
 
 
 _INT = {"type": "integer", "minimum": 0}

@@ -1,15 +1,12 @@
 """One JSON reader for every file the package reads back (artifact and bundle manifests, signatures, tuning
 records, model-file metadata, torch.compile cache entries): bounded size and depth, no NaN or Infinity, and one
-SerializationError line naming the file, instead of RecursionError or a silently non-finite number. Also the
-regular-file check those readers share (a FIFO would block a reader forever)."""
+SerializationError line naming the file, instead of RecursionError or a silently non-finite number."""
 from __future__ import annotations
 
 import itertools
 import json
 import math
-import os
 import re
-import stat
 from typing import Any
 
 from ..errors import SerializationError
@@ -58,26 +55,3 @@ def loads(data: bytes | str, what: str, max_bytes: int = MAX_BYTES, kind: type |
         raise SerializationError(f"{what}: the JSON document must be {'an object' if kind is dict else kind.__name__}"
                                  f", got {type(doc).__name__}")
     return doc
-
-
-def check_regular(path, what: str) -> os.stat_result:
-    """`path`'s stat when it is a regular file; else one SerializationError line (stat, not open: opening a FIFO
-    blocks)."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise SerializationError(f"{what}: cannot read it ({e.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise SerializationError(f"{what}: not a regular file (a folder, FIFO or device is never read)")
-    return st
-
-
-def read_regular(path, what: str, limit: int) -> bytes:
-    """A regular file's bytes, at most `limit`."""
-    if check_regular(path, what).st_size > limit:
-        raise SerializationError(f"{what}: {os.stat(path).st_size:,} bytes, more than the limit {limit:,}")
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise SerializationError(f"{what}: more than the limit of {limit:,} bytes")
-    return data

@@ -52,17 +52,17 @@ def _spec(m, path: str, tensors: dict) -> dict:
     if isinstance(m, nn.Sequential):
         return dict(type=name, children=[[k, _spec(c, f"{path}.{k}" if path else k, tensors)]
                                          for k, c in m.named_children()])
-    if name in _ACTS:
-        return dict(type=name)
-    if isinstance(m, nn.GELU):
-        return dict(type=name, approximate=m.approximate)
-    if isinstance(m, nn.LeakyReLU):
-        return dict(type=name, negative_slope=m.negative_slope)
-    if isinstance(m, nn.Flatten):
-        return dict(type=name, start_dim=m.start_dim, end_dim=m.end_dim)
-    if isinstance(m, nn.Dropout):
-        return dict(type=name, p=m.p)
-    raise ConfigError(f"save_model cannot store module {path or '<root>'} of type {name}")
+    return _stateless_spec(m, path)
+
+
+def _stateless_spec(m, path: str) -> dict:
+    """Activations, flatten, dropout: layers without tensors, by their arguments."""
+    name = type(m).__name__
+    args = {"GELU": ("approximate",), "LeakyReLU": ("negative_slope",), "Flatten": ("start_dim", "end_dim"),
+            "Dropout": ("p",), **{a: () for a in _ACTS}}.get(name)
+    if args is None:
+        raise ConfigError(f"save_model cannot store module {path or '<root>'} of type {name}")
+    return dict(type=name, **{a: getattr(m, a) for a in args})
 
 
 def save_model(model, path: str | os.PathLike) -> Path:
@@ -73,7 +73,7 @@ def save_model(model, path: str | os.PathLike) -> Path:
     spec = _spec(model, "", tensors)
     meta = {"adntn_model": json.dumps(dict(format=FORMAT, version=VERSION, model=spec,
                                            tensors_sha256=_digest({k: v.numpy() for k, v in tensors.items()})))}
-    from ..runtime.artifact import write_atomic
+    from ..runtime.container import write_atomic
 
     return write_atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
 
@@ -104,7 +104,8 @@ def _expected(d: dict, path: str, out: dict) -> None:
     elif t == "Conv2d":
         o, groups = int(d["out_channels"]), int(d["groups"])
         if groups < 1 or int(d["in_channels"]) % groups:
-            raise SerializationError(f"layer {path}: in_channels {d['in_channels']} is not a multiple of groups {groups}")
+            raise SerializationError(f"layer {path}: in_channels {d['in_channels']} is not a multiple of groups "
+                                     f"{groups}")
         out[key("weight")] = (o, int(d["in_channels"]) // groups, *map(int, d["kernel_size"]))
     elif t == "Sequential":
         for k, c in d["children"]:
@@ -226,10 +227,11 @@ def load_model(path: str | os.PathLike):
     from safetensors.torch import load_file
 
     from ..runtime import jsonio
+    from ..runtime.container import check_regular
 
     if not os.path.lexists(path):
         raise SerializationError(f"{path}: no such model file")
-    jsonio.check_regular(path, str(path))
+    check_regular(path, str(path))
     try:
         with safe_open(str(path), "pt") as f:  # the header only
             meta = f.metadata() or {}

@@ -29,7 +29,8 @@ class Candidate:
 
     def label(self) -> str:
         c = self.plan.choice
-        return f"{c['schedule']}/{c['objective']}/tree{c['tree']}" + (f" +{len(self.tiles)} tiles" if self.tiles else "")
+        tiles = f" +{len(self.tiles)} tiles" if self.tiles else ""
+        return f"{c['schedule']}/{c['objective']}/tree{c['tree']}{tiles}"
 
 
 class _Bench:
@@ -155,18 +156,23 @@ def tune_layer(gen: Generator, rows: int, target: Target, budget_s: float, memor
                 break
             if t != best.tiles.get(shape, bench.base.gemm_tiles(*shape)):
                 step(Candidate(best.plan, {**best.tiles, shape: t}))
-    # the default and the FINALISTS fastest others, timed again interleaved: one pass of the search drifts
-    finalists = [default] + sorted((c for c in timed if c is not default), key=lambda c: c.seconds)[:FINALISTS]
-    if len(finalists) > 1:
-        for c, t in zip(finalists, bench.interleaved(finalists)):
-            c.seconds = t
-        best = min(finalists, key=lambda c: c.seconds)
-        if default.seconds / best.seconds < GAIN_MIN:  # not faster beyond noise: the default stays
-            best = default
+    best = _final(bench, default, timed, best)
     return dict(generator=repr(gen), rows=rows, choice=best.plan.choice,
                 tiles=[_tiles_to_list(s, t) for s, t in sorted(best.tiles.items())], default_s=default.seconds,
                 tuned_s=best.seconds, candidates=tried, tuning_s=round(time.perf_counter() - start, 2),
                 trials=[[label, s if s < math.inf else None] for label, s in trials], _samples=bench.samples)
+
+
+def _final(bench: _Bench, default: Candidate, timed: list[Candidate], best: Candidate) -> Candidate:
+    """The default and the FINALISTS fastest others, timed again interleaved (one pass of the search drifts): the
+    fastest, unless it is not faster than the default beyond noise."""
+    finalists = [default] + sorted((c for c in timed if c is not default), key=lambda c: c.seconds)[:FINALISTS]
+    if len(finalists) == 1:
+        return best
+    for c, t in zip(finalists, bench.interleaved(finalists)):
+        c.seconds = t
+    best = min(finalists, key=lambda c: c.seconds)
+    return default if default.seconds / best.seconds < GAIN_MIN else best
 
 
 def calibrate(samples: list[tuple[int, int, float]], base: Rates) -> dict | None:
@@ -244,16 +250,18 @@ def fastest_config(shape, arch: str, ratio: float, batch_size: int = 1, target: 
                    measured: int = MEASURED, progress: bool = True, **fixed) -> tuple[dict, dict]:
     """The configuration of `arch` for a linear layer of `shape` that reaches `ratio` (and no more than
     BAND x ratio: one that throws most of the parameter budget away is not a candidate; rank 1 only if nothing
-    else reaches it) without a rank bottleneck (its structure allows the full rank of W, or else the highest any candidate allows), with the
-    lowest time per call at `batch_size` on this device: the `measured` fastest by the cost model (calibrated
-    by tuning, when this device was tuned) are compiled and timed (or their tuned time taken from the records);
-    for a target that does not run here, the estimate decides. Returns (make() keywords, timing facts)."""
+    else reaches it) without a rank bottleneck (its structure allows the full rank of W, or else the highest any
+    candidate allows), with the lowest time per call at `batch_size` on this device: the `measured` fastest by
+    the cost model (calibrated by tuning, when this device was tuned) are compiled and timed (or their tuned time
+    taken from the records); for a target that does not run here, the estimate decides. Returns (make() keywords,
+    timing facts)."""
     from tqdm import tqdm
 
     from ..generators.search import candidates
 
     target = resolve(target)
-    pool = [(g, cfg) for g, cfg in candidates(shape, arch, **dict(fixed)) if ratio <= g.compression_ratio <= BAND * ratio]
+    pool = [(g, cfg) for g, cfg in candidates(shape, arch, **dict(fixed))
+            if ratio <= g.compression_ratio <= BAND * ratio]
     if not pool:
         raise ConfigError(f"{arch}: no configuration of shape {tuple(shape)} reaches a compression ratio between "
                           f"{ratio:g}x and {BAND * ratio:g}x")

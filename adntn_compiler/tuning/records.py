@@ -159,8 +159,9 @@ class Records:
     @classmethod
     def load(cls, path: "str | os.PathLike") -> "Records":
         from ..runtime import jsonio
+        from ..runtime.container import read_regular
 
-        data = jsonio.read_regular(path, f"tuning records {path}", RECORDS_MAX)
+        data = read_regular(path, f"tuning records {path}", RECORDS_MAX)
         return cls.from_dict(jsonio.loads(data, f"tuning records {path}", RECORDS_MAX), f"tuning records {path}")
 
     @classmethod
@@ -171,7 +172,7 @@ class Records:
         return cls.load(f) if f.exists() else cls(fp)
 
     def save(self, path: "str | os.PathLike | None" = None) -> Path:
-        from ..runtime.artifact import write_atomic
+        from ..runtime.container import write_atomic
 
         path = Path(path) if path else records_dir() / f"{self.device_id}.json"
         text = json.dumps(self.to_dict(), indent=1, sort_keys=True)
