@@ -216,7 +216,8 @@ def test_compress_prefer_speed_picks_the_fastest_measured_configuration():
     assert m[0].gen.compression_ratio >= 100 and m[0].gen.rank_bound() == 256
     text = str(adntn.report(m))
     assert "ms/call" in text and "@8 meas" in text
-    for spec, msg in [(dict(ratio=100, prefer="fast"), "prefer must be"), (dict(ratio=100, batch_size=8), "prefer='speed'"),
+    for spec, msg in [(dict(ratio=100, prefer="fast"), "prefer must be"),
+                      (dict(ratio=100, batch_size=8), "prefer='speed'"),
                       (dict(rank=2, prefer="speed"), "give ratio=")]:
         with pytest.raises(ConfigError, match=msg):
             adntn.compress(torch.nn.Sequential(torch.nn.Linear(64, 32)), {"0": spec})
@@ -349,3 +350,25 @@ def test_torch_compile_refuses_a_records_file_it_cannot_read(tmp_path):
     layer = adntn.ADNTNLinear(adntn.ttn((16, 24), rank=2))
     with pytest.raises(Exception, match=r"options\['records'\]: .*none.json"):  # (Dynamo wraps backend errors)
         torch.compile(layer, backend="adntn", options={"records": missing})(torch.randn(2, 24))
+
+
+def test_the_tuner_exports_a_model_once_whatever_it_tries(monkeypatch):
+    """Every candidate of every layer re-plans the captured graph; torch.export runs once per tune() of a model,
+    and a Captured from adntn.capture plans again (tuned records or not) without exporting."""
+    import torch
+
+    import adntn_compiler as adntn
+
+    calls = []
+    real = torch.export.export
+    monkeypatch.setattr(torch.export, "export", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = torch.nn.Sequential(adntn.ADNTNLinear(adntn.ttn((16, 24), rank=2)), torch.nn.ReLU(),
+                                adntn.ADNTNLinear(adntn.ttn((8, 16), rank=2)))
+    recs = tune(model, batch_size=2, budget_s=2.0, progress=False, save=False)
+    assert len(calls) == 1 and len(recs.layers) == 2
+    captured = adntn.capture(model, example_inputs=(torch.zeros(2, 24),))
+    for records in (None, recs):
+        exe = captured.plan("cpu", records=records).build()
+        x = np.random.default_rng(0).standard_normal((2, 24)).astype(np.float32)
+        np.testing.assert_allclose(exe(x), model(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
+    assert len(calls) == 2
