@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := $(if $(WHEELS),--find-links $(WHEELS),)
 
-.PHONY: demo test test-fast fuzz install clean
+.PHONY: demo test test-fast fuzz lint install clean
 # Tests run on every core (pytest-xdist, work stealing); hypothesis is derandomized (the ci profile) unless --fuzz.
 PYTEST := $(BIN)/python -m pytest -q -n auto --dist worksteal
 
@@ -27,6 +27,11 @@ test: install  # every mark (qemu, opencl, nvcc run where their tools are; .ci/r
 
 test-fast: install  # the edit-test loop: no slow or hardware tests, few hypothesis examples
 	HYPOTHESIS_PROFILE=dev $(PYTEST) -m "not slow and not qemu and not opencl and not nvcc and not gpu"
+
+lint: install  # style (120 columns, import order, complexity <= 15), the package's layers, types of ir/passes/targets
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 fuzz: install  # random seeds, more examples: run it to look for new failures
 	$(PYTEST) --fuzz tests/test_fuzz.py tests/backends tests/frontends
