@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Mapping, Union
+from typing import Mapping, TypeVar, Union, cast
 
 import numpy as np
 
@@ -137,8 +137,9 @@ class NormAttrs:  # LAYER_NORM
     eps: float
 
 
-Attrs = Union[AddAttrs, BinaryAttrs, ConvAttrs, PoolAttrs, AdaptivePoolAttrs, NormAttrs, NameAttrs, EinsumAttrs, MapAttrs,
-              ShapeAttrs, PermAttrs, PadAttrs, SliceAttrs, AxisAttrs]
+Attrs = Union[AddAttrs, BinaryAttrs, ConvAttrs, PoolAttrs, AdaptivePoolAttrs, NormAttrs, NameAttrs, EinsumAttrs,
+              MapAttrs, ShapeAttrs, PermAttrs, PadAttrs, SliceAttrs, AxisAttrs]
+AttrsT = TypeVar("AttrsT", bound=Attrs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +150,18 @@ class Node:
     attrs: Attrs
     path: str = ""  # the user's generator path, e.g. "ttn.level2.node1"
 
+    def attrs_as(self, kind: type[AttrsT]) -> AttrsT:
+        """`attrs` as the op's attrs class `kind`, for the type checker (no check here: `verify` checks that
+        every node's attrs fit its op)."""
+        return cast(AttrsT, self.attrs)
 
-@dataclass(frozen=True)
+    @property
+    def name(self) -> str:
+        """The name of an INPUT, PARAM, CONST or OUTPUT node."""
+        return self.attrs_as(NameAttrs).name
+
+
+@dataclass(frozen=True, eq=False)  # our __eq__ compares tensor values; unhashable (tensors is a dict)
 class Graph:
     nodes: tuple[Node, ...]
     tensors: Mapping[str, np.ndarray] = field(default_factory=dict)  # initial values of params/consts
@@ -161,7 +172,7 @@ class Graph:
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return tuple(n.attrs.name for n in self.nodes if n.op is Op.INPUT)  # type: ignore[union-attr]
+        return tuple(n.name for n in self.nodes if n.op is Op.INPUT)
 
     @property
     def params(self) -> tuple[Node, ...]:
@@ -190,5 +201,3 @@ class Graph:
                 for k, a in self.tensors.items()
             )
         )
-
-    __hash__ = None  # type: ignore[assignment]

@@ -80,7 +80,7 @@ def from_dict(d: dict, tensors: dict[str, np.ndarray] | None = None) -> G.Graph:
             values[out.id] = out
         stored = {k: tensor_from_dict(v) for k, v in d["tensors"].items()}
         if tensors is not None:
-            names = {n.attrs.name for n in nodes if n.op in (G.Op.PARAM, G.Op.CONST)}
+            names = {n.name for n in nodes if n.op in (G.Op.PARAM, G.Op.CONST)}
             stored.update({k: v for k, v in tensors.items() if k in names})
     except (KeyError, TypeError, ValueError) as e:
         raise SerializationError(f"malformed IR graph: {type(e).__name__}: {e}") from None

@@ -37,40 +37,57 @@ ATTRS = {Op.INPUT: NameAttrs, Op.PARAM: NameAttrs, Op.CONST: NameAttrs, Op.OUTPU
          Op.LAYER_NORM: NormAttrs, Op.SOFTMAX: AxisAttrs}
 
 
+def _check_inputs(g: Graph, i: int, defined: dict[int, tuple[int, ...]]) -> None:
+    """SSA, arity, and that every input is defined earlier with the shape it has here."""
+    n = g.nodes[i]
+    if n.out.id in defined:
+        raise _fail(g, i, f"value %{n.out.id} is defined twice (SSA)")
+    arity = ARITY[n.op]
+    if arity is not None and len(n.inputs) != arity:
+        raise _fail(g, i, f"op {n.op.value} takes {arity} inputs, got {len(n.inputs)}")
+    for v in n.inputs:
+        if v.id not in defined:
+            raise _fail(g, i, f"input %{v.id} is used before it is defined (order or SSA)")
+        if defined[v.id] != v.shape:
+            raise _fail(g, i, f"input %{v.id} has shape {v.shape} here but {defined[v.id]} where defined")
+
+
+def _check_name(g: Graph, i: int, names: set[tuple[Op, str]]) -> None:
+    """Names are unique per kind (params and consts share one namespace); params and consts have a tensor."""
+    n = g.nodes[i]
+    if n.op in (Op.INPUT, Op.PARAM, Op.CONST, Op.OUTPUT):
+        key = (Op.PARAM if n.op is Op.CONST else n.op, n.name)
+        if key in names:
+            raise _fail(g, i, f"{n.op.value} name '{n.name}' is used twice")
+        names.add(key)
+    if n.op in (Op.PARAM, Op.CONST):
+        t = g.tensors.get(n.name)
+        if t is None:
+            raise _fail(g, i, f"no tensor named '{n.name}' in the graph")
+        if tuple(t.shape) != n.out.shape:
+            raise _fail(g, i, f"tensor '{n.name}' has shape {t.shape}, node says {n.out.shape}")
+
+
+def _check_shape(g: Graph, i: int) -> None:
+    n = g.nodes[i]
+    if n.op in SHAPE:
+        try:
+            shape = SHAPE[n.op](n.attrs, *(v.shape for v in n.inputs))
+        except ShapeRuleError as e:
+            raise _fail(g, i, str(e)) from None
+        if shape != n.out.shape:
+            raise _fail(g, i, f"shape rule gives {shape}, node says {n.out.shape}")
+
+
 def verify(g: Graph) -> Graph:
-    defined: dict[int, tuple] = {}
+    defined: dict[int, tuple[int, ...]] = {}
     names: set[tuple[Op, str]] = set()
     for i, n in enumerate(g.nodes):
-        if n.out.id in defined:
-            raise _fail(g, i, f"value %{n.out.id} is defined twice (SSA)")
-        arity = ARITY[n.op]
-        if arity is not None and len(n.inputs) != arity:
-            raise _fail(g, i, f"op {n.op.value} takes {arity} inputs, got {len(n.inputs)}")
-        for v in n.inputs:
-            if v.id not in defined:
-                raise _fail(g, i, f"input %{v.id} is used before it is defined (order or SSA)")
-            if defined[v.id] != v.shape:
-                raise _fail(g, i, f"input %{v.id} has shape {v.shape} here but {defined[v.id]} where defined")
+        _check_inputs(g, i, defined)
         if not isinstance(n.attrs, ATTRS[n.op]):
             raise _fail(g, i, f"op {n.op.value} needs {ATTRS[n.op].__name__}, got {type(n.attrs).__name__}")
-        if n.op in (Op.INPUT, Op.PARAM, Op.CONST, Op.OUTPUT):
-            key = (Op.PARAM if n.op is Op.CONST else n.op, n.attrs.name)
-            if key in names:
-                raise _fail(g, i, f"{n.op.value} name '{n.attrs.name}' is used twice")
-            names.add(key)
-        if n.op in (Op.PARAM, Op.CONST):
-            t = g.tensors.get(n.attrs.name)  # type: ignore[union-attr]
-            if t is None:
-                raise _fail(g, i, f"no tensor named '{n.attrs.name}' in the graph")  # type: ignore[union-attr]
-            if tuple(t.shape) != n.out.shape:
-                raise _fail(g, i, f"tensor '{n.attrs.name}' has shape {t.shape}, node says {n.out.shape}")  # type: ignore[union-attr]
-        if n.op in SHAPE:
-            try:
-                shape = SHAPE[n.op](n.attrs, *(v.shape for v in n.inputs))
-            except ShapeRuleError as e:
-                raise _fail(g, i, str(e)) from None
-            if shape != n.out.shape:
-                raise _fail(g, i, f"shape rule gives {shape}, node says {n.out.shape}")
+        _check_name(g, i, names)
+        _check_shape(g, i)
         defined[n.out.id] = n.out.shape
     if not g.outputs:
         raise VerifyError("graph has no output node")

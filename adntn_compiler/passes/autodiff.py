@@ -12,14 +12,14 @@ forward pass; every other forward value the backward pass needs is recomputed wh
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Hashable
 
 import numpy as np
 
 from ..activations import DERIV_PREFIX
 from ..errors import AdntnError
 from ..ir.builder import Builder
-from ..ir.graph import Graph, Node, Op, Value
+from ..ir.graph import AxisAttrs, EinsumAttrs, Graph, MapAttrs, Node, Op, PadAttrs, PermAttrs, SliceAttrs, Value
 
 
 class AutodiffError(AdntnError):
@@ -50,7 +50,7 @@ class _Diff:
     def const(self, name: str, value: np.ndarray) -> Value:
         if name not in self.b.tensors:
             return self.b.param(name, value, "autodiff", const=True)
-        return next(n.out for n in self.b.nodes if n.op is Op.CONST and n.attrs.name == name)
+        return next(n.out for n in self.b.nodes if n.op is Op.CONST and n.name == name)
 
     def total(self, cts: list[Value]) -> Value:
         """Sum of the cotangent contributions (stacked, then summed by an einsum)."""
@@ -58,8 +58,8 @@ class _Diff:
             return cts[0]
         shape = cts[0].shape
         stacked = self.b.concat([self.b.reshape(c, (1,) + shape, "autodiff.sum") for c in cts], 0, "autodiff.sum")
-        labels = list(range(len(shape)))
-        return self.b.contract([(stacked, ["sum"] + labels)], labels, "autodiff.sum")
+        labels: list[Hashable] = list(range(len(shape)))
+        return self.b.contract([(stacked, ["sum", *labels])], labels, "autodiff.sum")
 
     def times(self, ct: Value, other: Value, path: str) -> Value:
         labels = list(range(len(ct.shape)))
@@ -67,7 +67,7 @@ class _Diff:
 
 
 def _vjp_einsum(d: _Diff, n: Node, ct: Value, wrt: int) -> Value:
-    a, b = n.attrs, d.b
+    a, b = n.attrs_as(EinsumAttrs), d.b
     path = f"{n.path}.vjp{wrt}"
     if a.epilogue:  # the cotangent of the pre-activation, shared by every operand's VJP
         if n.out.id not in d.pre_ct:
@@ -94,11 +94,11 @@ def _vjp_einsum(d: _Diff, n: Node, ct: Value, wrt: int) -> Value:
 
 
 def _vjp_map(d: _Diff, n: Node, ct: Value, wrt: int) -> Value:
-    return d.times(ct, d.b.map(DERIV_PREFIX + n.attrs.fn, d.fwd(n.inputs[0]), n.path), f"{n.path}.vjp")
+    return d.times(ct, d.b.map(DERIV_PREFIX + n.attrs_as(MapAttrs).fn, d.fwd(n.inputs[0]), n.path), f"{n.path}.vjp")
 
 
 def _vjp_concat(d: _Diff, n: Node, ct: Value, wrt: int) -> Value:
-    ax = n.attrs.axis
+    ax = n.attrs_as(AxisAttrs).axis
     start = sum(v.shape[ax] for v in n.inputs[:wrt])
     shape = n.inputs[wrt].shape
     lo = [0] * len(shape)
@@ -117,16 +117,25 @@ def _vjp_bias(d: _Diff, n: Node, ct: Value) -> Value:
     return d.b.reshape(d.b.contract([(ct, labels)], keep, f"{n.path}.vjp"), bshape, f"{n.path}.vjp")
 
 
+def _vjp_pad(d: _Diff, n: Node, ct: Value, wrt: int) -> Value:
+    pads = n.attrs_as(PadAttrs).pads
+    return d.b.slice(ct, [lo for lo, _ in pads], [lo + s for (lo, _), s in zip(pads, n.inputs[0].shape)],
+                     f"{n.path}.vjp")
+
+
+def _vjp_slice(d: _Diff, n: Node, ct: Value, wrt: int) -> Value:
+    a = n.attrs_as(SliceAttrs)
+    return d.b.pad(ct, [(lo, s - hi) for lo, hi, s in zip(a.starts, a.stops, n.inputs[0].shape)], f"{n.path}.vjp")
+
+
 VJP: dict[Op, Callable[[_Diff, Node, Value, int], Value]] = {
     Op.EINSUM: _vjp_einsum,
     Op.MAP: _vjp_map,
     Op.RESHAPE: lambda d, n, ct, k: d.b.reshape(ct, n.inputs[0].shape, f"{n.path}.vjp"),
-    Op.TRANSPOSE: lambda d, n, ct, k: d.b.transpose(ct, list(np.argsort(n.attrs.perm)), f"{n.path}.vjp"),
-    Op.PAD: lambda d, n, ct, k: d.b.slice(ct, [lo for lo, _ in n.attrs.pads],
-                                          [lo + s for (lo, _), s in zip(n.attrs.pads, n.inputs[0].shape)],
-                                          f"{n.path}.vjp"),
-    Op.SLICE: lambda d, n, ct, k: d.b.pad(ct, [(a, s - z) for a, z, s in zip(n.attrs.starts, n.attrs.stops,
-                                                                           n.inputs[0].shape)], f"{n.path}.vjp"),
+    Op.TRANSPOSE: lambda d, n, ct, k: d.b.transpose(ct, list(np.argsort(n.attrs_as(PermAttrs).perm)),
+                                                    f"{n.path}.vjp"),
+    Op.PAD: _vjp_pad,
+    Op.SLICE: _vjp_slice,
     Op.CONCAT: _vjp_concat,
     Op.ADD: lambda d, n, ct, k: ct if k == 0 else _vjp_bias(d, n, ct),
 }
@@ -149,7 +158,7 @@ def autodiff(g: Graph, recompute: bool = False, inputs: bool = False) -> Graph:
     cts: dict[int, list[Value]] = {}
     outs = [n for n in g.nodes if n.op is Op.OUTPUT]
     for n in outs:
-        cts.setdefault(n.inputs[0].id, []).append(b.input(f"ct.{n.attrs.name}", n.out.shape, "autodiff.seed"))
+        cts.setdefault(n.inputs[0].id, []).append(b.input(f"ct.{n.name}", n.out.shape, "autodiff.seed"))
     for n in reversed(g.nodes):
         if n.op is Op.OUTPUT or n.out.id not in cts or not n.inputs:
             continue
@@ -160,43 +169,54 @@ def autodiff(g: Graph, recompute: bool = False, inputs: bool = False) -> Graph:
             if v.id in needs:
                 cts.setdefault(v.id, []).append(VJP[n.op](d, n, ct, k))
     for n in outs:
-        b.output(d.fmap[n.inputs[0].id], n.attrs.name)
+        b.output(d.fmap[n.inputs[0].id], n.name)
     for n in g.nodes:
         if n.op in wrt:
             grad = d.total(cts[n.out.id]) if n.out.id in cts else \
-                d.const(f"autodiff.zeros.{n.attrs.name}", np.zeros(n.out.shape))
-            b.output(grad, f"grad.{n.attrs.name}")
+                d.const(f"autodiff.zeros.{n.name}", np.zeros(n.out.shape))
+            b.output(grad, f"grad.{n.name}")
     return b.build()
 
 
-def split_training(bg: Graph) -> tuple[Graph, Graph]:
-    """Split an autodiff graph at the cotangent inputs into the forward program (outputs: the forward
-    outputs, then `saved.<k>` for each forward value the backward part reads) and the backward program
-    (inputs: the cotangents, then `saved.<k>`; outputs: the gradients). A training step runs the first in
-    the forward pass and the second when the cotangent arrives, so nothing is computed twice."""
-    late: set[int] = set()  # values that depend on a cotangent
+_LEAF = (Op.PARAM, Op.CONST)
+
+
+def _cotangent_dependent(bg: Graph) -> set[int]:
+    """Ids of the values that depend on a cotangent input (`ct.<name>`)."""
+    late: set[int] = set()
     for n in bg.nodes:
-        if (n.op is Op.INPUT and n.attrs.name.startswith("ct.")) or any(v.id in late for v in n.inputs):
+        if (n.op is Op.INPUT and n.name.startswith("ct.")) or any(v.id in late for v in n.inputs):
             late.add(n.out.id)
-    fb, bb = Builder(), Builder()
+    return late
+
+
+def _forward_program(bg: Graph, late: set[int]) -> tuple[Builder, dict[int, Value]]:
+    """The nodes that depend on no cotangent, and the forward outputs; with the map of their values."""
+    fb = Builder()
     fmap: dict[int, Value] = {}
-    bmap: dict[int, Value] = {}
-    saved: list[Value] = []
-    leaf = (Op.PARAM, Op.CONST)
     for n in bg.nodes:
         if n.op is Op.OUTPUT:
-            if n.inputs[0].id in late or n.attrs.name.startswith("grad."):
+            if n.inputs[0].id in late or n.name.startswith("grad."):
                 continue
-            fb.output(fmap[n.inputs[0].id], n.attrs.name)
+            fb.output(fmap[n.inputs[0].id], n.name)
         elif n.out.id not in late:
-            shape = n.out.shape if n.op in (Op.INPUT, *leaf) else None
+            shape = n.out.shape if n.op in (Op.INPUT, *_LEAF) else None
             fmap[n.out.id] = fb.node(n.op, tuple(fmap[v.id] for v in n.inputs), n.attrs, n.path, shape)
+    return fb, fmap
+
+
+def _backward_program(bg: Graph, late: set[int]) -> tuple[Builder, list[Value]]:
+    """The nodes that depend on a cotangent, and the gradient outputs; with the forward values they read
+    (inputs `saved.<k>`, in that order). Params and consts are read directly."""
+    bb = Builder()
+    bmap: dict[int, Value] = {}
+    saved: list[Value] = []
     producer = bg.producer()
 
     def bval(v: Value) -> Value:
         if v.id not in bmap:
             p = producer[v.id]
-            if p.op in leaf:
+            if p.op in _LEAF:
                 bmap[v.id] = bb.node(p.op, (), p.attrs, p.path, v.shape)
             else:  # a forward value: saved by the forward program
                 bmap[v.id] = bb.input(f"saved.{len(saved)}", v.shape, p.path)
@@ -205,16 +225,31 @@ def split_training(bg: Graph) -> tuple[Graph, Graph]:
 
     for n in bg.nodes:
         if n.op is Op.INPUT and n.out.id in late:
-            bmap[n.out.id] = bb.input(n.attrs.name, n.out.shape, n.path)
+            bmap[n.out.id] = bb.input(n.name, n.out.shape, n.path)
     for n in bg.nodes:
         if n.op is Op.OUTPUT:
-            if n.attrs.name.startswith("grad."):
-                bb.output(bval(n.inputs[0]), n.attrs.name)
+            if n.name.startswith("grad."):
+                bb.output(bval(n.inputs[0]), n.name)
         elif n.out.id in late and n.op is not Op.INPUT:
             bmap[n.out.id] = bb.node(n.op, tuple(bval(v) for v in n.inputs), n.attrs, n.path)
+    return bb, saved
+
+
+def _build_with_tensors(b: Builder, tensors: dict[str, np.ndarray]) -> Graph:
+    """`b`'s graph with the tensors its params and consts name."""
+    b.tensors = {k: t for k, t in tensors.items() if any(n.op in _LEAF and n.name == k for n in b.nodes)}
+    return b.build()
+
+
+def split_training(bg: Graph) -> tuple[Graph, Graph]:
+    """Split an autodiff graph at the cotangent inputs into the forward program (outputs: the forward
+    outputs, then `saved.<k>` for each forward value the backward part reads) and the backward program
+    (inputs: the cotangents, then `saved.<k>`; outputs: the gradients). A training step runs the first in
+    the forward pass and the second when the cotangent arrives, so nothing is computed twice."""
+    late = _cotangent_dependent(bg)
+    fb, fmap = _forward_program(bg, late)
+    bb, saved = _backward_program(bg, late)
     for k, v in enumerate(saved):
         fb.output(fmap[v.id], f"saved.{k}")
     tensors = dict(bg.tensors)
-    fb.tensors = {k: t for k, t in tensors.items() if any(n.op in leaf and n.attrs.name == k for n in fb.nodes)}
-    bb.tensors = {k: t for k, t in tensors.items() if any(n.op in leaf and n.attrs.name == k for n in bb.nodes)}
-    return fb.build(), bb.build()
+    return _build_with_tensors(fb, tensors), _build_with_tensors(bb, tensors)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ..ir.graph import Graph, Node, Op
+from ..ir.graph import EinsumAttrs, Graph, Node, Op, Value
 from .rebuild import Rebuilder, depends_on_input
 
 BATCH = ("batch-axis",)  # a label no einsum uses
@@ -30,8 +30,9 @@ def _groups(g: Graph) -> list[list[Node]]:
 
 def _emit_group(r: Rebuilder, grp: list[Node]) -> None:
     first = grp[0]
-    ops = []
-    for i, term in enumerate(first.attrs.terms):
+    a = first.attrs_as(EinsumAttrs)
+    ops: list[tuple[Value, list]] = []
+    for i, term in enumerate(a.terms):
         vals = [n.inputs[i] for n in grp]
         if all(v.id == vals[0].id for v in vals):
             ops.append((r[vals[0]], list(term)))
@@ -44,7 +45,7 @@ def _emit_group(r: Rebuilder, grp: list[Node]) -> None:
         for n in grp:
             r.map[n.out.id] = v
         return
-    y = r.b.contract(ops, [BATCH] + list(first.attrs.out), f"{first.path}.batched", first.attrs.epilogue)
+    y = r.b.contract(ops, [BATCH] + list(a.out), f"{first.path}.batched", a.epilogue)
     shape = first.out.shape
     for j, n in enumerate(grp):
         part = r.b.slice(y, (j,) + (0,) * len(shape), (j + 1,) + shape, n.path)

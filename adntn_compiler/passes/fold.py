@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir.builder import Builder
-from ..ir.graph import Graph, Node, Op, Value
+from ..ir.graph import EinsumAttrs, Graph, Node, Op, Value
 from .rebuild import depends_on_input
 
 
@@ -34,17 +34,15 @@ def _linear_tail(g: Graph, varying: set[int]) -> set[int]:
             consumers.setdefault(v.id, []).append(n)
     tail: set[int] = set()
     for n in reversed(g.nodes):
-        if (n.op is Op.EINSUM and not n.attrs.epilogue and n.out.id not in varying
+        if (n.op is Op.EINSUM and not n.attrs_as(EinsumAttrs).epilogue and n.out.id not in varying
                 and all(c.out.id in varying or c.out.id in tail for c in consumers.get(n.out.id, []))
                 and any(c.out.id in varying or c.out.id in tail for c in consumers.get(n.out.id, []))):
             tail.add(n.out.id)
     return tail
 
 
-def fold(g: Graph, resident: str = "all") -> Folded:
-    """resident="all": every constant result the per-call part needs is computed at load time.
-    resident="nonlinear": the linear tail is recomputed per call (only activation outputs and cores stay).
-    resident="cores": everything is recomputed per call; only the cores (params and constants) stay."""
+def _per_call(g: Graph, resident: str) -> set[int]:
+    """Ids of the values the per-call part computes (see `fold`'s `resident`)."""
     varying = depends_on_input(g)
     if resident == "cores":
         varying = {n.out.id for n in g.nodes if n.op not in (Op.PARAM, Op.CONST, Op.OUTPUT)}
@@ -54,24 +52,38 @@ def fold(g: Graph, resident: str = "all") -> Folded:
         for n in g.nodes:  # whatever depends on the tail is per-call too
             if any(v.id in varying for v in n.inputs):
                 varying.add(n.out.id)
-    consts: dict[int, Value] = {}  # boundary values: constant, used by a per-call node
+    return varying
+
+
+def _boundary(g: Graph, varying: set[int]) -> dict[int, Value]:
+    """The boundary values: constant, used by a per-call node (or an output), in order of first use."""
+    consts: dict[int, Value] = {}
     for n in g.nodes:
         if n.out.id in varying or n.op is Op.OUTPUT:
             for v in n.inputs:
                 if v.id not in varying:
                     consts.setdefault(v.id, v)
+    return consts
+
+
+def _load_graph(g: Graph, varying: set[int], names: dict[int, str]) -> Graph:
+    """The constant nodes, with the boundary values as outputs named `names`."""
     lb = Builder()
     lmap: dict[int, Value] = {}
     for n in g.nodes:
         if n.out.id in varying or n.op is Op.OUTPUT:
             continue
         if n.op in (Op.PARAM, Op.CONST):
-            lmap[n.out.id] = lb.param(n.attrs.name, g.tensors[n.attrs.name], n.path, const=n.op is Op.CONST)
+            lmap[n.out.id] = lb.param(n.name, g.tensors[n.name], n.path, const=n.op is Op.CONST)
         else:
             lmap[n.out.id] = lb.node(n.op, tuple(lmap[v.id] for v in n.inputs), n.attrs, n.path)
-    names = {vid: f"fold{k}" for k, vid in enumerate(consts)}
     for vid, name in names.items():
         lb.output(lmap[vid], name)
+    return lb.build()
+
+
+def _call_graph(g: Graph, varying: set[int], consts: dict[int, Value], names: dict[int, str]) -> Graph:
+    """The per-call nodes and the outputs, reading the boundary values as CONST nodes named `names`."""
     cb = Builder()
     cmap: dict[int, Value] = {}
     placeholder = {vid: np.broadcast_to(np.zeros((), np.float64), v.shape) for vid, v in consts.items()}
@@ -82,6 +94,14 @@ def fold(g: Graph, resident: str = "all") -> Folded:
             continue
         cmap[n.out.id] = cb.node(n.op, tuple(cmap[v.id] for v in n.inputs), n.attrs, n.path,
                                  n.out.shape if n.op is Op.INPUT else None)
-    return Folded(lb.build(), cb.build())
+    return cb.build()
 
 
+def fold(g: Graph, resident: str = "all") -> Folded:
+    """resident="all": every constant result the per-call part needs is computed at load time.
+    resident="nonlinear": the linear tail is recomputed per call (only activation outputs and cores stay).
+    resident="cores": everything is recomputed per call; only the cores (params and constants) stay."""
+    varying = _per_call(g, resident)
+    consts = _boundary(g, varying)
+    names = {vid: f"fold{k}" for k, vid in enumerate(consts)}
+    return Folded(_load_graph(g, varying, names), _call_graph(g, varying, consts, names))

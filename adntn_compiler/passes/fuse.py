@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-from ..ir.graph import EinsumAttrs, Graph, Node, Op, Value
+from ..ir.graph import EinsumAttrs, Graph, MapAttrs, Node, Op, Value
 from .rebuild import Rebuilder
 
 
 def _scalar_product(n: Node) -> int | None:
     """Index of the non-scalar operand if `n` only multiplies it by a scalar, else None."""
-    a = n.attrs
+    a = n.attrs_as(EinsumAttrs)
     if n.op is not Op.EINSUM or len(a.terms) != 2 or a.epilogue or "" not in a.terms:
         return None
     k = 1 - a.terms.index("")
@@ -32,7 +32,7 @@ def fuse(g: Graph, scalars: bool = True) -> Graph:
     def fusable(v: Value, allow_epilogue: bool) -> bool:
         p = producer[v.id]
         return (p.op is Op.EINSUM and uses[v.id] == 1 and v.id not in outputs
-                and (allow_epilogue or not p.attrs.epilogue))
+                and (allow_epilogue or not p.attrs_as(EinsumAttrs).epilogue))
 
     absorbed: set[int] = set()  # einsums re-emitted inside their consumer
     for n in g.nodes:
@@ -48,13 +48,14 @@ def fuse(g: Graph, scalars: bool = True) -> Graph:
         if n.op is Op.MAP and n.inputs[0].id in absorbed:
             inner = producer[n.inputs[0].id]
             return r.b.node(Op.EINSUM, tuple(r[v] for v in inner.inputs),
-                            replace(inner.attrs, epilogue=n.attrs.fn), inner.path)
+                            replace(inner.attrs_as(EinsumAttrs), epilogue=n.attrs_as(MapAttrs).fn), inner.path)
         k = _scalar_product(n)
         if k is not None and n.inputs[k].id in absorbed:
             inner = producer[n.inputs[k].id]
+            a, ia = n.attrs_as(EinsumAttrs), inner.attrs_as(EinsumAttrs)
             # the outer einsum may permute: express its output in the inner einsum's labels
-            rename = dict(zip(n.attrs.terms[k], inner.attrs.out))
-            attrs = EinsumAttrs(inner.attrs.terms + ("",), "".join(rename[c] for c in n.attrs.out))
+            rename = dict(zip(a.terms[k], ia.out))
+            attrs = EinsumAttrs(ia.terms + ("",), "".join(rename[c] for c in a.out))
             return r.b.node(Op.EINSUM, tuple(r[v] for v in inner.inputs) + (r[n.inputs[1 - k]],), attrs, inner.path)
         return r.copy(n)
 

@@ -17,11 +17,11 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Generator, Literal, Sequence
 
 import opt_einsum
 
-from ..ir.graph import Graph, Node, Op, Value
+from ..ir.graph import EinsumAttrs, Graph, Node, Op, Value
 from ..ir.ops import einsum_sizes
 from .rebuild import Rebuilder, depends_on_input
 
@@ -47,7 +47,8 @@ def step_flops(terms: Sequence[str], out: str, sizes: dict[str, int]) -> int:
     return flops + scalars * int(opt_einsum.helpers.compute_size_by_dict(out, sizes))
 
 
-def walk(items: Sequence[tuple[Any, str]], out: str, path: Sequence[Sequence[int]]) -> Iterator[tuple[list, str]]:
+def walk(items: Sequence[tuple[Any, str]], out: str, path: Sequence[Sequence[int]]
+         ) -> Generator[tuple[list, str], Any, None]:
     """Replay a path over (payload, term) items: yields (picked items, result term) per step and appends
     the caller's new item, which it sends back (generator.send), or (None, res) when sent nothing."""
     items = list(items)
@@ -159,7 +160,8 @@ def search_path(inputs: Sequence[str], output: str, sizes: dict[str, int], seed:
         const_labels = set("".join(t for i, t in enumerate(inputs) if i not in varying))
         x_only = {c for i in varying for c in inputs[i]} - const_labels
         for k in INFLATE if x_only else ():
-            candidates.append(_search(inputs, output, {c: s * (k if c in x_only else 1) for c, s in sizes.items()}, seed))
+            inflated = {c: s * (k if c in x_only else 1) for c, s in sizes.items()}
+            candidates.append(_search(inputs, output, inflated, seed))
 
     def score(p):  # the optimisers minimise their own cost models; choose on ours
         c = path_cost(inputs, output, sizes, p, varying)
@@ -184,8 +186,9 @@ def order(g: Graph, seed: int = 0, objective: Objective = "total", tree: int = 0
     def emit(r: Rebuilder, n: Node) -> Value | None:
         if n.op is not Op.EINSUM or len(n.inputs) <= 2:
             return r.copy(n)
-        terms, out = list(n.attrs.terms), n.attrs.out
-        sizes = einsum_sizes(n.attrs, [v.shape for v in n.inputs])
+        a = n.attrs_as(EinsumAttrs)
+        terms, out = list(a.terms), a.out
+        sizes = einsum_sizes(a, [v.shape for v in n.inputs])
         varying = frozenset(i for i, v in enumerate(n.inputs) if v.id in dynamic)
         path = search_path(terms, out, sizes, seed, varying, objective, tree)
         w = walk([(r[v], t) for v, t in zip(n.inputs, terms)], out, path)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 from ..errors import AdntnError, VerifyError
 from ..ir.graph import Graph
 from ..ir.verify import verify
 from .batch import batch
 from .fuse import fuse
-from .order import order
+from .order import Objective, order
 from .segment import segment
 from .tile import tile
 
@@ -68,10 +68,12 @@ def plan_pipeline(schedule: str, objective: str, target_size: int | None = None,
     passes: list[Pass] = [partial(segment, keep_constant=schedule == "materialize")]
     if target_size is not None:
         rc = schedule == "recompute"
-        passes.append(partial(tile, target_size=target_size, recompute=rc, **({"share": share} if rc else {})))
+        passes.append(partial(tile, target_size=target_size, recompute=rc, share=share) if rc else
+                      partial(tile, target_size=target_size, recompute=rc))
     # batching stacks the per-tile slices of the generated tensors back into whole ones: not for recompute
     tail = (fuse,) if schedule == "recompute" else (fuse, batch)
-    ordering = partial(order, objective=objective, **({"tree": tree} if tree else {}))
+    obj = cast(Objective, objective)  # "call" or "total" (a plan's or tuning record's choice)
+    ordering = partial(order, objective=obj, tree=tree) if tree else partial(order, objective=obj)
     return Pipeline(f"plan[{schedule}]", (*passes, ordering, *tail))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from itertools import count
 
-from ..ir.graph import Graph, Node, Op, Value
+from ..ir.graph import EinsumAttrs, Graph, Node, Op, Value
 from .rebuild import Rebuilder, depends_on_input
 
 
@@ -30,8 +30,9 @@ def segment(g: Graph, keep_constant: bool = False) -> Graph:
     for n in g.nodes:
         if n.op is not Op.EINSUM:
             continue
+        a = n.attrs_as(EinsumAttrs)
         ops: list[tuple[Value, list]] = []
-        for v, term in zip(n.inputs, n.attrs.terms):
+        for v, term in zip(n.inputs, a.terms):
             if v.id not in inlined:
                 ops.append((v, list(term)))
                 continue
@@ -39,7 +40,7 @@ def segment(g: Graph, keep_constant: bool = False) -> Graph:
             rename = dict(zip(sub_out, term))
             for sv, sl in sub_ops:
                 ops.append((sv, [rename.setdefault(l, ("t", next(fresh))) for l in sl]))
-        merged[n.out.id] = (ops, list(n.attrs.out))
+        merged[n.out.id] = (ops, list(a.out))
 
     def emit(r: Rebuilder, n: Node) -> Value | None:
         if n.op is not Op.EINSUM:

@@ -3,8 +3,9 @@
 Each per-call einsum whose largest intermediate (under its best order) exceeds `target_size` elements is
 split into chunks along its output labels (the batch label first, then the largest): every operand that
 carries the label is sliced, each chunk is an ordinary einsum (same structure, so the order search is
-cached), and the chunk results are concatenated. Labels are split in halves until the target is met, every output label is down
-to size 1, or there would be more than MAX_TILES tiles. This is the bounded-memory `stream` schedule's tiling.
+cached), and the chunk results are concatenated. Labels are split in halves until the target is met, every output
+label is down to size 1, or there would be more than MAX_TILES tiles. This is the bounded-memory `stream` schedule's
+tiling.
 
 With `recompute=True` (the `recompute` schedule, where nothing but the cores is kept) the generated operands
 are what must fit: each tile computes its own slice of them, since a slice of an operand is pushed into the
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from ..ir.graph import Graph, Node, Op, Value
+from ..ir.graph import EinsumAttrs, Graph, MapAttrs, Node, Op, Value
 from ..ir.ops import einsum_sizes
 from .order import path_cost, search_path
 from .rebuild import Rebuilder, depends_on_input, prune
@@ -31,8 +32,8 @@ def largest_intermediate(terms, out, sizes) -> int:
 MAX_TILES = 256  # per einsum: beyond this, tiles cost more in overhead than they save
 
 
-def choose_chunks(terms, out: str, sizes: dict[str, int], target_size: int,
-                  generated: tuple[bool, ...] | None = None, summed: bool = False, share: bool = True) -> dict[str, int]:
+def choose_chunks(terms, out: str, sizes: dict[str, int], target_size: int, generated: tuple[bool, ...] | None = None,
+                  summed: bool = False, share: bool = True) -> dict[str, int]:
     """Chunk size per sliced label (labels not listed are whole). `generated` (recompute): which operands are
     computed per tile, so must fit the target too; `summed`: summed labels may be split (no activation);
     `share`: whether tiles share slices (the cost of a split is then `_nest`'s, else `_fresh_cost`)."""
@@ -129,15 +130,16 @@ class _Slicer:
     def _make(self, v: Value, lo, hi, path: str, deps: set[str]) -> Value:
         n = self.producer[v.id]
         if self.push and n.op is Op.MAP:
-            return self.r.b.map(n.attrs.fn, self(n.inputs[0], lo, hi, path, deps), path)
+            return self.r.b.map(n.attrs_as(MapAttrs).fn, self(n.inputs[0], lo, hi, path, deps), path)
         if self.push and n.op is Op.EINSUM:
-            ranges = {c: (a, b) for c, a, b in zip(n.attrs.out, lo, hi)}
+            ea = n.attrs_as(EinsumAttrs)
+            ranges = {c: (a, b) for c, a, b in zip(ea.out, lo, hi)}
             ops = []
-            for u, term in zip(n.inputs, n.attrs.terms):
+            for u, term in zip(n.inputs, ea.terms):
                 ulo = tuple(ranges[c][0] if c in ranges else 0 for c in term)
                 uhi = tuple(ranges[c][1] if c in ranges else s for c, s in zip(term, u.shape))
                 ops.append((self(u, ulo, uhi, path, deps), list(term)))
-            return self.r.b.contract(ops, list(n.attrs.out), path, n.attrs.epilogue)
+            return self.r.b.contract(ops, list(ea.out), path, ea.epilogue)
         return self.r.b.slice(self.r[v], list(lo), list(hi), path)
 
 
@@ -145,7 +147,7 @@ def _emit_chunks(r: Rebuilder, n: Node, chunks: dict[str, int], starts: dict[str
                  labels: list[str], sliced: _Slicer) -> Value:
     """The chunks of `n` over labels[0] (concatenated for an output label, added for a summed one), recursing
     over the remaining labels."""
-    a = n.attrs
+    a = n.attrs_as(EinsumAttrs)
     sizes = einsum_sizes(a, [v.shape for v in n.inputs])
     if not labels:
         sliced.forget(set(), tile=True)
@@ -175,17 +177,18 @@ def tile(g: Graph, target_size: int, recompute: bool = False, share: bool = True
     def emit(r: Rebuilder, n: Node) -> Value | None:
         if n.op is not Op.EINSUM or n.out.id not in dynamic:
             return r.copy(n)
-        sizes = einsum_sizes(n.attrs, [v.shape for v in n.inputs])
+        a = n.attrs_as(EinsumAttrs)
+        sizes = einsum_sizes(a, [v.shape for v in n.inputs])
         generated = tuple(v.id not in dynamic for v in n.inputs) if recompute else None
-        chunks = choose_chunks(n.attrs.terms, n.attrs.out, sizes, target_size, generated,
-                               summed=recompute and not n.attrs.epilogue, share=share)
+        chunks = choose_chunks(a.terms, a.out, sizes, target_size, generated,
+                               summed=recompute and not a.epilogue, share=share)
         if not chunks:
             return r.copy(n)
         if not slicers:
             slicers.append(_Slicer(r, recompute, share))
-        order = [c for c in n.attrs.out if c in chunks]
+        order = [c for c in a.out if c in chunks]
         if recompute and share:
-            order = _nest(n.attrs.terms, generated, sizes, chunks)[0]
+            order = _nest(a.terms, generated, sizes, chunks)[0]
         order += [c for c in chunks if c not in order]  # (summed labels; a label split to size: no loop)
         return _emit_chunks(r, n, chunks, {}, order, slicers[0])
 
