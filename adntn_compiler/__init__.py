@@ -27,6 +27,9 @@ __version__ = VERSION
 _LAZY = {"ADNTNLinear": "nn.layers", "ADNTNConv2d": "nn.layers", "compress": "training.compress",
          "report": "training.compress", "Report": "training.compress", "save_model": "training.modelio",
          "load_model": "training.modelio", "sensitivity": "training.sensitivity"}
+# modules that moved when the package was laid out by role: adntn.<old name> still reaches them
+_MOVED = {"models": "apps.models", "craft": "apps.craft", "artifact": "runtime.artifact", "bundle": "runtime.bundle",
+          "modelio": "training.modelio", "torch_backend": "dynamo", "sensitivities": "training.sensitivity"}
 
 
 def __getattr__(name: str):
@@ -36,6 +39,8 @@ def __getattr__(name: str):
         return importlib.import_module(".training.train", __name__)
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _MOVED:
+        return importlib.import_module(f".{_MOVED[name]}", __name__)
     raise AttributeError(f"module 'adntn_compiler' has no attribute {name!r}")
 
 

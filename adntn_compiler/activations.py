@@ -81,7 +81,8 @@ def _torch_derivative(name: str) -> Callable:
         "tanh": lambda z: 1 - torch.tanh(z) ** 2,
         "relu": lambda z: (z > 0).to(z.dtype),
         "leaky_relu": lambda z: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, LEAKY_SLOPE)),
-        "gelu": lambda z: 0.5 * (1 + torch.erf(z / math.sqrt(2))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi),
+        "gelu": lambda z: (0.5 * (1 + torch.erf(z / math.sqrt(2)))
+                           + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)),
         "sigmoid": lambda z: s(z) * (1 - s(z)),
         "silu": lambda z: s(z) * (1 + z * (1 - s(z))),
         "hardsigmoid": lambda z: ((z > -3) & (z < 3)).to(z.dtype) / 6,

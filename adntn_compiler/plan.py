@@ -216,7 +216,8 @@ def plan_choice(gen: Generator, batch_size: int, choice: dict, memory_budget: in
         p = _build(gen, batch_size, s, choice.get("objective", "total"), dtype, rates, tree=choice.get("tree", 0))
     if not _fits(p, budget):
         raise MemoryEstimateError(f"the tuned {s} plan of {gen!r} at batch {batch_size} needs "
-                                  f"{fmt_bytes(p.resident_bytes + p.peak_bytes)}, over the budget of {fmt_bytes(budget)}")
+                                  f"{fmt_bytes(p.resident_bytes + p.peak_bytes)}, over the budget of "
+                                  f"{fmt_bytes(budget)}")
     return p
 
 
@@ -244,7 +245,8 @@ def plan(gen: Generator, batch_size: int = 1, schedule: Schedule = "auto", memor
         hint = ""
         if schedule != "auto":  # say when another schedule would fit
             try:
-                hint = f"; schedule='auto' fits with {plan(gen, batch_size, 'auto', budget, dtype, target, rates).schedule}"
+                auto = plan(gen, batch_size, "auto", budget, dtype, target, rates)
+                hint = f"; schedule='auto' fits with {auto.schedule}"
             except MemoryEstimateError:
                 pass
         raise MemoryEstimateError(

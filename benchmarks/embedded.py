@@ -38,7 +38,8 @@ def fc6():
 
 MODELS = {"fc6": fc6, "vgg16_head": compressed_vgg16_head}
 DENSE = {"fc6": (25088 * 4096 + 4096, 2 * 25088 * 4096),
-         "vgg16_head": (sum(p.numel() for p in vgg16_head().parameters()), 2 * (25088 * 4096 + 4096 * 4096 + 4096 * 1000))}
+         "vgg16_head": (sum(p.numel() for p in vgg16_head().parameters()),
+                        2 * (25088 * 4096 + 4096 * 4096 + 4096 * 1000))}
 
 
 def run_one(name: str, target: str, budget: dict) -> dict:
@@ -55,7 +56,8 @@ def run_one(name: str, target: str, budget: dict) -> dict:
     layers = [lay for lay in b.manifest["layers"] if lay["kind"] == "adntn"]
     return dict(
         model=name, target=target, budget=budget, schedules=[lay["schedule"] for lay in layers],
-        params=sum(lay["params"] for lay in layers) + int(sum(p.numel() for n, p in model.named_parameters() if "bias" in n)),
+        params=(sum(lay["params"] for lay in layers)
+                + int(sum(p.numel() for n, p in model.named_parameters() if "bias" in n))),
         flash_bytes=size["model_flash_bytes"], ram_bytes=size["model_ram_bytes"], code_bytes=size["code_bytes"],
         weight_bytes=mem["weight_bytes"], arena_bytes=mem["arena_bytes"], workspace_bytes=mem["workspace_bytes"],
         unshared_bytes=mem["unshared_bytes"], kernels=len(b.manifest["kernels"]), calls=b.manifest["calls"],
@@ -82,8 +84,9 @@ def sweep_table(rows: list[dict]) -> str:
     out = ["| FC6 on cortex-m7, RAM budget | schedule | RAM (linked) | flash (linked) | calls | MFLOP | instructions |",
            "|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['budget']['ram_bytes']} | {'/'.join(sorted(set(r['schedules'])))} | {fmt_bytes(r['ram_bytes'])} | "
-                   f"{fmt_bytes(r['flash_bytes'])} | {r['calls']:,} | {r['flops'] / 1e6:.1f} | {r['instructions']:,} |")
+        out.append(f"| {r['budget']['ram_bytes']} | {'/'.join(sorted(set(r['schedules'])))} | "
+                   f"{fmt_bytes(r['ram_bytes'])} | {fmt_bytes(r['flash_bytes'])} | {r['calls']:,} | "
+                   f"{r['flops'] / 1e6:.1f} | {r['instructions']:,} |")
     return "\n".join(out)
 
 

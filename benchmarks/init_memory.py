@@ -27,7 +27,8 @@ if arch != "import":
     g = adntn.make(arch, (int(sys.argv[2]), int(sys.argv[3])), rank=4)
     g.cores
 t2 = time.perf_counter()
-print(json.dumps(dict(import_s=t1 - t0, init_s=t2 - t1, peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps(dict(import_s=t1 - t0, init_s=t2 - t1,
+                      peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       layout=None if arch == "import" else g.config.get("layout"),
                       params=None if arch == "import" else g.num_params,
                       calibration=None if arch == "import" else g.calibration)))

@@ -31,7 +31,8 @@ RATIOS = {"alexnet": 2000, "vgg16_bn": 2000, "vgg16": 2000, "resnet18": 100, "vi
 
 def example(name: str, batch: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    return torch.randn(batch, 197, 768, generator=g) if name == "vit_block" else torch.randn(batch, 3, 64, 64, generator=g)
+    shape = (batch, 197, 768) if name == "vit_block" else (batch, 3, 64, 64)
+    return torch.randn(*shape, generator=g)
 
 
 def call_flops(exe) -> int:
@@ -94,8 +95,9 @@ def main() -> None:
             med = {k: statistics.median(v) for k, v in times.items()}
             mem = exe.info()["memory"]["call"]
             fl = call_flops(exe)
-            rows.append(dict(model=name, batch=batch, ratio=RATIOS[name], compile_s=t_compile, inductor_compile_s=t_inductor,
-                             max_rel_error=err, median_s=med, speedup_vs_eager=med["torch eager (compressed)"] / med["compiled"],
+            rows.append(dict(model=name, batch=batch, ratio=RATIOS[name], compile_s=t_compile,
+                             inductor_compile_s=t_inductor, max_rel_error=err, median_s=med,
+                             speedup_vs_eager=med["torch eager (compressed)"] / med["compiled"],
                              speedup_vs_dense=med["torch eager (dense)"] / med["compiled"],
                              arena_bytes=mem["arena_bytes"], unshared_bytes=mem["unshared_bytes"], gflops=fl / 1e9,
                              gflop_per_s=fl / med["compiled"] / 1e9,

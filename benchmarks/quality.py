@@ -104,7 +104,8 @@ def build(row: dict, seed: int) -> nn.Module:
         return model
     if row["arch"] == "narrow":
         return mlp(row["width"])
-    return adntn.compress(mlp(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed, **FIXED.get(row["arch"], {}))})
+    return adntn.compress(mlp(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed,
+                                            **FIXED.get(row["arch"], {}))})
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -271,7 +272,8 @@ def plot(summary: list[dict], path: Path) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="CI smoke: one seed, 1 epoch, ttn (+kd) and two baselines at 2,000x")
+    ap.add_argument("--quick", action="store_true",
+                    help="CI smoke: one seed, 1 epoch, ttn (+kd) and two baselines at 2,000x")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -299,8 +301,8 @@ def main(argv=None):
             for r in json.loads(f.read_text())["runs"]}
     samples = 2000 if a.quick else a.samples
     data = {"mnist1d": mnist1d_data(samples)}
-    rows = [r for r in rows_to_run(a.quick, tuple(a.targets or RATIOS), a.archs) if (not a.archs or r["arch"] in a.archs)
-            and (a.kd is None or bool(r.get("kd")) == a.kd)]
+    rows = [r for r in rows_to_run(a.quick, tuple(a.targets or RATIOS), a.archs)
+            if (not a.archs or r["arch"] in a.archs) and (a.kd is None or bool(r.get("kd")) == a.kd)]
     jobs = [(row, s) for s in seeds for row in rows]  # seed-major
     jobs += [(dict(task="mnist1d", arch=arch, target=t, epochs=n), 0) for n in a.study if n != epochs
              for arch, t in (("dense", 1), ("ttn", 2000))]
@@ -321,7 +323,8 @@ def main(argv=None):
             if row["task"] not in data:
                 data[row["task"]] = mnist5000_data()
             n_epochs = 5 if row["task"] == "mnist5000" else row.get("epochs", epochs)
-            teacher = teacher_logits(data["mnist1d"], seed, n_epochs, a.lr, a.schedule, samples) if row.get("kd") else None
+            teacher = (teacher_logits(data["mnist1d"], seed, n_epochs, a.lr, a.schedule, samples)
+                       if row.get("kd") else None)
             model = build(row, seed)
             layer = model[2] if row["task"] == "mnist1d" else model[7]
             if a.untrained_layer:

@@ -84,7 +84,8 @@ def main(argv=None):
 
     x = C.preprocess(C.images("eval")["page"], a.long_side)
     t = time.perf_counter()
-    exes = {"dense": adntn.compile(dense, example_inputs=(x,)), "compressed": adntn.compile(student, example_inputs=(x,))}
+    exes = {"dense": adntn.compile(dense, example_inputs=(x,)),
+            "compressed": adntn.compile(student, example_inputs=(x,))}
     compile_s = time.perf_counter() - t
     sizes = {}
     for name, exe in exes.items():

@@ -52,7 +52,8 @@ def test_bundle_holds_the_model_and_its_memory_plan(small, tmp_path):
     assert m["format"] == "adntn-c-bundle" and m["target"]["name"] == "cortex-m4"
     assert m["input_shape"] == [2, 40] and m["output_shape"] == [2, 24]
     mem = m["memory"]
-    assert mem["ram_bytes"] == mem["arena_bytes"] + mem["workspace_bytes"] and mem["arena_bytes"] < mem["unshared_bytes"]
+    assert mem["ram_bytes"] == mem["arena_bytes"] + mem["workspace_bytes"]
+    assert mem["arena_bytes"] < mem["unshared_bytes"]
     src = small.files["adntn_model.c"].decode()
     assert "malloc" not in src and "static float adntn_arena[" in src and "int adntn_model_run(" in src
     assert src.count("if (call(__tvm_ffi_") == m["calls"]  # straight-line: one statement per kernel call
@@ -256,7 +257,8 @@ def test_cli_compiles_runs_and_sizes_a_bundle(tmp_path):
     assert r.returncode == 0 and "linked (libadntn_model.a): flash" in r.stdout, r.stdout + r.stderr
     r = subprocess.run(["make", "-s", "-C", str(out)], capture_output=True, text=True)  # the bundle's own Makefile
     assert r.returncode == 0 and (out / "libadntn_model.a").is_file(), r.stderr
-    assert Bundle.load(out).manifest["files"] == json.loads((out / "manifest.json").read_text())["files"]  # built: still loads
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert Bundle.load(out).manifest["files"] == files  # built: still loads
 
 
 def test_the_board_budget_loop_exports_the_model_once(monkeypatch):

@@ -63,7 +63,8 @@ def small_model():
 
 
 def test_explain_backward(capsys):
-    assert main(["explain", "ttn", "--shape", "32", "48", "--batch", "4", "--backward", "--json", "--set", "rank=3"]) == 0
+    assert main(["explain", "ttn", "--shape", "32", "48", "--batch", "4", "--backward", "--json",
+                 "--set", "rank=3"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["backward"]) == {"keep", "recompute"}
     assert all(c["flops"] > 0 and c["peak_bytes"] > 0 for c in out["backward"].values())

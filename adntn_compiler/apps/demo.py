@@ -102,7 +102,8 @@ def main(batch: int = 4, out: str = "build/vgg16_bn.adntn", repeats: int = 20, s
     err_torch = float(np.abs(y - y_torch).max() / np.abs(y_torch).max())
     dense_params = sum(p.numel() for p in dense.parameters())
     params = sum(p.numel() for p in model.parameters())
-    print(f"== Artifact run in a fresh process (import torch blocked there: {not res['torch_imported']}), batch {batch}")
+    print(f"== Artifact run in a fresh process (import torch blocked there: {not res['torch_imported']}), "
+          f"batch {batch}")
     print(f"  compression, all parameters incl. biases: {dense_params:,} dense -> {params:,} "
           f"({dense_params / params:,.0f}x)")
     print(f"  max relative error against the reference interpreter (float64): {res['max_rel_error']:.2e}")

@@ -81,7 +81,8 @@ def vgg16_layers(batch_norm: bool, inplace: bool = True) -> list:
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
-            layers += [nn.Conv2d(c, v, 3, padding=1), *([nn.BatchNorm2d(v)] if batch_norm else []), nn.ReLU(inplace=inplace)]
+            layers += [nn.Conv2d(c, v, 3, padding=1), *([nn.BatchNorm2d(v)] if batch_norm else []),
+                       nn.ReLU(inplace=inplace)]
             c = v
     return layers
 

@@ -159,7 +159,8 @@ class _Converter:
     def bn_after(self, node):
         """The eval-mode batch norm that is `node`'s only user, if any (to fold into it)."""
         users = self.users[node.name]
-        if len(users) == 1 and _key(users[0].target) in ("aten.batch_norm", "aten._native_batch_norm_legit_no_training"):
+        if len(users) == 1 and _key(users[0].target) in ("aten.batch_norm",
+                                                          "aten._native_batch_norm_legit_no_training"):
             bn = users[0]
             training = bn.args[5] if _key(bn.target) == "aten.batch_norm" else False
             if not training and all(isinstance(self.env.get(getattr(a, "name", None)), _Param) for a in bn.args[1:5]):
@@ -261,7 +262,8 @@ def _matmul(c: _Converter, node, a, b):
     if len(va.shape) < 1 or len(vb.shape) < 1:
         raise ShapeError(f"matmul of shapes {va.shape} and {vb.shape}")
     if len(vb.shape) == 1:
-        return c.b.contract([(va, _labels(len(va.shape) - 1, "a") + ["k"]), (vb, ["k"])], _labels(len(va.shape) - 1, "a"), path)
+        la = _labels(len(va.shape) - 1, "a")
+        return c.b.contract([(va, la + ["k"]), (vb, ["k"])], la, path)
     if len(va.shape) == 1:
         lb = _labels(len(vb.shape) - 2, "a")
         return c.b.contract([(va, ["k"]), (vb, lb + ["k", "n"])], lb + ["n"], path)

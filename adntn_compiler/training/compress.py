@@ -100,7 +100,8 @@ class Report:
                          f"{r['params']:>10,} {r['ratio']:>9,.0f}x {r['padding']:>6.2f} {r['max_rank']:>8,}"
                          + (f" {when:>18}" if timed else "") + f"  {cfg}")
         t = self.total
-        lines.append(f"{'total':<20} {'':<22} {'':<10} {t['dense_params']:>14,} {t['params']:>10,} {t['ratio']:>9,.0f}x")
+        lines.append(f"{'total':<20} {'':<22} {'':<10} {t['dense_params']:>14,} {t['params']:>10,} "
+                     f"{t['ratio']:>9,.0f}x")
         return "\n".join(lines)
 
 

@@ -65,8 +65,8 @@ class Sensitivity:
         archs = list(dict.fromkeys(r["arch"] for r in rows))
         entries = list(dict.fromkeys(r["layers"] for r in rows))
         targets = sorted({r["target"] for r in rows})
-        fig, axes = plt.subplots(1, len(archs), figsize=(2.2 + 1.6 * len(targets) * len(archs), 1 + 0.45 * len(entries)),
-                                 squeeze=False)
+        fig, axes = plt.subplots(1, len(archs), squeeze=False,
+                                 figsize=(2.2 + 1.6 * len(targets) * len(archs), 1 + 0.45 * len(entries)))
         for ax, arch in zip(axes[0], archs):
             M = np.full((len(entries), len(targets)), np.nan)
             for r in rows:

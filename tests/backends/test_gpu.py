@@ -193,8 +193,8 @@ def _kind_graphs():
     return gs
 
 
-KINDS = ("gemm", "map", "add", "pad", "slice", "concat", "transpose", "einsum", "im2col", "pool", "adaptive_pool", "layer_norm",
-         "softmax", "binary")
+KINDS = ("gemm", "map", "add", "pad", "slice", "concat", "transpose", "einsum", "im2col", "pool", "adaptive_pool",
+         "layer_norm", "softmax", "binary")
 
 
 @nvcc

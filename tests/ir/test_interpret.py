@@ -18,7 +18,8 @@ def _graph():
 
 def test_a_failing_op_names_the_node_and_its_path():
     g = _graph()
-    with pytest.raises(InterpretError, match=r"while executing %2 = einsum\['ab,bc->ac'\].*at layer0.matmul \(reference\)"):
+    with pytest.raises(InterpretError,
+                       match=r"while executing %2 = einsum\['ab,bc->ac'\].*at layer0.matmul \(reference\)"):
         run(g, [np.ones((2, 3))], {"w": np.ones((5, 4))})  # a tensor of the wrong shape reaches the einsum
     with pytest.raises(ConfigError, match="at layer0.weight.*no tensor named 'v'"):
         run(_renamed(g), [np.ones((2, 3))], {})

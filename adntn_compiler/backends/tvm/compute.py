@@ -235,7 +235,8 @@ def concat(name: str, shapes: list[tuple[int, ...]], axis: int) -> tvm.tirx.Prim
     return _func([*Xs, te.compute(tuple(out), f, name="concat")], name)
 
 
-def einsum(name: str, terms: tuple[str, ...], out: str, shapes: list[tuple[int, ...]], act: str = "") -> tvm.tirx.PrimFunc:
+def einsum(name: str, terms: tuple[str, ...], out: str, shapes: list[tuple[int, ...]],
+           act: str = "") -> tvm.tirx.PrimFunc:
     """Any einsum (repeated labels, one or many operands): a plain reduction. Scalars are (1,)-shaped."""
     sizes: dict[str, int] = {}
     for t, s in zip(terms, shapes):

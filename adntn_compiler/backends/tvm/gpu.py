@@ -12,9 +12,9 @@ of its arguments, grid and block). Then
   statically). ptxas's report (registers, shared memory, spills per kernel) is kept with it and checked against
   the launch bounds.
 
-`DeviceRunner` runs a Program on either (`opencl_runner`, `cuda_runner`): every buffer lives on the device (its own allocation: the
-CPU arena plan is not used there), constants are uploaded once, and a call uploads `x`, launches the kernels
-back to back and downloads `y`.
+`DeviceRunner` runs a Program on either (`opencl_runner`, `cuda_runner`): every buffer lives on the device (its
+own allocation: the CPU arena plan is not used there), constants are uploaded once, and a call uploads `x`,
+launches the kernels back to back and downloads `y`.
 """
 from __future__ import annotations
 
@@ -82,16 +82,7 @@ def launch_table(host_func, name: str) -> list[dict]:
             declared[node.buffer] = node.data
         if kind == "Evaluate" and _is_call(node.value) and \
                 node.value.op.name == "tirx.call_ffi_kernel":
-            c = node.value
-            axes = list(c.attrs.launch_params)
-            n_args = len(c.args) - 1 - len(axes)
-            extents = dict(zip(axes, (int(e) for e in c.args[1 + n_args:])))
-            unknown = [a for a in axes if a not in _THREAD_AXES]
-            if unknown:
-                raise ConfigError(f"GPU kernel {name}: unsupported launch parameters {unknown}")
-            launches.append({"kernel": str(c.args[0].value), "args": [param_of(a) for a in c.args[1:1 + n_args]],
-                             "grid": [extents.get(f"blockIdx.{d}", 1) for d in "xyz"],
-                             "block": [extents.get(f"threadIdx.{d}", 1) for d in "xyz"]})
+            launches.append(_device_launch(node.value, name, param_of))
             return
         for f in _fields(node):
             for child in (f if isinstance(f, (list, tuple)) or type(f).__name__ == "Array" else [f]):
@@ -102,6 +93,20 @@ def launch_table(host_func, name: str) -> list[dict]:
     if not launches:
         raise ConfigError(f"GPU kernel {name} has no device launch (an unscheduled function compiles to host code)")
     return launches
+
+
+def _device_launch(c, name: str, param_of) -> dict:
+    """One `tirx.call_ffi_kernel` of host function `name`: the device kernel, the parameter indices
+    (`param_of`) of its buffer arguments, its grid and block."""
+    axes = list(c.attrs.launch_params)
+    n_args = len(c.args) - 1 - len(axes)
+    extents = dict(zip(axes, (int(e) for e in c.args[1 + n_args:])))
+    unknown = [a for a in axes if a not in _THREAD_AXES]
+    if unknown:
+        raise ConfigError(f"GPU kernel {name}: unsupported launch parameters {unknown}")
+    return {"kernel": str(c.args[0].value), "args": [param_of(a) for a in c.args[1:1 + n_args]],
+            "grid": [extents.get(f"blockIdx.{d}", 1) for d in "xyz"],
+            "block": [extents.get(f"threadIdx.{d}", 1) for d in "xyz"]}
 
 
 def _split_modules(mod, target):

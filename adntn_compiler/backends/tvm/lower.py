@@ -298,7 +298,7 @@ class Lowerer:
             perm = tuple(tb.index(c) for c in bl + kl + jl)
             bbuf = self.const_layout(vb, perm, (BT, Kd, J, tiles.jt))
             bshape = (BT, J // tiles.jt, Kd, tiles.jt)
-        elif J > tiles.jt and Kd * J >= self.policy.pack_b_min:  # pack a dynamic B into column panels: one gather kernel
+        elif J > tiles.jt and Kd * J >= self.policy.pack_b_min:  # a dynamic B: one gather kernel packs its panels
             packed, bshape = True, (BT, J // tiles.jt, Kd, tiles.jt)
             axes = _digits(tb, {"b": bl, "k": kl, "j": jl}, sizes)
             bbuf = self.new_buffer(vb.size, "pk")

@@ -61,44 +61,50 @@ class Program:
         total = sum(self.buffers.values())
         if max_elements is not None and total > max_elements:
             raise ValueError(f"buffers: {total:,} float32 elements in all, more than the limit {max_elements:,}")
-
-        def fits(where: str, buf: str, shape) -> None:
-            if buf not in self.buffers:
-                raise ValueError(f"{where}: unknown buffer {buf!r}")
-            if math.prod(shape) > self.buffers[buf]:
-                raise ValueError(f"{where}: shape {tuple(shape)} does not fit buffer {buf!r} of "
-                                 f"{self.buffers[buf]:,} elements")
-
         for what, named in (("inputs", self.inputs), ("outputs", self.outputs)):
             names = [n for n, _, _ in named]
             if "" in names or len(set(names)) != len(names):
                 raise ValueError(f"{what}: names {names} must be non-empty and distinct")
         written = set()
         for k, (name, buf, shape) in enumerate(self.inputs):
-            fits(f"inputs/{k} ({name})", buf, shape)
+            self._fits(f"inputs/{k} ({name})", buf, shape)
             written.add(buf)
         for k, c in enumerate(self.consts):
-            fits(f"consts/{k} ({c['tensor']})", c["buffer"], c["shape"])
-            if c["perm"] is not None and sorted(c["perm"]) != list(range(len(c["shape"]))):
-                raise ValueError(f"consts/{k}: perm {c['perm']} is not a permutation of {len(c['shape'])} axes")
-            if c["pack"] is not None:
-                bt, kk, j, jt = c["pack"]
-                if bt * kk * j != math.prod(c["shape"]) or j % jt:
-                    raise ValueError(f"consts/{k}: pack {c['pack']} does not match shape {c['shape']}")
+            self._check_const(k, c)
             written.add(c["buffer"])
-        for k, c in enumerate(self.calls):
-            for a, (buf, shape) in enumerate(c["args"]):
-                fits(f"calls/{k} ({c['kernel']}) argument {a}", buf, shape)
-            for buf, _ in c["args"][:-1]:
-                if buf not in written:
-                    raise ValueError(f"calls/{k} ({c['kernel']}) reads buffer {buf!r} before anything writes it")
-            written.add(c["args"][-1][0])
+        self._check_calls(written)
         for k, (name, buf, shape) in enumerate(self.outputs):
-            fits(f"outputs/{k} ({name})", buf, shape)
+            self._fits(f"outputs/{k} ({name})", buf, shape)
             if buf not in written:
                 raise ValueError(f"outputs/{k} ({name}): buffer {buf!r} is never written")
         if self.arena is not None:
             self._check_arena()
+
+    def _fits(self, where: str, buf: str, shape) -> None:
+        if buf not in self.buffers:
+            raise ValueError(f"{where}: unknown buffer {buf!r}")
+        if math.prod(shape) > self.buffers[buf]:
+            raise ValueError(f"{where}: shape {tuple(shape)} does not fit buffer {buf!r} of "
+                             f"{self.buffers[buf]:,} elements")
+
+    def _check_const(self, k: int, c: dict) -> None:
+        self._fits(f"consts/{k} ({c['tensor']})", c["buffer"], c["shape"])
+        if c["perm"] is not None and sorted(c["perm"]) != list(range(len(c["shape"]))):
+            raise ValueError(f"consts/{k}: perm {c['perm']} is not a permutation of {len(c['shape'])} axes")
+        if c["pack"] is not None:
+            bt, kk, j, jt = c["pack"]
+            if bt * kk * j != math.prod(c["shape"]) or j % jt:
+                raise ValueError(f"consts/{k}: pack {c['pack']} does not match shape {c['shape']}")
+
+    def _check_calls(self, written: set) -> None:
+        """Each call's arguments fit, and it reads only buffers in `written` (which gains what it writes)."""
+        for k, c in enumerate(self.calls):
+            for a, (buf, shape) in enumerate(c["args"]):
+                self._fits(f"calls/{k} ({c['kernel']}) argument {a}", buf, shape)
+            for buf, _ in c["args"][:-1]:
+                if buf not in written:
+                    raise ValueError(f"calls/{k} ({c['kernel']}) reads buffer {buf!r} before anything writes it")
+            written.add(c["args"][-1][0])
 
     def _check_arena(self) -> None:
         """Every planned buffer lies inside the arena, aligned, and shares memory only with buffers that are dead
