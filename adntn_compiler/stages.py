@@ -129,9 +129,13 @@ def compile(obj, target: "str | Target" = "cpu", batch_size: int = 1, schedule: 
     target = resolve(target)  # an unknown target fails before any work
     _batch(example_inputs, batch_size)
     _check_budgets(target, ram_bytes, flash_bytes)  # before the model is captured
-    with tqdm(total=None, desc="adntn compile", disable=progress is False, leave=False) as bar:
+    with tqdm(total=3, desc="adntn compile", disable=progress is False, leave=False) as bar:
         say = progress if callable(progress) else (lambda msg: bar.set_postfix_str(msg))
         say("capturing")
         captured = capture(obj, example_inputs, batch_size, input_shape)
+        bar.update()
         planned = captured.plan(target, schedule, memory_budget, records, policy, ram_bytes, flash_bytes, say)
-        return planned.build(say=say)
+        bar.update()
+        built = planned.build(say=say)
+        bar.update()
+        return built
