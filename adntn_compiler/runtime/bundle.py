@@ -94,17 +94,11 @@ def board(target: Target) -> Board:
 # ---------------------------------------------------------------------------------------------- compiling
 def _attempt(source, target, batch_size, schedule, memory_budget, input_shape, policy):
     """Plan and lower one schedule (no code generated yet): (model graphs, program, kernels, memory)."""
-    from ..backends.tvm.emit_c import workspace_bytes
-    from ..backends.tvm.lower import lower
+    from ..backends.tvm import lower_c
     from ..frontends.capture import model_graphs
 
     mg = model_graphs(source, batch_size, schedule, memory_budget, input_shape, target)
-    prog, funcs = lower(mg.call, "call", target, policy)
-    mem = prog.memory()
-    ws = workspace_bytes(funcs, target)
-    memory = dict(arena_bytes=mem["arena_bytes"], workspace_bytes=ws, ram_bytes=mem["arena_bytes"] + ws,
-                  weight_bytes=mem["const_bytes"], unshared_bytes=mem["unshared_bytes"])
-    return mg, prog, funcs, memory
+    return (mg, *lower_c(mg.call, target, policy))
 
 
 def _fits(memory: dict, ram: int | None, flash: int | None) -> bool:
@@ -126,17 +120,12 @@ class BundlePlan:
     def build(self, say: Callable[[str], None] = lambda s: None) -> "Bundle":
         import tvm
 
+        from ..backends.tvm import c_kernels
         from ..settings import VERSION as __version__
 
         mg, prog, target = self.graphs, self.program, self.target
         say("compiling kernels")
-        # On a microcontroller the kernels' argument checks (and their messages) are most of the code, and they can
-        # never fail: every call's tensors are static, written from the same program the kernels were built from.
-        with tvm.transform.PassContext(config={"tirx.disable_assert": target.device == "microcontroller"}):
-            module = tvm.compile(tvm.IRModule(self.funcs), target=target.tvm_target())
-        with tempfile.TemporaryDirectory(prefix="adntn-") as d:
-            module.mod.write_to_file(os.path.join(d, "kernels.o"))
-            kernels = Path(d, "kernels.o").read_bytes()
+        kernels = c_kernels(self.funcs, target)
         say("emitting C")
         consts = _const_arrays(mg, prog)
         manifest = dict(format=FORMAT, version=VERSION, adntn_version=__version__, tvm_version=tvm.__version__,
@@ -205,7 +194,7 @@ def _const_arrays(mg, prog) -> dict[str, np.ndarray]:
     """The call program's constant buffers, filled as the runner would (kernel layouts), from the model's tensors
     and the resident tensors its load graph makes (run here on the reference interpreter, in float64)."""
     from ..backends.reference import with_resident
-    from ..backends.tvm.program import prepare_const
+    from ..backends.tvm.program import prepare_const  # (a value's method: the kernel layout of a constant)
 
     tensors = with_resident(mg.load, mg.tensors)
     out = {}
@@ -264,18 +253,12 @@ def _harness_files(target: Target) -> dict[str, bytes]:
 def _emit(prog, consts, kernels: bytes, target: Target, manifest: dict) -> dict[str, bytes]:
     import tvm_ffi
 
-    from ..backends.tvm import emit_c
+    from ..backends.tvm import c_sources
 
     b = board(target)
     inc = Path(tvm_ffi.__file__).parent / "include"
-    m = manifest["memory"]
-    files = {
-        emit_c.HEADER: emit_c.header("adntn_model", target.name, manifest["input_shape"], manifest["output_shape"],
-                                     m["ram_bytes"], m["weight_bytes"]),
-        emit_c.SOURCE: emit_c.model_source(prog, consts, m["workspace_bytes"]),
-        emit_c.WEIGHTS: emit_c.weights_source(consts),
-        "Makefile": _makefile(target, b),
-    }
+    files = {**c_sources(prog, consts, target, manifest["input_shape"], manifest["output_shape"], manifest["memory"]),
+             "Makefile": _makefile(target, b)}
     out = {k: v.encode() for k, v in files.items()} | _harness_files(target)
     out["kernels.o"] = kernels
     for h in ("dlpack/dlpack.h", "tvm/ffi/c_api.h"):
@@ -562,9 +545,9 @@ def _check_built_from(files: dict[str, bytes], m: dict, path) -> None:
     """The manifest's shapes and target are what the code was built for: the header's sizes and the Makefile's
     compiler and flags (an edited input_shape would feed the model a longer array; another target a core the
     code was not compiled for)."""
-    from ..backends.tvm import emit_c
+    from ..backends.tvm import C_HEADER
 
-    h = files[emit_c.HEADER].decode(errors="replace")
+    h = files[C_HEADER].decode(errors="replace")
     for k, macro in (("input_shape", "ADNTN_MODEL_INPUT_SIZE"), ("output_shape", "ADNTN_MODEL_OUTPUT_SIZE")):
         got = re.search(rf"^#define {macro} (\d+)$", h, re.M)
         if not got or int(got.group(1)) != math.prod(m[k]):

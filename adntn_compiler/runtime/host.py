@@ -34,7 +34,7 @@ def check_gpu_here(t: Target) -> None:
                           f"recompile it with --target cuda:{here[0]}")
     if t.arch != platform.machine():
         raise ConfigError(f"the artifact's host code was built for {t.arch}, this machine is {platform.machine()}")
-    from ..backends.tvm.gpu import cuda_arrays
+    from ..backends.tvm import cuda_arrays
 
     cuda_arrays()  # device memory comes from torch or CuPy: refuse here if neither reaches the GPU
 

@@ -114,7 +114,7 @@ def _plan_candidates(gen: Generator, rows: int, memory_budget, rates: Rates) -> 
 def tune_layer(gen: Generator, rows: int, target: Target, budget_s: float, memory_budget=None,
                bar=None) -> dict:
     """Tune one layer within `budget_s` seconds; returns its record (see SCHEMA) plus the timing samples."""
-    from ..backends.tvm.lower import gemm_shapes
+    from ..backends.tvm import gemm_shapes
     from ..frontends.capture import model_graphs
 
     start = time.perf_counter()

@@ -16,6 +16,7 @@ import numpy as np
 from ...errors import SerializationError
 from ...ir.graph import Graph, Node
 from ...targets import Target, import_tvm, resolve
+from . import emit_c  # (no TVM import: the C-bundle text only)
 from .program import Program
 
 
@@ -139,6 +140,62 @@ def load_library(lib_bytes: bytes, programs: Mapping[str, dict], target: Target,
     return Library(module, progs, target, lib_bytes)
 
 
+# ---------------------------------------------------------------- the C-bundle build (runtime/bundle.py ships it)
+C_HEADER = emit_c.HEADER  # the header whose sizes a bundle's loader checks against its manifest
+
+
+def lower_c(call: Graph, target: Target, policy) -> tuple[Program, dict, dict]:
+    """A call graph lowered for a runtime-free C bundle, no code generated yet: (program, kernels, memory: arena,
+    workspace, RAM = arena + workspace, weight and unshared bytes)."""
+    from .emit_c import workspace_bytes
+    from .lower import lower
+
+    prog, funcs = lower(call, "call", target, policy)
+    mem = prog.memory()
+    ws = workspace_bytes(funcs, target)
+    memory = dict(arena_bytes=mem["arena_bytes"], workspace_bytes=ws, ram_bytes=mem["arena_bytes"] + ws,
+                  weight_bytes=mem["const_bytes"], unshared_bytes=mem["unshared_bytes"])
+    return prog, funcs, memory
+
+
+def c_kernels(funcs: dict, target: Target) -> bytes:
+    """The kernels as one object file for the target's cross toolchain."""
+    tvm = import_tvm()
+    # On a microcontroller the kernels' argument checks (and their messages) are most of the code, and they can
+    # never fail: every call's tensors are static, written from the same program the kernels were built from.
+    with tvm.transform.PassContext(config={"tirx.disable_assert": target.device == "microcontroller"}):
+        module = tvm.compile(tvm.IRModule(funcs), target=target.tvm_target())
+    with tempfile.TemporaryDirectory(prefix="adntn-") as d:
+        module.mod.write_to_file(os.path.join(d, "kernels.o"))
+        return Path(d, "kernels.o").read_bytes()
+
+
+def c_sources(prog: Program, consts: Mapping[str, np.ndarray], target: Target, input_shape, output_shape,
+              memory: Mapping[str, int]) -> dict[str, str]:
+    """The bundle's C: the header (adntn_model_run's contract), the call sequence over a static arena and the
+    weights as const arrays."""
+    return {
+        emit_c.HEADER: emit_c.header("adntn_model", target.name, input_shape, output_shape, memory["ram_bytes"],
+                                     memory["weight_bytes"]),
+        emit_c.SOURCE: emit_c.model_source(prog, consts, memory["workspace_bytes"]),
+        emit_c.WEIGHTS: emit_c.weights_source(consts),
+    }
+
+
+def cuda_arrays():
+    """Device memory for CUDA runs (torch or CuPy); raises ConfigError when neither reaches the GPU."""
+    from .gpu import cuda_arrays as arrays
+
+    return arrays()
+
+
+def gemm_shapes(g: Graph, target: Target, policy) -> list:
+    """The (I, J, K) shapes of the GEMMs `g` lowers to under `policy` (what tuning tiles)."""
+    from .lower import gemm_shapes as shapes
+
+    return shapes(g, target, policy)
+
+
 class TVMBackend:
     name = "tvm"
 
@@ -159,4 +216,5 @@ class TVMBackend:
     load = staticmethod(load_library)
 
 
-__all__ = ["Library", "Program", "TVMBackend", "build", "load_library"]
+__all__ = ["C_HEADER", "Library", "Program", "TVMBackend", "build", "c_kernels", "c_sources", "cuda_arrays",
+           "gemm_shapes", "load_library", "lower_c"]
