@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, ShapeError
 from ..generators.base import Generator
+from .distributed import World, scaled, world
 
 
 @dataclass
@@ -64,17 +65,22 @@ def _layer(gen: Generator):
 
 
 def _fit(gen: Generator, objective: str, loss_fn, steps: int, lr: float, progress: bool) -> FitResult:
+    """`loss_fn(layer, world) -> (total, weight)`, the loss being total / weight over the global batch. The layer's
+    weight is read directly (no forward), so under torchrun the gradients are averaged here, not by DDP."""
+    w = world()
     layer = _layer(gen)
+    w.broadcast(list(layer.parameters()))
     opt = torch.optim.Adam(layer.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     res = FitResult(objective)
-    for _ in tqdm(range(steps), desc=f"{objective} {gen.arch}", disable=not progress, leave=False):
-        loss = loss_fn(layer)
+    for _ in tqdm(range(steps), desc=f"{objective} {gen.arch}", disable=not progress or w.rank != 0, leave=False):
+        loss, value = scaled(w, *loss_fn(layer, w))
         opt.zero_grad()
         loss.backward()
+        w.average_grads(list(layer.parameters()))
         opt.step()
         sched.step()
-        res.losses.append(loss.item())
+        res.losses.append(value)
     layer.sync_generator()
     return res
 
@@ -92,9 +98,9 @@ def fit_weight(gen: Generator, W: np.ndarray, steps: int = 500, lr: float = 1e-2
     target = _check(gen, W)
     norm = target.pow(2).sum()
 
-    def loss(layer) -> torch.Tensor:
+    def loss(layer, world: World) -> tuple[torch.Tensor, torch.Tensor]:  # (the same on every rank)
         w = layer.weight
-        return 1 - (w * target).sum() ** 2 / (w.pow(2).sum() * norm)
+        return 1 - (w * target).sum() ** 2 / (w.pow(2).sum() * norm), torch.tensor(1.0)
 
     res = _fit(gen, "fit_weight", loss, steps, lr, progress)
     if gen.has_scale:
@@ -118,10 +124,11 @@ def fit_outputs(gen: Generator, W: np.ndarray, X: np.ndarray, steps: int = 500, 
         raise ShapeError(f"calibration {what} must have shape (N, {gen.I}), got {tuple(X.shape)}")
     g = torch.Generator().manual_seed(seed)
 
-    def loss(layer) -> torch.Tensor:
-        xb = X[torch.randint(len(X), (min(batch_size, len(X)),), generator=g)]
+    def loss(layer, world: World) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = min(batch_size, len(X))
+        xb, = world.shard((X[torch.randint(len(X), (rows,), generator=g)],), rows)  # every rank draws it all
         y = xb @ target_w.T
-        return (xb @ layer.weight.reshape(gen.O, gen.I).T - y).pow(2).sum() / y.pow(2).sum()
+        return (xb @ layer.weight.reshape(gen.O, gen.I).T - y).pow(2).sum(), y.pow(2).sum()
 
     return _fit(gen, "fit_outputs", loss, steps, lr, progress)
 
@@ -243,24 +250,27 @@ def _loop(model, data, loss_fn, epochs: int, lr: float, batch_size: int, seed: i
     opt = torch.optim.Adam(groups)
     sched = lr_schedule(opt, epochs * per_epoch, schedule, warmup)
     trained = {id(p) for g in groups for p in g["params"]}
+    w = world()
     with _frozen([p for p in model.parameters() if p.requires_grad and id(p) not in trained]):
+        net = w.wrap(model)  # (after freezing: DDP reduces the gradients of what is trained)
         g = torch.Generator().manual_seed(seed)
         res = TrainResult(desc)
-        bar = tqdm(total=epochs * per_epoch, desc=desc, disable=not progress, leave=False)
+        bar = tqdm(total=epochs * per_epoch, desc=desc, disable=not progress or w.rank != 0, leave=False)
         for _ in range(epochs):
             model.train(train_mode)
             t, total, count = time.perf_counter(), 0.0, 0
             for idx, batch in _batches(data, batch_size, g, steps):
-                loss = loss_fn(idx, batch)
+                n = len(batch[0])
+                mine = w.shard(batch if idx is None else (idx, *batch), n)  # this rank's rows of the global batch
+                loss, value = scaled(w, *loss_fn(net, *((None, mine) if idx is None else (mine[0], mine[1:]))))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 sched.step()
-                n = len(batch[0])
-                total, count = total + loss.item() * n, count + n
-                res.step_losses.append(loss.item())
+                total, count = total + value * n, count + n
+                res.step_losses.append(value)
                 bar.update()
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                bar.set_postfix(loss=f"{value:.4f}")
             res.epoch_s.append(time.perf_counter() - t)
             res.losses.append(total / count)
             model.eval()
@@ -301,8 +311,8 @@ def train_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, e
     own learning rate (the other parameters keep `lr`); `evaluate(model) -> float` is recorded after each epoch."""
     import torch.nn.functional as F
 
-    def loss(idx, batch):
-        return F.cross_entropy(model(batch[0]), batch[1])
+    def loss(net, idx, batch):
+        return F.cross_entropy(net(batch[0]), batch[1], reduction="sum"), torch.tensor(float(len(batch[0])))
 
     return _loop(model, _as_tuple((x, y)), loss, epochs, lr, batch_size, seed, core_lr, schedule, warmup, "all",
                  True, None, evaluate, progress, "train")
@@ -346,24 +356,24 @@ def distill(student: torch.nn.Module, teacher, data, epochs: int = 12, lr: float
     else:
         teacher.eval()
 
-    def objective(idx, batch):
+    def objective(net, idx, batch):  # (total, weight): the loss is total / weight over the global batch
         x, y = batch[0], (batch[1] if len(batch) > 1 else None)
         if cached is not None:
             t = cached[idx]
         else:
             with torch.no_grad():
                 t = teacher(x)
-        s = student(x)
+        s = net(x)
         if s.shape != t.shape:
             raise ShapeError(f"student output {tuple(s.shape)} and teacher output {tuple(t.shape)} differ")
         if loss == "mse":
-            return (s - t).pow(2).sum() / t.pow(2).sum().clamp_min(1e-12)
+            return (s - t).pow(2).sum(), t.pow(2).sum().clamp_min(1e-12)
         T = temperature
-        soft = F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), log_target=True,
-                        reduction="batchmean") * T * T
+        soft = F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), log_target=True, reduction="sum") * T * T
+        n = torch.tensor(float(len(x)))
         if y is None or alpha == 1:
-            return soft
-        return alpha * soft + (1 - alpha) * F.cross_entropy(s, y)
+            return soft, n
+        return alpha * soft + (1 - alpha) * F.cross_entropy(s, y, reduction="sum"), n
 
     return _loop(student, data, objective, epochs, lr, batch_size, seed, core_lr, schedule, warmup, params,
                  train_mode, steps, evaluate, progress, f"distill ({loss})")
