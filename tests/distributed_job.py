@@ -37,6 +37,10 @@ def main(out: str) -> None:
     gen = adntn.ttn((32, 24), rank=2, seed=3)
     W = teacher[0].weight.detach().numpy()
     r4 = fit_outputs(gen, W, x.numpy(), steps=15, batch_size=30, progress=False)
+    acc = lambda m: {"acc": float((m(x).argmax(1) == y).float().mean())}  # noqa: E731
+    sens = adntn.sensitivity(teacher, ["0", "2"], ratios=(3,), archs=("ttn", "tt"), data=x[:32], metric=acc, steps=3,
+                             fit_steps=10, progress=False, batch_size=8)
+    table = [{k: v for k, v in row.items() if k != "seconds"} for row in sens.rows]
     w = world()
     with open(f"{out}.rank{w.rank}", "w") as f:
         json.dump(seen, f)
@@ -44,7 +48,8 @@ def main(out: str) -> None:
         with open(out, "w") as f:
             json.dump(dict(size=w.size, kl=r1.step_losses, mse=r2.step_losses, ce=r3.step_losses, fit=r4.losses,
                            kl_cores=cores(s1), mse_cores=cores(s2), ce_cores=cores(s3),
-                           fit_cores={k: np.asarray(v).ravel().tolist() for k, v in gen.cores.items()}), f)
+                           fit_cores={k: np.asarray(v).ravel().tolist() for k, v in gen.cores.items()},
+                           sensitivity=table), f)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Training under torchrun: two ranks (gloo, CPU) follow the same trajectory as one process with the same global
-batch (distill with KL and MSE, train_classifier, fit_outputs), within float tolerance."""
+batch (distill with KL and MSE, train_classifier, fit_outputs), within float tolerance; sensitivity splits its
+jobs across the ranks and returns the one-process table."""
 import json
 import os
 import subprocess
@@ -32,6 +33,16 @@ def test_two_ranks_under_torchrun_follow_one_process(tmp_path):
         assert one[model].keys() == two[model].keys()
         for k in one[model]:
             np.testing.assert_allclose(two[model][k], one[model][k], rtol=1e-3, atol=2e-5, err_msg=f"{model} {k}")
+    # sensitivity: the jobs split across the ranks, one table, the same as one process's
+    a, b = json.loads(json.dumps(one["sensitivity"])), two["sensitivity"]
+    assert [(r["layers"], r["arch"]) for r in a] == [(r["layers"], r["arch"]) for r in b] and len(a) == 5
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            if isinstance(ra[k], float):
+                assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-6), (ra["layers"], ra["arch"], k)
+            else:
+                assert rb[k] == ra[k], (ra["layers"], ra["arch"], k)
     # the ranks split every global batch: 32 rows -> 16 + 16, the last 4 -> 2 + 2, for 2 epochs
     rows = [json.loads((tmp_path / f"two.json.rank{r}").read_text()) for r in (0, 1)]
     assert rows[0] == rows[1] == [16, 16, 16, 2] * 2

@@ -8,11 +8,17 @@ last, smaller batch and for losses normalised by a batch-wide denominator). So N
 trajectory as one process with the same batch size and learning-rate schedule, up to float rounding; losses are
 summed across ranks, so every rank reports the same curve. Progress bars show on rank 0 only.
 
+`sensitivity` splits its jobs across the ranks instead (each job trains alone on its rank, inside `alone()`) and
+gathers one table. Results travel between ranks as JSON in tensors, never pickled.
+
 Not reproduced exactly: batch norm in train mode normalises each rank's shard by its own statistics (as DDP
 does everywhere).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import json
 import os
 from dataclasses import dataclass
 
@@ -68,6 +74,20 @@ class World:
                     dist.all_reduce(p.grad)
                     p.grad /= self.size
 
+    def gather_json(self, obj) -> list:
+        """Every rank's `obj` (JSON-serialisable), in rank order, on every rank."""
+        if not self.active:
+            return [obj]
+        import torch.distributed as dist
+
+        data = torch.tensor(list(json.dumps(obj).encode()), dtype=torch.uint8)
+        sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self.size)]
+        dist.all_gather(sizes, torch.tensor([len(data)]))
+        most = int(max(s.item() for s in sizes))
+        bufs = [torch.zeros(most, dtype=torch.uint8) for _ in range(self.size)]
+        dist.all_gather(bufs, torch.cat([data, torch.zeros(most - len(data), dtype=torch.uint8)]))
+        return [json.loads(bytes(b[:int(s.item())].tolist())) for b, s in zip(bufs, sizes)]
+
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         if not self.active:
             return model
@@ -76,12 +96,25 @@ class World:
         return DistributedDataParallel(model)
 
 
+_ALONE = contextvars.ContextVar("adntn_alone", default=False)
+
+
+@contextlib.contextmanager
+def alone():
+    """Within it, the training loops run as one process, whatever the process group (a rank's own job)."""
+    token = _ALONE.set(True)
+    try:
+        yield
+    finally:
+        _ALONE.reset(token)
+
+
 def world() -> World:
     """The process group this process belongs to: an initialised one, or one initialised from torchrun's
-    environment (gloo on CPU, NCCL when CUDA is available); a single process otherwise."""
+    environment (gloo on CPU, NCCL when CUDA is available); a single process otherwise (and inside `alone`)."""
     import torch.distributed as dist
 
-    if not dist.is_available():
+    if not dist.is_available() or _ALONE.get():
         return World()
     if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")

@@ -124,8 +124,8 @@ def record_inputs(model, names: set[str], batches: list[torch.Tensor], per_layer
             h.remove()
     out = {}
     g = torch.Generator().manual_seed(0)
-    for n, xs in got.items():
-        x = torch.cat(xs)
+    for n in sorted(got):  # (a set's order depends on the process's hash seed: the samples would too)
+        x = torch.cat(got[n])
         out[n] = x[torch.randperm(len(x), generator=g)[:per_layer]]
     return out
 
@@ -161,6 +161,7 @@ def sensitivity(model: torch.nn.Module, layers: Sequence, ratios: Sequence[float
     data-aware initialisation; with tensor data: one epoch over it, or none at 0); loss: "mse" (dense outputs) or
     "kl" (logits); other keyword arguments go to `adntn.train.distill`."""
     from ..training.compress import compress
+    from .distributed import alone, world
     from .train import distill
 
     if metric is None or data is None:
@@ -193,25 +194,32 @@ def sensitivity(model: torch.nn.Module, layers: Sequence, ratios: Sequence[float
     res.rows.append(dict(layers="(dense model)", arch="dense", target=1, ratio=1.0, params=dense_total,
                          dense_params=dense_total, seconds=0.0, **ref))
     jobs = [(label, names, arch, r) for label, names in entries for r in ratios for arch in archs]
-    for label, names, arch, r in tqdm(jobs, desc="sensitivity", disable=not progress):
+    w = world()  # under torchrun, job k runs on rank k % size, alone; the table is gathered on every rank
+    mine = list(range(w.rank, len(jobs), w.size))
+    rows = {}
+    for k in tqdm(mine, desc="sensitivity", disable=not progress or w.rank != 0):
+        label, names, arch, r = jobs[k]
         t = time.perf_counter()
         dense = sum(modules[n].weight.numel() for n in names)
         student = copy.deepcopy(model)
         try:
             compress(student, {n: dict(arch=arch, ratio=r, seed=seed + i) for i, n in enumerate(names)})
         except ConfigError as e:
-            res.rows.append(dict(layers=label, arch=arch, target=r, unreachable=True, why=str(e)))
+            rows[k] = dict(layers=label, arch=arch, target=r, unreachable=True, why=str(e))
             continue
         sub = dict(student.named_modules())
-        fit = init_from_data(student, model, names, inputs, fit_steps, seed)
-        if steps:
-            distill(student, model, data, epochs=1, steps=steps if callable(data) else None,
-                    lr=lr, loss=loss, params="compressed", train_mode=False, batch_size=batch_size, seed=seed,
-                    progress=False, **distill_kw)
+        with alone():
+            fit = init_from_data(student, model, names, inputs, fit_steps, seed)
+            if steps:
+                distill(student, model, data, epochs=1, steps=steps if callable(data) else None,
+                        lr=lr, loss=loss, params="compressed", train_mode=False, batch_size=batch_size, seed=seed,
+                        progress=False, **distill_kw)
         params = sum(sub[n].gen.num_params for n in names)
-        res.rows.append(dict(layers=label, arch=arch, target=r, ratio=dense / params, params=params,
-                             dense_params=dense, seconds=time.perf_counter() - t + calib_s / max(1, len(jobs)),
-                             fit_error=max(fit), config={n: sub[n].gen.config for n in names}, **measure(student)))
+        rows[k] = dict(layers=label, arch=arch, target=r, ratio=dense / params, params=params, dense_params=dense,
+                       seconds=time.perf_counter() - t + calib_s / max(1, len(jobs)), fit_error=max(fit),
+                       config={n: sub[n].gen.config for n in names}, **measure(student))
+    gathered = {int(k): row for part in w.gather_json(rows) for k, row in part.items()}
+    res.rows += [gathered[k] for k in range(len(jobs))]
     return res
 
 
