@@ -35,8 +35,8 @@ _MOVED = {"models": "apps.models", "craft": "apps.craft", "artifact": "runtime.a
 def __getattr__(name: str):
     import importlib
 
-    if name == "train":  # adntn.train.distill / fit_outputs / ...: a module, needs torch
-        return importlib.import_module(".training.train", __name__)
+    if name in ("train", "data"):  # adntn.train.distill / adntn.data.fashion_mnist ...: modules, need torch
+        return importlib.import_module(f".training.{name}", __name__)
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     if name in _MOVED:
