@@ -28,6 +28,18 @@ def _gelu_d(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + erf(z / math.sqrt(2.0))) + z * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
 
 
+GELU_C, GELU_A = math.sqrt(2.0 / math.pi), 0.044715  # GPT-2's tanh approximation (torch's approximate="tanh")
+
+
+def _gelu_tanh(z: np.ndarray) -> np.ndarray:
+    return 0.5 * z * (1.0 + np.tanh(GELU_C * (z + GELU_A * z ** 3)))
+
+
+def _gelu_tanh_d(z: np.ndarray) -> np.ndarray:
+    t = np.tanh(GELU_C * (z + GELU_A * z ** 3))
+    return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * z * z)
+
+
 @dataclass(frozen=True)
 class Activation:
     name: str
@@ -49,6 +61,7 @@ ACTIVATIONS: dict[str, Activation] = {
             "leaky_relu",
         ),
         Activation("gelu", _gelu, _gelu_d, "gelu"),
+        Activation("gelu_tanh", _gelu_tanh, _gelu_tanh_d, "gelu"),
         Activation("sigmoid", _sigmoid, lambda z: _sigmoid(z) * (1.0 - _sigmoid(z)), "sigmoid"),
         Activation("hardswish", lambda z: z * np.clip(z + 3, 0, 6) / 6,
                    lambda z: np.where(z < -3, 0.0, np.where(z > 3, 1.0, (2 * z + 3) / 6)).astype(z.dtype), "hardswish"),
@@ -83,11 +96,19 @@ def _torch_derivative(name: str) -> Callable:
         "leaky_relu": lambda z: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, LEAKY_SLOPE)),
         "gelu": lambda z: (0.5 * (1 + torch.erf(z / math.sqrt(2)))
                            + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)),
+        "gelu_tanh": lambda z: _torch_gelu_tanh_d(z),
         "sigmoid": lambda z: s(z) * (1 - s(z)),
         "silu": lambda z: s(z) * (1 + z * (1 - s(z))),
         "hardsigmoid": lambda z: ((z > -3) & (z < 3)).to(z.dtype) / 6,
         "hardswish": lambda z: torch.where(z < -3, 0.0, torch.where(z > 3, 1.0, (2 * z + 3) / 6)).to(z.dtype),
     }[name]
+
+
+def _torch_gelu_tanh_d(z):
+    import torch
+
+    t = torch.tanh(GELU_C * (z + GELU_A * z ** 3))
+    return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * GELU_C * (1 + 3 * GELU_A * z * z)
 
 
 def torch_fn(name: str) -> Callable:
@@ -105,6 +126,8 @@ def torch_fn(name: str) -> Callable:
         return torch.sigmoid
     if act.name == "leaky_relu":
         return lambda z: F.leaky_relu(z, LEAKY_SLOPE)
+    if act.name == "gelu_tanh":
+        return lambda z: F.gelu(z, approximate="tanh")
     if act.name == "hardsigmoid":  # F.hardsigmoid rounds 1/6 to float32 even on float64 tensors
         return lambda z: torch.clamp(z / 6 + 0.5, 0, 1)
     return getattr(F, act.torch_name)

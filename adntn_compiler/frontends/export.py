@@ -488,8 +488,12 @@ def _sdpa(c: _Converter, node, q, k, v, attn_mask=None, dropout_p=0.0, is_causal
 
 def _act(fn: str) -> Callable:
     def f(c: _Converter, node, x, *rest, **kw):
-        if fn == "gelu" and (kw.get("approximate", rest[0] if rest else "none") != "none"):
-            raise ConfigError("only exact GELU (approximate='none') is supported")
+        if fn == "gelu":
+            approximate = kw.get("approximate", rest[0] if rest else "none")
+            if approximate not in ("none", "tanh"):
+                raise ConfigError(f"GELU approximate={approximate!r} is not supported (only 'none' and 'tanh')")
+            if approximate == "tanh":  # GPT-2's
+                return c.map("gelu_tanh", x, module_path(node))
         if fn == "leaky_relu":
             from ..activations import LEAKY_SLOPE
 

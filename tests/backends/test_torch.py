@@ -32,7 +32,7 @@ def test_gradients_reach_every_core(gen):
     assert not get_backend("torch").unsupported(g)
 
 
-@pytest.mark.parametrize("activation", ["gelu", "silu", "tanh"])
+@pytest.mark.parametrize("activation", ["gelu", "silu", "tanh", "gelu_tanh"])
 def test_activation_on_more_than_16_axes(activation):
     # binary legs of 1024x1024: the fused level-4 contraction + activation has 17 axes, and torch's gelu
     # float32 kernel refuses more than 16 dims
@@ -44,3 +44,20 @@ def test_activation_on_more_than_16_axes(activation):
     y = layer(torch.tensor(x, dtype=torch.float32)).detach().numpy()
     ref = run(adntn.trace(gen, "layer", batch_size=2), [x])[0]
     np.testing.assert_allclose(y - layer.bias.detach().numpy(), ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
+def test_tanh_gelu_and_its_derivative_agree_with_torch():
+    """The numpy definition (the reference's) against torch's F.gelu(approximate="tanh") and its autograd."""
+    import torch
+
+    from adntn_compiler import activations
+
+    z = np.linspace(-8, 8, 401)
+    zt = torch.tensor(z, requires_grad=True)
+    y = torch.nn.functional.gelu(zt, approximate="tanh")
+    y.sum().backward()
+    act = activations.get("gelu_tanh")
+    np.testing.assert_allclose(act.numpy(z), y.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(act.derivative(z), zt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(activations.torch_fn("d:gelu_tanh")(zt.detach()).numpy(), zt.grad.numpy(),
+                               rtol=1e-10, atol=1e-12)

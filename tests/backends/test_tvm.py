@@ -68,7 +68,7 @@ def test_weight_and_backward_graphs_on_tvm(gen, seed):
 
 @pytest.mark.parametrize("fn", ["identity", "tanh", "relu", "leaky_relu", "gelu", "sigmoid", "silu", "hardswish",
                                 "hardsigmoid", "d:tanh", "d:relu", "d:leaky_relu", "d:gelu", "d:sigmoid", "d:silu",
-                                "d:identity", "d:hardswish", "d:hardsigmoid"])
+                                "d:identity", "d:hardswish", "d:hardsigmoid", "gelu_tanh", "d:gelu_tanh"])
 def test_activation_kernels(fn):
     b = Builder()
     x = b.input("x", (4, 64))

@@ -14,7 +14,7 @@ import math
 import tvm
 from tvm import te, topi
 
-from ...activations import DERIV_PREFIX, LEAKY_SLOPE
+from ...activations import DERIV_PREFIX, GELU_A, GELU_C, LEAKY_SLOPE
 
 DTYPE = "float32"
 
@@ -43,6 +43,21 @@ def _gelu_d(x: te.Tensor) -> te.Tensor:
     return te.compute(x.shape, lambda *i: 0.5 * (1 + e(*i)) + x(*i) * g(*i) * c, name="d_gelu")
 
 
+def _gelu_tanh_t(x: te.Tensor) -> te.Tensor:  # tanh(c (x + a x^3)), on the fast tanh
+    return topi.fast_tanh(_ew(x, lambda v: GELU_C * (v + GELU_A * v * v * v), "gelu_tanh_in"))
+
+
+def _gelu_tanh(x: te.Tensor) -> te.Tensor:
+    t = _gelu_tanh_t(x)
+    return te.compute(x.shape, lambda *i: 0.5 * x(*i) * (1 + t(*i)), name="gelu_tanh")
+
+
+def _gelu_tanh_d(x: te.Tensor) -> te.Tensor:
+    t = _gelu_tanh_t(x)
+    return te.compute(x.shape, lambda *i: 0.5 * (1 + t(*i)) + 0.5 * x(*i) * (1 - t(*i) * t(*i)) * GELU_C *
+                      (1 + 3 * GELU_A * x(*i) * x(*i)), name="d_gelu_tanh")
+
+
 def _mul(a: te.Tensor, b: te.Tensor, name: str) -> te.Tensor:
     return te.compute(a.shape, lambda *i: a(*i) * b(*i), name=name)
 
@@ -64,6 +79,7 @@ def activation(name: str, x: te.Tensor) -> te.Tensor:
         "sigmoid": lambda: _sigmoid(x),
         "silu": lambda: _mul(x, _sigmoid(x), "silu"),
         "gelu": lambda: _gelu(x),
+        "gelu_tanh": lambda: _gelu_tanh(x),
         "hardswish": lambda: _ew(x, lambda v: v * tvm.tirx.min(tvm.tirx.max(v + 3, zero), 6 * one) / 6, "hardswish"),
         "hardsigmoid": lambda: _ew(x, lambda v: tvm.tirx.min(tvm.tirx.max(v / 6 + 0.5, zero), one), "hardsigmoid"),
         DERIV_PREFIX + "identity": lambda: _ew(x, lambda v: one, "d_identity"),
@@ -73,6 +89,7 @@ def activation(name: str, x: te.Tensor) -> te.Tensor:
         DERIV_PREFIX + "sigmoid": lambda: _ew(_sigmoid(x), lambda s: s * (1 - s), "d_sigmoid"),
         DERIV_PREFIX + "silu": lambda: _d_silu(x),
         DERIV_PREFIX + "gelu": lambda: _gelu_d(x),
+        DERIV_PREFIX + "gelu_tanh": lambda: _gelu_tanh_d(x),
         DERIV_PREFIX + "hardsigmoid": lambda: _ew(x, lambda v: tvm.tirx.Select(
             tvm.tirx.all(v > -3, v < 3), one / 6, zero), "d_hardsigmoid"),
         DERIV_PREFIX + "hardswish": lambda: _ew(x, lambda v: tvm.tirx.Select(
