@@ -77,7 +77,14 @@ def _layer_norm(n: Node, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> 
     return (x - mu) / np.sqrt(var + n.attrs.eps) * gamma + beta
 
 
+def causal_mask(q: int, k: int) -> np.ndarray:
+    """True where key k comes after query q (masked out)."""
+    return np.arange(k)[None, :] > np.arange(q)[:, None]
+
+
 def _softmax(n: Node, x: np.ndarray) -> np.ndarray:
+    if n.attrs.causal:
+        x = np.where(causal_mask(*x.shape[-2:]), -np.inf, x)
     e = np.exp(x - x.max(axis=n.attrs.axis, keepdims=True))
     return e / e.sum(axis=n.attrs.axis, keepdims=True)
 

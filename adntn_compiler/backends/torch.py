@@ -51,6 +51,12 @@ def _adaptive_pool(n: Node, x: torch.Tensor) -> torch.Tensor:
 BINARY_TORCH = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "max": torch.maximum,
                 "min": torch.minimum}
 
+def _causal(x: torch.Tensor) -> torch.Tensor:
+    q, k = x.shape[-2:]
+    later = torch.arange(k, device=x.device)[None, :] > torch.arange(q, device=x.device)[:, None]
+    return x.masked_fill(later, float("-inf"))
+
+
 IMPL_TORCH = {
     Op.EINSUM: _einsum,
     Op.MAP: lambda n, x: _map(n.attrs.fn, x),
@@ -64,7 +70,7 @@ IMPL_TORCH = {
     Op.POOL: _pool,
     Op.ADAPTIVE_POOL: _adaptive_pool,
     Op.LAYER_NORM: lambda n, x, g, b: F.layer_norm(x, g.shape, g, b, n.attrs.eps),
-    Op.SOFTMAX: lambda n, x: torch.softmax(x, n.attrs.axis),
+    Op.SOFTMAX: lambda n, x: torch.softmax(_causal(x) if n.attrs.causal else x, n.attrs.axis),
     Op.CONCAT: lambda n, *xs: torch.cat(xs, dim=n.attrs.axis),
     Op.OUTPUT: lambda n, x: x,
 }

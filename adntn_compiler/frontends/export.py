@@ -96,7 +96,8 @@ class _Converter:
                     raise ShapeError(f"example input has batch {shape[0]}, batch_size is {self.mb.batch_size}")
                 binds.append(shape)
             else:
-                binds.append(_Param(spec.target, _f32(state[spec.target])))
+                value = state[spec.target]
+                binds.append(_Param(spec.target, _f32(value), boolean=getattr(value, "dtype", None) == torch_bool()))
         if sum(isinstance(b, tuple) for b in binds) != 1:
             raise ConfigError("compile takes models with one tensor input; this one has "
                               f"{sum(isinstance(b, tuple) for b in binds)}")
@@ -189,8 +190,8 @@ class _Converter:
 class _Param:
     """A parameter, buffer or constant of the exported program: emitted as a constant when an op reads it."""
 
-    def __init__(self, name: str, array: np.ndarray):
-        self.name, self.array = name, array
+    def __init__(self, name: str, array: np.ndarray, boolean: bool = False):
+        self.name, self.array, self.boolean = name, array, boolean  # boolean: a bool tensor (stored as 0 / 1)
 
     @property
     def shape(self):
@@ -475,15 +476,25 @@ def _layer_norm(c: _Converter, node, x, shape, weight=None, bias=None, eps=1e-5,
 
 def _sdpa(c: _Converter, node, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, *rest, **kw):
     path = module_path(node)
-    if attn_mask is not None or is_causal:
-        raise ConfigError("scaled_dot_product_attention with a mask or is_causal is not supported")
+    if attn_mask is not None and is_causal:
+        raise ConfigError("scaled_dot_product_attention with both attn_mask and is_causal: torch refuses it too")
+    if isinstance(attn_mask, _Param) and attn_mask.boolean:  # True: attend; as an additive mask of constants
+        attn_mask = _Param(f"{attn_mask.name}.additive", np.where(attn_mask.array > 0, 0, -3.0e38).astype(np.float32))
     q, k, v = (c.value(t, path) for t in (q, k, v))
     lead = _labels(len(q.shape) - 2, "a")
     s = c.b.contract([(q, lead + ["q", "d"]), (k, lead + ["k", "d"]),
                       (c.value(scale if scale is not None else 1 / math.sqrt(q.shape[-1]), path), [])],
                      lead + ["q", "k"], f"{path}.scores")
-    p = c.b.node(Op.SOFTMAX, (s,), AxisAttrs(len(s.shape) - 1), f"{path}.softmax")
+    if attn_mask is not None:  # additive, broadcast over the leading axes
+        s = c.binary("add", s, attn_mask, f"{path}.mask")
+    p = c.b.node(Op.SOFTMAX, (s,), AxisAttrs(len(s.shape) - 1, bool(is_causal)), f"{path}.softmax")
     return c.b.contract([(p, lead + ["q", "k"]), (v, lead + ["k", "e"])], lead + ["q", "e"], path)
+
+
+def torch_bool():
+    import torch
+
+    return torch.bool
 
 
 def _act(fn: str) -> Callable:

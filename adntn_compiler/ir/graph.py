@@ -91,8 +91,10 @@ class SliceAttrs:  # SLICE (unit step)
 
 
 @dataclass(frozen=True, slots=True)
-class AxisAttrs:  # CONCAT
+class AxisAttrs:  # CONCAT, SOFTMAX
     axis: int
+    causal: bool = False  # SOFTMAX over the last axis only: entry k of row q takes part only if k <= q (torch's
+    #                       is_causal, top-left aligned); masked from the indices, never a stored mask
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,6 +93,8 @@ def _concat(attrs: AxisAttrs, *xs: Shape) -> Shape:
     if not xs:
         raise ShapeRuleError("concat needs at least one input")
     a = attrs.axis
+    if attrs.causal:
+        raise ShapeRuleError("causal is an attribute of softmax, not of concat")
     if not 0 <= a < len(xs[0]) or any(len(x) != len(xs[0]) or x[:a] + x[a + 1:] != xs[0][:a] + xs[0][a + 1:]
                                        for x in xs):
         raise ShapeRuleError(f"cannot concatenate shapes {', '.join(map(str, xs))} along axis {a}")
@@ -193,6 +195,9 @@ def _layer_norm(attrs: NormAttrs, x: Shape, gamma: Shape, beta: Shape) -> Shape:
 def _softmax(attrs: AxisAttrs, x: Shape) -> Shape:
     if not 0 <= attrs.axis < len(x):
         raise ShapeRuleError(f"softmax axis {attrs.axis} is out of range for shape {x}")
+    if attrs.causal and (len(x) < 2 or attrs.axis != len(x) - 1):
+        raise ShapeRuleError(f"a causal softmax runs over the last axis of a (..., queries, keys) shape; got axis "
+                             f"{attrs.axis} of {x}")
     return x
 
 

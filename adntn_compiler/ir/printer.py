@@ -19,7 +19,7 @@ def format_attrs(n: Node) -> str:
     if isinstance(a, PadAttrs):
         return f"[{a.pads}]"
     if isinstance(a, AxisAttrs):
-        return f"[axis={a.axis}]"
+        return f"[axis={a.axis}{', causal' if a.causal else ''}]"
     if isinstance(a, SliceAttrs):
         return f"[{a.starts}:{a.stops}]"
     fields = getattr(a, "__dataclass_fields__", {})

@@ -92,6 +92,20 @@ def test_pool_on_opencl(c):
     np.testing.assert_allclose(got, reference.run(g, [x])[0], rtol=1e-5, atol=1e-5)
 
 
+@opencl
+@settings(max_examples=library_examples(6), **SETTINGS)
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(0, 99))
+def test_causal_softmax_on_opencl(q, k, seed):
+    """The GPU schedule of the softmax kernel with its index mask stage (is_causal)."""
+    b = Builder()
+    x = b.input("x", (2, q, k))
+    b.output(b.node(Op.SOFTMAX, (x,), AxisAttrs(2, causal=True), "attn"))
+    g = b.build()
+    xs = np.random.default_rng(seed).standard_normal((2, q, k)) * 3
+    got = get_backend("tvm").compile(g, "opencl")(xs.astype(np.float32))[0]
+    np.testing.assert_allclose(got, reference.run(g, [xs])[0], rtol=1e-5, atol=1e-6)
+
+
 def _shape_graph():
     """Pad, slice, concat and transpose (the autodiff of a layer emits these)."""
     b = Builder()

@@ -131,3 +131,36 @@ def test_unknown_target_is_refused():
         adntn.compile(gen, target="tpu")
     with pytest.raises(ConfigError, match="'sm_52' is not a CUDA arch"):
         adntn.compile(gen, target="cuda:sm_52")
+
+
+@settings(max_examples=library_examples(12), deadline=None)
+@given(st.lists(st.integers(1, 3), min_size=0, max_size=2), st.integers(1, 9), st.integers(1, 9), st.integers(0, 99))
+def test_causal_softmax_on_every_backend(lead, q, k, seed):
+    """Entry k of row q takes part only if k <= q (torch's is_causal, any q and k): TVM's kernel (masked from the
+    indices) and the torch backend against the reference; and against torch's own masked softmax."""
+    import torch
+
+    from adntn_compiler.backends.torch import run as torch_run
+    from adntn_compiler.ir.graph import AxisAttrs, Op
+
+    b = Builder()
+    x = b.input("x", (*lead, q, k))
+    b.output(b.node(Op.SOFTMAX, (x,), AxisAttrs(len(lead) + 1, causal=True), "attn"))
+    g = b.build()
+    xs = np.random.default_rng(seed).standard_normal((*lead, q, k)) * 3
+    ref = reference.run(g, [xs])[0]
+    later = np.arange(k)[None, :] > np.arange(q)[:, None]
+    want = torch.softmax(torch.tensor(xs).masked_fill(torch.tensor(later), float("-inf")), -1).numpy()
+    np.testing.assert_allclose(ref, want, rtol=1e-12, atol=1e-15)
+    close(get_backend("tvm").compile(g)(xs.astype(np.float32))[0], ref, 1e-5)
+    np.testing.assert_allclose(torch_run(g, [torch.tensor(xs)], {})[0].numpy(), ref, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("make, msg", [
+    (lambda b, x: b.node(adntn.ir.Op.SOFTMAX, (x,), adntn.ir.graph.AxisAttrs(0, causal=True), ""), "last axis"),
+    (lambda b, x: b.node(adntn.ir.Op.CONCAT, (x, x), adntn.ir.graph.AxisAttrs(0, causal=True), ""), "not of concat"),
+])
+def test_causal_is_a_last_axis_softmax_attribute(make, msg):
+    b = Builder()
+    with pytest.raises(Exception, match=msg):
+        make(b, b.input("x", (3, 4)))

@@ -279,3 +279,39 @@ def test_leaky_relu_slopes_and_pads_equal_torch_on_the_reference(slope, pad):
     mg = model_graphs(m, 2, example_inputs=(x,))
     got = run(mg.call, [x.double().numpy()], with_resident(mg.load if mg.load.nodes else None, mg.tensors))[0]
     np.testing.assert_allclose(got, m(x.double()).numpy(), rtol=1e-6, atol=1e-6)  # (the slope is a float32 constant)
+
+
+class _Attention(nn.Module):
+    """Two-head self-attention with is_causal, an additive float mask buffer or a boolean one."""
+
+    def __init__(self, mode: str, length: int = 6):
+        super().__init__()
+        self.mode, self.qkv = mode, nn.Linear(16, 48)
+        keep = torch.rand(length, length, generator=torch.Generator().manual_seed(1)) > 0.4
+        keep |= torch.eye(length, dtype=torch.bool)  # every query attends to something
+        self.register_buffer("keep", keep)
+        self.register_buffer("bias", torch.where(keep, 0.0, float("-inf")) + torch.randn(length, length) * 0.1)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, 2, 8).permute(2, 0, 3, 1, 4).unbind(0)
+        F = nn.functional
+        kw = dict(is_causal=True) if self.mode == "causal" else dict(attn_mask=self.bias if self.mode == "float"
+                                                                      else self.keep if self.mode == "bool" else None)
+        return F.scaled_dot_product_attention(q, k, v, **kw).transpose(1, 2).reshape(b, n, 16)
+
+
+@pytest.mark.parametrize("mode", ["causal", "float", "bool"])
+def test_masked_attention_equals_torch_and_the_mask_matters(mode):
+    """SDPA with is_causal (masked from the indices, in the softmax kernel) or an attn_mask (additive float, or
+    boolean: True attends) was refused; the unmasked model gives another answer, so an ignored mask fails."""
+    torch.manual_seed(0)
+    model, x = _Attention(mode).eval(), torch.randn(2, 6, 16)
+    exe = adntn.compile(model, example_inputs=(x,))
+    with torch.no_grad():
+        want = model(x).numpy()
+        model.mode = "none"
+        unmasked = model(x).numpy()
+    np.testing.assert_allclose(exe(x.numpy()), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(exe.reference(x.numpy()), want, rtol=1e-5, atol=1e-6)
+    assert np.abs(unmasked - want).max() > 1e-2

@@ -327,7 +327,10 @@ def layer_norm(name: str, xshape: tuple[int, ...], axes: int, eps: float) -> tvm
     return _func([X, G, B, Y], name)
 
 
-def softmax(name: str, xshape: tuple[int, ...], axis: int) -> tvm.tirx.PrimFunc:
-    """topi's fast_softmax: its exp is the polynomial fast_exp (te.exp is a scalar libm call)."""
+def softmax(name: str, xshape: tuple[int, ...], axis: int, causal: bool = False) -> tvm.tirx.PrimFunc:
+    """topi's fast_softmax: its exp is the polynomial fast_exp (te.exp is a scalar libm call). Causal: the entries
+    after the row's own index are replaced, from the indices, by the lowest float (exp gives 0 to float32)."""
     X = te.placeholder(xshape, DTYPE, name="X")
-    return _func([X, topi.nn.fast_softmax(X, axis)], name)
+    lowest = tvm.tirx.const(-3.0e38, DTYPE)
+    S = te.compute(xshape, lambda *i: tvm.tirx.Select(i[-1] > i[-2], lowest, X(*i)), name="causal") if causal else X
+    return _func([X, topi.nn.fast_softmax(S, axis)], name)

@@ -225,7 +225,9 @@ class Lowerer:
 
     def op_softmax(self, n: Node) -> None:
         x = n.inputs[0]
-        k = self.kernel(("softmax", x.shape, n.attrs.axis), lambda nm: self.flat(C.softmax(nm, x.shape, n.attrs.axis)))
+        a = n.attrs
+        k = self.kernel(("softmax", x.shape, a.axis, a.causal),
+                        lambda nm: self.flat(C.softmax(nm, x.shape, a.axis, a.causal)))
         self.call(k, self.view(x), self._fresh(n))
 
     def op_einsum(self, n: Node) -> None:
