@@ -377,16 +377,35 @@ def _squeeze(c: _Converter, node, x, dims=None):
     return c.b.reshape(x, tuple(s for k, s in enumerate(x.shape) if not (k in dims and s == 1)), module_path(node))
 
 
+def _constant(c: _Converter, node, array: np.ndarray, tag: str) -> _Param:
+    """A tensor the converter makes at compile time, named uniquely after the node."""
+    return _Param(f"{module_path(node) or 'model'}.{node.name}.{tag}", np.asarray(array, np.float32))
+
+
+def _gather(c: _Converter, node, x: Value, dim: int, index: np.ndarray) -> Value:
+    """x's entries `index` along `dim` (constants known at compile time): a contraction with a 0/1 selection
+    matrix (the einsum kernels run it; a strided copy would need an op of its own)."""
+    path = module_path(node)
+    select = np.zeros((len(index), x.shape[dim]), np.float32)
+    select[np.arange(len(index)), index] = 1
+    labels = _labels(len(x.shape), "a")
+    out = labels[:dim] + ["o"] + labels[dim + 1:]
+    return c.b.contract([(x, labels), (c.value(_constant(c, node, select, "select"), path), ["o", labels[dim]])],
+                        out, path)
+
+
 def _slice(c: _Converter, node, x, dim=0, start=None, end=None, step=1):
     path = module_path(node)
     x = c.value(x, path)
-    if step != 1:
-        raise ConfigError(f"slices with step {step} are not supported (only step 1)")
+    if not isinstance(step, int) or step < 1:
+        raise ConfigError(f"slices with step {step!r} are not supported (a positive integer step only)")
     dim = dim % len(x.shape)
     n = x.shape[dim]
     lo, hi = slice(start, end).indices(n)[:2]
     if hi <= lo:
         raise ShapeError(f"slice [{start}:{end}] of axis {dim} (size {n}) is empty")
+    if step != 1:
+        return _gather(c, node, x, dim, np.arange(lo, hi, step))
     starts, stops = [0] * len(x.shape), list(x.shape)
     starts[dim], stops[dim] = lo, hi
     return c.b.slice(x, starts, stops, path)
@@ -399,6 +418,80 @@ def _select(c: _Converter, node, x, dim, index):
     index = index % x.shape[dim]
     y = _slice(c, node, x, dim, index, index + 1)
     return c.b.reshape(y, x.shape[:dim] + x.shape[dim + 1:], path)
+
+
+def _index_select(c: _Converter, node, x, dim, index):
+    path = module_path(node)
+    x = c.value(x, path)
+    if not isinstance(index, _Param):
+        raise ConfigError("index_select with an index computed at run time is not supported (a constant index: a "
+                          "buffer, or arange)")
+    dim = dim % len(x.shape)
+    idx = index.array.reshape(-1).astype(np.int64)
+    if idx.size == 0 or idx.min() < -x.shape[dim] or idx.max() >= x.shape[dim]:
+        raise ShapeError(f"index_select: indices {idx.min() if idx.size else ''}..{idx.max() if idx.size else ''} "
+                         f"are out of range for axis {dim} of size {x.shape[dim]}")
+    return _gather(c, node, x, dim, idx % x.shape[dim])
+
+
+def _finite(v: float) -> float:
+    """A fill value the float32 kernels can multiply by 0 (inf * 0 is NaN): infinities become the largest
+    finite float32 of their sign, which softmax and max treat alike."""
+    return float(np.clip(v, -3.0e38, 3.0e38))
+
+
+def _as_mask(c: _Converter, node, m, what: str) -> np.ndarray:
+    if not (isinstance(m, _Param) and m.boolean):
+        raise ConfigError(f"{what} with a mask computed at run time is not supported (a boolean buffer only)")
+    return m.array > 0
+
+
+def _masked_fill(c: _Converter, node, x, mask, value):
+    """x where mask is False, value where it is True: x * (1 - m) + value * m, m a constant."""
+    path = module_path(node)
+    m = _as_mask(c, node, mask, "masked_fill")
+    keep = c.value(_constant(c, node, ~m, "keep"), path)
+    fill = c.value(_constant(c, node, np.where(m, _finite(float(value)), 0.0), "fill"), path)
+    return c.binary("add", c.b.node(Op.BINARY, (c.value(x, path), keep), BinaryAttrs("mul"), path), fill, path)
+
+
+def _where(c: _Converter, node, cond, a, b):
+    path = module_path(node)
+    m = _as_mask(c, node, cond, "where")
+    parts = []
+    for v, sel, tag in ((a, m, "then"), (b, ~m, "else")):
+        if isinstance(v, (int, float)):
+            parts.append(c.value(_constant(c, node, np.where(sel, _finite(float(v)), 0.0), tag), path))
+        else:
+            parts.append(c.b.node(Op.BINARY, (c.value(v, path), c.value(_constant(c, node, sel, tag), path)),
+                                  BinaryAttrs("mul"), path))
+    return c.binary("add", parts[0], parts[1], path)
+
+
+def _pow(c: _Converter, node, x, exponent):
+    path = module_path(node)
+    if exponent == 1:
+        return c.value(x, path)
+    if exponent != 2:
+        raise ConfigError(f"pow with exponent {exponent!r} is not supported (2: a square)")
+    v = c.value(x, path)
+    return c.b.node(Op.BINARY, (v, v), BinaryAttrs("mul"), path)
+
+
+def _arange(c: _Converter, node, start, end=None, step=1, **kw):
+    if end is None:
+        start, end = 0, start
+    return _constant(c, node, np.arange(start, end, step), "arange")
+
+
+def _full(c: _Converter, node, size, value, **kw):
+    return _constant(c, node, np.full(tuple(size), float(value)), "full")
+
+
+def _filled(value: float):
+    def f(c: _Converter, node, size, *rest, **kw):
+        return _constant(c, node, np.full(tuple(size), value), "full")
+    return f
 
 
 def _interp_matrix(n_out: int, n_in: int, align_corners: bool, scale: float | None) -> np.ndarray:
@@ -687,6 +780,8 @@ CONVERTERS: dict[str, Callable] = {
     "aten.expand": _expand, "aten.split": _split,
     "aten.split_with_sizes": _split_sizes, "aten.chunk": _chunk, "aten.unbind": _unbind, "getitem": _getitem,
     "adntn.linear": _adntn_linear, "adntn.weight": _adntn_weight,
+    "aten.index_select": _index_select, "aten.masked_fill": _masked_fill, "aten.where": _where, "aten.pow": _pow,
+    "aten.arange": _arange, "aten.full": _full, "aten.zeros": _filled(0.0), "aten.ones": _filled(1.0),
 }
 
 

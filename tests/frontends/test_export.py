@@ -8,13 +8,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import adntn_compiler as adntn
 from adntn_compiler.apps import models
 from adntn_compiler.errors import ConfigError
+from tests.corpus import library_examples
 
 RATIOS = {"alexnet": 2000, "vgg16_bn": 2000, "resnet18": 100, "vit_block": 200}
 
@@ -315,3 +316,51 @@ def test_masked_attention_equals_torch_and_the_mask_matters(mode):
     np.testing.assert_allclose(exe(x.numpy()), want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(exe.reference(x.numpy()), want, rtol=1e-5, atol=1e-6)
     assert np.abs(unmasked - want).max() > 1e-2
+
+
+class _Gathers(nn.Module):
+    """Strided slices, index_select by a buffer, masked_fill / where by a boolean buffer, pow, arange and full."""
+
+    def __init__(self, n: int, step: int, index: list[int], fill: float, seed: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.step, self.fill = step, fill
+        self.register_buffer("index", torch.tensor(index))
+        self.register_buffer("mask", torch.rand(n, generator=g) > 0.5)
+
+    def forward(self, x):
+        a = x[:, ::self.step] * 2
+        b = torch.index_select(x, 1, self.index)
+        c = x.masked_fill(self.mask, self.fill)
+        d = torch.where(self.mask, x, x ** 2) + torch.arange(x.shape[1]) + torch.full((x.shape[1],), 0.5)
+        e = torch.where(self.mask, -1.5, x) * torch.ones(x.shape[1])
+        return torch.cat([a, b, torch.softmax(c, 1), d, e], 1)
+
+
+@settings(max_examples=library_examples(10), deadline=None)
+@given(st.integers(2, 9), st.integers(1, 4), st.lists(st.integers(0, 99), min_size=1, max_size=5),
+       st.sampled_from([0.0, -2.5, float("-inf")]), st.integers(0, 99))
+def test_gathers_masks_and_constants_equal_torch(n, step, index, fill, seed):
+    """Each op that was refused (step slices, index_select, masked_fill, where, pow, arange, full, ones): through
+    TVM and the reference, against torch; a -inf fill (attention masks) gives softmax zeros, never NaN."""
+    model = _Gathers(n, step, [i % n for i in index], fill, seed).eval()
+    x = torch.randn(2, n, generator=torch.Generator().manual_seed(seed))
+    exe = adntn.compile(model, example_inputs=(x,))
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(exe(x.numpy()), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(exe.reference(x.numpy()), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("f, msg", [
+    (lambda m, x: torch.index_select(x, 1, (x[0] > 0).nonzero()[:, 0]), "not supported"),
+    (lambda m, x: x.masked_fill(x > 0, 1.0), "not supported"),
+    (lambda m, x: x ** 3, "pow with exponent 3"),
+])
+def test_run_time_indices_and_masks_are_refused(f, msg):
+    class M(nn.Module):
+        def forward(self, x):
+            return f(self, x)
+
+    with pytest.raises(ConfigError, match=msg):
+        adntn.compile(M(), example_inputs=(torch.randn(2, 5),))
