@@ -31,3 +31,18 @@ def test_quality_quick(tmp_path, monkeypatch):
     merged = main(["--quick", "--out", str(out), "--merge", str(other)])
     assert next(s for s in merged if s["arch"] == "frozen")["acc_mean"] == 0.5
     assert len(json.loads(out.read_text())["runs"]) == len(runs) + 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
+                    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+def test_distributed_train_quick():
+    """The torchrun benchmark's smoke run: one process and two, the same epoch loss (the same trajectory)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(BENCH / "distributed_train.py"), "--quick"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line.split() for line in r.stdout.splitlines()[2:]]
+    assert [row[1] for row in rows] == ["1", "2"] and rows[0][4] == rows[1][4]
