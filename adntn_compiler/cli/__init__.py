@@ -118,6 +118,10 @@ def _add_tune(sub) -> None:
     u.set_defaults(func=commands.cmd_tune)
 
 
+def _trust_option(p) -> None:
+    p.add_argument("--trust", action="append", default=[], metavar="KEY.pub", help="also trust this signer's key")
+
+
 def _add_run(sub) -> None:
     r = sub.add_parser("run", help="run an artifact on a .npy input (needs numpy and the TVM runtime, not torch), "
                                    "or a C bundle under its emulator (qemu)")
@@ -130,7 +134,7 @@ def _add_run(sub) -> None:
                                                                  "executes (qemu, exact)")
     r.add_argument("--json", action="store_true")
     r.add_argument("--no-torch", action="store_true", help="make `import torch` fail first (proves the run needs none)")
-    r.add_argument("--trust", action="append", default=[], metavar="KEY.pub", help="also trust this signer's key")
+    _trust_option(r)
     r.add_argument("--allow-unsigned", action="store_true", help="load an unsigned or untrusted artifact (warns)")
     r.set_defaults(func=commands.cmd_run)
 
@@ -142,7 +146,7 @@ def _add_info(sub) -> None:
     i.add_argument("--json", action="store_true")
     i.add_argument("--build", action="store_true", help="a C bundle: build it (cross toolchain, in a sandbox) to "
                                                          "report its linked sizes; without it nothing is built")
-    i.add_argument("--trust", action="append", default=[], metavar="KEY.pub", help="also trust this signer's key")
+    _trust_option(i)
     i.add_argument("--allow-unsigned", action="store_true", help="a C bundle: read an unsigned or untrusted one")
     i.set_defaults(func=commands.cmd_info)
 
@@ -162,5 +166,5 @@ def _add_trust(sub) -> None:
 def _add_verify(sub) -> None:
     v = sub.add_parser("verify", help="check an artifact's checksums and signature without loading its code")
     v.add_argument("artifact")
-    v.add_argument("--trust", action="append", default=[], metavar="KEY.pub")
+    _trust_option(v)
     v.set_defaults(func=commands.cmd_verify)

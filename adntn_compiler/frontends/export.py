@@ -561,9 +561,8 @@ def _layer_norm(c: _Converter, node, x, shape, weight=None, bias=None, eps=1e-5,
     path = module_path(node)
     x = c.value(x, path)
     shape = tuple(int(s) for s in shape)
-    ones = lambda v: _Param(f"{path}.{node.name}.ln_{v}", np.full(shape, 1.0 if v == "weight" else 0.0, np.float32))  # noqa: E731
-    g = c.value(weight if weight is not None else ones("weight"), path)
-    b = c.value(bias if bias is not None else ones("bias"), path)
+    g = c.value(weight if weight is not None else _constant(c, node, np.ones(shape), "ln_weight"), path)
+    b = c.value(bias if bias is not None else _constant(c, node, np.zeros(shape), "ln_bias"), path)
     return c.b.node(Op.LAYER_NORM, (x, g, b), NormAttrs(len(shape), float(eps)), path)
 
 

@@ -15,7 +15,13 @@ from ..generators.base import Generator
 from ..plan import Plan, Rates, plan, plan_choice, rates_for
 from ..runtime.host import check_runs_here
 from ..targets import Target, fingerprint, resolve
-from .records import FINALISTS, GAIN_MIN, PLANS, TOLERANCE, TREES, Records, _tiles_to_list, workload_key
+from .records import Records, _tiles_to_list, workload_key
+
+TREES = 3  # ranked contraction trees timed per (schedule, objective)
+PLANS = (("materialize", "total"), ("factored", "call"), ("factored", "total"), ("stream", "total"))
+GAIN_MIN = 1.03  # a winner must beat the default by this much in the final interleaved timing
+FINALISTS = 3  # candidates timed again, interleaved with the default, at the end
+TOLERANCE = 1e-4  # relative (Frobenius) error against the float64 reference that a candidate may have
 
 # ---------------------------------------------------------------- measuring
 

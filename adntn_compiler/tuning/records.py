@@ -1,22 +1,6 @@
-"""Autotuning per device: every ADNTN layer's candidates are compiled, run on this machine and checked, and the
-fastest correct one is kept as a record of this device.
-
-For each layer (one generator at one row count) the tuner times
-- the plans: schedule (materialize, factored, stream) x contraction objective x the first `TREES` ranked
-  contraction trees (`passes.order.search_path`), where they fit the memory budget, deduplicated by program;
-- then the kernel policy of the fastest plan: each of its GEMMs' tiles (`policy.tile_candidates`: register tile,
-  panel width, k unroll, k-blocking; on GPUs threads and shared-memory k tiles), one GEMM at a time, nearest the
-  default first.
-Every candidate is a real TVM build run on the device and compared with the reference interpreter (float64)
-before it may win. At the end the fastest few and the default are timed again, interleaved; the default is kept
-unless the fastest is faster beyond noise (`GAIN_MIN`).
-
-Records are keyed by (the workload's structural hash, the device fingerprint `targets.fingerprint`): one JSON
-file per fingerprint in the user's cache (`records_dir()`), and a copy in every artifact compiled with
-them. `compile()` uses the records of this device automatically; records of another fingerprint are never
-used. The measured flop and byte rates calibrate the plan cost model of this device, so untuned layers are
-planned with them too.
-"""
+"""The tuning records of a device: their format (one JSON file per device fingerprint, `records_dir()`), how they
+are read and checked (`Records`), and how compile() plans with them (`applied`, `Applied`). What the tuner times
+and how is in `measure.py`."""
 from __future__ import annotations
 
 import hashlib
@@ -35,11 +19,6 @@ from ..runtime.host import check_runs_here
 from ..targets import Target, fingerprint
 
 VERSION = 1
-TREES = 3  # ranked contraction trees timed per (schedule, objective)
-PLANS = (("materialize", "total"), ("factored", "call"), ("factored", "total"), ("stream", "total"))
-GAIN_MIN = 1.03  # a winner must beat the default by this much in the final interleaved timing
-FINALISTS = 3  # candidates timed again, interleaved with the default, at the end
-TOLERANCE = 1e-4  # relative (Frobenius) error against the float64 reference that a candidate may have
 SCHEMA = {
     "type": "object", "required": ["format", "version", "fingerprint", "layers"],
     "properties": {
