@@ -91,6 +91,8 @@ class Plan:
     rates: Rates = field(default_factory=Rates, repr=False)
     objective: str = "total"  # of the contraction order
     tree: int = 0  # which of the ranked contraction trees (0: the best by flops)
+    tile_size: int | None = None  # stream / recompute: the elements a tile may hold (None: untiled)
+    share: bool = True  # recompute: tiles share the slices they have in common (False: each makes its own)
     _consts: dict | None = field(default=None, repr=False)
 
     @property
@@ -161,7 +163,8 @@ class Plan:
     @property
     def choice(self) -> dict:
         """What a tuning record stores to rebuild this plan (`plan_choice`)."""
-        return dict(schedule=self.schedule, objective=self.objective, tree=self.tree)
+        tiling = dict(tile_size=self.tile_size, share=self.share) if self.tile_size is not None else {}
+        return dict(schedule=self.schedule, objective=self.objective, tree=self.tree, **tiling)
 
     def summary(self) -> dict:
         return dict(schedule=self.schedule, batch_size=self.batch_size, flops_per_call=self.flops_per_call,
@@ -174,7 +177,7 @@ def _build(gen: Generator, batch_size: int, schedule: str, objective: str, dtype
     g = plan_pipeline(schedule, objective, target_size, share, tree)(trace(gen, "layer", batch_size=batch_size,
                                                                            structure_only=True))
     return Plan(gen, batch_size, schedule, fold(g, resident=RESIDENT.get(schedule, "all")), dtype, rates,
-                objective, tree)
+                objective, tree, target_size, share)
 
 
 def _stream(gen: Generator, batch_size: int, budget: int, dtype: str, rates: Rates,
@@ -207,10 +210,14 @@ def _fits(p: Plan, budget: int) -> bool:
 
 def plan_choice(gen: Generator, batch_size: int, choice: dict, memory_budget: int | None = None,
                 dtype: str = "float32", rates: Rates | None = None) -> Plan:
-    """The plan a tuning record chose ({schedule, objective, tree}); MemoryEstimateError if it does not fit."""
+    """The plan a tuning record chose ({schedule, objective, tree}, and a tiled schedule's tile_size and share);
+    MemoryEstimateError if it does not fit."""
     budget = available_bytes() if memory_budget is None else parse_bytes(memory_budget)
     s, rates = choice["schedule"], rates or Rates()
-    if s in ("stream", "recompute"):
+    if s in ("stream", "recompute") and choice.get("tile_size") is not None:
+        p = _build(gen, batch_size, s, "total", dtype, rates, int(choice["tile_size"]), bool(choice.get("share", True)),
+                   choice.get("tree", 0))
+    elif s in ("stream", "recompute"):
         p = _stream(gen, batch_size, budget, dtype, rates, s, choice.get("tree", 0))
     else:
         p = _build(gen, batch_size, s, choice.get("objective", "total"), dtype, rates, tree=choice.get("tree", 0))

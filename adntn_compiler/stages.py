@@ -61,12 +61,12 @@ class Captured:
         model's), the rest converted to IR. Embedded targets give a BundlePlan: the first schedule whose memory
         fits the board's `ram_bytes` / `flash_bytes`, lowered with `policy`."""
         target = resolve(target)  # an unknown target fails before any work
+        tuned = applied(records, target, schedule, memory_budget)
         if target.runtime == "c-bundle":
             return plan_bundle(self.source, target, self.batch_size, schedule, memory_budget, self.input_shape,
-                               policy, ram_bytes, flash_bytes, say)
+                               policy, ram_bytes, flash_bytes, say, tuned=tuned)
         _check_budgets(target, ram_bytes, flash_bytes)
         say("planning")
-        tuned = applied(records, target, schedule, memory_budget)
         mg = model_graphs(self.source, self.batch_size, schedule, memory_budget, self.input_shape, target,
                           planner=tuned.planner if tuned else None)
         return Planned(mg, target, schedule, self.batch_size, tuned, policy)

@@ -237,6 +237,23 @@ def resolve(target: "str | Target") -> Target:
     return _resolve(target)
 
 
+def cpu_model() -> str:
+    """This machine's CPU model as /proc/cpuinfo names it (else what `platform` says)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        cpu = ""
+    return cpu or platform.processor()
+
+
+def device_facts() -> dict:
+    """What a machine that measures for another (an `adntn rpc-server`) reports about itself: the facts of its
+    fingerprint that only it knows, and its ISA extensions (what a library built for a target needs there)."""
+    return dict(cpu=cpu_model(), machine=platform.machine(), isa=sorted(host_isa()),
+                threads=int(os.environ.get("TVM_NUM_THREADS") or os.cpu_count() or 1))
+
+
 def host_isa() -> set[str]:
     """The ISA extensions of the machine this process runs on (from /proc/cpuinfo), in `_norm` spelling."""
     try:
@@ -294,12 +311,6 @@ def _fingerprint(target_json: str, threads: int) -> dict:
     from .settings import VERSION as __version__
 
     t = Target.from_dict(json.loads(target_json))
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
     try:
         import tvm
 
@@ -310,5 +321,5 @@ def _fingerprint(target_json: str, threads: int) -> dict:
     if t.tvm.get("kind") == "cuda" and shutil.which("nvcc"):
         out = subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout
         cuda = next((line.rsplit(",", 1)[-1].strip() for line in out.splitlines() if "release" in line), "")
-    return dict(target=t.to_dict(), cpu=cpu or platform.processor(), machine=platform.machine(),
+    return dict(target=t.to_dict(), cpu=cpu_model(), machine=platform.machine(),
                 device=_device_name(t), threads=threads, tvm=tvm_version, llvm=llvm, cuda=cuda, adntn=__version__)

@@ -11,7 +11,9 @@ icount + the MPS2 board timer on Cortex-M (within 0.2 % of the trace count). The
     python benchmarks/embedded.py [--targets arm64,cortex-m4,cortex-m7] [--ram 512KiB --flash 1MiB]
 
 A second table trades RAM for flops: FC6 on the Cortex-M7 under RAM budgets from --sweep (the recompute
-schedule's tiles share more of what they generate when they may be larger).
+schedule's tiles share more of what they generate when they may be larger). A third (--calls) builds the same
+bundles with straight-line kernel calls and with a loop over a call table (`policy.call_table`, what the qemu
+tuner chooses): code, flash and instructions of each.
 """
 from __future__ import annotations
 
@@ -42,10 +44,16 @@ DENSE = {"fc6": (25088 * 4096 + 4096, 2 * 25088 * 4096),
                         2 * (25088 * 4096 + 4096 * 4096 + 4096 * 1000))}
 
 
-def run_one(name: str, target: str, budget: dict) -> dict:
+def run_one(name: str, target: str, budget: dict, call_table: bool = False) -> dict:
+    from dataclasses import replace
+
+    from adntn_compiler.backends.tvm.policy import default_policy
+    from adntn_compiler.targets import resolve
+
     model = MODELS[name]()
     t = time.perf_counter()
-    b = adntn.compile(model, target=target, **budget)
+    policy = replace(default_policy(resolve(target)), call_table=call_table)
+    b = adntn.compile(model, target=target, policy=policy, records=None, **budget)
     compile_s = time.perf_counter() - t
     x = np.random.default_rng(0).standard_normal(b.input_shape).astype(np.float32)
     t = time.perf_counter()
@@ -62,7 +70,8 @@ def run_one(name: str, target: str, budget: dict) -> dict:
         weight_bytes=mem["weight_bytes"], arena_bytes=mem["arena_bytes"], workspace_bytes=mem["workspace_bytes"],
         unshared_bytes=mem["unshared_bytes"], kernels=len(b.manifest["kernels"]), calls=b.manifest["calls"],
         flops=int(sum(lay.get("flops_per_call", 0) for lay in layers)), instructions=b.instructions(x),
-        rel_error=float(np.abs(y - ref).max() / np.abs(ref).max()), compile_s=compile_s, emulated_s=emulated_s)
+        rel_error=float(np.abs(y - ref).max() / np.abs(ref).max()), compile_s=compile_s, emulated_s=emulated_s,
+        call_table=call_table)
 
 
 def table(rows: list[dict]) -> str:
@@ -87,6 +96,18 @@ def sweep_table(rows: list[dict]) -> str:
         out.append(f"| {r['budget']['ram_bytes']} | {'/'.join(sorted(set(r['schedules'])))} | "
                    f"{fmt_bytes(r['ram_bytes'])} | {fmt_bytes(r['flash_bytes'])} | {r['calls']:,} | "
                    f"{r['flops'] / 1e6:.1f} | {r['instructions']:,} |")
+    return "\n".join(out)
+
+
+def calls_table(rows: list[dict]) -> str:
+    out = ["| model | target | calls | straight-line: code | flash | instructions | call table: code | flash | "
+           "instructions | code saved | instructions added |", "|" + "---|" * 11]
+    for a, b in zip(rows[::2], rows[1::2]):
+        out.append(f"| {a['model']} | {a['target']} | {a['calls']:,} | {fmt_bytes(a['code_bytes'])} | "
+                   f"{fmt_bytes(a['flash_bytes'])} | {a['instructions']:,} | {fmt_bytes(b['code_bytes'])} | "
+                   f"{fmt_bytes(b['flash_bytes'])} | {b['instructions']:,} | "
+                   f"{1 - b['code_bytes'] / a['code_bytes']:.0%} | "
+                   f"{b['instructions'] / a['instructions'] - 1:+.2%} |")
     return "\n".join(out)
 
 
@@ -121,6 +142,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--ram", default="512KiB", help="board RAM budget of the Cortex-M targets")
     ap.add_argument("--flash", default="1MiB", help="board flash budget of the Cortex-M targets")
     ap.add_argument("--sweep", default="384KiB,512KiB,1MiB,2MiB", help="RAM budgets for FC6 on cortex-m7 ('' skips)")
+    ap.add_argument("--calls", default="vgg16_head:cortex-m7,fc6:cortex-m7",
+                    help="model:target pairs built with straight-line calls and with a call table ('' skips)")
     ap.add_argument("--out", default="benchmarks/results/embedded.json")
     a = ap.parse_args(argv)
     jobs = [(m, t, dict(ram_bytes=a.ram, flash_bytes=a.flash) if t.startswith("cortex-m") else {})
@@ -134,10 +157,14 @@ def main(argv=None) -> list[dict]:
             rows.append(dict(model=m, target=t, budget=budget, refused=str(e)))
     sweep = rows[len(jobs) - len([r for r in a.sweep.split(",") if r]):]
     rows = rows[: len(rows) - len(sweep)]
+    pairs = [tuple(p.split(":")) for p in a.calls.split(",") if p]
+    calls = [run_one(m, t, dict(ram_bytes=a.ram, flash_bytes=a.flash) if t.startswith("cortex-m") else {}, table)
+             for m, t in tqdm(pairs, desc="call tables") for table in (False, True)]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "sweep": sweep}, indent=1))
+    out.write_text(json.dumps({"rows": rows, "sweep": sweep, "calls": calls}, indent=1))
     text = table(rows) + "\n\n" + sweep_table([r for r in sweep if "refused" not in r])
+    text += "\n\n" + calls_table(calls) if calls else ""
     text += "".join(f"\n\nrefused at RAM {r['budget']['ram_bytes']}: {r['refused']}" for r in sweep if "refused" in r)
     out.with_suffix(".txt").write_text(text + "\n")
     plot(rows, out.with_suffix(".png"))

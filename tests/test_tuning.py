@@ -49,7 +49,7 @@ def test_every_candidate_equals_the_reference(gen, rows):
 
     target = resolve("cpu")
     bench = _Bench(gen, rows, target)
-    plans = _plan_candidates(gen, rows, None, adntn.plan(gen, rows).rates)
+    plans = _plan_candidates(gen, rows, None, adntn.plan(gen, rows).rates, target)
     assert len({p.schedule for p in plans}) >= 2
     for p in plans:
         assert bench.measure(Candidate(p, {}), min_seconds=0).error <= TOLERANCE, p.choice
@@ -57,7 +57,7 @@ def test_every_candidate_equals_the_reference(gen, rows):
     for shape in gemm_shapes(mg.call, target, bench.base):
         for t in bench.base.tile_candidates(*shape)[:4]:
             c = bench.measure(Candidate(plans[0], {shape: t}), min_seconds=0)
-            assert c.error <= TOLERANCE and c.seconds < np.inf, (shape, t)
+            assert c.error <= TOLERANCE and c.cost < np.inf, (shape, t)
 
 
 def test_a_wrong_candidate_never_wins(monkeypatch):
@@ -66,14 +66,15 @@ def test_a_wrong_candidate_never_wins(monkeypatch):
     build = _Bench.build
 
     def broken(self, c):
-        run = build(self, c)
-        return run if c.plan.choice["tree"] == 0 and not c.tiles else (lambda: run() * 1.01)
+        lib, tensors = build(self, c)
+        return (lib, tensors) if c.plan.choice["tree"] == 0 and not c.tiles else \
+            (lib, {k: v * np.float32(1.01) for k, v in tensors.items()})
 
     monkeypatch.setattr(_Bench, "build", broken)
     rec = tune_layer(gen, rows, resolve("cpu"), budget_s=10.0)  # (room to reach the broken candidates under load)
     assert rec["choice"]["tree"] == 0 and rec["tiles"] == []
-    assert any("wrong" in label for label, _ in rec["trials"])
-    assert all(s is None for label, s in rec["trials"] if "wrong" in label)
+    assert any("wrong" in label for label, _, _ in rec["trials"])
+    assert all(s is None for label, s, _ in rec["trials"] if "wrong" in label)
 
 
 def test_tune_with_a_tiny_budget_returns_records_that_compile_uses(tmp_path):
@@ -186,6 +187,11 @@ def test_cli_tune_writes_an_artifact_that_runs_in_a_fresh_process(tmp_path):
     bad = subprocess.run([*cli, "tune", str(tmp_path / "m.adntn-model"), "-o", str(tmp_path / "u.adntn"),
                           "--budget", "5 min"], capture_output=True, text=True)
     assert bad.returncode == 2 and "is not a duration" in bad.stderr
+    bad = subprocess.run([*cli, "tune", str(tmp_path / "m.adntn-model"), "-o", str(tmp_path / "u.adntn"),
+                          "--runner", "ssh://board"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown runner 'ssh://board'" in bad.stderr
+    serve = subprocess.run([*cli, "rpc-server", "--help"], capture_output=True, text=True)
+    assert serve.returncode == 0 and "--tracker" in serve.stdout and "--key" in serve.stdout
 
 
 def test_tune_refuses_what_does_not_run_here():
@@ -372,3 +378,17 @@ def test_the_tuner_exports_a_model_once_whatever_it_tries(monkeypatch):
         x = np.random.default_rng(0).standard_normal((2, 24)).astype(np.float32)
         np.testing.assert_allclose(exe(x), model(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
     assert len(calls) == 2
+
+
+def test_bundles_tune_the_tiling_of_the_tiled_schedules_and_a_tiled_choice_rebuilds_its_plan():
+    from adntn_compiler.plan import Rates, plan_choice
+
+    gen = adntn.ttn((64, 128), rank=3, seed=1)
+    tiled = [p for p in _plan_candidates(gen, 1, None, Rates(), resolve("cortex-m7")) if p.tile_size is not None]
+    assert {p.schedule for p in tiled} == {"stream", "recompute"} and any(not p.share for p in tiled)
+    for p in tiled:
+        q = plan_choice(gen, 1, p.choice)
+        assert q.choice == p.choice and q.flops_per_call == p.flops_per_call and q.peak_bytes == p.peak_bytes
+    assert Records.from_dict({**Records({}).to_dict(), "layers": {"k": dict(
+        generator="g", rows=1, choice=tiled[0].choice, tiles=[], default_s=2.0, tuned_s=1.0)}}).layers
+    assert all(p.tile_size is None for p in _plan_candidates(gen, 1, None, Rates(), resolve("cpu")))

@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adntn", description="Compiler for ADNTN weight generators")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for add in (_add_demo, _add_table, _add_explain, _add_compile, _add_tune, _add_run, _add_info, _add_keygen,
-                _add_trust, _add_verify):  # the order `adntn --help` lists them in
+    for add in (_add_demo, _add_table, _add_explain, _add_compile, _add_tune, _add_rpc_server, _add_run, _add_info,
+                _add_keygen, _add_trust, _add_verify):  # the order `adntn --help` lists them in
         add(sub)
     return p
 
@@ -106,16 +106,31 @@ def _add_compile(sub) -> None:
 
 
 def _add_tune(sub) -> None:
-    u = sub.add_parser("tune", help="measure each ADNTN layer's schedules, contraction trees and GEMM tiles on this "
-                                    "machine, keep the winners (per device), compile the tuned model to an artifact")
+    u = sub.add_parser("tune", help="measure each ADNTN layer's schedules, contraction trees and GEMM tiles on the "
+                                    "device (this machine, RPC devices, or qemu), keep the winners (per device), "
+                                    "compile the tuned model to an artifact (or C bundle)")
     u.add_argument("model", help="a file written by adntn.save_model, or module:function returning a model")
     u.add_argument("-o", "--output", required=True, help="artifact path (.adntn) of the tuned model")
     u.add_argument("--budget", type=_duration, default=300.0, help="tuning time, e.g. 5m, 90s, 1h (default 5m)")
     u.add_argument("--target", default="cpu")
     u.add_argument("--batch-size", type=_count(1), default=1)
     u.add_argument("--input-shape", type=int, nargs="+", help="per-sample input shape (as for compile)")
+    u.add_argument("--runner", default="local", help="where candidates are measured: local (this machine), "
+                   "rpc://HOST:PORT/KEY (the devices of a TVM RPC tracker running `adntn rpc-server`), or qemu (an "
+                   "embedded target's C bundles, by emulated instruction count)")
+    u.add_argument("--ram", help="with --runner qemu: the board's RAM; a candidate over it never wins")
+    u.add_argument("--flash", help="with --runner qemu: the board's flash; a candidate over it never wins")
     u.add_argument("--sign", metavar="KEY", help="sign with this private key (default: yours)")
     u.set_defaults(func=commands.cmd_tune)
+
+
+def _add_rpc_server(sub) -> None:
+    from ..tuning.server import add_arguments
+
+    r = sub.add_parser("rpc-server", help="serve as a device for `adntn tune --runner rpc://...`: TVM's RPC server, "
+                                          "registered with a tracker under a key, reporting its fingerprint")
+    add_arguments(r)
+    r.set_defaults(func=commands.cmd_rpc_server)
 
 
 def _trust_option(p) -> None:

@@ -100,6 +100,7 @@ def cmd_compile(a) -> int:
 def cmd_tune(a) -> int:
     import time
 
+    from ..errors import ConfigError
     from ..stages import compile as compile_model
     from ..targets import resolve
     from ..tuning import tune
@@ -107,16 +108,31 @@ def cmd_tune(a) -> int:
     target = resolve(a.target)
     model = resolve_model(a.model)
     shape = tuple(a.input_shape) if a.input_shape else None
+    runner = a.runner
+    if runner == "qemu" and (a.ram or a.flash):
+        from ..tuning.emulated import QemuRunner
+
+        runner = QemuRunner(a.ram, a.flash)
+    elif a.ram or a.flash:
+        raise ConfigError("--ram and --flash are a board's budget for --runner qemu")
     t = time.perf_counter()
-    recs = tune(model, target, a.batch_size, a.budget, input_shape=shape)
+    recs = tune(model, target, a.batch_size, a.budget, input_shape=shape, runner=runner)
     print(f"tuned {a.model} for {target.name} at batch {a.batch_size} in {time.perf_counter() - t:.1f} s "
           f"(device {recs.device_id}; records in {_records_file(recs)})")
-    exe = compile_model(model, target=target, batch_size=a.batch_size, input_shape=shape, records=recs)
-    gains = render.tuned_layers(exe.manifest["layers"], recs.rates)
+    exe = compile_model(model, target=target, batch_size=a.batch_size, input_shape=shape, records=recs,
+                        ram_bytes=a.ram, flash_bytes=a.flash)
+    gains = render.tuned_layers(exe.manifest["layers"], recs.rates, recs.unit, recs.program)
     if gains:
         print(gains)
     path = exe.save(a.output, signing_key=a.sign)
     print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+def cmd_rpc_server(a) -> int:
+    from ..tuning.server import serve
+
+    serve(a.tracker, a.key, a.host, a.port, a.port_end, a.silent)
     return 0
 
 

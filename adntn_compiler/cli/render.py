@@ -97,14 +97,21 @@ def run_report(artifact: str, out: dict, output: str | None, repeats: int, targe
     return "\n".join(lines)
 
 
-def tuned_layers(layers: list[dict], rates: dict | None) -> str:
-    """`adntn tune`: each tuned layer's gain over its default, and the calibrated cost model ("" if neither)."""
+def tuned_layers(layers: list[dict], rates: dict | None, unit: str = "s", program: dict | None = None) -> str:
+    """`adntn tune`: each tuned layer's gain over its default (seconds, or a qemu runner's instructions), the
+    calibrated cost model and a C bundle's call-table choice ("" if none of them)."""
+    show = (lambda v: f"{1e3 * v:.3f} ms") if unit == "s" else (lambda v: f"{v:,.0f} instructions")  # noqa: E731
     lines = []
     for lay in layers:
         if "tuned" in lay:
             tu = lay["tuned"]
-            lines.append(f"  {lay['path']:<14} {lay['schedule']:<11} default {1e3 * tu['default_s']:.3f} ms -> tuned "
-                         f"{1e3 * tu['tuned_s']:.3f} ms ({tu['gain']:.2f}x)")
+            lines.append(f"  {lay['path']:<14} {lay['schedule']:<11} default {show(tu['default_s'])} -> tuned "
+                         f"{show(tu['tuned_s'])} ({tu['gain']:.2f}x)")
+    if program and "call_table" in program:
+        i, t = program["inline"], program["table"]
+        lines.append(f"  calls: {'a call table' if program['call_table'] else 'straight-line'} (straight-line "
+                     f"{i['instructions']:,} instructions, {i['flash_bytes']:,} B flash; table {t['instructions']:,}, "
+                     f"{t['flash_bytes']:,} B)")
     if rates:
         lines.append(f"  calibrated cost model: {rates['flop_rate'] / 1e9:.1f} GFLOP/s, "
                      f"{rates['byte_rate'] / 1e9:.1f} GB/s")

@@ -92,13 +92,19 @@ def board(target: Target) -> Board:
 
 
 # ---------------------------------------------------------------------------------------------- compiling
-def _attempt(source, target, batch_size, schedule, memory_budget, input_shape, policy):
-    """Plan and lower one schedule (no code generated yet): (model graphs, program, kernels, memory)."""
+def _attempt(source, target, batch_size, schedule, memory_budget, input_shape, policy, planner=None, tuned=None):
+    """Plan and lower one schedule (no code generated yet): (model graphs, program, kernels, memory, the policy).
+    `planner` plans each layer instead of the cost model (a tuner's candidate); `tuned` (records) does where it
+    has one, and adds its tiles and call-table choice to the policy."""
     from ..backends.tvm import lower_c
     from ..frontends.capture import model_graphs
 
-    mg = model_graphs(source, batch_size, schedule, memory_budget, input_shape, target)
-    return (mg, *lower_c(mg.call, target, policy))
+    if tuned is not None and planner is None and schedule == "auto":
+        planner = tuned.planner
+    mg = model_graphs(source, batch_size, schedule, memory_budget, input_shape, target, planner=planner)
+    if tuned is not None and planner == tuned.planner:
+        policy = tuned.policy(policy)
+    return (mg, *lower_c(mg.call, target, policy), policy)
 
 
 def _fits(memory: dict, ram: int | None, flash: int | None) -> bool:
@@ -116,6 +122,8 @@ class BundlePlan:
     target: Target
     schedule: str
     budget: dict
+    tuning: dict | None = None  # the records used (their device and how many layers), for the manifest
+    call_table: bool = False  # the kernels called in a loop over a table (the policy's choice)
 
     def build(self, say: Callable[[str], None] = lambda s: None) -> "Bundle":
         import tvm
@@ -132,19 +140,21 @@ class BundlePlan:
                         target=target.to_dict(), batch_size=int(mg.input_shape[0]), schedule=self.schedule,
                         input_shape=list(mg.input_shape), output_shape=list(mg.output_shape), layers=mg.layers,
                         kernels=sorted({c["kernel"] for c in prog.calls}), calls=len(prog.calls),
-                        memory=self.memory, budget=self.budget)
-        files = _emit(prog, consts, kernels, target, manifest)
+                        memory=self.memory, budget=self.budget, call_table=self.call_table,
+                        **({"tuning": self.tuning} if self.tuning else {}))
+        files = _emit(prog, consts, kernels, target, manifest, self.call_table)
         return Bundle(files, manifest, mg)
 
 
 def plan_bundle(source, target: Target, batch_size: int = 1, schedule: str = "auto", memory_budget=None,
                 input_shape=None, policy=None, ram_bytes=None, flash_bytes=None,
-                say: Callable[[str], None] = lambda s: None) -> BundlePlan:
+                say: Callable[[str], None] = lambda s: None, planner=None, tuned=None) -> BundlePlan:
     """The plan of a C bundle of `source` (a generator, or a model captured once: every schedule tried re-plans
     it) for an embedded `target`. With a board budget (`ram_bytes`, `flash_bytes`: ints or sizes like "256KiB"),
     the first schedule whose arena + workspace fits the RAM and whose weights fit the flash is chosen (auto's
     choice first, then factored, stream and recompute tiled to the RAM); if none does, MemoryEstimateError names
-    what each needs, before any code is generated."""
+    what each needs, before any code is generated. `tuned`: the records of the target's emulator (a qemu
+    runner's), whose choices and tiles the auto schedule uses; `planner`: each layer's plan, given (the tuner's)."""
     from ..backends.tvm.policy import default_policy
 
     ram = parse_bytes(ram_bytes, "ram_bytes") if ram_bytes is not None else None
@@ -161,7 +171,8 @@ def plan_bundle(source, target: Target, batch_size: int = 1, schedule: str = "au
         s, mb = tries.pop(0)
         say(f"planning ({s})")
         try:
-            mg, prog, funcs, memory = _attempt(source, target, batch_size, s, mb, input_shape, policy)
+            mg, prog, funcs, memory, used = _attempt(source, target, batch_size, s, mb, input_shape, policy, planner,
+                                                     tuned)
         except MemoryEstimateError as e:  # the plan's own refusal: keep what it could reach
             m = re.search(r"smallest achievable is ([^;]+)", str(e))
             seen.append(f"{s}: at least {m.group(1) if m else e}")
@@ -187,7 +198,8 @@ def plan_bundle(source, target: Target, batch_size: int = 1, schedule: str = "au
             f"the {chosen} schedule keeps {fmt_bytes(memory['weight_bytes'])} of weights, more than a C bundle writes "
             f"as arrays ({fmt_bytes(MAX_WEIGHTS)}); give a board budget (flash_bytes=...) or schedule='stream' or "
             f"'recompute'")
-    return BundlePlan(mg, prog, funcs, memory, target, schedule, dict(ram_bytes=ram, flash_bytes=flash))
+    return BundlePlan(mg, prog, funcs, memory, target, schedule, dict(ram_bytes=ram, flash_bytes=flash),
+                      tuned.manifest() if tuned is not None and tuned.used else None, used.call_table)
 
 
 def _const_arrays(mg, prog) -> dict[str, np.ndarray]:
@@ -250,15 +262,15 @@ def _harness_files(target: Target) -> dict[str, bytes]:
     return {k: (_BOARDS_DIR / v).read_bytes() for k, v in names.items()}
 
 
-def _emit(prog, consts, kernels: bytes, target: Target, manifest: dict) -> dict[str, bytes]:
+def _emit(prog, consts, kernels: bytes, target: Target, manifest: dict, call_table: bool = False) -> dict[str, bytes]:
     import tvm_ffi
 
     from ..backends.tvm import c_sources
 
     b = board(target)
     inc = Path(tvm_ffi.__file__).parent / "include"
-    files = {**c_sources(prog, consts, target, manifest["input_shape"], manifest["output_shape"], manifest["memory"]),
-             "Makefile": _makefile(target, b)}
+    files = {**c_sources(prog, consts, target, manifest["input_shape"], manifest["output_shape"], manifest["memory"],
+                         call_table), "Makefile": _makefile(target, b)}
     out = {k: v.encode() for k, v in files.items()} | _harness_files(target)
     out["kernels.o"] = kernels
     for h in ("dlpack/dlpack.h", "tvm/ffi/c_api.h"):

@@ -16,13 +16,16 @@ from ..errors import ConfigError, MemoryEstimateError, SerializationError
 from ..generators.base import Generator
 from ..plan import Plan, Rates, plan, plan_choice
 from ..runtime.host import check_runs_here
-from ..targets import Target, fingerprint
+from ..targets import Target, fingerprint, resolve
 
 VERSION = 1
 SCHEMA = {
     "type": "object", "required": ["format", "version", "fingerprint", "layers"],
     "properties": {
         "format": {"const": "adntn-tuning"}, "version": {"const": VERSION}, "fingerprint": {"type": "object"},
+        "unit": {"enum": ["s", "instructions"]},  # of default_s and tuned_s: seconds, or emulated instructions
+        # whole-program choices of a C bundle's device (a qemu runner's): straight-line calls or a call table
+        "program": {"type": ["object", "null"], "properties": {"call_table": {"type": "boolean"}}},
         "rates": {"type": ["object", "null"], "required": ["flop_rate", "byte_rate"], "properties": {
             "flop_rate": {"type": "number", "minimum": 1}, "byte_rate": {"type": "number", "minimum": 1}}},
         "layers": {"type": "object", "additionalProperties": {
@@ -32,7 +35,8 @@ SCHEMA = {
                 "choice": {"type": "object", "required": ["schedule", "objective", "tree"], "properties": {
                     "schedule": {"enum": ["materialize", "factored", "stream", "recompute"]},
                     "objective": {"enum": ["call", "total"]}, "tree": {"type": "integer", "minimum": 0,
-                                                                       "maximum": 64}}},
+                                                                       "maximum": 64},
+                    "tile_size": {"type": "integer", "minimum": 1, "maximum": 1 << 40}, "share": {"type": "boolean"}}},
                 # [I, J, K, rows, jt, vec, kt, kblock (-1: the policy's)] (+ [ty, tx] on GPUs)
                 "tiles": {"type": "array", "items": {"type": "array", "items": {"type": "integer", "minimum": -1},
                                                      "minItems": 8, "maxItems": 10}},
@@ -42,6 +46,8 @@ SCHEMA = {
 }
 
 
+# What decides the code a target's compile generates; the rest of a fingerprint says what measured it.
+COMPILER_FACTS = ("target", "tvm", "llvm", "cuda", "adntn")
 RECORDS_MAX = 32 << 20  # bytes of a records file (a few KB per tuned layer)
 
 
@@ -111,14 +117,17 @@ class Records:
     fingerprint: dict
     layers: dict[str, dict] = field(default_factory=dict)
     rates: dict | None = None
+    unit: str = "s"  # of each layer's default_s and tuned_s: seconds, or instructions (a qemu runner's count)
+    program: dict | None = None  # whole-program choices (a C bundle's call table) and what decided them
 
     @property
     def device_id(self) -> str:
         return device_id(self.fingerprint)
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(dict(format="adntn-tuning", version=VERSION, fingerprint=self.fingerprint,
-                                          rates=self.rates, layers=self.layers)))  # a copy: edits stay in it
+        d = dict(format="adntn-tuning", version=VERSION, fingerprint=self.fingerprint, unit=self.unit,
+                 rates=self.rates, layers=self.layers, program=self.program)
+        return json.loads(json.dumps(d))  # a copy: edits stay in it
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "tuning records") -> "Records":
@@ -133,7 +142,7 @@ class Records:
         for rec in d["layers"].values():
             for t in rec["tiles"]:
                 _tiles_from_list(t)
-        return cls(d["fingerprint"], dict(d["layers"]), d.get("rates"))
+        return cls(d["fingerprint"], dict(d["layers"]), d.get("rates"), d.get("unit", "s"), d.get("program"))
 
     @classmethod
     def load(cls, path: "str | os.PathLike") -> "Records":
@@ -145,10 +154,19 @@ class Records:
 
     @classmethod
     def for_device(cls, target: "str | Target") -> "Records":
-        """This machine's records for `target` from the user cache (empty when it was never tuned)."""
-        fp = fingerprint(target)
+        """The records of the device that measures `target` from the user cache (empty when it was never tuned):
+        this machine's, or for an embedded target its emulator's (`emulated.fingerprint`)."""
+        t = resolve(target)
+        if t.runtime == "c-bundle":
+            from .emulated import fingerprint as emulated
+
+            return cls.for_fingerprint(emulated(t), "instructions")
+        return cls.for_fingerprint(fingerprint(t))
+
+    @classmethod
+    def for_fingerprint(cls, fp: dict, unit: str = "s") -> "Records":
         f = records_dir() / f"{device_id(fp)}.json"
-        return cls.load(f) if f.exists() else cls(fp)
+        return cls.load(f) if f.exists() else cls(fp, unit=unit)
 
     def save(self, path: "str | os.PathLike | None" = None) -> Path:
         from ..runtime.container import write_atomic
@@ -158,12 +176,17 @@ class Records:
         return write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
     def merge(self, other: "Records") -> "Records":
-        return Records(self.fingerprint, {**self.layers, **other.layers}, other.rates or self.rates)
+        return Records(self.fingerprint, {**self.layers, **other.layers}, other.rates or self.rates, self.unit,
+                       other.program or self.program)
 
     def mismatch(self, target: "str | Target") -> str | None:
-        """None when these records are this machine's for `target`; else what differs, in words."""
+        """None when these records are this machine's for `target`, or another device's (measured over RPC or
+        under qemu) for this same target with this same compiler; else what differs, in words."""
         here = fingerprint(target)
-        diff = [k for k in sorted(set(here) | set(self.fingerprint)) if here.get(k) != self.fingerprint.get(k)]
+        keys = set(here) | set(self.fingerprint)
+        if self.fingerprint.get("measured") in ("rpc", "qemu"):  # the device's facts are its own: not comparable
+            keys = set(COMPILER_FACTS)
+        diff = [k for k in sorted(keys) if here.get(k) != self.fingerprint.get(k)]
         if not diff:
             return None
         show = lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else repr(v)  # noqa: E731
@@ -205,7 +228,9 @@ class Applied:
 
     def policy(self, base):
         """`base` with the records' tiles, each only when this policy could have proposed it (its lanes, its
-        register budget): others are noted and left out."""
+        register budget): others are noted and left out; and the records' call-table choice."""
+        if self.records.program and "call_table" in self.records.program:
+            base = replace(base, call_table=bool(self.records.program["call_table"]))
         tiles = dict(base.tiles)
         for rec in self.used.values():
             for v in rec["tiles"]:
@@ -228,14 +253,13 @@ def applied(records, target: Target, schedule: str, memory_budget) -> Applied | 
     if records is None or records is False:
         return None
     if records == "auto":
-        if target.runtime != "tvm":
-            return None
+        if target.runtime == "tvm":
+            try:
+                check_runs_here(target)
+            except ConfigError:  # a cross-compile: nothing here measured that device
+                return None
         try:
-            check_runs_here(target)
-        except ConfigError:  # a cross-compile: nothing here measured that device
-            return None
-        try:
-            recs = Records.for_device(target)
+            recs = Records.for_device(target)  # (an embedded target: its emulator's, from a qemu runner)
         except (ConfigError, SerializationError) as e:  # a damaged cache must not stop every compile
             warnings.warn(f"{e}; compiling with the defaults", stacklevel=3)
             return None

@@ -225,7 +225,9 @@ def test_every_kernel_kind_builds_for_cuda_without_spills(arch):
     assert max(m.ptxas[k]["smem"] for k in gemms) > 0  # the B slab is staged in shared memory
     assert all(r["spill_stores"] == r["spill_loads"] == 0 for r in m.ptxas.values())
     assert lib.gpu_record()["arch"] == arch and lib.to_bytes()[:4] == b"\x7fELF"
-    for model, x in _models():  # whole models: compile() refuses a build whose ptxas report breaks the bounds
+    # whole models: compile() refuses a build whose ptxas report breaks the bounds (on the older arch only: its
+    # kernels are the same, its limits no looser, and each arch's model builds take a minute of CI)
+    for model, x in _models() if arch == "sm_80" else ():
         exe = adntn.compile(model, target=f"cuda:{arch}", example_inputs=(torch.tensor(x),))
         assert exe.manifest["gpu"]["arch"] == arch and exe.manifest["gpu"]["ptxas"]
 

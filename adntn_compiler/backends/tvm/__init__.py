@@ -45,6 +45,15 @@ class Library:
 
         return ProgramRunner(self.module, self.programs[name], tensors, buffers)
 
+    def remote(self, session):
+        """This library uploaded to the other end of a TVM RPC `session` (a CPU there): a `RemoteLibrary`, whose
+        `runner(name, tensors)` runs a program there and times it there (`time_calls`)."""
+        from .remote import RemoteLibrary
+
+        if self.target.device != "cpu":
+            raise ValueError(f"remote runners run CPU libraries; this one is for {self.target.name}")
+        return RemoteLibrary(session, self.to_bytes(), self.programs)
+
     def opencl(self):
         """The OpenCL library built for this machine's OpenCL device (once)."""
         from . import gpu
@@ -171,13 +180,13 @@ def c_kernels(funcs: dict, target: Target) -> bytes:
 
 
 def c_sources(prog: Program, consts: Mapping[str, np.ndarray], target: Target, input_shape, output_shape,
-              memory: Mapping[str, int]) -> dict[str, str]:
-    """The bundle's C: the header (adntn_model_run's contract), the call sequence over a static arena and the
-    weights as const arrays."""
+              memory: Mapping[str, int], call_table: bool = False) -> dict[str, str]:
+    """The bundle's C: the header (adntn_model_run's contract), the call sequence over a static arena (straight
+    line, or a loop over a call table) and the weights as const arrays."""
     return {
         emit_c.HEADER: emit_c.header("adntn_model", target.name, input_shape, output_shape, memory["ram_bytes"],
                                      memory["weight_bytes"]),
-        emit_c.SOURCE: emit_c.model_source(prog, consts, memory["workspace_bytes"]),
+        emit_c.SOURCE: emit_c.model_source(prog, consts, memory["workspace_bytes"], call_table),
         emit_c.WEIGHTS: emit_c.weights_source(consts),
     }
 

@@ -99,8 +99,10 @@ int adntn_model_failed_call(void);
 """
 
 
-def model_source(p: Program, consts: dict[str, np.ndarray], ws_bytes: int) -> str:
-    """The call sequence of `p` as straight-line C over the static arena (`p.arena`) and the const arrays."""
+def model_source(p: Program, consts: dict[str, np.ndarray], ws_bytes: int, call_table: bool = False) -> str:
+    """The call sequence of `p` as straight-line C over the static arena (`p.arena`) and the const arrays; with
+    `call_table`, as a loop over a const table of (kernel, arguments) instead: a few bytes of flash per call
+    against a straight-line call's code (a model of hundreds of calls is mostly those)."""
     if len(p.inputs) != 1 or len(p.outputs) != 1:
         raise ValueError(f"a C bundle has one input and one output; the program has {len(p.inputs)} and "
                          f"{len(p.outputs)}")
@@ -135,7 +137,12 @@ def model_source(p: Program, consts: dict[str, np.ndarray], ws_bytes: int) -> st
     out += [f"static const int64_t {n}[{max(len(s), 1)}] = {{{', '.join(map(str, s))}}};" for s, n in shapes.items()]
     out += [f"static const DLTensor {n} = {{{d}, {{kDLCPU, 0}}, {len(s)}, {{kDLFloat, 32, 1}}, "
             f"(int64_t *){shapes[s]}, NULL, 0}};" for (d, s), n in tensors.items()]
-    for k, c in enumerate(p.calls):
+    if call_table:
+        out += _call_table(p, lambda b, s: tensors[(data(b), tuple(s))])
+        lines.append("  for (int k = 0; k < ADNTN_CALLS; ++k)")
+        lines.append("    if (call(adntn_calls[k].f, adntn_args + adntn_calls[k].first, adntn_calls[k].n) != 0) "
+                     "return fail(k);")
+    for k, c in enumerate(p.calls if not call_table else ()):
         args = ", ".join(f"&{tensors[(data(b), tuple(s))]}" for b, s in c["args"])
         lines.append(f"  if (call(__tvm_ffi_{c['kernel']}, (const DLTensor *[]){{{args}}}, {len(c['args'])}) != 0) "
                      f"return fail({k});")
@@ -150,6 +157,19 @@ def model_source(p: Program, consts: dict[str, np.ndarray], ws_bytes: int) -> st
             f"  memcpy(y, adntn_arena + {offsets[yb]}, {4 * math.prod(ys)});",
             "  return ADNTN_OK;", "}", ""]
     return "\n".join(out)
+
+
+def _call_table(p: Program, tensor) -> list[str]:
+    """Every call's arguments in one const array, and per call its kernel, first argument and count."""
+    args, rows = [], []
+    for c in p.calls:
+        rows.append(f"  {{__tvm_ffi_{c['kernel']}, {len(args)}u, {len(c['args'])}u}},")
+        args += [f"&{tensor(b, s)}" for b, s in c["args"]]
+    return ["", f"#define ADNTN_CALLS {len(p.calls)}",
+            f"static const DLTensor *const adntn_args[{max(len(args), 1)}] = {{",
+            *(f"  {', '.join(args[i: i + 8])}," for i in range(0, len(args), 8)), "};",
+            "static const struct { TVMFFISafeCallType f; uint32_t first; uint8_t n; } adntn_calls[ADNTN_CALLS] = {",
+            *rows, "};"]
 
 
 # The TVM runtime's part, for one thread and no heap: workspace as a stack in the region behind the arena.

@@ -53,6 +53,7 @@ class CPUPolicy:
     flop_rate: float = 50e9
     byte_rate: float = 10e9
     tiles: Mapping[tuple[int, int, int], GemmTiles] = field(default_factory=dict, hash=False)  # (I, J, K) -> tuned
+    call_table: bool = False  # a C bundle calls its kernels in a loop over a const table (else straight-line code)
 
     def gemm_tiles(self, I: int, J: int, K: int) -> GemmTiles:
         """Tuned tiles for this shape, else the default: a rows x jt accumulator of at most 8 x 2*lanes floats."""
