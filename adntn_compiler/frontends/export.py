@@ -128,6 +128,10 @@ class _Converter:
             if node.op == "call_function":
                 if node.name in self.fused:
                     continue
+                folded = self.fold(node)
+                if folded is not None:
+                    self.env[node.name] = folded
+                    continue
                 fn = CONVERTERS.get(_key(node.target))
                 if fn is None:
                     raise ConfigError(f"cannot compile {where(node)}: the op is not supported. Supported: "
@@ -145,6 +149,30 @@ class _Converter:
             elif node.op != "placeholder":
                 raise ConfigError(f"unexpected node {node.op} {node.target} in the exported graph")
         return outs
+
+    def fold(self, node) -> "_Param | None":
+        """An ATen op whose tensors are all constants (position ids, masks built from shapes, a buffer's views)
+        evaluated now by torch itself, in the dtypes the program gives them: a constant. None when any input is
+        computed at run time, or the op makes more than one tensor."""
+        import torch
+        import torch.fx
+
+        if not _key(node.target).startswith("aten."):
+            return None
+        leaves: list = []
+        torch.fx.node.map_arg((node.args, node.kwargs), leaves.append)
+        if not leaves or not all(isinstance(self.env.get(a.name), _Param) for a in leaves):
+            return None
+
+        def real(a):
+            p, val = self.env[a.name], a.meta.get("val")
+            t = torch.from_numpy(np.ascontiguousarray(p.array))
+            return t.to(val.dtype) if val is not None else t
+
+        out = node.target(*torch.fx.node.map_arg(node.args, real), **torch.fx.node.map_arg(node.kwargs, real))
+        if not isinstance(out, torch.Tensor):
+            return None
+        return _Param(f"{module_path(node) or 'model'}.{node.name}.folded", _f32(out), boolean=out.dtype == torch.bool)
 
     # ------------------------------------------------------------ helpers for converters
     def map(self, fn: str, x, path: str) -> Value:
@@ -255,6 +283,17 @@ def _linear(c: _Converter, node, x, weight, bias=None):
         c.env[bn.name] = y
         c.mb.layers.append(dict(path=module_path(bn), kind="batchnorm-folded", into=path))
     return y
+
+
+def _addmm(c: _Converter, node, bias, a, b, beta=1, alpha=1):
+    """beta * bias + alpha * (a @ b): Hugging Face's Conv1D (GPT-2's projections: weight (in, out)) is a dense
+    layer of the transposed weight."""
+    if beta != 1 or alpha != 1:
+        raise ConfigError(f"addmm with beta={beta!r}, alpha={alpha!r} is not supported (1 and 1: a dense layer)")
+    if isinstance(b, _Param) and b.array.ndim == 2:
+        return _linear(c, node, a, _Param(f"{b.name}.T", np.ascontiguousarray(b.array.T)), bias)
+    path = module_path(node)
+    return c.binary("add", _matmul(c, node, a, b), bias, path)
 
 
 def _matmul(c: _Converter, node, a, b):
@@ -434,6 +473,26 @@ def _index_select(c: _Converter, node, x, dim, index):
     return _gather(c, node, x, dim, idx % x.shape[dim])
 
 
+def _embedding(c: _Converter, node, weight, indices, padding_idx=-1, *rest):
+    """Rows of a table by constant indices (position ids: arange, a buffer) are a constant, folded here; token ids
+    given at run time are not supported yet (the IR's inputs are float32)."""
+    if not isinstance(weight, _Param) or not isinstance(indices, _Param):
+        raise ConfigError("embedding of indices given at run time (token ids) is not supported yet: only constant "
+                          "indices (position ids from arange or a buffer) fold; pass the embeddings as the input")
+    idx = indices.array.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= weight.shape[0]):
+        raise ShapeError(f"embedding: indices {idx.min()}..{idx.max()} are out of range for a table of "
+                         f"{weight.shape[0]} rows")
+    return _constant(c, node, weight.array[idx], "embedding")
+
+
+def _gather_op(c: _Converter, node, x, dim, index, **kw):
+    """torch.gather of constants (BERT's token-type buffer by position ids): folded."""
+    if not isinstance(x, _Param) or not isinstance(index, _Param):
+        raise ConfigError("gather with a tensor or index computed at run time is not supported (constants fold)")
+    return _constant(c, node, np.take_along_axis(x.array, index.array.astype(np.int64), int(dim)), "gather")
+
+
 def _finite(v: float) -> float:
     """A fill value the float32 kernels can multiply by 0 (inf * 0 is NaN): infinities become the largest
     finite float32 of their sign, which softmax and max treat alike."""
@@ -469,13 +528,14 @@ def _where(c: _Converter, node, cond, a, b):
 
 
 def _pow(c: _Converter, node, x, exponent):
+    """Small whole exponents (a square; GPT-2's tanh GELU cubes) as products."""
     path = module_path(node)
-    if exponent == 1:
-        return c.value(x, path)
-    if exponent != 2:
-        raise ConfigError(f"pow with exponent {exponent!r} is not supported (2: a square)")
-    v = c.value(x, path)
-    return c.b.node(Op.BINARY, (v, v), BinaryAttrs("mul"), path)
+    if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or exponent not in (1, 2, 3, 4):
+        raise ConfigError(f"pow with exponent {exponent!r} is not supported (1, 2, 3 or 4: products)")
+    v = y = c.value(x, path)
+    for _ in range(int(exponent) - 1):
+        y = c.b.node(Op.BINARY, (y, v), BinaryAttrs("mul"), path)
+    return y
 
 
 def _arange(c: _Converter, node, start, end=None, step=1, **kw):
@@ -754,7 +814,8 @@ def _adntn_weight(c: _Converter, node, cores, layer):
 
 
 CONVERTERS: dict[str, Callable] = {
-    "aten.conv2d": _conv2d, "aten.linear": _linear, "aten.matmul": _matmul, "aten.mm": _matmul, "aten.bmm": _matmul,
+    "aten.conv2d": _conv2d, "aten.linear": _linear, "aten.addmm": _addmm,
+    "aten.matmul": _matmul, "aten.mm": _matmul, "aten.bmm": _matmul,
     "aten.batch_norm": _batch_norm, "aten._native_batch_norm_legit_no_training": _bn_legit,
     "aten.max_pool2d": _pool("max"), "aten.avg_pool2d": _pool("avg"), "aten.minimum": _bin("min"),
     "aten.adaptive_avg_pool2d": _adaptive("avg"),
@@ -780,6 +841,8 @@ CONVERTERS: dict[str, Callable] = {
     "aten.split_with_sizes": _split_sizes, "aten.chunk": _chunk, "aten.unbind": _unbind, "getitem": _getitem,
     "adntn.linear": _adntn_linear, "adntn.weight": _adntn_weight,
     "aten.index_select": _index_select, "aten.masked_fill": _masked_fill, "aten.where": _where, "aten.pow": _pow,
+    "aten._assert_tensor_metadata": lambda c, node, *a, **kw: None,  # a check torch.export leaves: nothing to run
+    "aten.embedding": _embedding, "aten.gather": _gather_op,
     "aten.arange": _arange, "aten.full": _full, "aten.zeros": _filled(0.0), "aten.ones": _filled(1.0),
 }
 
