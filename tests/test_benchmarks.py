@@ -46,3 +46,25 @@ def test_distributed_train_quick():
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [line.split() for line in r.stdout.splitlines()[2:]]
     assert [row[1] for row in rows] == ["1", "2"] and rows[0][4] == rows[1][4]
+
+
+def test_quality_fmnist_quick(tmp_path, monkeypatch):
+    """The Fashion-MNIST benchmark on a tiny idx fixture: every default row trains, JSON, table and plot, resume."""
+    from .test_data import _write
+
+    _write(tmp_path, n_train=128, n_test=128)  # one batch size: each layer's plan is compiled once
+    monkeypatch.setenv("ADNTN_FASHION_MNIST", str(tmp_path))
+    torch.set_num_threads(1)
+    main = runpy.run_path(str(BENCH / "quality_fmnist.py"), run_name="quality_fmnist")["main"]
+    out = tmp_path / "q.json"
+    summary = main(["--epochs", "1", "--seeds", "0", "--json", str(out), "--plot", str(tmp_path / "q.png")])
+    rows = {s["row"]: s for s in summary}
+    assert set(rows) == {"logistic", "dense", "tt", "ttn-binary", "ttn", "mera", "ttn-frozen"}
+    assert all(s["ratio"] >= 2000 for r, s in rows.items() if r not in ("logistic", "dense"))
+    assert rows["ttn-binary"]["config"]["layout"] == "binary" and rows["ttn"]["config"]["layout"] != "binary"
+    assert rows["ttn-frozen"]["params"] == rows["dense"]["params"] - 784 * 4096 - 4096  # only FC2 trains
+    assert (tmp_path / "q.png").stat().st_size > 0
+    runs = json.loads(out.read_text())["runs"]
+    assert len(runs) == 7 and all(len(r["test_accuracy"]) == 1 for r in runs)
+    again = main(["--epochs", "1", "--seeds", "0", "--json", str(out), "--rows", "ttn+bn"])
+    assert len(json.loads(out.read_text())["runs"]) == 8 and len(again) == 8  # the 7 runs were not trained again

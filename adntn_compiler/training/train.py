@@ -222,6 +222,23 @@ def _param_groups(model: torch.nn.Module, lr: float, core_lr: float | None, whic
     return [g for g in groups if g["params"]]
 
 
+def weight_norm2(model: torch.nn.Module) -> torch.Tensor:
+    """Sum of ||W||_F^2 over the model's weights: an ADNTN layer's *generated* W (its weight plan, differentiable
+    in the cores), and nn.Linear / nn.Conv2d weights as they are. Biases and norms are not counted."""
+    from ..nn.layers import _ADNTNBase
+
+    total = torch.zeros(())
+    for m in model.modules():
+        if isinstance(m, _ADNTNBase):
+            w = m.weight
+        elif isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and m.weight.requires_grad:
+            w = m.weight
+        else:
+            continue
+        total = total + w.pow(2).sum()
+    return total
+
+
 def _batches(data, batch_size: int, g: torch.Generator, steps: int | None):
     """One epoch of batches: index batches of a tensor dataset, or `steps` calls of a sampler."""
     if callable(data):
@@ -238,11 +255,19 @@ def _batches(data, batch_size: int, g: torch.Generator, steps: int | None):
 
 def _loop(model, data, loss_fn, epochs: int, lr: float, batch_size: int, seed: int, core_lr, schedule: str,
           warmup: float, params: str, train_mode: bool, steps: int | None, evaluate, progress: bool,
-          desc: str) -> TrainResult:
+          desc: str, weight_decay: float = 0.0) -> TrainResult:
     import time
 
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    if not weight_decay >= 0:
+        raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
+    if weight_decay:
+        task_loss = loss_fn
+
+        def loss_fn(net, idx, batch):  # noqa: F811  (the task's loss plus the decay, once per global batch)
+            total, weight = task_loss(net, idx, batch)
+            return total + weight_decay / 2 * weight_norm2(model) * weight, weight
     if callable(data) and not steps:
         raise ConfigError("a sampler as data needs steps= (batches per epoch)")
     per_epoch = steps if callable(data) else math.ceil(len(data[0]) / batch_size)
@@ -306,16 +331,20 @@ def _as_tuple(data) -> tuple:
 
 def train_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float = 1e-3,
                      batch_size: int = 128, seed: int = 0, core_lr: float | None = None, schedule: str = "cosine",
-                     warmup: float = 0.05, evaluate=None, progress: bool = False) -> TrainResult:
+                     warmup: float = 0.05, evaluate=None, progress: bool = False,
+                     weight_decay: float = 0.0) -> TrainResult:
     """End-to-end task training with cross-entropy and the recipe above. `core_lr` gives the ADNTN cores their
-    own learning rate (the other parameters keep `lr`); `evaluate(model) -> float` is recorded after each epoch."""
+    own learning rate (the other parameters keep `lr`); `evaluate(model) -> float` is recorded after each epoch.
+    `weight_decay` adds weight_decay / 2 * `weight_norm2(model)` to the loss: the Frobenius norm of each ADNTN
+    layer's generated weight (a penalty on the cores would not bound W: the scale and the activations sit
+    between them) and of the ordinary Linear / Conv2d weights."""
     import torch.nn.functional as F
 
     def loss(net, idx, batch):
         return F.cross_entropy(net(batch[0]), batch[1], reduction="sum"), torch.tensor(float(len(batch[0])))
 
     return _loop(model, _as_tuple((x, y)), loss, epochs, lr, batch_size, seed, core_lr, schedule, warmup, "all",
-                 True, None, evaluate, progress, "train")
+                 True, None, evaluate, progress, "train", weight_decay)
 
 
 def _outputs(teacher, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
@@ -327,7 +356,8 @@ def _outputs(teacher, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
 def distill(student: torch.nn.Module, teacher, data, epochs: int = 12, lr: float = 1e-3, batch_size: int = 128,
             temperature: float = 4.0, alpha: float = 0.9, loss: str = "kl", steps: int | None = None,
             seed: int = 0, core_lr: float | None = None, schedule: str = "cosine", warmup: float = 0.05,
-            params: str = "all", train_mode: bool = True, evaluate=None, progress: bool = True) -> TrainResult:
+            params: str = "all", train_mode: bool = True, evaluate=None, progress: bool = True,
+            weight_decay: float = 0.0) -> TrainResult:
     """Train `student` (a model where some layers were compressed) to match `teacher` (the dense model).
 
     loss="kl": alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * cross-entropy on the
@@ -337,7 +367,8 @@ def distill(student: torch.nn.Module, teacher, data, epochs: int = 12, lr: float
     data: a tensor x or (x, y) of tensors (one epoch = one pass in batches of `batch_size`), or a sampler
     data(generator) -> x or (x, y) (augmented crops; one epoch = `steps` calls). teacher: a module, or (for
     tensor data) a tensor of its outputs on x, which are then computed once. params="compressed" trains only the
-    ADNTN layers' parameters; train_mode=False keeps batch norm and dropout in eval mode (tiny batches)."""
+    ADNTN layers' parameters; train_mode=False keeps batch norm and dropout in eval mode (tiny batches).
+    weight_decay: as in `train_classifier`."""
     import torch.nn.functional as F
 
     if loss not in ("kl", "mse"):
@@ -376,7 +407,7 @@ def distill(student: torch.nn.Module, teacher, data, epochs: int = 12, lr: float
         return alpha * soft + (1 - alpha) * F.cross_entropy(s, y, reduction="sum"), n
 
     return _loop(student, data, objective, epochs, lr, batch_size, seed, core_lr, schedule, warmup, params,
-                 train_mode, steps, evaluate, progress, f"distill ({loss})")
+                 train_mode, steps, evaluate, progress, f"distill ({loss})", weight_decay)
 
 
 def same_budget(shape: Sequence[int], arch: str, params: int, **fixed) -> Generator:

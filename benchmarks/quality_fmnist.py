@@ -1,0 +1,198 @@
+"""Compression quality on Fashion-MNIST: an MLP 784-4096-10 whose FC1 (784 -> 4096) is generated at ~2,000x.
+
+One recipe for every row (`adntn.train.train_classifier`'s defaults: Adam 1e-3, 5 % linear warm-up then cosine
+decay to 0, batch 128), several seeds, test accuracy on the 10,000 test images after every epoch. Rows:
+- logistic: a linear classifier on the raw pixels (no hidden layer): what a compressed FC1 must beat;
+- dense: the MLP itself;
+- tt: the linear tensor train at ~2,000x (`compress(..., ratio=2000)`);
+- ttn: the nonlinear tree at ~2,000x, as `compress(..., ratio=2000)` picks it (interleaved legs);
+- ttn-binary: the configuration the ratio search picked before (binary legs, rank 6), kept as a row;
+- mera at ~2,000x (`compress` picks it);
+- ttn-frozen: the ttn left at its random init (cores, scale and bias not trained, only FC2): a control that must
+  lose, or the trained layer has learned nothing;
+- recipe options on the ttn (`--rows` opts in): ttn+bn (batch norm after FC1, `compress`'s norm="batch"),
+  ttn+drop (dropout 0.2 after the ReLU), ttn+wd (`weight_decay` on the generated weight).
+
+    python benchmarks/quality_fmnist.py [--epochs 8] [--seeds 0 1 2] [--samples 12000] [--rows ttn tt]
+                                        [--json benchmarks/results/quality_fmnist.json] [--plot PNG] [--merge a.json]
+
+Runs are appended to the JSON as each finishes (a rerun skips what is there; parts run in parallel processes
+merge with --merge), then the markdown table is printed and the plot (accuracy per row, and per epoch) written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from quality import accuracy, count  # noqa: E402  (the mnist1d benchmark's helpers)
+
+import adntn_compiler as adntn  # noqa: E402
+from adntn_compiler.training.train import train_classifier  # noqa: E402
+
+RATIO = 2000
+# name -> (FC1's compress spec or None for a dense FC1, extra options); the model is always 784-4096-10
+ROWS = {
+    "logistic": None,
+    "dense": dict(),
+    "tt": dict(spec=dict(arch="tt", ratio=RATIO)),
+    "ttn-binary": dict(spec=dict(arch="ttn", layout="binary", rank=6)),  # the old search's pick at 2,000x
+    "ttn": dict(spec=dict(arch="ttn", ratio=RATIO)),
+    "mera": dict(spec=dict(arch="mera", ratio=RATIO)),
+    "ttn-frozen": dict(spec=dict(arch="ttn", ratio=RATIO), frozen=True),
+    "ttn+bn": dict(spec=dict(arch="ttn", ratio=RATIO, norm="batch")),
+    "ttn+drop": dict(spec=dict(arch="ttn", ratio=RATIO), dropout=0.2),
+    "ttn+wd": dict(spec=dict(arch="ttn", ratio=RATIO), weight_decay=1e-4),
+}
+DEFAULT_ROWS = ("logistic", "dense", "tt", "ttn-binary", "ttn", "mera", "ttn-frozen")
+
+
+def build(row: str, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    opt = ROWS[row]
+    if opt is None:
+        return nn.Sequential(nn.Linear(784, 10))
+    drop = [nn.Dropout(opt["dropout"])] if opt.get("dropout") else []
+    model = nn.Sequential(nn.Linear(784, 4096), nn.ReLU(), *drop, nn.Linear(4096, 10))
+    if "spec" in opt:
+        adntn.compress(model, {"0": dict(opt["spec"], seed=seed)})
+    if opt.get("frozen"):
+        model[0].requires_grad_(False)  # the optimiser skips what has no gradient
+    return model
+
+
+def fc1(model: nn.Module) -> nn.Module:
+    m = model[0]
+    return m[0] if isinstance(m, nn.Sequential) else m  # norm="batch" wraps the layer with its batch norm
+
+
+def run(row: str, seed: int, data, epochs: int, progress: bool) -> dict:
+    xtr, ytr, xte, yte = data
+    model = build(row, seed)
+    layer = fc1(model)
+    gen = getattr(layer, "gen", None)
+    t = time.perf_counter()
+    res = train_classifier(model, xtr, ytr, epochs=epochs, seed=seed,
+                           weight_decay=(ROWS[row] or {}).get("weight_decay", 0.0),
+                           evaluate=lambda m: accuracy(m, xte, yte), progress=progress)
+    return dict(row=row, seed=seed, accuracy=res.metrics[-1], test_accuracy=res.metrics, losses=res.losses,
+                epoch_s=statistics.median(res.epoch_s), train_s=time.perf_counter() - t,
+                params=count(model, trainable=True), layer_params=gen.num_params if gen else layer.weight.numel(),
+                ratio=gen.compression_ratio if gen else 1.0, config=gen.config if gen else None)
+
+
+def summarize(runs: list[dict], order) -> list[dict]:
+    out = []
+    for row in order:
+        rs = [r for r in runs if r["row"] == row]
+        if not rs:
+            continue
+        accs = [r["accuracy"] for r in rs]
+        out.append(dict(row=row, seeds=len(rs), acc_mean=statistics.mean(accs),
+                        acc_std=statistics.stdev(accs) if len(accs) > 1 else 0.0, acc_min=min(accs),
+                        acc_max=max(accs), ratio=rs[0]["ratio"], layer_params=rs[0]["layer_params"],
+                        params=rs[0]["params"], epochs=len(rs[0]["losses"]),
+                        loss=statistics.mean(r["losses"][-1] for r in rs),
+                        epoch_s=statistics.median(r["epoch_s"] for r in rs), config=rs[0]["config"],
+                        curve=[statistics.mean(c) for c in zip(*(r["test_accuracy"] for r in rs))]))
+    return out
+
+
+def table(summary: list[dict]) -> str:
+    lines = ["| FC1 (784 -> 4096) | ratio | FC1 params | configuration | test accuracy | min-max | seeds | epochs "
+             "| final train loss | s/epoch |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        cfg = " ".join(f"{k}={s['config'][k]}" for k in ("layout", "legs", "rank") if (s["config"] or {}).get(k))
+        ratio = "no FC1" if s["row"] == "logistic" else f"{s['ratio']:,.0f}x"
+        lines.append(f"| {s['row']} | {ratio} | {s['layer_params']:,} | {cfg} | {100 * s['acc_mean']:.1f} ± "
+                     f"{100 * s['acc_std']:.1f} % | {100 * s['acc_min']:.1f}-{100 * s['acc_max']:.1f} % | "
+                     f"{s['seeds']} | {s['epochs']} | {s['loss']:.3f} | {s['epoch_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def plot(summary: list[dict], path: Path) -> None:
+    """Left: mean test accuracy per row (bars: min-max over seeds). Right: test accuracy after each epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    ys = range(len(summary))
+    ax.barh(ys, [100 * s["acc_mean"] for s in summary], xerr=[[100 * (s["acc_mean"] - s["acc_min"]) for s in summary],
+                                                             [100 * (s["acc_max"] - s["acc_mean"]) for s in summary]],
+            color=[f"C{i}" for i in ys], capsize=3)
+    ax.set_yticks(list(ys), [s["row"] for s in summary])
+    ax.invert_yaxis()
+    lo = min(100 * s["acc_min"] for s in summary)
+    ax.set_xlim(max(0.0, lo - 5), 100 * max(s["acc_max"] for s in summary) + 2)
+    ax.set_xlabel("Fashion-MNIST test accuracy (%)")
+    ax.set_title("MLP 784-4096-10, FC1 at ~2,000x: mean, min-max over seeds")
+    for i, s in enumerate(summary):
+        ax2.plot(range(1, len(s["curve"]) + 1), [100 * c for c in s["curve"]], "o-", color=f"C{i}", label=s["row"])
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("test accuracy (%), mean over seeds")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--samples", type=int, default=None, help="the first N training images (default all 60,000)")
+    ap.add_argument("--test-samples", type=int, default=None, help="the first N test images (default all 10,000)")
+    ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(DEFAULT_ROWS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default="benchmarks/results/quality_fmnist.json")
+    ap.add_argument("--plot", default=None, help="PNG (default: the --json path with .png)")
+    ap.add_argument("--merge", nargs="+", default=[], help="add the runs of these result files first")
+    ap.add_argument("--progress", action="store_true", help="a progress bar per training run too")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    out = Path(a.json)
+    recipe = dict(epochs=a.epochs, samples=a.samples, test_samples=a.test_samples, lr=1e-3, batch=128,
+                  schedule="cosine", warmup=0.05)
+    done = {}
+    for f in [out, *map(Path, a.merge)]:
+        if f.exists():
+            d = json.loads(f.read_text())
+            if d["recipe"] != recipe:  # another protocol's runs are not comparable
+                raise SystemExit(f"{f}: recipe {d['recipe']} differs from this run's {recipe}")
+            done.update({(r["row"], r["seed"]): r for r in d["runs"]})
+    d = adntn.data.fashion_mnist()
+    n, m = a.samples or len(d.x_train), a.test_samples or len(d.x_test)
+    data = (d.x_train[:n].flatten(1), d.y_train[:n], d.x_test[:m].flatten(1), d.y_test[:m])
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(dict(recipe=recipe, runs=list(done.values())), indent=1))
+
+    jobs = [(row, s) for s in a.seeds for row in a.rows if (row, s) not in done]  # seed-major
+    for row, seed in tqdm(jobs, desc="training runs"):
+        done[row, seed] = run(row, seed, data, a.epochs, a.progress)
+        save()
+    if a.merge:
+        save()
+    order = [r for r in ROWS if any(k[0] == r for k in done)]
+    summary = summarize(list(done.values()), order)
+    print(f"Fashion-MNIST, {n:,} training / {m:,} test images, {a.epochs} epochs, seeds "
+          f"{sorted({k[1] for k in done})}\n")
+    print(table(summary))
+    plot(summary, Path(a.plot) if a.plot else out.with_suffix(".png"))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
