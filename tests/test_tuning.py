@@ -79,7 +79,7 @@ def test_a_wrong_candidate_never_wins(monkeypatch):
 
 def test_tune_with_a_tiny_budget_returns_records_that_compile_uses(tmp_path):
     gen, rows = adntn.ttn((128, 256), rank=3, seed=5), 8
-    recs = tune(gen, batch_size=rows, budget_s=3.0, progress=False)
+    recs = tune(gen, batch_size=rows, budget_s=6.0, progress=False)  # (room for a second candidate under load)
     key = workload_key(gen, rows)
     rec = recs.layers[key]
     assert rec["rows"] == rows and rec["candidates"] >= 2 and rec["tuned_s"] <= rec["default_s"] * 1.0001

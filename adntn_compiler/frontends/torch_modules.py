@@ -21,6 +21,7 @@ class ModelGraphs:
     call: Graph  # input "x", consts (named: load outputs or raw tensors), output "y"
     tensors: dict[str, np.ndarray]  # float32: cores, dense weights, biases
     layers: list[dict] = field(default_factory=list)  # what each layer is (manifest, `adntn info`)
+    plans: list = field(default_factory=list, repr=False)  # each ADNTN linear layer's Plan, in order (the tuner's)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -62,6 +63,7 @@ class _ModelBuilder:
         self.load, self.call = Builder(), Builder()
         self.tensors: dict[str, np.ndarray] = {}
         self.layers: list[dict] = []
+        self.plans: list = []
         self.x: Value | None = None
         self._paths: dict[str, int] = {}  # layer path -> how many layers were emitted under it
 
@@ -109,6 +111,7 @@ class _ModelBuilder:
     def generator(self, gen: Generator, cores: dict[str, Any], bias, path: str) -> None:
         x = self._features(f"{path} ({gen!r})", gen.I)
         p, facts = self.planner(gen, x.shape[0])  # rows: batch (x tokens)
+        self.plans.append(p)
         prefix = f"{path}."
         self._layer_tensors((p.program.load, p.program.call), cores, prefix)
         self._resident(_inline(self.load, p.program.load, {}, prefix), prefix)
@@ -137,10 +140,10 @@ class _ModelBuilder:
         """Graphs with several outputs ("y0", "y1", ...; "y" when there is one)."""
         for k, v in enumerate(outs):
             self.call.output(v, "y" if len(outs) == 1 else f"y{k}")
-        return ModelGraphs(self.load.build(), self.call.build(), self.tensors, self.layers)
+        return ModelGraphs(self.load.build(), self.call.build(), self.tensors, self.layers, self.plans)
 
     def finish(self) -> ModelGraphs:
         if self.x is None:
             raise ConfigError("the model has no layers to compile")
         self.call.output(self.x, "y")
-        return ModelGraphs(self.load.build(), self.call.build(), self.tensors, self.layers)
+        return ModelGraphs(self.load.build(), self.call.build(), self.tensors, self.layers, self.plans)

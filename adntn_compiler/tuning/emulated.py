@@ -46,6 +46,8 @@ class QemuRunner:
         program (`Bundle.size`)."""
         self.ram = parse_bytes(ram_bytes, "ram_bytes") if ram_bytes is not None else None
         self.flash = parse_bytes(flash_bytes, "flash_bytes") if flash_bytes is not None else None
+        # what a layer's plans may keep, resident (flash) and per call (RAM): the tuner plans within it
+        self.budget = (self.ram or 0) + (self.flash or 0) or None
 
     def check(self, target: Target) -> None:
         if target.runtime != "c-bundle":
@@ -63,9 +65,9 @@ class QemuRunner:
     def load(self, bundle, x: np.ndarray) -> Loaded:
         def cost(_repeats: int) -> float:
             if self.ram is not None or self.flash is not None:
-                size = bundle.size()
-                if (self.ram is not None and size["program_ram_bytes"] > self.ram) or \
-                        (self.flash is not None and size["program_flash_bytes"] > self.flash):
+                size = bundle.size()  # the model's own code and data, linked (what the board budget bounds)
+                if (self.ram is not None and size["model_ram_bytes"] > self.ram) or \
+                        (self.flash is not None and size["model_flash_bytes"] > self.flash):
                     return math.inf  # over the board: never a winner
             return float(bundle.instructions(x))
 
@@ -85,11 +87,11 @@ class QemuRunner:
         from ..runtime.bundle import plan_bundle
         from .records import Applied
 
-        tuned = Applied(recs, "auto", None, target)
+        tuned = Applied(recs, "auto", self.budget, target)
         seen = {}
         for table in (False, True):
             b = plan_bundle(source, target, batch_size, policy=replace(default_policy(target), call_table=table),
-                            tuned=tuned).build()
+                            ram_bytes=self.ram, flash_bytes=self.flash, tuned=tuned).build()
             x = np.random.default_rng(0).standard_normal(b.input_shape).astype(np.float32)
             loaded, ref = self.load(b, x), b.reference(x)
             err = float(np.linalg.norm(loaded.run() - ref) / max(np.linalg.norm(ref), 1e-30))
@@ -97,7 +99,7 @@ class QemuRunner:
                 raise ConfigError(f"the {target.name} bundle with {'a call table' if table else 'straight-line calls'}"
                                   f" differs from the reference by {err:.2e} (relative)")
             seen["table" if table else "inline"] = dict(instructions=int(loaded.cost(1)),
-                                                         flash_bytes=int(b.size()["program_flash_bytes"]))
+                                                         flash_bytes=int(b.size()["model_flash_bytes"]))
         inline, table = seen["inline"], seen["table"]
         fits = lambda r: self.flash is None or r["flash_bytes"] <= self.flash  # noqa: E731
         use = fits(table) and (not fits(inline) or table["instructions"] <= inline["instructions"] * TABLE_SLACK)

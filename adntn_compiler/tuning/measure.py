@@ -68,7 +68,9 @@ class _Bench:
             if self.target.runtime == "c-bundle":
                 from ..runtime.bundle import plan_bundle
 
-                return plan_bundle(self.gen, self.target, self.rows, policy=policy, planner=planner).build()
+                return plan_bundle(self.gen, self.target, self.rows, policy=policy, planner=planner,
+                                   ram_bytes=getattr(self.runner, "ram", None),
+                                   flash_bytes=getattr(self.runner, "flash", None)).build()
             from ..backends import get_backend
 
             mg = model_graphs(self.gen, self.rows, target=self.target, planner=planner)
@@ -76,7 +78,12 @@ class _Bench:
                                                           policy), mg.tensors
 
     def measure(self, c: Candidate, min_seconds: float = 0.2, check: bool = True) -> Candidate:
-        loaded = self.runner.load(self.build(c), self.x)
+        try:
+            built = self.build(c)
+        except MemoryEstimateError:  # (a C bundle over its size limits): never a winner
+            c.error = math.inf
+            return c
+        loaded = self.runner.load(built, self.x)
         try:
             y = loaded.run()
             c.where = loaded.where
@@ -156,6 +163,17 @@ def _plan_candidates(gen: Generator, rows: int, memory_budget, rates: Rates, tar
     return out
 
 
+def _default_plan(gen: Generator, rows: int, target: Target, memory_budget, runner: Runner) -> Plan:
+    """What compile() would plan: the cost model's choice, or on a board the first schedule that fits its RAM and
+    flash (`plan_bundle`'s)."""
+    ram, flash = getattr(runner, "ram", None), getattr(runner, "flash", None)
+    if target.runtime == "c-bundle" and (ram or flash):
+        from ..runtime.bundle import plan_bundle
+
+        return plan_bundle(gen, target, rows, ram_bytes=ram, flash_bytes=flash).graphs.plans[0]
+    return plan(gen, rows, "auto", memory_budget, target=target)
+
+
 def _batches(items: list, n: int):
     for k in range(0, len(items), max(1, n)):
         yield items[k: k + max(1, n)]
@@ -173,8 +191,11 @@ def tune_layer(gen: Generator, rows: int, target: Target, budget_s: float, memor
     bench = _Bench(gen, rows, target, runner)
     unit = bench.runner.unit
     rates = rates_for(target)
-    default = bench.measure(Candidate(plan(gen, rows, "auto", memory_budget, target=target), {}))
+    default = bench.measure(Candidate(_default_plan(gen, rows, target, memory_budget, bench.runner), {}))
     if not default.cost < math.inf:
+        if default.error <= TOLERANCE or default.error == math.inf:
+            raise ConfigError(f"the default program of {gen!r} at {rows} rows does not fit the board's budget on "
+                              f"{target.name} ({bench.runner.name}); give a larger one or a memory_budget")
         raise ConfigError(f"the default program of {gen!r} at {rows} rows differs from the reference by "
                           f"{default.error:.2e} (relative); not tuning a wrong program")
     best, tried, timed = default, 1, [default]
@@ -183,7 +204,8 @@ def tune_layer(gen: Generator, rows: int, target: Target, budget_s: float, memor
     def step(c: Candidate) -> None:
         nonlocal best, tried
         tried += 1
-        trials.append((c.label() + ("" if c.cost < math.inf else f" (wrong: {c.error:.1e})"), c.cost, c.where))
+        why = "" if c.cost < math.inf else " (does not fit)" if c.error == math.inf else f" (wrong: {c.error:.1e})"
+        trials.append((c.label() + why, c.cost, c.where))
         if c.cost < math.inf:
             timed.append(c)
         if c.cost < best.cost:
@@ -267,6 +289,8 @@ def tune(obj, target: "str | Target" = "cpu", batch_size: int = 1, budget_s: flo
     if not budget_s > 0:
         raise ConfigError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
     runner = runner_for(runner)
+    if memory_budget is None and getattr(runner, "budget", None):  # a board: plan within its RAM and flash
+        memory_budget = runner.budget
     try:
         runner.check(target)
         layers: dict[str, tuple[Generator, int]] = {}
