@@ -204,20 +204,262 @@ def vit_block(dim: int = 768, heads: int = 12, mlp_ratio: int = 4):
     return Block()
 
 
-# The big layers each bundled network's compressed_* helper replaces by ADNTN layers.
+# ---------------------------------------------------------------- language models (Hugging Face's layouts)
+# GPT-2 and BERT written out with the module names and shapes of transformers' GPT2Model / GPT2LMHeadModel /
+# BertModel, so that their state dicts load (strict) without transformers; ops kept to those the export frontend
+# converts (view, permute, addmm / linear, layer_norm, SDPA, embedding, arange). Inference only: no dropout, no
+# KV cache.
+
+
+def _conv1d_class():
+    """Hugging Face's Conv1D: a linear layer whose weight is stored transposed, (nx, nf)."""
+    import torch
+    from torch import nn
+
+    class Conv1D(nn.Module):
+        def __init__(self, nf: int, nx: int):
+            super().__init__()
+            self.nf, self.nx = nf, nx
+            self.weight = nn.Parameter(torch.empty(nx, nf).normal_(std=0.02))  # HF's Conv1D init
+            self.bias = nn.Parameter(torch.zeros(nf))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+            return y.view(*x.shape[:-1], self.nf)
+
+    return Conv1D
+
+
+def gpt2(n_layer: int = 12, n_embd: int = 768, n_head: int = 12, vocab: int = 50257, n_positions: int = 1024,
+         lm_head: bool = False):
+    """GPT-2 on input_ids (N, T) int64 -> last hidden state (N, T, n_embd), or with lm_head=True logits
+    (N, T, vocab). Names and shapes of transformers' GPT2Model (GPT2LMHeadModel with lm_head=True: `transformer.`
+    prefix, `lm_head.weight` tied to `wte` as HF ties it)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    Conv1D = _conv1d_class()
+    head_dim = n_embd // n_head
+
+    class GPT2Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_attn = Conv1D(3 * n_embd, n_embd)
+            self.c_proj = Conv1D(n_embd, n_embd)
+
+        def forward(self, x):
+            N, T, D = x.shape
+            # the last axis is [q | k | v], each n_head x head_dim: HF's split(n_embd) then view per head
+            qkv = self.c_attn(x).view(N, T, 3, n_head, head_dim).permute(2, 0, 3, 1, 4)
+            y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
+            return self.c_proj(y.transpose(1, 2).reshape(N, T, D))
+
+    class GPT2MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_fc = Conv1D(4 * n_embd, n_embd)
+            self.c_proj = Conv1D(n_embd, 4 * n_embd)
+
+        def forward(self, x):
+            return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # HF's "gelu_new"
+
+    class GPT2Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(n_embd, eps=1e-5)
+            self.attn = GPT2Attention()
+            self.ln_2 = nn.LayerNorm(n_embd, eps=1e-5)
+            self.mlp = GPT2MLP()
+
+        def forward(self, x):
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
+
+    class GPT2Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(vocab, n_embd)
+            self.wpe = nn.Embedding(n_positions, n_embd)
+            for e in (self.wte, self.wpe):
+                nn.init.normal_(e.weight, std=0.02)  # HF's initializer_range
+            self.h = nn.ModuleList(GPT2Block() for _ in range(n_layer))
+            self.ln_f = nn.LayerNorm(n_embd, eps=1e-5)
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            pos = torch.arange(input_ids.shape[1], device=input_ids.device)
+            x = self.wte(input_ids) + self.wpe(pos)
+            for block in self.h:
+                x = block(x)
+            return self.ln_f(x)
+
+    class GPT2LMHeadModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.transformer = GPT2Model()
+            self.lm_head = nn.Linear(n_embd, vocab, bias=False)
+            self.lm_head.weight = self.transformer.wte.weight  # tied, as HF's tie_word_embeddings
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.lm_head(self.transformer(input_ids))
+
+    return GPT2LMHeadModel() if lm_head else GPT2Model()
+
+
+def _bert_layer_class(hidden: int, n_head: int, intermediate: int):
+    """HF's BertLayer: self-attention, then the MLP, each followed by LayerNorm of the residual sum."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    head_dim = hidden // n_head
+
+    class BertSelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.query = nn.Linear(hidden, hidden)
+            self.key = nn.Linear(hidden, hidden)
+            self.value = nn.Linear(hidden, hidden)
+
+        def forward(self, x, mask):
+            N, T, D = x.shape
+            q, k, v = (f(x).view(N, T, n_head, head_dim).transpose(1, 2) for f in (self.query, self.key, self.value))
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return y.transpose(1, 2).reshape(N, T, D)
+
+    class BertSelfOutput(nn.Module):  # also BertOutput: dense, then LayerNorm of the residual sum
+        def __init__(self, d_in: int):
+            super().__init__()
+            self.dense = nn.Linear(d_in, hidden)
+            self.LayerNorm = nn.LayerNorm(hidden, eps=1e-12)
+
+        def forward(self, h, residual):
+            return self.LayerNorm(self.dense(h) + residual)
+
+    class BertAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.self = BertSelfAttention()
+            self.output = BertSelfOutput(hidden)
+
+        def forward(self, x, mask):
+            return self.output(self.self(x, mask), x)
+
+    class BertIntermediate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dense = nn.Linear(hidden, intermediate)
+
+        def forward(self, x):
+            return F.gelu(self.dense(x))  # exact GELU (HF's "gelu")
+
+    class BertLayer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = BertAttention()
+            self.intermediate = BertIntermediate()
+            self.output = BertSelfOutput(intermediate)
+
+        def forward(self, x, mask):
+            a = self.attention(x, mask)
+            return self.output(self.intermediate(a), a)
+
+    return BertLayer
+
+
+def bert(n_layer: int = 12, hidden: int = 768, n_head: int = 12, intermediate: int = 3072, vocab: int = 30522,
+         max_positions: int = 512, type_vocab: int = 2, pooler: bool = False):
+    """BERT encoder on input_ids (N, T) int64 and attention_mask (N, T) (1: attend, 0: padding; or None) -> last
+    hidden state (N, T, hidden). Names and shapes of transformers' BertModel(config, add_pooling_layer=pooler);
+    token type ids are all 0. With pooler=True `pooler.dense` is there (for the state dict) but unused."""
+    import torch
+    from torch import nn
+
+    class BertEmbeddings(nn.Module):
+        # (HF's position_ids / token_type_ids buffers are non-persistent: not in its state dict, so not here)
+        def __init__(self):
+            super().__init__()
+            self.word_embeddings = nn.Embedding(vocab, hidden)
+            self.position_embeddings = nn.Embedding(max_positions, hidden)
+            self.token_type_embeddings = nn.Embedding(type_vocab, hidden)
+            for e in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings):
+                nn.init.normal_(e.weight, std=0.02)  # HF's initializer_range
+            self.LayerNorm = nn.LayerNorm(hidden, eps=1e-12)
+
+        def forward(self, input_ids):
+            pos = torch.arange(input_ids.shape[1], device=input_ids.device)
+            # token type 0 everywhere: row 0 of the table, broadcast
+            x = self.word_embeddings(input_ids) + self.position_embeddings(pos) + self.token_type_embeddings.weight[0]
+            return self.LayerNorm(x)
+
+    BertLayer = _bert_layer_class(hidden, n_head, intermediate)
+
+    class BertEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.ModuleList(BertLayer() for _ in range(n_layer))
+
+        def forward(self, x, mask):
+            for layer in self.layer:
+                x = layer(x, mask)
+            return x
+
+    class BertPooler(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dense = nn.Linear(hidden, hidden)
+
+    class BertModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embeddings = BertEmbeddings()
+            self.encoder = BertEncoder()
+            if pooler:
+                self.pooler = BertPooler()
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+            mask = None
+            if attention_mask is not None:  # additive over the keys: 0 where attended, float32 min at padding
+                mask = (1 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+            return self.encoder(self.embeddings(input_ids), mask)
+
+    return BertModel()
+
+
+# The layers of each block compressed_gpt2 / compressed_bert replace: (MLP layers, attention projections).
+LM_BLOCK_LAYERS = {
+    "gpt2": (("mlp.c_fc", "mlp.c_proj"), ("attn.c_attn", "attn.c_proj")),
+    "bert": (("intermediate.dense", "output.dense"),
+             ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense")),
+}
+
+
+def lm_layers(name: str, attention: bool = False, n_layer: int = 12, lm_head: bool = False, **_) -> tuple[str, ...]:
+    """The layer names compressed_gpt2 / compressed_bert replace in gpt2(...) / bert(...) built with these keyword
+    arguments (the others are ignored): every block's MLP layers, with attention=True also its attention
+    projections."""
+    mlp, attn = LM_BLOCK_LAYERS[name]
+    blocks = {"gpt2": "transformer.h" if lm_head else "h", "bert": "encoder.layer"}[name]
+    return tuple(f"{blocks}.{i}.{s}" for i in range(n_layer) for s in (attn if attention else ()) + mlp)
+
+
+# The big layers each bundled network's compressed_* helper replaces by ADNTN layers; for the language models a
+# function of the model's keyword arguments (the names depend on n_layer).
 BIG_LAYERS = {
     "alexnet": ("classifier.1", "classifier.4", "classifier.6"),
     "vgg16": ("classifier.0", "classifier.3", "classifier.6"),
     "vgg16_bn": ("classifier.0", "classifier.3", "classifier.6"),
     "resnet18": ("fc",),
     "vit_block": ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"),
+    "gpt2": lambda **kw: lm_layers("gpt2", **kw),
+    "bert": lambda **kw: lm_layers("bert", **kw),
 }
-BUILDERS = {"alexnet": alexnet, "vgg16": vgg16, "vgg16_bn": vgg16_bn, "resnet18": resnet18, "vit_block": vit_block}
+BUILDERS = {"alexnet": alexnet, "vgg16": vgg16, "vgg16_bn": vgg16_bn, "resnet18": resnet18, "vit_block": vit_block,
+            "gpt2": gpt2, "bert": bert}
 
 
-def compressed(name: str, ratio: float = 2000, arch: str = "ttn", seed: int = 0, **model_kw):
-    """Bundled network `name` (random weights, seeded) with its big layers (BIG_LAYERS) replaced by `arch`
-    generators at about `ratio`x each; the rest stays dense."""
+def compressed(name: str, ratio: float = 2000, arch: str = "ttn", seed: int = 0, layers=None, **model_kw):
+    """Bundled network `name` (random weights, seeded) with its big layers (BIG_LAYERS, or the names `layers`)
+    replaced by `arch` generators at about `ratio`x each; the rest stays dense."""
     import torch
 
     from ..training.compress import compress
@@ -228,7 +470,9 @@ def compressed(name: str, ratio: float = 2000, arch: str = "ttn", seed: int = 0,
         raise ConfigError(f"unknown bundled model {name!r}; known: {', '.join(BUILDERS)}")
     torch.manual_seed(seed)
     model = BUILDERS[name](**model_kw)
-    return compress(model, {k: dict(arch=arch, ratio=ratio, seed=seed + i) for i, k in enumerate(BIG_LAYERS[name])})
+    layers = BIG_LAYERS[name] if layers is None else layers
+    layers = layers(**model_kw) if callable(layers) else layers
+    return compress(model, {k: dict(arch=arch, ratio=ratio, seed=seed + i) for i, k in enumerate(layers)})
 
 
 def compressed_alexnet(ratio: float = 2000, **kw):
@@ -258,3 +502,16 @@ def compressed_resnet18(ratio: float = 100, **kw):
 
 def compressed_vit_block(ratio: float = 200, **kw):
     return compressed("vit_block", ratio, **kw)
+
+
+def compressed_gpt2(ratio: float = 100, arch: str = "ttn", seed: int = 0, attention: bool = False, **model_kw):
+    """gpt2(**model_kw) (seeded) with every block's MLP (`mlp.c_fc`, `mlp.c_proj`) and, with attention=True, its
+    attention projections (`attn.c_attn`, `attn.c_proj`) replaced by ADNTN layers at about `ratio`x each."""
+    return compressed("gpt2", ratio, arch, seed, layers=lm_layers("gpt2", attention, **model_kw), **model_kw)
+
+
+def compressed_bert(ratio: float = 100, arch: str = "ttn", seed: int = 0, attention: bool = False, **model_kw):
+    """bert(**model_kw) (seeded) with every layer's MLP (`intermediate.dense`, `output.dense`) and, with
+    attention=True, its attention projections (query, key, value, `attention.output.dense`) replaced by ADNTN
+    layers at about `ratio`x each."""
+    return compressed("bert", ratio, arch, seed, layers=lm_layers("bert", attention, **model_kw), **model_kw)

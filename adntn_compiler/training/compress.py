@@ -1,4 +1,5 @@
-"""`compress` a torch model (its nn.Linear / nn.Conv2d layers become ADNTN layers) and `report` what it holds."""
+"""`compress` a torch model (its nn.Linear / nn.Conv2d / Hugging Face Conv1D layers become ADNTN layers) and `report`
+what it holds."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,13 +12,41 @@ from ..errors import ConfigError, ShapeError
 from ..generators import make
 from ..nn.layers import ADNTNConv2d, ADNTNLinear, _ADNTNBase
 
+KNOWN_LAYERS = "nn.Linear, nn.Conv2d and Hugging Face's Conv1D"
+
+
+def is_conv1d(m: nn.Module) -> bool:
+    """Hugging Face's Conv1D (GPT-2's layers; y = x @ weight + bias, weight (in, out)), recognised by its class name
+    and layout so that transformers need not be imported."""
+    w = getattr(m, "weight", None)
+    return (type(m).__name__ == "Conv1D" and isinstance(w, torch.Tensor) and w.dim() == 2
+            and getattr(m, "nf", None) == w.shape[1])
+
+
+def is_linear(m: nn.Module) -> bool:
+    """A layer ADNTNLinear replaces: nn.Linear or a Conv1D."""
+    return isinstance(m, nn.Linear) or is_conv1d(m)
+
+
+def is_compressible(m: nn.Module) -> bool:
+    return is_linear(m) or isinstance(m, nn.Conv2d)
+
 
 def layer_shape(m: nn.Module) -> tuple[int, ...]:
     if isinstance(m, nn.Linear):
         return (m.out_features, m.in_features)
+    if is_conv1d(m):
+        return (m.weight.shape[1], m.weight.shape[0])
     if isinstance(m, nn.Conv2d):
         return (m.out_channels, m.in_channels // m.groups, *m.kernel_size)
-    raise ConfigError(f"cannot compress a {type(m).__name__}; only nn.Linear and nn.Conv2d")
+    raise ConfigError(f"cannot compress a {type(m).__name__}; only {KNOWN_LAYERS}")
+
+
+def dense_weight(m: nn.Module) -> torch.Tensor:
+    """The weight of a dense layer in the generator's layout (layer_shape): a Conv1D's (in, out) weight transposed,
+    for fitting a generator to it (`fit_weight(gen, dense_weight(m).detach().double().numpy())`)."""
+    layer_shape(m)  # refuses unknown layers
+    return m.weight.T if is_conv1d(m) else m.weight
 
 
 NORMS = ("batch",)
@@ -36,7 +65,7 @@ def _replacement(name: str, m: nn.Module, spec: Mapping[str, Any]) -> nn.Module:
         return new
     p = next(m.parameters())
     # right after the compressed layer, as the published >= 1,000x recipes do (Novikov et al., Garipov et al.)
-    bn = nn.BatchNorm1d if isinstance(m, nn.Linear) else nn.BatchNorm2d
+    bn = nn.BatchNorm1d if is_linear(m) else nn.BatchNorm2d
     extra = [bn(new.gen.O, dtype=p.dtype, device=p.device)] if norm else []
     extra += [nn.Dropout(dropout)] if dropout else []
     return nn.Sequential(new, *extra)
@@ -56,7 +85,7 @@ def _adntn_layer(name: str, m: nn.Module, spec: dict[str, Any]) -> _ADNTNBase:
                           f"prefer='speed'")
     timing = None
     if prefer == "speed":
-        if not isinstance(m, nn.Linear) or "ratio" not in spec:
+        if not is_linear(m) or "ratio" not in spec:
             raise ConfigError(f"layer '{name}': prefer='speed' times the configurations of a Linear layer that "
                               f"reach a `ratio`; give ratio= (and a Linear layer)")
         from ..tuning import fastest_config
@@ -69,7 +98,7 @@ def _adntn_layer(name: str, m: nn.Module, spec: dict[str, Any]) -> _ADNTNBase:
     gen = make(arch, shape, **spec)
     p = next(m.parameters())
     has_bias = m.bias is not None
-    if isinstance(m, nn.Linear):
+    if is_linear(m):  # a Conv1D computes x @ weight + b = x @ (weight.T).T + b: an nn.Linear(in, out)
         new: _ADNTNBase = ADNTNLinear(gen, bias=has_bias, dtype=p.dtype)
     else:
         new = ADNTNConv2d(gen, m.stride, m.padding, m.dilation, m.groups, bias=has_bias, dtype=p.dtype)
@@ -81,7 +110,8 @@ def _adntn_layer(name: str, m: nn.Module, spec: dict[str, Any]) -> _ADNTNBase:
 
 
 def compress(model: nn.Module, specs: Mapping[str, Mapping[str, Any]]) -> nn.Module:
-    """Replace the named nn.Linear / nn.Conv2d layers by ADNTN layers (in place; returns the model).
+    """Replace the named nn.Linear / nn.Conv2d / Hugging Face Conv1D layers by ADNTN layers (in place; returns the
+    model; a Conv1D (in, out) becomes an ADNTNLinear whose generator has shape (out, in)).
 
     A spec gives the generator's configuration (`arch`, `rank`, `layout`, ...) or a target `ratio`; `norm="batch"`
     adds a batch norm right after the layer and `dropout=p` a dropout (the layer then becomes nn.Sequential(ADNTN
@@ -90,8 +120,8 @@ def compress(model: nn.Module, specs: Mapping[str, Mapping[str, Any]]) -> nn.Mod
     new = {}
     for name, spec in specs.items():
         if name not in modules:
-            known = [n for n, m in modules.items() if isinstance(m, (nn.Linear, nn.Conv2d))]
-            raise ConfigError(f"model has no layer named '{name}'; Linear/Conv2d layers: {known}")
+            known = [n for n, m in modules.items() if is_compressible(m)]
+            raise ConfigError(f"model has no layer named '{name}'; its {KNOWN_LAYERS} layers: {known}")
         new[name] = _replacement(name, modules[name], spec)
     for name, m in new.items():
         parent, _, attr = name.rpartition(".")
@@ -138,7 +168,7 @@ def report(model: nn.Module) -> Report:
             rows.append(dict(layer=name, shape=g.shape, arch=g.arch, dense_params=g.dense_params,
                              params=g.num_params, ratio=g.compression_ratio, padding=g.padding_overhead,
                              max_rank=g.rank_bound(), config=g.config, timing=getattr(m, "timing", None)))
-        elif isinstance(m, (nn.Linear, nn.Conv2d)):
+        elif is_compressible(m):
             n = m.weight.numel()
             shape = layer_shape(m)
             rows.append(dict(layer=name, shape=shape, arch="dense", dense_params=n, params=n, ratio=1.0,
