@@ -46,6 +46,7 @@ class Activation:
     numpy: Callable[[np.ndarray], np.ndarray]
     derivative: Callable[[np.ndarray], np.ndarray]  # d act / dz, evaluated at the pre-activation z
     torch_name: str  # attribute of torch.nn.functional (or "identity")
+    model_only: bool = False  # an elementwise op of whole models (RMSNorm's rsqrt), never a generator's activation
 
 
 ACTIVATIONS: dict[str, Activation] = {
@@ -68,6 +69,8 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("hardsigmoid", lambda z: np.clip(z / 6 + 0.5, 0, 1),
                    lambda z: ((z > -3) & (z < 3)).astype(z.dtype) / 6, "hardsigmoid"),
         Activation("silu", lambda z: z * _sigmoid(z), lambda z: _sigmoid(z) * (1.0 + z * (1.0 - _sigmoid(z))), "silu"),
+        Activation("sqrt", np.sqrt, lambda z: 0.5 / np.sqrt(z), "sqrt", model_only=True),
+        Activation("rsqrt", lambda z: 1.0 / np.sqrt(z), lambda z: -0.5 * z ** -1.5, "rsqrt", model_only=True),
     )
 }
 
@@ -101,6 +104,8 @@ def _torch_derivative(name: str) -> Callable:
         "silu": lambda z: s(z) * (1 + z * (1 - s(z))),
         "hardsigmoid": lambda z: ((z > -3) & (z < 3)).to(z.dtype) / 6,
         "hardswish": lambda z: torch.where(z < -3, 0.0, torch.where(z > 3, 1.0, (2 * z + 3) / 6)).to(z.dtype),
+        "sqrt": lambda z: 0.5 * torch.rsqrt(z),
+        "rsqrt": lambda z: -0.5 * torch.rsqrt(z) ** 3,
     }[name]
 
 
@@ -130,6 +135,8 @@ def torch_fn(name: str) -> Callable:
         return lambda z: F.gelu(z, approximate="tanh")
     if act.name == "hardsigmoid":  # F.hardsigmoid rounds 1/6 to float32 even on float64 tensors
         return lambda z: torch.clamp(z / 6 + 0.5, 0, 1)
+    if act.model_only:
+        return getattr(torch, act.torch_name)
     return getattr(F, act.torch_name)
 
 

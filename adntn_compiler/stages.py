@@ -103,7 +103,8 @@ class Planned:
 
 def capture(obj, example_inputs=None, batch_size: int = 1, input_shape: tuple[int, ...] | None = None) -> Captured:
     """A generator, an ADNTN layer or a whole torch model, captured once: by torch.export on `example_inputs=(x,)`
-    (whose batch is the compiled one), or on zeros of (batch_size, *input_shape). A Captured is returned as is."""
+    or `(ids, mask, ...)` (the first axis of each is the compiled batch), or on zeros of (batch_size,
+    *input_shape). A Captured is returned as is."""
     if isinstance(obj, Captured):
         return obj
     batch_size = _batch(example_inputs, batch_size)
@@ -118,12 +119,14 @@ def compile(obj, target: "str | Target" = "cpu", batch_size: int = 1, schedule: 
             records="auto"):
     """Compile a generator, an ADNTN layer or a whole (compressed) torch model for `target` (a name from
     `adntn.targets()` or a Target): `capture(...).plan(...).build(...)`. A model is captured by torch.export on
-    `example_inputs=(x,)` (whose batch is the compiled one), or on zeros of (batch_size, *input_shape). `policy`
-    replaces the target's default kernel policy (tiles, thresholds). Returns an `Executable`: call it on a numpy
-    array of the input's shape; `save` it to an artifact. Embedded targets (arm64, cortex-m4, cortex-m7) give a
-    `Bundle` (runtime-free C) instead, fitted to the board's `ram_bytes` and `flash_bytes` when given. `records`:
-    tuning records (`adntn.tune`): "auto" uses this device's from the user cache, a Records or a records file
-    those (never records of another device: a warning, then the defaults), None none."""
+    `example_inputs=(x,)` or several tensors (float or integer: token ids, masks; the first axis of each is the
+    compiled batch), or on zeros of (batch_size, *input_shape). `policy` replaces the target's default kernel
+    policy (tiles, thresholds). Returns an `Executable`: call it on numpy arrays of the inputs' shapes (it
+    returns an array, or a tuple for several outputs); `save` it to an artifact. Embedded targets (arm64,
+    cortex-m4, cortex-m7) give a `Bundle` (runtime-free C) instead, fitted to the board's `ram_bytes` and
+    `flash_bytes` when given. `records`: tuning records (`adntn.tune`): "auto" uses this device's from the user
+    cache, a Records or a records file those (never records of another device: a warning, then the defaults),
+    None none."""
     from tqdm import tqdm
 
     target = resolve(target)  # an unknown target fails before any work

@@ -10,7 +10,7 @@ from adntn_compiler.errors import AdntnError
 # hardsigmoid saturates (flat outside [-3, 3]); inside a generator its centred output is then a small difference
 # of near-equal values that the calibrated scale blows up, so float32 kernels differ from float64 by conditioning
 # (measured 1e-3 relative on a rank-1 attn), not by error. Its kernels are checked on their own (test_tvm).
-GENERATOR_ACTIVATIONS = sorted(set(ACTIVATIONS) - {"hardsigmoid"})
+GENERATOR_ACTIVATIONS = sorted({n for n, a in ACTIVATIONS.items() if not a.model_only} - {"hardsigmoid"})
 
 TREE_ARCHS = ("ttn", "attn", "mera", "brickwall")
 LINEAR_ARCHS = ("tt", "tucker", "cp", "lowrank", "dense")

@@ -68,3 +68,22 @@ def test_quality_fmnist_quick(tmp_path, monkeypatch):
     assert len(runs) == 7 and all(len(r["test_accuracy"]) == 1 for r in runs)
     again = main(["--epochs", "1", "--seeds", "0", "--json", str(out), "--rows", "ttn+bn"])
     assert len(json.loads(out.read_text())["runs"]) == 8 and len(again) == 8  # the 7 runs were not trained again
+
+
+def test_lm_cpu_quick(tmp_path):
+    """The GPT-2 benchmark's smoke run (a tiny model, no peers): dense and compressed compiled rows, timed, within
+    1e-4 of torch eager, with their kernel profiles; the table and plot written beside the JSON."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "lm.json"
+    r = subprocess.run([sys.executable, str(BENCH / "lm_cpu.py"), "--quick", "--no-inductor", "--no-ort",
+                        "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    comp = {row["model"]: row for row in res["rows"] if row["variant"] == "compiled"}
+    assert "dense" in comp and any(row["target_ratio"] for row in comp.values())  # dense and compressed
+    assert all(row["max_rel_error"] < 1e-4 and row["median_s"] > 0 and not row["error"] for row in comp.values())
+    assert {row["variant"] for row in res["rows"]} == {"compiled", "torch eager"} and res["sgemm_gflop_per_s"] > 0
+    assert all("gemm (dense weights)" in p["classes"] for p in res["profiles"])
+    assert out.with_suffix(".txt").is_file() and out.with_suffix(".png").stat().st_size > 0

@@ -90,13 +90,19 @@ def test_bundles_are_signed_and_unsigned_ones_need_an_explicit_choice(m4, tmp_pa
         Bundle.load(d, allow_unsigned=True)
 
 
+def _shape(m: dict, which: str, shape: list) -> None:
+    """An edited input or output shape (the manifest's `inputs`/`outputs` entry and its `*_shape` copy)."""
+    m[which + "s"][0]["shape"] = m[which + "_shape"] = shape
+
+
 @pytest.mark.parametrize("edit, msg", [
-    (lambda m: m.update(input_shape=[1, 4800]), "does not match the header's ADNTN_MODEL_INPUT_SIZE"),
-    (lambda m: m.update(output_shape=[1, 16]), "does not match the header.s ADNTN_MODEL_OUTPUT_SIZE"),
-    (lambda m: m.update(output_shape=[2, 16]), "does not start with batch_size 1"),
+    (lambda m: _shape(m, "input", [1, 4800]), "does not match the header's ADNTN_MODEL_INPUT_SIZE"),
+    (lambda m: _shape(m, "output", [1, 16]), "does not match the header.s ADNTN_MODEL_OUTPUT_SIZE"),
+    (lambda m: _shape(m, "output", [2, 16]), "does not start with batch_size 1"),
+    (lambda m: m.update(input_shape=[1, 4800]), "input_shape and output_shape are not the first input's"),
     (lambda m: m["target"].update(name="cortex-m7"), "Makefile is not the one adntn writes"),
     (lambda m: m.update(files={}, sizes={}), "should be non-empty|lists no"),
-    (lambda m: m.update(input_shape=[1, 300000000]), "more than a bundle takes"),
+    (lambda m: _shape(m, "input", [1, 300000000]), "more than a bundle takes"),
     (lambda m: m.update(calls="many"), "manifest field calls"),
     (lambda m: m["memory"].update(ram_bytes="x"), "manifest field memory/ram_bytes"),
     (lambda m: m.update(layers=[1]), "manifest field layers/0"),
@@ -158,7 +164,7 @@ def test_a_huge_input_shape_is_refused_before_allocating(m4, tmp_path):
     """`adntn run BUNDLE` without --input used to allocate standard_normal(input_shape) from the manifest."""
     d = m4.save(tmp_path / "b")
     m = json.loads((d / "manifest.json").read_text())
-    m["input_shape"] = [1, 300000000]
+    _shape(m, "input", [1, 300000000])
     mb = json.dumps(m).encode()
     (d / "manifest.json").write_bytes(mb)
     (d / "signature.json").write_text(json.dumps(signing.sign(mb)))

@@ -89,6 +89,21 @@ def _softmax(n: Node, x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=n.attrs.axis, keepdims=True)
 
 
+def take_ids(ids, rows: int, path: str = "") -> np.ndarray:
+    """Integer row indices from `ids` (any numeric array), refused by name unless every one is a whole number in
+    [0, rows): a wrong token id must never become a wrong answer."""
+    a = np.asarray(ids)
+    i = a.astype(np.int64)
+    bad = np.flatnonzero((i != a) | (i < 0) | (i >= rows))
+    if bad.size:
+        k = np.unravel_index(bad[0], a.shape)
+        v = a[k].item()
+        v = int(v) if float(v).is_integer() else v
+        raise ConfigError(f"{path or 'take'}: index {v!r} at {tuple(int(v) for v in k)} is out of range for a "
+                          f"table of {rows} rows ({bad.size} such)")
+    return i
+
+
 BINARY_NUMPY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "max": np.maximum,
                 "min": np.minimum}
 
@@ -107,6 +122,7 @@ IMPL_NUMPY = {  # INPUT, PARAM and CONST are bound by the interpreter
     Op.ADAPTIVE_POOL: _adaptive_pool,
     Op.LAYER_NORM: _layer_norm,
     Op.SOFTMAX: _softmax,
+    Op.TAKE: lambda n, t, ids: t[take_ids(ids, t.shape[0], n.path)],
     Op.OUTPUT: lambda n, x: x,
 }
 

@@ -72,6 +72,7 @@ IMPL_TORCH = {
     Op.LAYER_NORM: lambda n, x, g, b: F.layer_norm(x, g.shape, g, b, n.attrs.eps),
     Op.SOFTMAX: lambda n, x: torch.softmax(_causal(x) if n.attrs.causal else x, n.attrs.axis),
     Op.CONCAT: lambda n, *xs: torch.cat(xs, dim=n.attrs.axis),
+    Op.TAKE: lambda n, t, ids: t[ids.long().clamp(0, t.shape[0] - 1)],  # (ids are checked where they enter)
     Op.OUTPUT: lambda n, x: x,
 }
 

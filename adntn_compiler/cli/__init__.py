@@ -141,8 +141,9 @@ def _add_run(sub) -> None:
     r = sub.add_parser("run", help="run an artifact on a .npy input (needs numpy and the TVM runtime, not torch), "
                                    "or a C bundle under its emulator (qemu)")
     r.add_argument("artifact")
-    r.add_argument("--input", help=".npy file of the compiled input shape (default: random normal)")
-    r.add_argument("--output", help="write the result here (.npy)")
+    r.add_argument("--input", action="append", help=".npy file of the compiled input shape; once per model input, in "
+                                                    "order (default: random normal floats, random token ids)")
+    r.add_argument("--output", help="write the result here (.npy; a model with several outputs: .npz, by name)")
     r.add_argument("--repeats", type=_count(0), default=0, help="time this many calls and print the median")
     r.add_argument("--check", action="store_true", help="compare with the reference interpreter (float64)")
     r.add_argument("--instructions", action="store_true", help="a C bundle: count the instructions one inference "

@@ -159,29 +159,29 @@ def cmd_run(a) -> int:
                           f"reference graphs, and emulated time means nothing (use --instructions)")
     if a.instructions and not bundle:
         raise ConfigError("--instructions counts the instructions of a C bundle under qemu; this is an artifact")
-    if a.input:
-        try:
-            x = np.load(a.input, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"cannot read input {a.input!r} as a .npy array: {e}") from None
-    else:
-        x = np.random.default_rng(0).standard_normal(exe.input_shape).astype(np.float32)
-    y = exe(x)
-    out = {"input_shape": list(x.shape), "output_shape": list(y.shape)}
+    xs = _run_inputs(exe, a.input or [])
+    y = exe(*xs)
+    ys = y if isinstance(y, tuple) else (y,)
+    out = {"input_shape": list(xs[0].shape), "output_shape": list(ys[0].shape),
+           "inputs": [list(x.shape) for x in xs], "outputs": [list(v.shape) for v in ys]}
     if a.instructions:
-        out["instructions"] = exe.instructions(x)
+        out["instructions"] = exe.instructions(*xs)
     if a.output:
         from pathlib import Path
 
         if not Path(a.output).parent.is_dir():
             raise ConfigError(f"--output {a.output}: the folder {Path(a.output).parent} does not exist")
-        np.save(a.output, y)
+        if len(ys) == 1:
+            np.save(a.output, ys[0])
+        else:
+            np.savez(a.output, **{o["name"]: v for o, v in zip(exe.outputs, ys)})
     if a.repeats:
-        out["median_s"] = median_time(lambda: exe(x), a.repeats, warmup=0)  # the call above warmed it up
+        out["median_s"] = median_time(lambda: exe(*xs), a.repeats, warmup=0)  # the call above warmed it up
     if a.check:
-        ref = exe.reference(x)
-        out["max_abs_error"] = float(np.abs(y - ref).max())
-        out["max_rel_error"] = float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-30))
+        refs = exe.reference(*xs)
+        refs = refs if isinstance(refs, tuple) else (refs,)
+        out["max_abs_error"] = max(float(np.abs(v - r).max()) for v, r in zip(ys, refs))
+        out["max_rel_error"] = max(float(np.abs(v - r).max() / max(np.abs(r).max(), 1e-30)) for v, r in zip(ys, refs))
     out["torch_imported"] = "torch" in sys.modules
     if a.json:
         print(json.dumps(out))
@@ -189,6 +189,31 @@ def cmd_run(a) -> int:
         print(render.run_report(a.artifact, out, output=a.output, repeats=a.repeats,
                                 target=exe.target.name if "instructions" in out else None))
     return 0
+
+
+def _run_inputs(exe, paths: list[str]) -> list:
+    """The arrays `adntn run` feeds: the --input files, one per model input; with none, random ones (normal
+    floats; token ids in their table; other integers 1, as an all-ones mask)."""
+    import numpy as np
+
+    from ..errors import ConfigError
+    if paths and len(paths) != len(exe.inputs):
+        raise ConfigError(f"the model takes {len(exe.inputs)} inputs ({', '.join(i['name'] for i in exe.inputs)}); "
+                          f"got {len(paths)} --input file(s)")
+    xs = []
+    for k, spec in enumerate(exe.inputs):
+        if paths:
+            try:
+                xs.append(np.load(paths[k], allow_pickle=False))
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"cannot read input {paths[k]!r} as a .npy array: {e}") from None
+            continue
+        rng = np.random.default_rng(k)
+        if spec["dtype"] == "int64":
+            xs.append(rng.integers(0, spec["rows"], spec["shape"]) if "rows" in spec else np.ones(spec["shape"], int))
+        else:
+            xs.append(rng.standard_normal(spec["shape"]).astype(np.float32))
+    return xs
 
 
 class _NoTorch:

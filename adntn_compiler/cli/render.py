@@ -4,6 +4,19 @@ from __future__ import annotations
 from ..memory import fmt_bytes
 
 
+def interface(info: dict) -> str:
+    """`(2, 3, 32, 32) -> (2, 10)`; named, with dtypes and token tables, when there are several or integers."""
+    ins, outs = info.get("inputs"), info.get("outputs")
+    if not ins or (len(ins) == 1 and len(outs) == 1 and ins[0]["dtype"] == "float32"):
+        return f"{tuple(info['input_shape'])} -> output {tuple(info['output_shape'])}"
+
+    def one(i: dict) -> str:
+        dtype = i.get("dtype", "float32")
+        return f"{i['name']} {tuple(i['shape'])}" + (f" {dtype}" if dtype != "float32" else "") + (
+            f" ids < {i['rows']:,}" if "rows" in i else "")
+    return f"{', '.join(map(one, ins))} -> output {', '.join(map(one, outs))}"
+
+
 def artifact_info(path: str, info: dict, tuning_mismatch: str | None = None) -> str:
     """`adntn info` of an artifact; `tuning_mismatch`: why this machine is not the one it was tuned on."""
     t = info["target"]
@@ -13,8 +26,8 @@ def artifact_info(path: str, info: dict, tuning_mismatch: str | None = None) -> 
              f"needs {', '.join(t['isa']) or 'no ISA extensions'}"]
     if "gpu" in info:
         lines.append("  " + gpu_line(info["gpu"]))
-    lines.append(f"  batch {info['batch_size']}, input {tuple(info['input_shape'])} -> output "
-                 f"{tuple(info['output_shape'])}, {info['tensor_params']:,} stored parameters, library "
+    lines.append(f"  batch {info['batch_size']}, input {interface(info)}, {info['tensor_params']:,} stored "
+                 f"parameters, library "
                  f"{info['library_bytes']:,} bytes, {len(info['kernels'])} kernels")
     lines.append(f"  signed by {info['signer'] or 'nobody'}"
                  + (" (trusted here)" if info["signed_by_trusted_key"] else " (NOT trusted here)" if info["signer"]
@@ -59,8 +72,8 @@ def bundle_info(path: str, info: dict) -> str:
     t, m = info["target"], info["memory"]
     lines = [f"{path}: {info['format']} v{info['version']}, target {t['name']} ({t['device']} {t['arch']}, "
              f"TVM {t['tvm']})",
-             f"  batch {info['batch_size']}, input {tuple(info['input_shape'])} -> output "
-             f"{tuple(info['output_shape'])}, {len(info['kernels'])} kernels, {info['calls']} calls",
+             f"  batch {info['batch_size']}, input {interface(info)}, {len(info['kernels'])} kernels, "
+             f"{info['calls']} calls",
              f"  estimate: RAM {m['ram_bytes']:,} bytes (arena {m['arena_bytes']:,}, without reuse "
              f"{m['unshared_bytes']:,}; workspace {m['workspace_bytes']:,}), weights {m['weight_bytes']:,} bytes "
              f"(flash)"]
@@ -85,7 +98,8 @@ def bundle_info(path: str, info: dict) -> str:
 
 def run_report(artifact: str, out: dict, output: str | None, repeats: int, target: str | None) -> str:
     """`adntn run` without --json; `out` is what --json would print, `target` the emulated one of a C bundle."""
-    lines = [f"ran {artifact}: input {tuple(out['input_shape'])} -> output {tuple(out['output_shape'])}"
+    ins, outs = (", ".join(str(tuple(s)) for s in out[k]) for k in ("inputs", "outputs"))
+    lines = [f"ran {artifact}: input {ins} -> output {outs}"
              + (f", wrote {output}" if output else "")]
     if "instructions" in out:
         lines.append(f"  {out['instructions']:,} instructions per inference on the emulated {target}")

@@ -45,13 +45,12 @@ def capture(obj, batch_size: int = 1, input_shape: tuple[int, ...] | None = None
         raise ConfigError(f"cannot compile a {type(obj).__name__}: expected a generator or a torch model")
     if example_inputs is not None:
         xs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-        if len(xs) != 1 or not isinstance(xs[0], torch.Tensor):
-            raise ConfigError(f"example_inputs must be one tensor (a tuple of one); got "
+        if not xs or not all(isinstance(v, torch.Tensor) for v in xs):
+            raise ConfigError(f"example_inputs must be a tuple of tensors (one per model argument); got "
                               f"({', '.join(type(v).__name__ for v in xs)})")
-        x = xs[0]
     else:
-        x = torch.zeros((batch_size, *_input_shape(obj, input_shape)), dtype=torch.float32)
-    return capture_module(obj, x)
+        xs = (torch.zeros((batch_size, *_input_shape(obj, input_shape)), dtype=torch.float32),)
+    return capture_module(obj, xs)
 
 
 def _input_shape(model, input_shape) -> tuple[int, ...]:

@@ -82,48 +82,51 @@ class _Converter:
 
     # ------------------------------------------------------------ the walk
     def run(self) -> None:
-        """The exported program: one tensor input (the batch first), parameters and buffers as constants."""
+        """The exported program: its tensor inputs (the batch first; integer ones: token ids, masks), parameters and
+        buffers as constants; one output or several."""
         state = {**self.ep.state_dict, **getattr(self.ep, "constants", {})}
         kinds = {s.arg.name: s for s in self.ep.graph_signature.input_specs}
-        binds = []
+        binds: list = []
         for node in self.ep.graph.nodes:
             if node.op != "placeholder":
                 continue
             spec = kinds[node.name]
             if spec.kind.name == "USER_INPUT":
-                shape = tuple(int(s) for s in node.meta["val"].shape)
-                if shape[0] != self.mb.batch_size:
-                    raise ShapeError(f"example input has batch {shape[0]}, batch_size is {self.mb.batch_size}")
-                binds.append(shape)
+                val = node.meta["val"]
+                shape = tuple(int(s) for s in val.shape)
+                if not shape or shape[0] != self.mb.batch_size:
+                    raise ShapeError(f"example input {node.name!r} has shape {shape}: its first axis must be the "
+                                     f"batch, {self.mb.batch_size}")
+                if val.dtype.is_complex or val.dtype == torch_bool():
+                    raise ConfigError(f"input {node.name!r} is {val.dtype}: inputs are float or integer tensors")
+                binds.append(_Input(shape, node.name, not val.dtype.is_floating_point))
             else:
                 value = state[spec.target]
                 binds.append(_Param(spec.target, _f32(value), boolean=getattr(value, "dtype", None) == torch_bool()))
-        if sum(isinstance(b, tuple) for b in binds) != 1:
-            raise ConfigError("compile takes models with one tensor input; this one has "
-                              f"{sum(isinstance(b, tuple) for b in binds)}")
+        if not any(isinstance(b, _Input) for b in binds):
+            raise ConfigError("the model takes no tensor input")
         outs = self.run_graph(self.ep.graph, binds)
-        if len(outs) != 1:
-            raise ConfigError(f"compile takes models with one tensor output; this one returns {len(outs)}")
-        self.mb.x = outs[0]
+        self.mb.outputs = outs
 
     def run_graph(self, graph, binds: list) -> list[Value]:
-        """Convert `graph`: its placeholders bound in order to `binds` (a shape: a graph input; a _Param: a
-        constant); returns the values of its outputs."""
+        """Convert `graph`: its placeholders bound in order to `binds` (an _Input or a shape: a graph input; a
+        _Param: a constant); returns the values of its outputs. One input is named "x"; several keep the names
+        of the model's arguments."""
         import torch.fx
 
         self.users = {n.name: list(n.users) for n in graph.nodes}
         placeholders = [n for n in graph.nodes if n.op == "placeholder"]
         if len(placeholders) != len(binds):
             raise ConfigError(f"graph has {len(placeholders)} inputs, {len(binds)} bound")
-        n_in = sum(isinstance(b, tuple) for b in binds)
-        k = 0
+        binds = [_Input(b) if isinstance(b, tuple) else b for b in binds]
+        n_in, k = sum(isinstance(b, _Input) for b in binds), 0
         for node, b in zip(placeholders, binds):
-            if isinstance(b, tuple):
-                self.env[node.name] = self.mb.input("x" if n_in == 1 else f"x{k}", b)
+            if isinstance(b, _Input):
+                self.env[node.name] = self.mb.input("x" if n_in == 1 else b.name or f"x{k}", b.shape, b.integer)
                 k += 1
             else:
                 self.env[node.name] = b
-        outs = []
+        outs: list[Value] = []
         for node in graph.nodes:
             if node.op == "call_function":
                 if node.name in self.fused:
@@ -151,9 +154,9 @@ class _Converter:
         return outs
 
     def fold(self, node) -> "_Param | None":
-        """An ATen op whose tensors are all constants (position ids, masks built from shapes, a buffer's views)
-        evaluated now by torch itself, in the dtypes the program gives them: a constant. None when any input is
-        computed at run time, or the op makes more than one tensor."""
+        """An ATen op whose tensors are all constants, or that has none (position ids, masks built from shapes, a
+        buffer's views, eye) evaluated now by torch itself, in the dtypes the program gives them: a constant. None
+        when any input is computed at run time, or the op makes more than one tensor."""
         import torch
         import torch.fx
 
@@ -161,8 +164,10 @@ class _Converter:
             return None
         leaves: list = []
         torch.fx.node.map_arg((node.args, node.kwargs), leaves.append)
-        if not leaves or not all(isinstance(self.env.get(a.name), _Param) for a in leaves):
+        if not all(isinstance(self.env.get(a.name), _Param) for a in leaves):
             return None
+        if not leaves and re.search(r"empty|rand|normal|bernoulli", _key(node.target)):
+            return None  # a factory whose values are not determined (eye, arange, full, ... are)
 
         def real(a):
             p, val = self.env[a.name], a.meta.get("val")
@@ -213,6 +218,15 @@ class _Converter:
         b = shift + (0.0 if bias is None else bias.array.astype(np.float64) * scale)
         self.fused.add(bn.name)
         return _Param(weight.name + ".bn_folded", _f32(w)), _Param(f"{weight.name}.bias_bn_folded", _f32(b)), bn
+
+
+@dataclass(frozen=True)
+class _Input:
+    """A graph input: its whole shape (the batch first), the model's name for it, and whether it holds integers
+    (token ids, masks: carried as float32, exact below 2**24, checked where they enter)."""
+    shape: tuple[int, ...]
+    name: str = ""
+    integer: bool = False
 
 
 class _Param:
@@ -474,16 +488,35 @@ def _index_select(c: _Converter, node, x, dim, index):
 
 
 def _embedding(c: _Converter, node, weight, indices, padding_idx=-1, *rest):
-    """Rows of a table by constant indices (position ids: arange, a buffer) are a constant, folded here; token ids
-    given at run time are not supported yet (the IR's inputs are float32)."""
-    if not isinstance(weight, _Param) or not isinstance(indices, _Param):
-        raise ConfigError("embedding of indices given at run time (token ids) is not supported yet: only constant "
-                          "indices (position ids from arange or a buffer) fold; pass the embeddings as the input")
+    """Rows of a table: by constant indices (position ids: arange, a buffer) folded here; by token ids given at
+    run time a take kernel (the ids are checked against the table before every run)."""
+    if isinstance(indices, Value):
+        path = module_path(node)
+        return c.b.take(c.value(weight, path), indices, path)
+    if not isinstance(weight, _Param):
+        raise ConfigError("embedding of a table computed at run time is not supported (a parameter table only)")
     idx = indices.array.astype(np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= weight.shape[0]):
         raise ShapeError(f"embedding: indices {idx.min()}..{idx.max()} are out of range for a table of "
                          f"{weight.shape[0]} rows")
     return _constant(c, node, weight.array[idx], "embedding")
+
+
+def _to(c: _Converter, node, x, *rest, **kw):
+    """A dtype cast: every value is float32 here, so a cast to a float type, or of integers to integers, changes
+    nothing; a float to an integer type (truncation) or to bool is refused."""
+    import torch
+
+    out_dtype = node.meta["val"].dtype
+    src = node.args[0].meta.get("val") if hasattr(node.args[0], "meta") else None
+    if out_dtype.is_floating_point or (src is not None and not src.dtype.is_floating_point
+                                       and (out_dtype != torch.bool or src.dtype == torch.bool)):
+        return x
+    if out_dtype == torch.bool and src is not None and not src.dtype.is_floating_point:  # integers: x != 0
+        path = module_path(node)
+        return c.binary("min", c.binary("mul", x, x, path), 1.0, path)
+    raise ConfigError(f"a cast of a value computed at run time from {getattr(src, 'dtype', '?')} to {out_dtype} is "
+                      f"not supported")
 
 
 def _gather_op(c: _Converter, node, x, dim, index, **kw):
@@ -499,32 +532,74 @@ def _finite(v: float) -> float:
     return float(np.clip(v, -3.0e38, 3.0e38))
 
 
-def _as_mask(c: _Converter, node, m, what: str) -> np.ndarray:
-    if not (isinstance(m, _Param) and m.boolean):
-        raise ConfigError(f"{what} with a mask computed at run time is not supported (a boolean buffer only)")
-    return m.array > 0
+def _is_bool(a) -> bool:
+    """Whether fx argument `a` is a boolean tensor (its exported dtype)."""
+    val = getattr(a, "meta", {}).get("val")
+    return val is not None and val.dtype == torch_bool()
+
+
+def _masks(c: _Converter, node, m, what: str) -> tuple:
+    """(m, 1 - m) of a boolean mask as 0/1 floats: constants when m is one, else run-time values."""
+    path = module_path(node)
+    if isinstance(m, _Param):
+        if not m.boolean:
+            raise ConfigError(f"{what} takes a boolean mask")
+        return m.array > 0, m.array <= 0
+    if not isinstance(m, Value):
+        raise ConfigError(f"{what} takes a boolean mask tensor, got {m!r}")
+    return m, c.binary("sub", c.value(1.0, path), m, path)
+
+
+def _times(c: _Converter, node, v, m, tag: str) -> Value:
+    """v * m: m a constant 0/1 array or a run-time 0/1 value; v a tensor or a number."""
+    path = module_path(node)
+    if isinstance(m, np.ndarray):
+        if isinstance(v, (int, float)):
+            return c.value(_constant(c, node, np.where(m, _finite(float(v)), 0.0), tag), path)
+        return c.binary("mul", v, _constant(c, node, m, tag), path)
+    return c.binary("mul", _finite(float(v)) if isinstance(v, (int, float)) else v, m, path)
 
 
 def _masked_fill(c: _Converter, node, x, mask, value):
-    """x where mask is False, value where it is True: x * (1 - m) + value * m, m a constant."""
-    path = module_path(node)
-    m = _as_mask(c, node, mask, "masked_fill")
-    keep = c.value(_constant(c, node, ~m, "keep"), path)
-    fill = c.value(_constant(c, node, np.where(m, _finite(float(value)), 0.0), "fill"), path)
-    return c.binary("add", c.b.node(Op.BINARY, (c.value(x, path), keep), BinaryAttrs("mul"), path), fill, path)
+    """x where mask is False, value where it is True: x * (1 - m) + value * m."""
+    m, keep = _masks(c, node, mask, "masked_fill")
+    return c.binary("add", _times(c, node, x, keep, "keep"), _times(c, node, value, m, "fill"), module_path(node))
 
 
 def _where(c: _Converter, node, cond, a, b):
+    m, other = _masks(c, node, cond, "where")
+    return c.binary("add", _times(c, node, a, m, "then"), _times(c, node, b, other, "else"), module_path(node))
+
+
+def _logical(fn: str):
+    """and / or / not of boolean tensors, as 0/1 floats: a * b, max(a, b), 1 - a."""
+    def f(c: _Converter, node, a, b=None):
+        if not all(_is_bool(x) for x in node.args if hasattr(x, "meta")):
+            raise ConfigError(f"{fn} of integer tensors computed at run time is not supported (booleans only)")
+        path = module_path(node)
+        if fn == "not":
+            return c.binary("sub", c.value(1.0, path), a, path)
+        return c.binary("mul" if fn == "and" else "max", a, b, path)
+    return f
+
+
+def _index(c: _Converter, node, x, indices):
+    """x[i0, i1, ...] by constant integer index tensors (broadcast together) over x's leading axes: a take of
+    the flat rows at indices computed now (HF builds its padding mask this way)."""
     path = module_path(node)
-    m = _as_mask(c, node, cond, "where")
-    parts = []
-    for v, sel, tag in ((a, m, "then"), (b, ~m, "else")):
-        if isinstance(v, (int, float)):
-            parts.append(c.value(_constant(c, node, np.where(sel, _finite(float(v)), 0.0), tag), path))
-        else:
-            parts.append(c.b.node(Op.BINARY, (c.value(v, path), c.value(_constant(c, node, sel, tag), path)),
-                                  BinaryAttrs("mul"), path))
-    return c.binary("add", parts[0], parts[1], path)
+    x = c.value(x, path)
+    if not indices or any(not isinstance(i, _Param) or i.boolean for i in indices) or len(indices) > len(x.shape):
+        raise ConfigError("indexing is supported by constant integer index tensors over the leading axes only")
+    k = len(indices)
+    lead, rest = x.shape[:k], x.shape[k:]
+    idx = np.broadcast_arrays(*(i.array.astype(np.int64) for i in indices))
+    for a, (i, n) in enumerate(zip(idx, lead)):
+        if i.size and (i.min() < -n or i.max() >= n):
+            raise ShapeError(f"index {i.min()}..{i.max()} is out of range for axis {a} of size {n}")
+    flat = np.ravel_multi_index(tuple(i % n for i, n in zip(idx, lead)), lead)
+    table = c.b.reshape(x, (int(np.prod(lead)), int(np.prod(rest, dtype=np.int64))), path)
+    y = c.b.take(table, c.value(_constant(c, node, flat, "index"), path), path)
+    return c.b.reshape(y, (*flat.shape, *rest), path)
 
 
 def _pow(c: _Converter, node, x, exponent):
@@ -626,12 +701,28 @@ def _layer_norm(c: _Converter, node, x, shape, weight=None, bias=None, eps=1e-5,
     return c.b.node(Op.LAYER_NORM, (x, g, b), NormAttrs(len(shape), float(eps)), path)
 
 
+def _rms_norm(c: _Converter, node, x, shape, weight=None, eps=None):
+    """x * rsqrt(mean(x^2 over the trailing axes) + eps) * weight (eps None: float32's, as torch)."""
+    path = module_path(node)
+    x = c.value(x, path)
+    n, k = len(x.shape), len(shape)
+    labels = _labels(n, "a")
+    mean_sq = c.b.contract([(c.binary("mul", x, x, path), labels), (c.value(1.0 / math.prod(x.shape[n - k:]), path),
+                                                                      [])], labels[:n - k], path)
+    mean_sq = c.b.reshape(mean_sq, (*x.shape[:n - k], *[1] * k), path)
+    r = c.map("rsqrt", c.binary("add", mean_sq, float(np.finfo(np.float32).eps if eps is None else eps), path), path)
+    y = c.binary("mul", x, r, path)
+    return y if weight is None else c.binary("mul", y, weight, path)
+
+
 def _sdpa(c: _Converter, node, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, *rest, **kw):
     path = module_path(node)
     if attn_mask is not None and is_causal:
         raise ConfigError("scaled_dot_product_attention with both attn_mask and is_causal: torch refuses it too")
     if isinstance(attn_mask, _Param) and attn_mask.boolean:  # True: attend; as an additive mask of constants
         attn_mask = _Param(f"{attn_mask.name}.additive", np.where(attn_mask.array > 0, 0, -3.0e38).astype(np.float32))
+    elif isinstance(attn_mask, Value) and _is_bool(node.args[3] if len(node.args) > 3 else node.kwargs["attn_mask"]):
+        attn_mask = c.binary("mul", c.binary("sub", attn_mask, 1.0, path), 3.0e38, path)  # 1 -> 0, 0 -> -3e38
     q, k, v = (c.value(t, path) for t in (q, k, v))
     lead = _labels(len(q.shape) - 2, "a")
     s = c.b.contract([(q, lead + ["q", "d"]), (k, lead + ["k", "d"]),
@@ -824,7 +915,8 @@ CONVERTERS: dict[str, Callable] = {
     "aten.add": _bin("add"), "aten.sub": _bin("sub"), "aten.mul": _bin("mul"), "aten.div": _bin("div"),
     "aten.rsub": _bin("sub", swap=True), "aten.maximum": _bin("max"),
     "aten.relu": _act("relu"), "aten.relu_": _act("relu"), "aten.gelu": _act("gelu"), "aten.silu": _act("silu"),
-    "aten.sigmoid": _act("sigmoid"), "aten.tanh": _act("tanh"), "aten.hardswish": _act("hardswish"),
+    "aten.sigmoid": _act("sigmoid"), "aten.tanh": _act("tanh"), "aten.sqrt": _act("sqrt"),
+    "aten.rsqrt": _act("rsqrt"), "aten.rms_norm": _rms_norm, "aten.hardswish": _act("hardswish"),
     "aten.hardswish_": _act("hardswish"), "aten.hardsigmoid": _act("hardsigmoid"),
     "aten.hardsigmoid_": _act("hardsigmoid"), "aten.leaky_relu": _act("leaky_relu"), "aten.silu_": _act("silu"),
     "aten.view": _reshape, "aten.reshape": _reshape, "aten._unsafe_view": _reshape, "aten.flatten": _flatten,
@@ -843,6 +935,9 @@ CONVERTERS: dict[str, Callable] = {
     "aten.index_select": _index_select, "aten.masked_fill": _masked_fill, "aten.where": _where, "aten.pow": _pow,
     "aten._assert_tensor_metadata": lambda c, node, *a, **kw: None,  # a check torch.export leaves: nothing to run
     "aten.embedding": _embedding, "aten.gather": _gather_op,
+    "aten._to_copy": _to, "aten.to": _to, "aten.type_as": _to, "aten.index": _index,
+    "aten.__and__": _logical("and"), "aten.logical_and": _logical("and"), "aten.__or__": _logical("or"),
+    "aten.logical_or": _logical("or"), "aten.logical_not": _logical("not"), "aten.bitwise_not": _logical("not"),
     "aten.arange": _arange, "aten.full": _full, "aten.zeros": _filled(0.0), "aten.ones": _filled(1.0),
 }
 
@@ -861,27 +956,30 @@ class Captured:
         return mb.finish()
 
 
-def export_graphs(model, example_input, schedule: str = "auto", memory_budget: int | None = None,
+def export_graphs(model, example_inputs, schedule: str = "auto", memory_budget: int | None = None,
                   target=None, planner=None) -> ModelGraphs:
-    """The load and call graphs of a torch model, captured by torch.export on `example_input` (its batch size
-    is the compiled one)."""
-    return capture_module(model, example_input).graphs(schedule, memory_budget, target, planner)
+    """The load and call graphs of a torch model, captured by torch.export on `example_inputs` (a tensor or a
+    tuple of them; the first axis of each is the compiled batch)."""
+    return capture_module(model, example_inputs).graphs(schedule, memory_budget, target, planner)
 
 
-def capture_module(model, example_input) -> Captured:
-    """`model` captured by torch.export on `example_input`, in eval mode (its mode is restored afterwards)."""
+def capture_module(model, example_inputs) -> Captured:
+    """`model` captured by torch.export on `example_inputs` (a tensor or a tuple of them), in eval mode (every
+    submodule's own mode is restored afterwards: a model in eval mode inside a training-mode wrapper stays so)."""
     import torch
 
-    was_training = model.training
+    xs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            ep = torch.export.export(model, (example_input,))
+            ep = torch.export.export(model, xs)
     except AdntnError:
         raise  # the model's own check (e.g. an ADNTN layer's input shape)
     except Exception as e:
         raise ConfigError(f"torch.export could not capture {type(model).__name__}: {type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''}") from None
     finally:
-        model.train(was_training)
-    return Captured(ep, int(example_input.shape[0]))
+        for m, training in modes:
+            m.training = training
+    return Captured(ep, int(xs[0].shape[0]) if xs[0].dim() else 1)

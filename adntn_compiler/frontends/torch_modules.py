@@ -22,6 +22,13 @@ class ModelGraphs:
     tensors: dict[str, np.ndarray]  # float32: cores, dense weights, biases
     layers: list[dict] = field(default_factory=list)  # what each layer is (manifest, `adntn info`)
     plans: list = field(default_factory=list, repr=False)  # each ADNTN linear layer's Plan, in order (the tuner's)
+    # per call-graph input: {"name", "shape", "dtype": "float32" | "int64"; "rows": the table size its integer ids
+    # index (a take), which every run checks them against}
+    inputs: list[dict] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> list[dict]:
+        return [{"name": n.name, "shape": list(n.out.shape)} for n in self.call.nodes if n.op is Op.OUTPUT]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -48,6 +55,27 @@ def _inline(b: Builder, g: Graph, bind: dict[str, Value], prefix: str) -> dict[s
     return outs
 
 
+def input_specs(call: Graph, integer: set[str]) -> list[dict]:
+    """ModelGraphs.inputs of `call`, whose inputs named in `integer` hold integers. The ids of every take must be
+    such an input (seen through reshapes): the place where a run checks them against the table."""
+    producer = call.producer()
+    rows: dict[str, int] = {}
+    for n in call.nodes:
+        if n.op is not Op.TAKE:
+            continue
+        src = producer[n.inputs[1].id]
+        while src.op is Op.RESHAPE:
+            src = producer[src.inputs[0].id]
+        if src.op is Op.CONST:  # indices the frontend computed (checked when it did)
+            continue
+        if src.op is not Op.INPUT or src.name not in integer:
+            raise ConfigError(f"embedding at {n.path or 'the model'}: its indices are computed at run time; only an "
+                              f"integer input of the model (token ids) can index a table")
+        rows[src.name] = min(rows.get(src.name, n.inputs[0].shape[0]), n.inputs[0].shape[0])
+    return [{"name": n.name, "shape": list(n.out.shape), "dtype": "int64" if n.name in integer else "float32",
+             **({"rows": rows[n.name]} if n.name in rows else {})} for n in call.nodes if n.op is Op.INPUT]
+
+
 def _f32(t) -> np.ndarray:
     if hasattr(t, "detach"):
         t = t.detach().cpu().numpy()
@@ -65,6 +93,8 @@ class _ModelBuilder:
         self.layers: list[dict] = []
         self.plans: list = []
         self.x: Value | None = None
+        self.integer: set[str] = set()  # inputs that hold integers
+        self.outputs: list[Value] | None = None  # the model's outputs, when a frontend sets them (else x)
         self._paths: dict[str, int] = {}  # layer path -> how many layers were emitted under it
 
     def unique_prefix(self, path: str) -> str:
@@ -85,9 +115,11 @@ class _ModelBuilder:
     def start(self, shape: tuple[int, ...]) -> None:
         self.x = self.call.input("x", (self.batch_size, *shape), "model.x")
 
-    def input(self, name: str, shape: tuple[int, ...]) -> Value:
-        """A call-graph input of this whole shape (the batch included)."""
+    def input(self, name: str, shape: tuple[int, ...], integer: bool = False) -> Value:
+        """A call-graph input of this whole shape (the batch included); `integer`: it holds integers."""
         v = self.call.input(name, shape, f"model.{name}")
+        if integer:
+            self.integer.add(name)
         if self.x is None:
             self.x = v
         return v
@@ -140,10 +172,13 @@ class _ModelBuilder:
         """Graphs with several outputs ("y0", "y1", ...; "y" when there is one)."""
         for k, v in enumerate(outs):
             self.call.output(v, "y" if len(outs) == 1 else f"y{k}")
-        return ModelGraphs(self.load.build(), self.call.build(), self.tensors, self.layers, self.plans)
+        call = self.call.build()
+        return ModelGraphs(self.load.build(), call, self.tensors, self.layers, self.plans,
+                           input_specs(call, self.integer))
 
     def finish(self) -> ModelGraphs:
+        if self.outputs is not None:
+            return self.finish_many(self.outputs)
         if self.x is None:
             raise ConfigError("the model has no layers to compile")
-        self.call.output(self.x, "y")
-        return ModelGraphs(self.load.build(), self.call.build(), self.tensors, self.layers, self.plans)
+        return self.finish_many([self.x])

@@ -77,7 +77,10 @@ class Generator:
     def __init__(self, shape: Sequence[int], legs: Legs, activation: str, seed: int, config: dict[str, Any]):
         self.shape, self.O, self.I = normalize_shape(shape)
         self.legs = legs
-        activations.get(activation)
+        if activations.get(activation).model_only:
+            usable = [n for n, a in activations.ACTIVATIONS.items() if not a.model_only]
+            raise ConfigError(f"{self.arch}: {activation!r} is an op of whole models, not a generator's activation; "
+                              f"choose one of {', '.join(usable)}")
         self.activation = activation
         if not _is_int(seed):
             raise ConfigError(f"{self.arch}: seed must be an integer, got {seed!r}")

@@ -20,6 +20,7 @@ from .graph import (
     PermAttrs,
     ShapeAttrs,
     SliceAttrs,
+    TakeAttrs,
     Value,
 )
 from .ops import SHAPE, ShapeRuleError
@@ -96,6 +97,9 @@ class Builder:
 
     def add(self, x: Value, b: Value, path: str = "") -> Value:
         return self.node(Op.ADD, (x, b), AddAttrs(), path)
+
+    def take(self, table: Value, ids: Value, path: str = "") -> Value:
+        return self.node(Op.TAKE, (table, ids), TakeAttrs(), path)
 
     def output(self, x: Value, name: str = "y", path: str = "") -> Value:
         return self.node(Op.OUTPUT, (x,), NameAttrs(name), path)

@@ -31,6 +31,7 @@ class Op(str, Enum):
     ADAPTIVE_POOL = "adaptive_pool"  # adaptive avg/max pooling to a fixed (Ho, Wo)
     LAYER_NORM = "layer_norm"  # (x, gamma, beta): normalise over the trailing `axes` axes
     SOFTMAX = "softmax"  # along one axis
+    TAKE = "take"  # (table (V, D), ids (...)) -> (..., D): rows of a table by integer ids given at run time
     OUTPUT = "output"
 
 
@@ -103,6 +104,11 @@ class AddAttrs:  # ADD
 
 
 @dataclass(frozen=True, slots=True)
+class TakeAttrs:  # TAKE
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class BinaryAttrs:  # BINARY
     fn: str  # add, sub, mul, div, max, min
 
@@ -139,8 +145,8 @@ class NormAttrs:  # LAYER_NORM
     eps: float
 
 
-Attrs = Union[AddAttrs, BinaryAttrs, ConvAttrs, PoolAttrs, AdaptivePoolAttrs, NormAttrs, NameAttrs, EinsumAttrs,
-              MapAttrs, ShapeAttrs, PermAttrs, PadAttrs, SliceAttrs, AxisAttrs]
+Attrs = Union[AddAttrs, TakeAttrs, BinaryAttrs, ConvAttrs, PoolAttrs, AdaptivePoolAttrs, NormAttrs, NameAttrs,
+              EinsumAttrs, MapAttrs, ShapeAttrs, PermAttrs, PadAttrs, SliceAttrs, AxisAttrs]
 AttrsT = TypeVar("AttrsT", bound=Attrs)
 
 

@@ -201,6 +201,12 @@ def _softmax(attrs: AxisAttrs, x: Shape) -> Shape:
     return x
 
 
+def _take(attrs, table: Shape, ids: Shape) -> Shape:
+    if len(table) != 2:
+        raise ShapeRuleError(f"take reads rows of a (rows, features) table, got table shape {table}")
+    return (*ids, table[1])
+
+
 def _unary(attrs, x: Shape) -> Shape:
     return x
 
@@ -226,6 +232,7 @@ SHAPE: dict[Op, Callable[..., Shape]] = {
     Op.ADAPTIVE_POOL: _adaptive_pool,
     Op.LAYER_NORM: _layer_norm,
     Op.SOFTMAX: _softmax,
+    Op.TAKE: _take,
     Op.OUTPUT: _unary,
 }
 
@@ -233,4 +240,5 @@ ARITY: dict[Op, int | None] = {
     Op.INPUT: 0, Op.PARAM: 0, Op.CONST: 0, Op.EINSUM: None, Op.MAP: 1,
     Op.RESHAPE: 1, Op.TRANSPOSE: 1, Op.PAD: 1, Op.SLICE: 1, Op.CONCAT: None, Op.ADD: 2, Op.OUTPUT: 1,
     Op.BINARY: 2, Op.IM2COL: 1, Op.POOL: 1, Op.ADAPTIVE_POOL: 1, Op.LAYER_NORM: 3, Op.SOFTMAX: 1,
+    Op.TAKE: 2,
 }

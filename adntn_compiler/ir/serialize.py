@@ -19,7 +19,7 @@ _ATTRS = {
     "name": G.NameAttrs, "einsum": G.EinsumAttrs, "map": G.MapAttrs, "shape": G.ShapeAttrs,
     "perm": G.PermAttrs, "pad": G.PadAttrs, "slice": G.SliceAttrs, "axis": G.AxisAttrs, "add": G.AddAttrs,
     "binary": G.BinaryAttrs, "conv": G.ConvAttrs, "pool": G.PoolAttrs, "adaptive_pool": G.AdaptivePoolAttrs,
-    "norm": G.NormAttrs,
+    "norm": G.NormAttrs, "take": G.TakeAttrs,
 }
 _KIND = {cls: k for k, cls in _ATTRS.items()}
 _DTYPES = {"float32", "float64"}

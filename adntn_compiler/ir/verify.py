@@ -19,6 +19,7 @@ from .graph import (
     PoolAttrs,
     ShapeAttrs,
     SliceAttrs,
+    TakeAttrs,
 )
 from .ops import ARITY, SHAPE, ShapeRuleError
 from .printer import format_graph, format_node
@@ -34,7 +35,7 @@ ATTRS = {Op.INPUT: NameAttrs, Op.PARAM: NameAttrs, Op.CONST: NameAttrs, Op.OUTPU
          Op.EINSUM: EinsumAttrs, Op.MAP: MapAttrs, Op.RESHAPE: ShapeAttrs, Op.TRANSPOSE: PermAttrs, Op.PAD: PadAttrs,
          Op.SLICE: SliceAttrs, Op.CONCAT: AxisAttrs, Op.ADD: AddAttrs,
          Op.BINARY: BinaryAttrs, Op.IM2COL: ConvAttrs, Op.POOL: PoolAttrs, Op.ADAPTIVE_POOL: AdaptivePoolAttrs,
-         Op.LAYER_NORM: NormAttrs, Op.SOFTMAX: AxisAttrs}
+         Op.LAYER_NORM: NormAttrs, Op.SOFTMAX: AxisAttrs, Op.TAKE: TakeAttrs}
 
 
 def _check_inputs(g: Graph, i: int, defined: dict[int, tuple[int, ...]]) -> None:

@@ -29,19 +29,28 @@ from ..memory import fmt_bytes
 from .container import SIGNATURE_MAX, Container, check_schema, sha256, write_zip
 
 FORMAT = "adntn-artifact"
-VERSION = 3  # 2: program inputs carry their names; 3: the backend and the whole Target are recorded
+VERSION = 4  # 2: program inputs carry their names; 3: the backend and the whole Target; 4: inputs and outputs
 MANIFEST, TENSORS, LIB, SIGNATURE = "manifest.json", "tensors.safetensors", "lib.so", "signature.json"
 MEMBERS = (MANIFEST, TENSORS, LIB, SIGNATURE)  # in this order; nothing else may be in the zip
 MANIFEST_MAX = 8 << 20  # bytes: a manifest is a few hundred KB even for a whole VGG head
 LIBRARY_MAX = 1 << 30
 _SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1, "maxItems": 64}
 _SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_NAME = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"}
+INPUTS_SCHEMA = {"type": "array", "minItems": 1, "maxItems": 64, "items": {
+    "type": "object", "required": ["name", "shape", "dtype"], "additionalProperties": False,
+    "properties": {"name": _NAME, "shape": _SHAPE, "dtype": {"enum": ["float32", "int64"]},
+                   "rows": {"type": "integer", "minimum": 1}}}}
+OUTPUTS_SCHEMA = {"type": "array", "minItems": 1, "maxItems": 64, "items": {
+    "type": "object", "required": ["name", "shape"], "additionalProperties": False,
+    "properties": {"name": _NAME, "shape": _SHAPE}}}
 _PAIR = {"type": "object", "required": ["load", "call"], "additionalProperties": False,
          "properties": {"load": {"type": "object"}, "call": {"type": "object"}}}
 MANIFEST_SCHEMA = {  # the types of every field; the programs' own schema is the backend's (program.py)
     "type": "object",
     "required": ["format", "version", "adntn_version", "tvm_version", "backend", "target", "batch_size", "schedule",
-                 "input_shape", "output_shape", "layers", "graphs", "programs", "files", "manifest_sha256"],
+                 "input_shape", "output_shape", "inputs", "outputs", "layers", "graphs", "programs", "files",
+                 "manifest_sha256"],
     "properties": {
         "format": {"const": FORMAT}, "version": {"const": VERSION}, "adntn_version": {"type": "string"},
         "tvm_version": {"type": "string"}, "backend": {"type": "string"}, "schedule": {"type": "string"},
@@ -50,7 +59,8 @@ MANIFEST_SCHEMA = {  # the types of every field; the programs' own schema is the
             "lanes": {"type": "integer", "minimum": 1}, "threads": {"type": "integer", "minimum": 1},
             "isa": {"type": "array", "items": {"type": "string"}}}},
         "batch_size": {"type": "integer", "minimum": 1}, "input_shape": _SHAPE, "output_shape": _SHAPE,
-        "layers": {"type": "array", "items": {"type": "object"}}, "graphs": _PAIR, "programs": _PAIR,
+        "inputs": INPUTS_SCHEMA, "outputs": OUTPUTS_SCHEMA, "layers": {"type": "array", "items": {"type": "object"}},
+        "graphs": _PAIR, "programs": _PAIR,
         "files": {"type": "object", "required": [TENSORS, LIB], "properties": {
             TENSORS: _SHA256, LIB: _SHA256}},
         "manifest_sha256": {"type": "string"},
@@ -67,26 +77,61 @@ def _manifest_digest(m: dict) -> str:
 
 
 class CompiledModel:
-    """What every compiled form (an artifact's Executable, a C bundle) says of its input and output."""
+    """What every compiled form (an artifact's Executable, a C bundle) says of its inputs and outputs."""
 
     manifest: dict
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """The first input's shape."""
         return tuple(self.manifest["input_shape"])
 
     @property
     def output_shape(self) -> tuple[int, ...]:
+        """The first output's shape."""
         return tuple(self.manifest["output_shape"])
 
+    @property
+    def inputs(self) -> list[dict]:
+        """{"name", "shape", "dtype" (float32 or int64), "rows" (integer ids index a table of this size)} each."""
+        return self.manifest.get("inputs") or [{"name": "x", "shape": list(self.input_shape), "dtype": "float32"}]
+
+    @property
+    def outputs(self) -> list[dict]:
+        return self.manifest.get("outputs") or [{"name": "y", "shape": list(self.output_shape)}]
+
     def checked_input(self, x) -> np.ndarray:
-        x = np.asarray(x)
-        if x.dtype.kind not in "fiu":  # floats and integers are cast to float32; complex would lose its imaginary part
-            raise ConfigError(f"input must be a float or integer array (cast to float32), got dtype {x.dtype}")
-        if x.shape != self.input_shape:
-            raise ConfigError(f"this {type(self).__name__.lower()} was compiled for input shape {self.input_shape} "
-                              f"(batch_size={self.manifest['batch_size']}), got {x.shape}")
-        return x
+        return self.checked_inputs((x,))[0]
+
+    def checked_inputs(self, xs) -> list[np.ndarray]:
+        """The arguments of a call, checked against the inputs: their count, shapes and dtypes; integer inputs
+        hold whole numbers a float32 carries exactly, token ids index inside their table (an id out of range is
+        refused here, never read)."""
+        from ..backends.reference import take_ids
+
+        specs = self.inputs
+        if len(xs) != len(specs):
+            raise ConfigError(f"this {type(self).__name__.lower()} takes {len(specs)} input(s) "
+                              f"({', '.join(s['name'] for s in specs)}), got {len(xs)}")
+        out = []
+        for x, s in zip(xs, specs):
+            x = np.asarray(x)
+            if x.dtype.kind not in "fiu":  # complex would lose its imaginary part
+                raise ConfigError(f"input {s['name']!r} must be a float or integer array, got dtype {x.dtype}")
+            if x.shape != tuple(s["shape"]):
+                which = f"input {s['name']!r} of shape" if len(specs) > 1 else "input shape"
+                raise ConfigError(f"this {type(self).__name__.lower()} was compiled for {which} {tuple(s['shape'])} "
+                                  f"(batch_size={self.manifest['batch_size']}), got {x.shape}")
+            if s["dtype"] == "int64":
+                take_ids(x, s.get("rows", 1 << 24), f"input {s['name']!r}" + ("" if "rows" in s else " (integers "
+                                                                                   "in [0, 2**24))"))
+            out.append(x)
+        return out
+
+    def result(self, out: Mapping[str, np.ndarray]):
+        """One output's array, or a tuple of them in order."""
+        names = [o["name"] for o in self.outputs]
+        return out[names[0]] if len(names) == 1 else tuple(out[n] for n in names)
 
 
 class Executable(CompiledModel):
@@ -125,7 +170,8 @@ class Executable(CompiledModel):
         manifest = dict(
             format=FORMAT, version=VERSION, adntn_version=__version__, tvm_version=tvm.__version__,
             backend=lib.backend, target=lib.target.to_dict(), batch_size=batch_size, schedule=schedule,
-            input_shape=list(mg.input_shape), output_shape=list(mg.output_shape), layers=mg.layers,
+            input_shape=list(mg.input_shape), output_shape=list(mg.output_shape), inputs=mg.inputs,
+            outputs=mg.outputs, layers=mg.layers,
             graphs={"load": _graph_dict(mg.load, to_dict), "call": _graph_dict(mg.call, to_dict)},
             programs=lib.program_dicts(),
         )
@@ -136,22 +182,24 @@ class Executable(CompiledModel):
         return cls(lib, lib.to_bytes(), mg.tensors, manifest)
 
     # ---------------------------------------------------------------- running
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = self.checked_input(x)
+    def __call__(self, *xs: np.ndarray):
+        """The model on its inputs (in order): its output, or a tuple of its outputs."""
+        xs_ = self.checked_inputs(xs)
         if self._call is None:
             raise ConfigError(f"this executable cannot run on this machine ({self._not_here}); save it and run "
                               f"it on its target")
         with self._lock:
-            return self._call(x)["y"]
+            return self.result(self._call(*xs_))
 
-    def reference(self, x: np.ndarray) -> np.ndarray:
+    def reference(self, *xs: np.ndarray):
         """The same model on the numpy reference interpreter (float64), from the graphs in the manifest."""
         from ..backends.reference import run, with_resident
         from ..ir.serialize import from_dict
 
         g = self.manifest["graphs"]
         t = with_resident(from_dict(g["load"], self._tensors) if g["load"]["nodes"] else None, self._tensors)
-        return run(from_dict(g["call"], t), [np.asarray(x, np.float64)], t)[0]
+        ys = run(from_dict(g["call"], t), [np.asarray(x, np.float64) for x in self.checked_inputs(xs)], t)
+        return self.result(dict(zip([o["name"] for o in self.outputs], ys)))
 
     # ---------------------------------------------------------------- the artifact
     def save(self, path: str | os.PathLike, signing_key=None) -> Path:
@@ -204,7 +252,7 @@ def inspect(path: str | os.PathLike) -> dict:
 def _info(m: dict) -> dict:
     """The manifest's description of an artifact (what `info` and `adntn info` show)."""
     return {k: m[k] for k in ("format", "version", "adntn_version", "tvm_version", "target", "batch_size",
-                              "schedule", "input_shape", "output_shape", "layers")} | {
+                              "schedule", "input_shape", "output_shape", "inputs", "outputs", "layers")} | {
         "kernels": sorted({c["kernel"] for p in m["programs"].values() for c in p["calls"]}),
         "memory": {k: _program_memory(p) for k, p in m["programs"].items()}} | (
         {"gpu": m["gpu"]} if "gpu" in m else {}) | ({"tuning": m["tuning"]} if "tuning" in m else {})
@@ -292,16 +340,19 @@ def _member_limits(path, m: dict) -> dict[str, int]:
 
 
 def _check_interface(m: dict) -> None:
-    """The load program takes nothing; the call program takes `x` of the input shape and gives `y` of the output
-    shape (what `Executable.__call__` feeds and reads)."""
+    """The load program takes nothing; the call program takes the manifest's inputs and gives its outputs (names
+    and shapes, in order: what `Executable.__call__` feeds and reads); input_shape and output_shape are the
+    first of each."""
     load, call = m["programs"]["load"], m["programs"]["call"]
     if load.get("inputs"):
         raise ValueError(f"'load' program is malformed (it takes no inputs, got {load['inputs']!r:.100})")
-    want = {"inputs": [["x", m["input_shape"]]], "outputs": [["y", m["output_shape"]]]}
-    for k, w in want.items():
+    if m["input_shape"] != m["inputs"][0]["shape"] or m["output_shape"] != m["outputs"][0]["shape"]:
+        raise ValueError("input_shape and output_shape are not those of the first input and output")
+    for k in ("inputs", "outputs"):
+        want = [[v["name"], v["shape"]] for v in m[k]]
         got = [[v[0], v[2]] for v in call.get(k, []) if isinstance(v, list) and len(v) == 3]
-        if got != w or len(call.get(k, [])) != 1:
-            raise ValueError(f"'call' program is malformed (its {k} must be {w} (name, shape), got "
+        if got != want or len(call.get(k, [])) != len(want):
+            raise ValueError(f"'call' program is malformed (its {k} must be {want} (name, shape), got "
                              f"{call.get(k)!r:.200})")
 
 

@@ -44,11 +44,11 @@ from ..errors import ConfigError, MemoryEstimateError, SerializationError
 from ..memory import fmt_bytes, parse_bytes
 from ..targets import Target
 from . import jsonio, sandbox
+from .artifact import INPUTS_SCHEMA, OUTPUTS_SCHEMA, CompiledModel
 from .artifact import MANIFEST_SCHEMA as ARTIFACT_SCHEMA
-from .artifact import CompiledModel
 from .container import Container, sha256, write_folder, write_zip
 
-FORMAT, VERSION = "adntn-c-bundle", 2  # 2: signed, with every file's size
+FORMAT, VERSION = "adntn-c-bundle", 3  # 2: signed, with every file's size; 3: inputs and outputs
 MANIFEST, SIGNATURE = "manifest.json", "signature.json"
 MANIFEST_MAX = 8 << 20
 MAX_FILE = 96 << 20  # bytes of one bundle file read back (the weights' C text at MAX_WEIGHTS is ~60 MiB)
@@ -138,8 +138,9 @@ class BundlePlan:
         consts = _const_arrays(mg, prog)
         manifest = dict(format=FORMAT, version=VERSION, adntn_version=__version__, tvm_version=tvm.__version__,
                         target=target.to_dict(), batch_size=int(mg.input_shape[0]), schedule=self.schedule,
-                        input_shape=list(mg.input_shape), output_shape=list(mg.output_shape), layers=mg.layers,
-                        kernels=sorted({c["kernel"] for c in prog.calls}), calls=len(prog.calls),
+                        input_shape=list(mg.input_shape), output_shape=list(mg.output_shape), inputs=mg.inputs,
+                        outputs=mg.outputs, layers=mg.layers, kernels=sorted({c["kernel"] for c in prog.calls}),
+                        calls=len(prog.calls),
                         memory=self.memory, budget=self.budget, call_table=self.call_table,
                         **({"tuning": self.tuning} if self.tuning else {}))
         files = _emit(prog, consts, kernels, target, manifest, self.call_table)
@@ -269,7 +270,7 @@ def _emit(prog, consts, kernels: bytes, target: Target, manifest: dict, call_tab
 
     b = board(target)
     inc = Path(tvm_ffi.__file__).parent / "include"
-    files = {**c_sources(prog, consts, target, manifest["input_shape"], manifest["output_shape"], manifest["memory"],
+    files = {**c_sources(prog, consts, target, manifest["inputs"], manifest["outputs"], manifest["memory"],
                          call_table), "Makefile": _makefile(target, b)}
     out = {k: v.encode() for k, v in files.items()} | _harness_files(target)
     out["kernels.o"] = kernels
@@ -371,24 +372,25 @@ class Bundle(CompiledModel):
     def _emulate(self, root: Path, args: list[str], timeout: float):
         return sandbox.run(self._emulate_cmd(args), root, timeout, f"the {self.target.name} emulator")
 
-    def __call__(self, x: np.ndarray, timeout: float = 600.0) -> np.ndarray:
-        """Run the bundle on `x` under the target's emulator (qemu-aarch64, or qemu-system-arm on the MPS2 board
-        of the core) and return its output."""
-        x = self.checked_input(x)
+    def __call__(self, *xs: np.ndarray, timeout: float = 600.0):
+        """Run the bundle on its inputs under the target's emulator (qemu-aarch64, or qemu-system-arm on the MPS2
+        board of the core) and return its output (a tuple of them when there are several)."""
+        flat = [np.ascontiguousarray(x, "<f4").reshape(-1) for x in self.checked_inputs(xs)]
         with self._lock:
             root = self._built(timeout=timeout)
-            (root / "input.bin").write_bytes(np.ascontiguousarray(x, "<f4").tobytes())
+            (root / "input.bin").write_bytes(np.concatenate(flat).tobytes())
             (root / "output.bin").unlink(missing_ok=True)
             r = self._emulate(root, ["input.bin", "output.bin"], timeout)
             if r.returncode != 0:
                 raise ConfigError(f"the bundle failed on the {self.target.name} emulator (exit status "
                                   f"{r.returncode}): {(r.stdout + r.stderr).decode(errors='replace')[-2000:]}")
             y = np.fromfile(root / "output.bin", "<f4")
-        if y.size != math.prod(self.output_shape):
-            raise ConfigError(f"the bundle wrote {y.size} floats, expected {math.prod(self.output_shape)}")
-        return y.reshape(self.output_shape)
+        if y.size != _floats(self.outputs):
+            raise ConfigError(f"the bundle wrote {y.size} floats, expected {_floats(self.outputs)}")
+        ends = np.cumsum([math.prod(o["shape"]) for o in self.outputs])
+        return self.result({o["name"]: part.reshape(o["shape"]) for o, part in zip(self.outputs, np.split(y, ends))})
 
-    def instructions(self, x: np.ndarray, exact: bool | None = None, timeout: float = 3600.0) -> int:
+    def instructions(self, *xs: np.ndarray, exact: bool | None = None, timeout: float = 3600.0) -> int:
         """Instructions one inference executes on the emulated core (emulated, so no caches and no timing: the
         same every run).
 
@@ -399,7 +401,7 @@ class Bundle(CompiledModel):
         `-icount shift=5` makes virtual time 32 ns per instruction, and the harness reads the board's 25 MHz
         timer around the inference: 0.8 ticks per instruction, within 0.2 % of the exact count (Thumb IT
         prefixes are not counted) at any size."""
-        self(x, timeout=timeout)  # builds, writes input.bin, checks the run
+        self(*xs, timeout=timeout)  # builds, writes input.bin, checks the run
         exact = self.target.device != "microcontroller" if exact is None else exact
         with self._lock:
             root = self._built(timeout=timeout)
@@ -460,19 +462,21 @@ class Bundle(CompiledModel):
                     estimate_weight_bytes=m["weight_bytes"], estimate_ram_bytes=m["ram_bytes"],
                     code_bytes=model[0] - m["weight_bytes"])
 
-    def reference(self, x: np.ndarray) -> np.ndarray:
+    def reference(self, *xs: np.ndarray):
         """The model on the numpy reference interpreter (float64); only for a bundle compiled in this process."""
         if self.graphs is None:
             raise ConfigError("a bundle read from disk carries no graphs; compare it with its source model")
         from ..backends.reference import run, with_resident
 
         t = with_resident(self.graphs.load, self.graphs.tensors)
-        return run(self.graphs.call, [np.asarray(x, np.float64)], t)[0]
+        ys = run(self.graphs.call, [np.asarray(x, np.float64) for x in self.checked_inputs(xs)], t)
+        return self.result(dict(zip([o["name"] for o in self.outputs], ys)))
 
     def info(self) -> dict:
         m = self.manifest
         return {k: m[k] for k in ("format", "version", "target", "batch_size", "schedule", "input_shape",
-                                  "output_shape", "layers", "kernels", "calls", "memory", "budget")}
+                                  "output_shape", "inputs", "outputs", "layers", "kernels", "calls", "memory",
+                                  "budget")}
 
 
 def _berkeley(text: str, total: bool = False) -> tuple[int, int, int]:
@@ -493,13 +497,14 @@ _INT = {"type": "integer", "minimum": 0}
 _SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1, "maxItems": 16}
 _MANIFEST_SCHEMA = {  # every field the code reads (info, run, size) is typed
     "type": "object",
-    "required": ["format", "version", "target", "batch_size", "schedule", "input_shape", "output_shape", "layers",
-                 "kernels", "calls", "memory", "budget", "files", "sizes"],
+    "required": ["format", "version", "target", "batch_size", "schedule", "input_shape", "output_shape", "inputs",
+                 "outputs", "layers", "kernels", "calls", "memory", "budget", "files", "sizes"],
     "properties": {
         "format": {"const": FORMAT}, "version": {"const": VERSION}, "adntn_version": {"type": "string"},
         "tvm_version": {"type": "string"}, "target": ARTIFACT_SCHEMA["properties"]["target"],
         "batch_size": {"type": "integer", "minimum": 1},
         "schedule": {"type": "string"}, "input_shape": _SHAPE, "output_shape": _SHAPE,
+        "inputs": INPUTS_SCHEMA, "outputs": OUTPUTS_SCHEMA,
         "layers": {"type": "array", "items": {"type": "object", "required": ["kind"],
                                               "properties": {"kind": {"type": "string"}}}},
         "kernels": {"type": "array", "items": {"type": "string"}}, "calls": _INT,
@@ -538,14 +543,17 @@ def _check_manifest(m, path) -> None:
     missing = [f for f in REQUIRED_FILES if f not in m["files"]]
     if missing:
         raise SerializationError(f"{path}: the manifest lists no {', '.join(missing)}; not a whole bundle")
-    for k in ("input_shape", "output_shape"):
-        if math.prod(m[k]) > MAX_ELEMENTS:
-            raise SerializationError(f"{path}: manifest field {k}: {m[k]} is {math.prod(m[k]):,} floats, more than "
-                                     f"a bundle takes ({MAX_ELEMENTS:,})")
-    for k in ("input_shape", "output_shape"):
-        if m[k][0] != m["batch_size"]:
-            raise SerializationError(f"{path}: manifest field {k} {m[k]} does not start with batch_size "
-                                     f"{m['batch_size']}")
+    for k in ("inputs", "outputs"):
+        if _floats(m[k]) > MAX_ELEMENTS:
+            raise SerializationError(f"{path}: manifest field {k}: {_floats(m[k]):,} floats in all, more than a "
+                                     f"bundle takes ({MAX_ELEMENTS:,})")
+        for s in m[k]:
+            if s["shape"][0] != m["batch_size"]:
+                raise SerializationError(f"{path}: manifest field {k}: {s['name']} {s['shape']} does not start with "
+                                         f"batch_size {m['batch_size']}")
+    if m["input_shape"] != m["inputs"][0]["shape"] or m["output_shape"] != m["outputs"][0]["shape"]:
+        raise SerializationError(f"{path}: manifest fields input_shape and output_shape are not the first input's "
+                                 f"and output's shapes")
     try:
         target = Target.from_dict(m["target"])
         board(target)
@@ -560,9 +568,9 @@ def _check_built_from(files: dict[str, bytes], m: dict, path) -> None:
     from ..backends.tvm import C_HEADER
 
     h = files[C_HEADER].decode(errors="replace")
-    for k, macro in (("input_shape", "ADNTN_MODEL_INPUT_SIZE"), ("output_shape", "ADNTN_MODEL_OUTPUT_SIZE")):
+    for k, macro in (("inputs", "ADNTN_MODEL_INPUT_SIZE"), ("outputs", "ADNTN_MODEL_OUTPUT_SIZE")):
         got = re.search(rf"^#define {macro} (\d+)$", h, re.M)
-        if not got or int(got.group(1)) != math.prod(m[k]):
+        if not got or int(got.group(1)) != _floats(m[k]):
             raise SerializationError(f"{path}: manifest field {k} {m[k]} does not match the header's {macro} "
                                      f"({got.group(1) if got else 'missing'})")
     target = Target.from_dict(m["target"])
@@ -573,6 +581,10 @@ def _check_built_from(files: dict[str, bytes], m: dict, path) -> None:
         if files.get(name) != want:
             raise SerializationError(f"{path}: {name} is not the test harness this adntn-compiler ships for "
                                      f"{target.name!r}")
+
+
+def _floats(specs: list[dict]) -> int:
+    return sum(math.prod(s["shape"]) for s in specs)
 
 
 def is_bundle(path) -> bool:

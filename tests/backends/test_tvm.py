@@ -78,6 +78,19 @@ def test_activation_kernels(fn):
     close(get_backend("tvm").compile(g)(xs.astype(np.float32))[0], reference.run(g, [xs])[0], 1e-5)
 
 
+@pytest.mark.parametrize("fn", ["sqrt", "rsqrt", "d:sqrt", "d:rsqrt"])
+def test_model_only_elementwise_kernels(fn):
+    """RMSNorm's square roots (positive inputs; never a generator's activation)."""
+    b = Builder()
+    x = b.input("x", (4, 64))
+    b.output(b.map(fn, x))
+    g = b.build()
+    xs = np.geomspace(1e-3, 1e3, 256).reshape(4, 64)
+    close(get_backend("tvm").compile(g)(xs.astype(np.float32))[0], reference.run(g, [xs])[0], 1e-5)
+    with pytest.raises(adntn.errors.ConfigError, match="an op of whole models, not a generator's activation"):
+        adntn.ttn((8, 8), rank=2, activation=fn.removeprefix("d:"))
+
+
 @pytest.mark.parametrize("I,J,K", [(16, 256, 3584), (7, 48, 5), (1, 16, 3), (33, 64, 28), (5, 3, 2)])
 def test_gemm_kernel_shapes(I, J, K):
     """The GEMM template on awkward sizes (non-divisible rows, tiny vectors) and the FC6 shapes."""

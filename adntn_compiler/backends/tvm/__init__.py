@@ -179,14 +179,16 @@ def c_kernels(funcs: dict, target: Target) -> bytes:
         return Path(d, "kernels.o").read_bytes()
 
 
-def c_sources(prog: Program, consts: Mapping[str, np.ndarray], target: Target, input_shape, output_shape,
-              memory: Mapping[str, int], call_table: bool = False) -> dict[str, str]:
+def c_sources(prog: Program, consts: Mapping[str, np.ndarray], target: Target, inputs: list[dict],
+              outputs: list[dict], memory: Mapping[str, int], call_table: bool = False) -> dict[str, str]:
     """The bundle's C: the header (adntn_model_run's contract), the call sequence over a static arena (straight
-    line, or a loop over a call table) and the weights as const arrays."""
+    line, or a loop over a call table) and the weights as const arrays. `inputs`/`outputs`: the model's
+    (ModelGraphs.inputs / outputs: names, shapes, token tables)."""
+    rows = {s["name"]: s["rows"] for s in inputs if "rows" in s}
     return {
-        emit_c.HEADER: emit_c.header("adntn_model", target.name, input_shape, output_shape, memory["ram_bytes"],
+        emit_c.HEADER: emit_c.header("adntn_model", target.name, inputs, outputs, memory["ram_bytes"],
                                      memory["weight_bytes"]),
-        emit_c.SOURCE: emit_c.model_source(prog, consts, memory["workspace_bytes"], call_table),
+        emit_c.SOURCE: emit_c.model_source(prog, consts, memory["workspace_bytes"], call_table, rows),
         emit_c.WEIGHTS: emit_c.weights_source(consts),
     }
 

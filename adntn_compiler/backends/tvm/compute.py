@@ -82,6 +82,10 @@ def activation(name: str, x: te.Tensor) -> te.Tensor:
         "gelu_tanh": lambda: _gelu_tanh(x),
         "hardswish": lambda: _ew(x, lambda v: v * tvm.tirx.min(tvm.tirx.max(v + 3, zero), 6 * one) / 6, "hardswish"),
         "hardsigmoid": lambda: _ew(x, lambda v: tvm.tirx.min(tvm.tirx.max(v / 6 + 0.5, zero), one), "hardsigmoid"),
+        "sqrt": lambda: topi.sqrt(x),
+        "rsqrt": lambda: topi.rsqrt(x),
+        DERIV_PREFIX + "sqrt": lambda: _ew(topi.rsqrt(x), lambda r: r * 0.5, "d_sqrt"),
+        DERIV_PREFIX + "rsqrt": lambda: _ew(topi.rsqrt(x), lambda r: r * r * r * -0.5, "d_rsqrt"),
         DERIV_PREFIX + "identity": lambda: _ew(x, lambda v: one, "d_identity"),
         DERIV_PREFIX + "tanh": lambda: _ew(topi.fast_tanh(x), lambda t: 1 - t * t, "d_tanh"),
         DERIV_PREFIX + "relu": lambda: _where_pos(x, lambda v: one, lambda v: zero, "d_relu"),
@@ -334,3 +338,16 @@ def softmax(name: str, xshape: tuple[int, ...], axis: int, causal: bool = False)
     lowest = tvm.tirx.const(-3.0e38, DTYPE)
     S = te.compute(xshape, lambda *i: tvm.tirx.Select(i[-1] > i[-2], lowest, X(*i)), name="causal") if causal else X
     return _func([X, topi.nn.fast_softmax(S, axis)], name)
+
+
+def take(name: str, table: tuple[int, int], ids: tuple[int, ...]) -> tvm.tirx.PrimFunc:
+    """Y[..., d] = T[ids[...], d]. The ids arrive as float32 (every buffer is; exact below 2**24) and are clamped
+    into the table: a bad id can never read outside it (callers check the ids before a run and refuse them)."""
+    T = te.placeholder(table, DTYPE, name="T")
+    ids_ = te.placeholder(ids, DTYPE, name="ids")
+
+    def f(*i):
+        r = tvm.tirx.max(tvm.tirx.min(ids_(*i[:-1]).astype("int32"), table[0] - 1), 0)
+        return T[r, i[-1]]
+
+    return _func([T, ids_, te.compute((*ids, table[1]), f, name="take")], name)

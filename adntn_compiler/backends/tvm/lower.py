@@ -230,6 +230,11 @@ class Lowerer:
                         lambda nm: self.flat(C.softmax(nm, x.shape, a.axis, a.causal)))
         self.call(k, self.view(x), self._fresh(n))
 
+    def op_take(self, n: Node) -> None:
+        t, ids = n.inputs
+        k = self.kernel(("take", t.shape, ids.shape), lambda nm: self.flat(C.take(nm, t.shape, ids.shape)))
+        self.call(k, self.view(t), self.view(ids), self._fresh(n))
+
     def op_einsum(self, n: Node) -> None:
         a = n.attrs
         sizes = {c: s for t, v in zip(a.terms, n.inputs) for c, s in zip(t, v.shape)}
