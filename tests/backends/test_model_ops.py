@@ -154,6 +154,17 @@ def test_layer_norm_and_softmax(shape, axes):
 
 
 @settings(max_examples=library_examples(8), **SETTINGS)
+@given(st.integers(1, 3), st.sampled_from([1, 5, 8, 13, 16, 64]), st.sampled_from([8, 13, 16, 40]), st.booleans(),
+       st.integers(0, 9))
+def test_row_softmax_schedule(heads, q, k, causal, seed):
+    """The CPU's row-by-row softmax (last axis; vectorised when the row divides the lanes), causal or not."""
+    g, (x,) = _graph(Op.SOFTMAX, AxisAttrs(2, causal and q <= k), (heads, q, k), rng=np.random.default_rng(seed))
+    x = x * 4
+    ref = run(g, [x])[0]
+    np.testing.assert_allclose(get_backend("tvm").compile(g)(x.astype(np.float32))[0], ref, rtol=1e-4, atol=1e-6)
+
+
+@settings(max_examples=library_examples(8), **SETTINGS)
 @given(st.sampled_from(["add", "sub", "mul", "div", "max", "min"]),
        st.lists(st.sampled_from([1, 3]), min_size=1, max_size=3), st.lists(st.sampled_from([1, 3]), min_size=1,
                                                                              max_size=3))

@@ -226,8 +226,10 @@ class Lowerer:
     def op_softmax(self, n: Node) -> None:
         x = n.inputs[0]
         a = n.attrs
-        k = self.kernel(("softmax", x.shape, a.axis, a.causal),
-                        lambda nm: self.flat(C.softmax(nm, x.shape, a.axis, a.causal)))
+        rows = hasattr(self.sched, "softmax") and len(x.shape) >= 2 and a.axis == len(x.shape) - 1
+        k = self.kernel(("softmax", x.shape, a.axis, a.causal), lambda nm: self.sched.softmax(
+            C.softmax(nm, x.shape, a.axis, a.causal), self.policy, self.parallel) if rows else
+            self.flat(C.softmax(nm, x.shape, a.axis, a.causal)))
         self.call(k, self.view(x), self._fresh(n))
 
     def op_take(self, n: Node) -> None:

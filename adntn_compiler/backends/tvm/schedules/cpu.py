@@ -137,6 +137,29 @@ def flat(func: tvm.tirx.PrimFunc, policy: CPUPolicy, parallel: bool) -> tvm.tirx
     return sch.mod[name]
 
 
+def softmax(func: tvm.tirx.PrimFunc, policy: CPUPolicy, parallel: bool) -> tvm.tirx.PrimFunc:
+    """topi's fast_softmax over the last axis, row by row: the max, the exponentials (kept, vectorised: `flat`
+    inlines them into both the sum and the output, computing each twice, scalar) and their sum at each row of the
+    output, rows in parallel (2.3x faster than `flat` on GPT-2's 12x128x128 scores, 4.2x with the causal mask)."""
+    sch, name = _schedule(func)
+    blocks = {sch.get(b).name_hint: b for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    for n in ("causal", "T_softmax_delta"):
+        if n in blocks:
+            sch.compute_inline(blocks[n])
+    loops = sch.get_loops(sch.get_sblock("T_softmax_norm"))
+    row = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+    n = int(sch.get(loops[-1]).extent)
+    for b in ("T_softmax_expsum", "T_fast_exp", "T_softmax_maxelem"):  # consumers first
+        sch.compute_at(sch.get_sblock(b), row)
+    if n % policy.lanes == 0:
+        for b in ("T_fast_exp", "T_softmax_norm"):
+            _, v = sch.split(sch.get_loops(sch.get_sblock(b))[-1], [None, policy.lanes])
+            sch.vectorize(v)
+    if parallel:
+        sch.parallel(row)
+    return sch.mod[name]
+
+
 def copy(func: tvm.tirx.PrimFunc, policy: CPUPolicy, parallel: bool,
          order: tuple[int, ...] | None = None) -> tvm.tirx.PrimFunc:
     """A copy kernel: keep the loop nest (no index division), visit the loops in `order` (the source's axis
