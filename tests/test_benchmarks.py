@@ -87,3 +87,25 @@ def test_lm_cpu_quick(tmp_path):
     assert {row["variant"] for row in res["rows"]} == {"compiled", "torch eager"} and res["sgemm_gflop_per_s"] > 0
     assert all("gemm (dense weights)" in p["classes"] for p in res["profiles"])
     assert out.with_suffix(".txt").is_file() and out.with_suffix(".png").stat().st_size > 0
+
+
+def test_models_cpu_quick(tmp_path):
+    """The bundled networks' benchmark smoke run (32 x 32 inputs, one thread, no peers): the dense and compressed
+    models compiled, timed and within 1e-4 of torch eager; the rows merged from the per-thread-count child; the
+    table and plot written beside the JSON."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "models.json"
+    r = subprocess.run([sys.executable, str(BENCH / "models_cpu.py"), "--quick", "--no-inductor", "--no-peers",
+                        "--models", "mobilenet_v2", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    comp = [row for row in res["rows"] if row["variant"] == "compiled"]
+    assert {row["form"] for row in comp} == {"dense", "compressed"} and {row["threads"] for row in comp} == {1}
+    assert all(row["max_rel_error"] < 1e-4 and row["median_s"] > 0 and not row["error"] for row in comp)
+    assert all(row["gflop_per_s"] > 0 and row["peak_fraction"] > 0 for row in comp)
+    assert {row["variant"] for row in res["rows"]} == {"compiled", "torch eager"} and res["sgemm_gflop_per_s"]["1"] > 0
+    dense = [row for row in comp if row["form"] == "dense"]
+    assert all(row["flops"] == row["call_graph_flops"] for row in dense)  # hooks and the compiled graph agree
+    assert out.with_suffix(".txt").is_file() and out.with_suffix(".png").stat().st_size > 0

@@ -158,6 +158,57 @@ def resnet18(num_classes: int = 1000):
     return ResNet()
 
 
+# MobileNetV2's inverted residual stages: (expansion t, channels c, repeats n, first stride s)
+MOBILENET_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                       (6, 320, 1, 1))
+
+
+def mobilenet_v2(num_classes: int = 1000):
+    """MobileNetV2 (width 1.0) in torchvision's layout (`features.N`, `conv.K`, `classifier.1`): depthwise 3x3 and
+    pointwise convs with batch norm and ReLU6, inverted residuals; torchvision's initialisation."""
+    from torch import nn
+
+    def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
+        layers = [nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+        return nn.Sequential(*layers, *([nn.ReLU6(inplace=True)] if act else []))
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int, t: int):
+            super().__init__()
+            hidden = cin * t
+            self.use_res_connect = stride == 1 and cin == cout
+            expand = [conv_bn(cin, hidden, 1)] if t != 1 else []
+            self.conv = nn.Sequential(*expand, conv_bn(hidden, hidden, 3, stride, groups=hidden),
+                                      nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+    class MobileNetV2(nn.Module):
+        def __init__(self):
+            super().__init__()
+            features, c = [conv_bn(3, 32, 3, 2)], 32
+            for t, cout, n, s in MOBILENET_V2_STAGES:
+                for i in range(n):
+                    features.append(InvertedResidual(c, cout, s if i == 0 else 1, t))
+                    c = cout
+            features.append(conv_bn(c, 1280, 1))
+            self.features = nn.Sequential(*features)
+            self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+            for m in self.modules():  # torchvision's
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                elif isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, 0, 0.01)
+                    nn.init.zeros_(m.bias)
+
+        def forward(self, x):
+            x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
+            return self.classifier(x.flatten(1))
+
+    return MobileNetV2()
+
+
 def vit_block(dim: int = 768, heads: int = 12, mlp_ratio: int = 4):
     """A pre-norm ViT encoder block on (N, T, dim): x + attn(ln1(x)), then + mlp(ln2(x)) (timm's layout: `attn.qkv`,
     `attn.proj`, `mlp.fc1`, `mlp.fc2`)."""
@@ -449,12 +500,13 @@ BIG_LAYERS = {
     "vgg16": ("classifier.0", "classifier.3", "classifier.6"),
     "vgg16_bn": ("classifier.0", "classifier.3", "classifier.6"),
     "resnet18": ("fc",),
+    "mobilenet_v2": ("classifier.1",),
     "vit_block": ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"),
     "gpt2": lambda **kw: lm_layers("gpt2", **kw),
     "bert": lambda **kw: lm_layers("bert", **kw),
 }
 BUILDERS = {"alexnet": alexnet, "vgg16": vgg16, "vgg16_bn": vgg16_bn, "resnet18": resnet18, "vit_block": vit_block,
-            "gpt2": gpt2, "bert": bert}
+            "mobilenet_v2": mobilenet_v2, "gpt2": gpt2, "bert": bert}
 
 
 def compressed(name: str, ratio: float = 2000, arch: str = "ttn", seed: int = 0, layers=None, **model_kw):
@@ -498,6 +550,11 @@ def compressed_vgg16_bn(ratio: float | None = 2000, seed: int = 0, **kw):
 
 def compressed_resnet18(ratio: float = 100, **kw):
     return compressed("resnet18", ratio, **kw)
+
+
+def compressed_mobilenet_v2(ratio: float = 100, **kw):
+    """MobileNetV2 with its classifier (1280 -> 1000) as an ADNTN layer; the conv trunk stays dense."""
+    return compressed("mobilenet_v2", ratio, **kw)
 
 
 def compressed_vit_block(ratio: float = 200, **kw):

@@ -17,7 +17,7 @@ from adntn_compiler.apps import models
 from adntn_compiler.errors import ConfigError
 from tests.corpus import library_examples
 
-RATIOS = {"alexnet": 2000, "vgg16_bn": 2000, "resnet18": 100, "vit_block": 200}
+RATIOS = {"alexnet": 2000, "vgg16_bn": 2000, "resnet18": 100, "vit_block": 200, "mobilenet_v2": 100}
 
 
 def _randomise_norms(m: nn.Module) -> nn.Module:
@@ -48,7 +48,7 @@ def _run_fresh(path, x: np.ndarray, tmp_path) -> tuple[np.ndarray, dict]:
     return np.load(yout), json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", ["alexnet", "vgg16_bn", "resnet18", "vit_block"])
+@pytest.mark.parametrize("name", ["alexnet", "vgg16_bn", "resnet18", "vit_block", "mobilenet_v2"])
 @pytest.mark.slow
 def test_whole_model_artifact_equals_torch_eager(name, tmp_path):
     kw = dict(dim=96, heads=4) if name == "vit_block" else {}
@@ -66,7 +66,7 @@ def test_whole_model_artifact_equals_torch_eager(name, tmp_path):
         assert np.abs(y - want).max() <= 1e-4 * np.abs(want).max(), name
     kinds = {lay["kind"] for lay in exe.info()["layers"]}
     assert "adntn" in kinds
-    if name in ("vgg16_bn", "resnet18"):
+    if name in ("vgg16_bn", "resnet18", "mobilenet_v2"):
         assert "batchnorm-folded" in kinds
 
 

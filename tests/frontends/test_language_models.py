@@ -172,7 +172,7 @@ print("torch" in sys.modules)
 
 # ---------------------------------------------------------------- the new ops against torch.nn.functional
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(v=st.integers(2, 40), d=st.integers(1, 9), n=st.integers(1, 3), t=st.integers(1, 7), seed=st.integers(0, 99))
 def test_embedding_of_run_time_ids_equals_torch(v, d, n, t, seed):
     torch.manual_seed(seed)
@@ -186,7 +186,7 @@ def test_embedding_of_run_time_ids_equals_torch(v, d, n, t, seed):
     _close(adntn.compile(Emb(), example_inputs=(ids,))(ids.numpy()), Emb()(ids), 1e-6)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(n=st.integers(1, 3), t=st.integers(1, 6), fill=st.sampled_from([0.0, -1e4, 7.5]), seed=st.integers(0, 99))
 def test_run_time_masks_in_masked_fill_where_logic_and_sdpa_equal_torch(n, t, fill, seed):
     class Masked(torch.nn.Module):
@@ -205,7 +205,7 @@ def test_run_time_masks_in_masked_fill_where_logic_and_sdpa_equal_torch(n, t, fi
     _close(exe(x.numpy(), mask.numpy()), Masked()(x, mask), 1e-5)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(a=st.integers(1, 5), b=st.integers(1, 5), c=st.integers(1, 4), seed=st.integers(0, 99))
 def test_indexing_by_constant_index_tensors_equals_torch(a, b, c, seed):
     rng = np.random.default_rng(seed)
@@ -240,7 +240,7 @@ def test_a_bert_c_bundle_takes_ids_and_mask_in_one_array_and_refuses_bad_ids_in_
         assert r.returncode == 3 and b"adntn_model_run returned -3" in r.stdout + r.stderr, (v, r)
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(d=st.integers(1, 24), t=st.integers(1, 5), eps=st.sampled_from([1e-6, 1e-5]), seed=st.integers(0, 99))
 def test_rms_norm_patterns_equal_torch(d, t, eps, seed):
     torch.manual_seed(seed)
