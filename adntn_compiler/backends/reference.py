@@ -93,7 +93,8 @@ def take_ids(ids, rows: int, path: str = "") -> np.ndarray:
     """Integer row indices from `ids` (any numeric array), refused by name unless every one is a whole number in
     [0, rows): a wrong token id must never become a wrong answer."""
     a = np.asarray(ids)
-    i = a.astype(np.int64)
+    with np.errstate(invalid="ignore"):  # NaN and infinities cast to garbage, which the comparison then flags
+        i = np.where(np.isfinite(a), a, -1).astype(np.int64)
     bad = np.flatnonzero((i != a) | (i < 0) | (i >= rows))
     if bad.size:
         k = np.unravel_index(bad[0], a.shape)
