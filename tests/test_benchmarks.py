@@ -98,7 +98,7 @@ def test_models_cpu_quick(tmp_path):
 
     out = tmp_path / "models.json"
     r = subprocess.run([sys.executable, str(BENCH / "models_cpu.py"), "--quick", "--no-inductor", "--no-peers",
-                        "--models", "mobilenet_v2", "--out", str(out)], capture_output=True, text=True, timeout=600)
+                        "--models", "resnet18", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     comp = [row for row in res["rows"] if row["variant"] == "compiled"]

@@ -122,9 +122,10 @@ class CompiledModel:
                 which = f"input {s['name']!r} of shape" if len(specs) > 1 else "input shape"
                 raise ConfigError(f"this {type(self).__name__.lower()} was compiled for {which} {tuple(s['shape'])} "
                                   f"(batch_size={self.manifest['batch_size']}), got {x.shape}")
-            if s["dtype"] == "int64":
-                take_ids(x, s.get("rows", 1 << 24), f"input {s['name']!r}" + ("" if "rows" in s else " (integers "
-                                                                                   "in [0, 2**24))"))
+            if "rows" in s:
+                take_ids(x, s["rows"], f"input {s['name']!r}")
+            elif s["dtype"] == "int64":
+                _whole(x, s["name"])
             out.append(x)
         return out
 
@@ -132,6 +133,16 @@ class CompiledModel:
         """One output's array, or a tuple of them in order."""
         names = [o["name"] for o in self.outputs]
         return out[names[0]] if len(names) == 1 else tuple(out[n] for n in names)
+
+
+def _whole(x: np.ndarray, name: str) -> None:
+    """An integer input (a mask) holds whole numbers a float32 carries exactly (magnitude at most 2**24)."""
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(x) & (np.abs(x) <= 1 << 24) & (x == np.round(x))
+    if not ok.all():
+        k = np.unravel_index(np.flatnonzero(~ok)[0], x.shape)
+        raise ConfigError(f"input {name!r} holds integers: {x[k].item()!r} at {tuple(int(v) for v in k)} is not a "
+                          f"whole number of magnitude at most 2**24")
 
 
 class Executable(CompiledModel):

@@ -64,6 +64,8 @@ def test_bert_layout_compiles_with_ids_and_a_padding_mask(compressed):
     other[0, 12:] = 0  # the mask is an input: another mask, another answer (as torch's)
     _close(exe(ids.numpy(), other.numpy()), model(ids, other))
     assert np.abs(exe(ids.numpy(), other.numpy())[0] - exe(ids.numpy(), mask.numpy())[0]).max() > 1e-3
+    with pytest.raises(ConfigError, match=r"input 'attention_mask' holds integers: 0.5 at \(0, 0\) is not a whole"):
+        exe(ids.numpy(), mask.numpy() * 0.5)
 
 
 def test_out_of_range_token_ids_are_refused_at_run_time_by_name():
@@ -137,16 +139,19 @@ def test_hugging_face_models_compile_from_token_ids():
     _close(adntn.compile(Hidden(), example_inputs=(ids, mask))(ids.numpy(), mask.numpy()), Hidden()(ids, mask))
 
 
-def test_a_language_model_artifact_runs_in_a_fresh_process_without_torch(tmp_path):
+@pytest.mark.parametrize("name", ["gpt2", "compressed_gpt2", "bert", "compressed_bert"])
+def test_a_language_model_artifact_runs_in_a_fresh_process_without_torch(name, tmp_path):
     from tests.test_artifact import blocking
 
-    model = models.compressed_bert(ratio=20, **SMALL_BERT).eval()
+    kw = SMALL if "gpt2" in name else SMALL_BERT
+    model = getattr(models, name)(**({"ratio": 20} if name.startswith("compressed") else {}), **kw).eval()
     ids, mask = _ids(2, 16, seed=2), torch.ones(2, 16, dtype=torch.long)
     mask[0, 12:] = 0
-    exe = adntn.compile(model, example_inputs=(ids, mask))
-    path = exe.save(tmp_path / "bert.adntn")
-    np.save(tmp_path / "ids.npy", ids.numpy())
-    np.save(tmp_path / "mask.npy", mask.numpy())
+    xs = (ids,) if "gpt2" in name else (ids, mask)
+    exe = adntn.compile(model, example_inputs=xs)
+    path = exe.save(tmp_path / f"{name}.adntn")
+    for k, x in enumerate(xs):
+        np.save(tmp_path / f"x{k}.npy", x.numpy())
     bad = ids.numpy().copy()
     bad[1, 5] = 100
     np.save(tmp_path / "bad.npy", bad)
@@ -156,18 +161,19 @@ import adntn_compiler as adntn
 from adntn_compiler.errors import ConfigError
 exe = adntn.load({str(path)!r})
 d = {str(tmp_path)!r}
-np.save(d + "/y.npy", exe(np.load(d + "/ids.npy"), np.load(d + "/mask.npy")))
+xs = [np.load(d + f"/x{{k}}.npy") for k in range({len(xs)})]
+np.save(d + "/y.npy", exe(*xs))
 try:
-    exe(np.load(d + "/bad.npy"), np.load(d + "/mask.npy"))
+    exe(np.load(d + "/bad.npy"), *xs[1:])
 except ConfigError as e:
     print("refused:", e)
 print("torch" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
-    assert "refused: input 'input_ids': index 100 at (1, 5) is out of range" in out.stdout
+    assert "index 100 at (1, 5) is out of range for a table of 100 rows" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "False"
-    _close(np.load(tmp_path / "y.npy"), model(ids, mask))
+    _close(np.load(tmp_path / "y.npy"), model(*xs))
 
 
 # ---------------------------------------------------------------- the new ops against torch.nn.functional
