@@ -197,6 +197,7 @@ def _run_inputs(exe, paths: list[str]) -> list:
     import numpy as np
 
     from ..errors import ConfigError
+
     if paths and len(paths) != len(exe.inputs):
         raise ConfigError(f"the model takes {len(exe.inputs)} inputs ({', '.join(i['name'] for i in exe.inputs)}); "
                           f"got {len(paths)} --input file(s)")
