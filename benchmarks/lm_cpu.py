@@ -296,8 +296,10 @@ def table(rows: list, profiles: list, res: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list, path: Path) -> str | None:
-    """Median latency per variant, grouped by (model, batch); None, or a note why there is no plot."""
+def plot(rows: list, path: Path, group=("model", "batch"), key=("variant",),
+         title="GPT-2 layout on CPU: compiled vs torch eager, Inductor, ONNX Runtime") -> str | None:
+    """Median latency of every variant (the row fields `key`), in groups of the row fields `group`; None, or a note
+    why there is no plot. models_cpu plots with it too."""
     try:
         import matplotlib
     except ImportError:
@@ -305,19 +307,21 @@ def plot(rows: list, path: Path) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = list(dict.fromkeys((r["model"], r["batch"]) for r in rows))
-    keys = list(dict.fromkeys(r["variant"] for r in rows))
-    med = {(r["model"], r["batch"], r["variant"]): r["median_s"] for r in rows if r["median_s"]}
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4.5))
+    groups = list(dict.fromkeys(tuple(r[f] for f in group) for r in rows))
+    keys = list(dict.fromkeys(tuple(r[f] for f in key) for r in rows))
+    med = {(*(r[f] for f in group), *(r[f] for f in key)): r["median_s"] for r in rows if r["median_s"]}
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) + 2), 4.5))
     w = 0.8 / len(keys)
     for i, k in enumerate(keys):
-        xs = [j for j, g in enumerate(groups) if (*g, k) in med]
-        ax.bar([j + i * w for j in xs], [1e3 * med[(*groups[j], k)] for j in xs], w, label=k)
-    ax.set_xticks([j + 0.4 - w / 2 for j in range(len(groups))], [f"{m}\nbatch {b}" for m, b in groups])
+        xs = [j for j, g in enumerate(groups) if (*g, *k) in med]
+        ax.bar([j + i * w for j in xs], [1e3 * med[(*groups[j], *k)] for j in xs], w, label=" ".join(map(str, k)))
+    ax.set_xticks([j + 0.4 - w / 2 for j in range(len(groups))],
+                  ["\n".join(f"{f} {v}" if f != "model" else str(v) for f, v in zip(group, g)) for g in groups],
+                  fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("ms per forward (median)")
-    ax.set_title("GPT-2 layout on CPU: compiled vs torch eager, Inductor, ONNX Runtime", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -56,7 +56,7 @@ if __name__ == "__main__":  # TVM reads TVM_NUM_THREADS when its thread pool sta
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from lm_cpu import compiled, inductor, sgemm_rates, timed  # noqa: E402  (benchmarks/, this script's directory)
+from lm_cpu import compiled, inductor, plot, sgemm_rates, timed  # noqa: E402  (benchmarks/, this script's directory)
 from tqdm import tqdm  # noqa: E402
 
 from adntn_compiler.apps import models  # noqa: E402
@@ -306,37 +306,6 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list, path: Path) -> str | None:
-    """Median latency of every variant, grouped by (model, threads, batch); None, or a note why there is no plot."""
-    try:
-        import matplotlib
-    except ImportError:
-        return "matplotlib is not installed: no plot"
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = list(dict.fromkeys((r["model"], r["threads"], r["batch"]) for r in rows))
-    keys = list(dict.fromkeys((r["form"], r["variant"]) for r in rows))
-    med = {(r["model"], r["threads"], r["batch"], r["form"], r["variant"]): r["median_s"]
-           for r in rows if r["median_s"]}
-    fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(groups) + 2), 4.5))
-    w = 0.8 / len(keys)
-    for i, k in enumerate(keys):
-        xs = [j for j, g in enumerate(groups) if (*g, *k) in med]
-        ax.bar([j + i * w for j in xs], [1e3 * med[(*groups[j], *k)] for j in xs], w, label=" ".join(k))
-    ax.set_xticks([j + 0.4 - w / 2 for j in range(len(groups))], [f"{m}\n{t} thr, b {b}" for m, t, b in groups],
-                  fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("ms per forward (median)")
-    ax.set_title("bundled networks on CPU: the compiled artifact against torch eager, Inductor,\nand ONNX Runtime and "
-                 "OpenVINO on the dense model", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return None
-
-
 def parent(a) -> dict:
     """One child process per thread count (each with its own TVM thread pool), merged: JSON, table and plot."""
     parts, notes = [], []
@@ -368,7 +337,9 @@ def parent(a) -> dict:
                thread_speedups=scale)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    note = plot(rows, out.with_suffix(".png"))
+    note = plot(rows, out.with_suffix(".png"), ("model", "threads", "batch"), ("form", "variant"),
+                "bundled networks on CPU: the compiled artifact against torch eager, Inductor,\nand ONNX Runtime and "
+                "OpenVINO on the dense model")
     if note:
         res["notes"].append(note)
     text = table(res)

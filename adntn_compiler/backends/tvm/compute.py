@@ -167,6 +167,114 @@ def gemm(name: str, BT: int, I: int, J: int, K: int, *, jt: int | None, n_scales
     return _func([A, B, *S, Y], name)
 
 
+_BINARY = {"add": topi.add, "sub": topi.subtract, "mul": topi.multiply, "div": topi.divide, "max": topi.maximum,
+           "min": topi.minimum}
+
+
+def _epilogue(Y: te.Tensor, bias: bool, residual: bool, steps: tuple[str, ...],
+              rows: int = 0) -> tuple[te.Tensor, list[te.Tensor]]:
+    """Y + bias[last index] + R[index], then each step: an activation, or a binary op with a scalar (1,) argument:
+    a conv's write-back (the schedules fuse it). `rows`: R has only so many rows on axis 1 (Y's extra rows read
+    its last)."""
+    extra = []
+    if bias:
+        Bv = te.placeholder((Y.shape[-1],), DTYPE, name="bias")
+        extra.append(Bv)
+        Y0 = Y
+        Y = te.compute(Y.shape, lambda *i: Y0(*i) + Bv[i[-1]], name="add_bias")
+    if residual:
+        rshape = (Y.shape[0], rows, *Y.shape[2:]) if rows and rows != int(Y.shape[1]) else Y.shape
+        R = te.placeholder(rshape, DTYPE, name="R")
+        extra.append(R)
+        Y1 = Y
+        last = rshape[1] - 1
+        Y = te.compute(Y.shape, lambda *i: Y1(*i) + (R(i[0], tvm.tirx.min(i[1], last), *i[2:]) if rshape != Y.shape
+                                                     else R(*i)), name="add_residual")
+    for k, fn in enumerate(steps):
+        if fn in _BINARY:
+            S = te.placeholder((1,), DTYPE, name=f"s{k}")
+            extra.append(S)
+            Yk = Y
+            Y = te.compute(Y.shape, lambda *i: _BINARY[fn](Yk(*i), S[0]), name=f"step{k}")  # noqa: B023
+        elif fn != "identity":
+            Y = activation(fn, Y)
+    return Y, extra
+
+
+def _windows(kernel, stride, dilation, reduce: tuple[tuple[str, int], ...]):
+    """The reduction axes of a conv window (unit ones left out) and its input offsets oh*s + u*d."""
+    ks = {nm: te.reduce_axis((0, n), name=nm) for nm, n in reduce if n > 1}
+    (sh, sw), (dh, dw) = stride, dilation
+    u, v = ks.get("u", 0), ks.get("v", 0)
+    return ks, (lambda oh: oh * sh + u * dh), (lambda ow: ow * sw + v * dw)
+
+
+def conv(name: str, xshape: tuple[int, ...], O: int, kernel, stride, dilation, jt: int, *, rows: int = 0,
+         bias: bool = False, residual: bool = False, steps: tuple[str, ...] = ()) -> tvm.tirx.PrimFunc:
+    """A convolution as an implicit GEMM in NHWC, with no patch matrix written:
+    C[0, (n, oh, ow), o] = sum_{u, v, c} X[n, oh*sh + u*dh, ow*sw + v*dw, c] * B[0, o // jt, (u, v, c), o % jt].
+
+    X is the padded input (N, Hp, Wp, C); B the weight packed at load time (OIHW -> (u, v, c) x o panels of jt
+    output channels). Block "C" has a GEMM's loops (b, i, j, reductions), so every schedule module's `gemm`
+    schedules it: rows of output pixels x a vector of output channels, the pixel's inputs read as broadcast
+    scalars. The bias, a residual (NHWC, (1, I, O)) and elementwise steps are the epilogue. `rows` > I pads the
+    pixels to whole register tiles: the extra rows repeat the last pixel (C has `rows` rows, R only I)."""
+    N, Hp, Wp, Cin = xshape
+    kh, kw = kernel
+    Ho, Wo = (Hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1, (Wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    I, K = N * Ho * Wo, kh * kw * Cin
+    ks, row, col = _windows(kernel, stride, dilation, (("u", kh), ("v", kw), ("c", Cin)))
+    u, v, c = ks.get("u", 0), ks.get("v", 0), ks.get("c", 0)
+    kf = (u * kw + v) * Cin + c
+    X = te.placeholder(xshape, DTYPE, name="X")
+    B = te.placeholder((1, O // jt, K, jt), DTYPE, name="B")
+
+    Ip = max(rows, I)
+
+    def f(b, i, j):
+        i = tvm.tirx.min(i, I - 1) if Ip > I else i
+        n, oh, ow = _digit(i, Ho * Wo, N, I), _digit(i, Wo, Ho, I), _digit(i, 1, Wo, I)
+        return te.sum(X[n, row(oh), col(ow), c] * B[b, j // jt, kf, j % jt], axis=list(ks.values()))
+
+    Y, extra = _epilogue(te.compute((1, Ip, O), f, name="C"), bias, residual, steps, rows=I)
+    return _func([X, B, *extra, Y], name)
+
+
+def depthwise(name: str, xshape: tuple[int, ...], kernel, stride, dilation, *, bias: bool = False,
+              residual: bool = False, steps: tuple[str, ...] = ()) -> tvm.tirx.PrimFunc:
+    """A depthwise convolution in NHWC: D[n, oh, ow, c] = sum_{u, v} X[n, oh*sh + u*dh, ow*sw + v*dw, c] * W[u, v, c]
+    (X padded, W (kh, kw, C) laid out at load time): channels are contiguous, so they are the vector lanes.
+    Block "D", then the epilogue (bias, residual (N, Ho, Wo, C), elementwise steps)."""
+    N, Hp, Wp, Cc = xshape
+    kh, kw = kernel
+    Ho, Wo = (Hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1, (Wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    ks, row, col = _windows(kernel, stride, dilation, (("u", kh), ("v", kw)))
+    u, v = ks.get("u", 0), ks.get("v", 0)
+    X = te.placeholder(xshape, DTYPE, name="X")
+    W = te.placeholder((kh, kw, Cc), DTYPE, name="W")
+    D = te.compute((N, Ho, Wo, Cc), lambda n, oh, ow, c: te.sum(X[n, row(oh), col(ow), c] * W[u, v, c],
+                                                                axis=list(ks.values())), name="D")
+    Y, extra = _epilogue(D, bias, residual, steps)
+    return _func([X, W, *extra, Y], name)
+
+
+def conv_input(name: str, shape: tuple[int, ...], nhwc: bool, padding: tuple[int, int]) -> tvm.tirx.PrimFunc:
+    """A conv's input, zero-padded, in NHWC, from NCHW or NHWC `shape` (the layout change rides on the copy)."""
+    X = te.placeholder(shape, DTYPE, name="X")
+    N, H, W, Cc = shape if nhwc else (shape[0], shape[2], shape[3], shape[1])
+    ph, pw = padding
+
+    def f(n, h, w, c):
+        hh, ww = h - ph, w - pw
+        src = (tvm.tirx.min(tvm.tirx.max(hh, 0), H - 1), tvm.tirx.min(tvm.tirx.max(ww, 0), W - 1))
+        val = X[n, src[0], src[1], c] if nhwc else X[n, c, src[0], src[1]]
+        if not (ph or pw):
+            return val
+        return tvm.tirx.Select(tvm.tirx.all(hh >= 0, hh < H, ww >= 0, ww < W), val, tvm.tirx.const(0, DTYPE))
+
+    return _func([X, te.compute((N, H + 2 * ph, W + 2 * pw, Cc), f, name="conv_input")], name)
+
+
 # ---------------------------------------------------------------- memory-bound kernels
 
 
@@ -286,9 +394,7 @@ def einsum(name: str, terms: tuple[str, ...], out: str, shapes: list[tuple[int, 
 def binary(name: str, fn: str, ashape: tuple[int, ...], bshape: tuple[int, ...]) -> tvm.tirx.PrimFunc:
     """a (fn) b with numpy broadcasting (topi's broadcast ops)."""
     A, B = te.placeholder(ashape, DTYPE, name="A"), te.placeholder(bshape, DTYPE, name="B")
-    f = {"add": topi.add, "sub": topi.subtract, "mul": topi.multiply, "div": topi.divide, "max": topi.maximum,
-         "min": topi.minimum}[fn]
-    return _func([A, B, f(A, B)], name)
+    return _func([A, B, _BINARY[fn](A, B)], name)
 
 
 def im2col(name: str, xshape: tuple[int, ...], kernel, stride, padding, dilation, groups: int) -> tvm.tirx.PrimFunc:
@@ -311,16 +417,17 @@ def im2col(name: str, xshape: tuple[int, ...], kernel, stride, padding, dilation
 
 
 def pool(name: str, xshape: tuple[int, ...], kind: str, kernel, stride, padding, dilation, ceil_mode: bool,
-         count_include_pad: bool) -> tvm.tirx.PrimFunc:
+         count_include_pad: bool, layout: str = "NCHW") -> tvm.tirx.PrimFunc:
     X = te.placeholder(xshape, DTYPE, name="X")
     pads = (padding[0], padding[1], padding[0], padding[1])
-    Y = topi.nn.pool2d(X, kernel, stride, dilation, pads, kind, ceil_mode, "NCHW", count_include_pad)
+    Y = topi.nn.pool2d(X, kernel, stride, dilation, pads, kind, ceil_mode, layout, count_include_pad)
     return _func([X, Y], name)
 
 
-def adaptive_pool(name: str, xshape: tuple[int, ...], kind: str, output_size) -> tvm.tirx.PrimFunc:
+def adaptive_pool(name: str, xshape: tuple[int, ...], kind: str, output_size,
+                  layout: str = "NCHW") -> tvm.tirx.PrimFunc:
     X = te.placeholder(xshape, DTYPE, name="X")
-    return _func([X, topi.nn.adaptive_pool(X, tuple(output_size), kind, "NCHW")], name)
+    return _func([X, topi.nn.adaptive_pool(X, tuple(output_size), kind, layout)], name)
 
 
 def layer_norm(name: str, xshape: tuple[int, ...], axes: int, eps: float) -> tvm.tirx.PrimFunc:

@@ -13,9 +13,11 @@ The program is plain JSON (`Program.to_dict`), so an artifact stores it next to 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from dataclasses import dataclass
 
 from ...errors import ConfigError
-from ...ir.graph import Graph, Node, Op, Value
+from ...ir.graph import ConvAttrs, Graph, Node, Op, Value
 from ...ir.ops import conv_out
 from ...targets import Target
 from . import compute as C
@@ -26,6 +28,141 @@ from .program import Program, plan_arena
 
 def _nonunit(labels: str, sizes: dict[str, int]) -> str:
     return "".join(c for c in labels if sizes[c] != 1)
+
+
+NHWC = (0, 2, 3, 1)  # the physical axis order of an NCHW value kept channels-last (`Lowerer.perm`)
+
+
+@dataclass(frozen=True)
+class ConvChain:
+    """A convolution and what its write-back absorbs: im2col -> einsum with a constant weight -> reshape to NCHW
+    [-> + bias] [-> + residual] [-> activation]. Lowered as one kernel that writes NHWC, with no patch matrix."""
+    x: Value
+    attrs: ConvAttrs
+    weight: Value  # the CONST/PARAM value of the (O, C/G, kh, kw) weight
+    nodes: tuple[Node, ...]  # every node it replaces; the last one's value is the result
+    bias: Value | None = None  # a constant of O elements
+    residual: Value | None = None
+    steps: tuple[str, ...] = ()  # then elementwise: an activation, or "max" / "min" / ... with the next scalar
+    scalars: tuple[Value, ...] = ()  # the constant scalar of each binary step, in order
+
+    @property
+    def depthwise(self) -> bool:
+        return self.attrs.groups > 1
+
+
+_SCALAR_STEPS = ("add", "sub", "mul", "div", "max", "min")
+
+
+def _const_root(v: Value, producer: dict[int, Node]) -> Value | None:
+    """The CONST/PARAM value that v is a reshape of (or v itself), else None."""
+    n = producer.get(v.id)
+    while n is not None and n.op is Op.RESHAPE:
+        v = n.inputs[0]
+        n = producer.get(v.id)
+    return v if n is not None and n.op in (Op.CONST, Op.PARAM) else None
+
+
+class _ConvFinder:
+    """Walks a graph's users to find conv chains (`find_convs`)."""
+
+    def __init__(self, g: Graph, depthwise: bool):
+        self.g, self.depthwise = g, depthwise
+        self.users: dict[int, list[Node]] = defaultdict(list)
+        self.producer = {n.out.id: n for n in g.nodes}
+        for n in g.nodes:
+            for v in n.inputs:
+                self.users[v.id].append(n)
+
+    def only(self, v: Value) -> Node | None:
+        return self.users[v.id][0] if len(self.users[v.id]) == 1 else None
+
+    def const(self, v: Value) -> Value | None:
+        return _const_root(v, self.producer)
+
+    def head(self, n: Node) -> tuple[Value, Node] | None:
+        """(weight constant, the reshape to NCHW) of an im2col whose one user is the conv einsum."""
+        a, x = n.attrs, n.inputs[0]
+        e = self.only(n.out)
+        ids = [v.id for v in e.inputs] if e is not None else []
+        if e is None or e.op is not Op.EINSUM or len(ids) != 2 or e.attrs.epilogue or n.out.id not in ids:
+            return None
+        kp = ids.index(n.out.id)
+        wc = self.const(e.inputs[1 - kp])
+        tw, tp, to = e.attrs.terms[1 - kp], e.attrs.terms[kp], e.attrs.out  # "gok", "gknp" -> "ngop"
+        if wc is None or (len(tw), len(tp), len(to)) != (3, 4, 4) or \
+                (tw[0], tw[0], tw[2], tp[2], tw[1], tp[3]) != (tp[0], to[1], tp[1], to[0], to[2], to[3]):
+            return None
+        N, Cin = x.shape[:2]
+        O = wc.shape[0]
+        dw = a.groups > 1 and a.groups == Cin == O
+        if (a.groups > 1 and not (dw and self.depthwise)) or math.prod(a.kernel) * (Cin // a.groups) < 2:
+            return None
+        r = self.only(e.out)
+        if r is None or r.op is not Op.RESHAPE or len(r.out.shape) != 4 or r.out.shape[:2] != (N, O):
+            return None
+        return wc, r
+
+    def other(self, nx: Node, v: Value) -> Value:
+        return nx.inputs[1] if nx.inputs[0].id == v.id else nx.inputs[0]
+
+    def chain(self, n: Node, claimed: set[int]) -> ConvChain | None:
+        head = self.head(n)
+        if head is None:
+            return None
+        wc, r = head
+        O = wc.shape[0]
+        nodes: list[Node] = [n, *self.users[n.out.id], r]
+        bias = res = None
+        nx = self.only(r.out)
+        if nx is not None and nx.op is Op.ADD:
+            other = self.other(nx, r.out)
+            bc = self.const(other)
+            if bc is not None and bc.size == O and other.shape in ((O, 1, 1), (1, O, 1, 1)):
+                bias, nodes = bc, nodes + [nx]
+                nx = self.only(nx.out)
+        if nx is not None and nx.op is Op.ADD and nx.out.id not in claimed:
+            other = self.other(nx, nodes[-1].out)
+            if other.shape == r.out.shape and other.id != nodes[-1].out.id:
+                res, nodes = other, nodes + [nx]
+                nx = self.only(nx.out)
+        steps, scalars = self.steps(nx, nodes)
+        if any(m.out.id in claimed for m in nodes):
+            return None
+        return ConvChain(n.inputs[0], n.attrs, wc, tuple(nodes), bias, res, tuple(steps), tuple(scalars))
+
+    def steps(self, nx: Node | None, nodes: list[Node]) -> tuple[list[str], list[Value]]:
+        """Activations, and binary ops with a constant scalar (ReLU6 is max 0, min 6), appended to `nodes`."""
+        steps, scalars = [], []
+        while nx is not None:
+            if nx.op is Op.MAP and not nx.attrs.fn.startswith("d:"):
+                steps.append(nx.attrs.fn)
+            elif nx.op is Op.BINARY and nx.attrs.fn in _SCALAR_STEPS:
+                k = 1 if nx.inputs[0].id == nodes[-1].out.id else 0
+                sc = self.const(nx.inputs[k])
+                if sc is None or sc.size != 1 or (k == 0 and nx.attrs.fn in ("sub", "div")):
+                    break
+                steps.append(nx.attrs.fn)
+                scalars.append(sc)
+            else:
+                break
+            nodes.append(nx)
+            nx = self.only(nx.out)
+        return steps, scalars
+
+
+def find_convs(g: Graph, depthwise: bool) -> list[ConvChain]:
+    """The conv chains of `g` to lower without im2col: groups=1, and depthwise ones when the schedule module has
+    a depthwise schedule; other grouped convs keep im2col + GEMM. Every value inside a chain has one user."""
+    f = _ConvFinder(g, depthwise)
+    chains: list[ConvChain] = []
+    claimed: set[int] = set()
+    for n in g.nodes:
+        c = f.chain(n, claimed) if n.op is Op.IM2COL else None
+        if c is not None:
+            claimed.update(m.out.id for m in c.nodes)
+            chains.append(c)
+    return chains
 
 
 class Lowerer:
@@ -92,13 +229,15 @@ class Lowerer:
         self.call(k, (buf, shape), (out, tuple(shape[p] for p in perm)))
         return out
 
-    def const_layout(self, v: Value, perm, pack) -> str:
-        """A load-time copy of constant `v` in another layout (shared between uses)."""
-        key = ("layout", v.id, tuple(perm) if perm is not None else None, tuple(pack) if pack else None)
+    def const_layout(self, v: Value, perm, pack, shape: tuple[int, ...] | None = None) -> str:
+        """A load-time copy of constant `v` (seen with `shape`, by default its own) in another layout (shared
+        between uses)."""
+        shape = shape or v.shape
+        key = ("layout", v.id, shape, tuple(perm) if perm is not None else None, tuple(pack) if pack else None)
         name = self._keys.get(key)
         if name is None:
             name = self.new_buffer(v.size, "c")
-            self.p.consts.append({"buffer": name, "tensor": self.const_of[v.id], "shape": list(v.shape),
+            self.p.consts.append({"buffer": name, "tensor": self.const_of[v.id], "shape": list(shape),
                                   "perm": list(perm) if perm is not None else None,
                                   "pack": list(pack) if pack else None})
             self._keys[key] = name
@@ -120,8 +259,14 @@ class Lowerer:
         for n in reversed(g.nodes):  # a map's input is needed in graph order when its result is
             if n.op is not Op.EINSUM and (n.op is not Op.MAP or n.out.id in self.in_order):
                 self.in_order.update(v.id for v in n.inputs)
+        convs = find_convs(g, hasattr(self.sched, "depthwise")) if self.policy.implicit_conv else []
+        chains = {c.nodes[-1].out.id: c for c in convs}
+        inside = {m.out.id for c in chains.values() for m in c.nodes[:-1]}
         for n in g.nodes:
-            getattr(self, "op_" + n.op.value)(n)
+            if n.out.id in chains:
+                self.conv(chains[n.out.id])
+            elif n.out.id not in inside:
+                getattr(self, "op_" + n.op.value)(n)
         return self.p
 
     def op_input(self, n: Node) -> None:
@@ -160,8 +305,15 @@ class Lowerer:
 
     def op_add(self, n: Node) -> None:
         a, b = n.inputs
-        k = self.kernel(("add", a.shape, b.shape), lambda nm: self.flat(C.add(nm, a.shape, b.shape)))
-        self.call(k, self.view(a), self.view(b), self._fresh(n))
+        p = self.perm.get(a.id)
+        if p is not None and a.shape == b.shape and self.perm.get(b.id) == p:  # both permuted alike: stays so
+            (ab, s, _), (bb, _, _) = self.phys(a), self.phys(b)
+            self.perm[n.out.id] = p
+            k = self.kernel(("add", s, s), lambda nm: self.flat(C.add(nm, s, s)))
+            self.call(k, (ab, s), (bb, s), (self._fresh(n)[0], s))
+        else:
+            k = self.kernel(("add", a.shape, b.shape), lambda nm: self.flat(C.add(nm, a.shape, b.shape)))
+            self.call(k, self.view(a), self.view(b), self._fresh(n))
         self.inplace.add(len(self.p.calls) - 1)
 
     def op_transpose(self, n: Node) -> None:
@@ -205,17 +357,80 @@ class Lowerer:
             C.im2col(nm, x.shape, a.kernel, a.stride, a.padding, a.dilation, a.groups), self.policy, self.parallel))
         self.call(k, self.view(x), (self._fresh(n)[0], out_shape))
 
+    def _nhwc(self, n: Node) -> tuple[str, tuple[int, ...], str]:
+        """(buffer, shape, layout) of a pool's input: NHWC kept as it is (the result stays NHWC), else NCHW."""
+        x = n.inputs[0]
+        if self.perm.get(x.id) == NHWC:
+            self.perm[n.out.id] = NHWC
+            buf, shape, _ = self.phys(x)
+            return buf, shape, "NHWC"
+        return *self.view(x), "NCHW"
+
     def op_pool(self, n: Node) -> None:
-        x, a = n.inputs[0], n.attrs
-        k = self.kernel(("pool", x.shape, a), lambda nm: self.flat(C.pool(
-            nm, x.shape, a.mode, a.kernel, a.stride, a.padding, a.dilation, a.ceil_mode, a.count_include_pad)))
-        self.call(k, self.view(x), self._fresh(n))
+        a = n.attrs
+        buf, shape, layout = self._nhwc(n)
+        k = self.kernel(("pool", shape, layout, a), lambda nm: self.flat(C.pool(
+            nm, shape, a.mode, a.kernel, a.stride, a.padding, a.dilation, a.ceil_mode, a.count_include_pad, layout)))
+        self.call(k, (buf, shape), (self._fresh(n)[0], self.phys(n.out)[1]))
 
     def op_adaptive_pool(self, n: Node) -> None:
-        x, a = n.inputs[0], n.attrs
-        k = self.kernel(("adaptive_pool", x.shape, a),
-                        lambda nm: self.flat(C.adaptive_pool(nm, x.shape, a.mode, a.output_size)))
-        self.call(k, self.view(x), self._fresh(n))
+        a = n.attrs
+        buf, shape, layout = self._nhwc(n)
+        k = self.kernel(("adaptive_pool", shape, layout, a),
+                        lambda nm: self.flat(C.adaptive_pool(nm, shape, a.mode, a.output_size, layout)))
+        self.call(k, (buf, shape), (self._fresh(n)[0], self.phys(n.out)[1]))
+
+    def conv(self, ch: ConvChain) -> None:
+        """One kernel for a conv chain (`find_convs`): the input padded into NHWC by a copy (none when it is NHWC
+        and unpadded), then the implicit GEMM (or the depthwise kernel) with the bias, residual and activation in
+        its write-back. The result is NHWC: a permuted value, which the next conv, pool or map reads as it is."""
+        x, a, end = ch.x, ch.attrs, ch.nodes[-1]
+        N, Cin, H, W = x.shape
+        O = ch.weight.shape[0]
+        ph, pw = a.padding
+        buf, shape, _ = self.phys(x)
+        nhwc = self.perm.get(x.id) == NHWC
+        if not nhwc:
+            buf, shape = self.view(x)
+        xs = (N, H + 2 * ph, W + 2 * pw, Cin)
+        if ph or pw or not nhwc:
+            k = self.kernel(("conv_input", shape, nhwc, (ph, pw)), lambda nm: self.sched.copy(
+                C.conv_input(nm, shape, nhwc, (ph, pw)), self.policy, self.parallel))
+            xb = self.new_buffer(math.prod(xs), "x")
+            self.call(k, (buf, shape), (xb, xs))
+            buf = xb
+        extra = []
+        if ch.bias is not None:
+            extra.append((self.buf[ch.bias.id], (O,)))
+        Ho, Wo = end.out.shape[2:]
+        out = (N, Ho, Wo, O)
+        if ch.residual is not None:
+            r = ch.residual
+            rbuf = self.buf[r.id] if self.perm.get(r.id) == NHWC else self._transpose(*self.view(r), NHWC)
+            extra.append((rbuf, out))
+        extra += [(self.buf[v.id], (1,)) for v in ch.scalars]
+        obuf = self._fresh(end)[0]
+        self.perm[end.out.id] = NHWC
+        opts = dict(bias=ch.bias is not None, residual=ch.residual is not None, steps=ch.steps)
+        kh, kw = a.kernel
+        if ch.depthwise:
+            wbuf = self.const_layout(ch.weight, (1, 2, 0), None, (O, kh, kw))
+            k = self.kernel(("depthwise", xs, a, *opts.values()), lambda nm: self.sched.depthwise(
+                C.depthwise(nm, xs, a.kernel, a.stride, a.dilation, **opts), self.policy, self.parallel))
+            self.call(k, (buf, xs), (wbuf, (kh, kw, O)), *extra, (obuf, out))
+            return
+        I, K = N * Ho * Wo, kh * kw * Cin
+        rows = self.policy.conv_rows(O)  # pixels are padded to whole register tiles (a guarded tail is slow)
+        Ip = -(-I // rows) * rows
+        tiles = self.policy.gemm_tiles(Ip, O, K)
+        if Ip > I:
+            self.p.buffers[obuf] = Ip * O
+        wbuf = self.const_layout(ch.weight, (2, 3, 1, 0), (1, K, O, tiles.jt))
+        extra = [(b, (1, I, O)) if len(s) == 4 else (b, s) for b, s in extra]  # the residual as C is
+        k = self.kernel(("conv", xs, O, a, Ip, tiles, *opts.values()), lambda nm: self.sched.gemm(
+            C.conv(nm, xs, O, a.kernel, a.stride, a.dilation, tiles.jt, rows=Ip, **opts), tiles, self.policy,
+            self.parallel))
+        self.call(k, (buf, xs), (wbuf, (1, O // tiles.jt, K, tiles.jt)), *extra, (obuf, (1, Ip, O)))
 
     def op_layer_norm(self, n: Node) -> None:
         x, g, b = n.inputs

@@ -54,6 +54,7 @@ class CPUPolicy:
     byte_rate: float = 10e9
     tiles: Mapping[tuple[int, int, int], GemmTiles] = field(default_factory=dict, hash=False)  # (I, J, K) -> tuned
     call_table: bool = False  # a C bundle calls its kernels in a loop over a const table (else straight-line code)
+    implicit_conv: bool = True  # convs as implicit GEMMs in NHWC (`lower.find_convs`), else im2col + GEMM
 
     def gemm_tiles(self, I: int, J: int, K: int) -> GemmTiles:
         """Tuned tiles for this shape, else the default: a rows x jt accumulator of at most 8 x 2*lanes floats."""
@@ -72,6 +73,12 @@ class CPUPolicy:
         if K <= self.short_k and J % (4 * lanes) == 0:
             jt, rows = 4 * lanes, _largest_divisor(I, 2)
         return GemmTiles(rows, jt, vec, _largest_divisor(K, 4))
+
+    def conv_rows(self, O: int) -> int:
+        """Rows (output pixels) of an implicit-GEMM conv's register tile: as many as the registers allow next to
+        the default panel of O output channels (the pixels are padded to a multiple)."""
+        t = self.gemm_tiles(self.max_rows, O, 1 << 12)
+        return max(1, min(self.max_rows, self.registers // (t.jt // t.vec)))
 
     def tile_candidates(self, I: int, J: int, K: int) -> list[GemmTiles]:
         """What a tuner times for one GEMM shape: the default, then register tiles of 1-12 rows x 1-8 vectors
@@ -187,4 +194,6 @@ def default_policy(target: Target) -> CPUPolicy:
         raise NotImplementedError(f"no policy for schedule module {target.schedules!r}")
     if target.arch == "aarch64":  # NEON: 32 vector registers of 4 lanes; a board core's rates (ratio ~ x86's)
         return CPUPolicy(lanes=target.lanes, flop_rate=10e9, byte_rate=4e9)
+    if target.lanes <= 8:  # AVX2: 16 vector registers; a 6 x 16 tile (12 accumulators) leaves the B panel's two
+        return CPUPolicy(lanes=target.lanes, registers=12)  # vectors and the broadcast in registers (8 x 16 spills)
     return CPUPolicy(lanes=target.lanes)

@@ -115,6 +115,43 @@ def _gemm_kblocked(sch, name: str, blk, tail: list[str], t: GemmTiles, KC: int, 
     return sch.mod[name]
 
 
+def depthwise(func: tvm.tirx.PrimFunc, policy: CPUPolicy, parallel: bool) -> tvm.tirx.PrimFunc:
+    """An NHWC depthwise conv (`compute.depthwise`): a register tile of up to 8 output pixels x one vector of
+    channels accumulates over the window (unrolled), its bias / residual / activation fused into the write-back;
+    output rows in parallel."""
+    sch, name = _schedule(func)
+    blocks = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    tail = blocks[blocks.index("D") + 1:]
+    for n in tail[:-1]:
+        sch.compute_inline(sch.get_sblock(n))
+    blk = sch.get_sblock("D")
+    n, oh, ow, c, *ks = sch.get_loops(blk)
+    vec = policy.lanes
+    while int(sch.get(c).extent) % vec:
+        vec //= 2
+    r = next(d for d in range(min(8, int(sch.get(ow).extent)), 0, -1) if int(sch.get(ow).extent) % d == 0)
+    owo, owi = sch.split(ow, [None, r])
+    co, ci = sch.split(c, [None, vec])
+    sch.reorder(n, oh, co, owo, *ks, owi, ci)
+    cw = sch.cache_write(blk, 0, "global")  # the accumulator tile
+    sch.reverse_compute_at(cw, owo)
+    if tail:
+        sch.reverse_compute_inline(sch.get_sblock(tail[-1]))
+    sch.vectorize(ci)
+    sch.unroll(owi)
+    for k in ks:
+        sch.unroll(k)
+    outer = sch.fuse(n, oh)
+    if parallel:
+        sch.parallel(outer)
+    init = sch.decompose_reduction(blk, ks[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+    wl = sch.get_loops(cw)[3:]  # the write-back's own loops
+    if wl:
+        sch.vectorize(wl[-1])
+    return sch.mod[name]
+
+
 def flat(func: tvm.tirx.PrimFunc, policy: CPUPolicy, parallel: bool) -> tvm.tirx.PrimFunc:
     """Inline elementwise stages into their consumers; for each block left, fuse its spatial loops, vectorise
     the inner `lanes` (when they divide and nothing is reduced) and run the outer loop in parallel."""
@@ -182,7 +219,9 @@ def copy(func: tvm.tirx.PrimFunc, policy: CPUPolicy, parallel: bool,
     elif n in (2, 4, 8) and n <= lanes:
         sch.vectorize(inner)
     if parallel and len(loops) > 1:
-        sch.parallel(loops[0])
+        # a batch of one is no parallel loop: fuse the outer two loops then
+        outer = sch.fuse(loops[0], loops[1]) if len(loops) > 2 and int(sch.get(loops[0]).extent) < 8 else loops[0]
+        sch.parallel(outer)
     return sch.mod[name]
 
 

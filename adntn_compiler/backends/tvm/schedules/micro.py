@@ -27,3 +27,7 @@ def copy(func: tvm.tirx.PrimFunc, policy: CPUPolicy, parallel: bool, order=None)
 
 def transpose(func: tvm.tirx.PrimFunc, perm: tuple[int, ...], policy: CPUPolicy, parallel: bool) -> tvm.tirx.PrimFunc:
     return cpu.transpose(func, perm, policy, False)
+
+
+def depthwise(func: tvm.tirx.PrimFunc, policy: CPUPolicy, parallel: bool) -> tvm.tirx.PrimFunc:
+    return cpu.depthwise(func, policy, False)

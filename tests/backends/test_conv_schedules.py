@@ -1,0 +1,142 @@
+"""Convolutions without im2col (`lower.find_convs`): implicit-GEMM convs and depthwise convs in NHWC, with the bias,
+a residual and elementwise steps (ReLU, ReLU6) fused into the write-back, over random strides, paddings,
+dilations, depthwise groups, odd spatial sizes and channel counts that the register tile does not divide. Each
+case is checked against torch and the float64 reference on the CPU, and a smaller draw on arm64 and cortex-m7
+(qemu) and OpenCL (pocl)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+pytest.importorskip("tvm", reason="apache-tvm is not installed")
+
+import adntn_compiler as adntn  # noqa: E402
+from adntn_compiler.backends.tvm.lower import find_convs, lower  # noqa: E402
+from adntn_compiler.backends.tvm.policy import default_policy  # noqa: E402
+from adntn_compiler.targets import resolve  # noqa: E402
+from tests.corpus import library_examples  # noqa: E402
+
+SETTINGS = dict(deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+class Block(nn.Module):
+    """conv (-> batch norm) (-> + residual) (-> ReLU / ReLU6): the patterns a conv's write-back absorbs."""
+
+    def __init__(self, c: dict):
+        super().__init__()
+        groups = c["cin"] if c["depthwise"] else 1
+        cout = c["cin"] if c["depthwise"] else c["cout"]
+        self.conv = nn.Conv2d(c["cin"], cout, (c["kh"], c["kw"]), (c["sh"], c["sw"]), (c["ph"], c["pw"]),
+                              (c["dh"], c["dw"]), groups, bias=c["bias"])
+        self.bn = nn.BatchNorm2d(cout) if c["bn"] else nn.Identity()
+        if c["bn"]:
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.5, 2)
+        self.residual, self.act = c["residual"], c["act"]
+
+    def forward(self, x, r=None):
+        y = self.bn(self.conv(x))
+        if r is not None:
+            y = y + r
+        return {"none": lambda v: v, "relu": torch.relu, "relu6": nn.functional.relu6}[self.act](y)
+
+
+cases = st.fixed_dictionaries(dict(
+    n=st.integers(1, 2), cin=st.sampled_from([1, 3, 5, 8, 13, 16]), cout=st.sampled_from([1, 4, 7, 16, 24, 40]),
+    h=st.integers(3, 11), w=st.integers(3, 13), kh=st.integers(1, 3), kw=st.integers(1, 3),
+    sh=st.integers(1, 2), sw=st.integers(1, 3), ph=st.integers(0, 2), pw=st.integers(0, 2),
+    dh=st.integers(1, 2), dw=st.integers(1, 2), depthwise=st.booleans(), bias=st.booleans(), bn=st.booleans(),
+    residual=st.booleans(), act=st.sampled_from(["none", "relu", "relu6"])))
+
+
+def _model(c: dict, seed: int):
+    """The block and its inputs; None when the drawn window does not fit the padded input."""
+    if (c["h"] + 2 * c["ph"] < c["dh"] * (c["kh"] - 1) + 1) or (c["w"] + 2 * c["pw"] < c["dw"] * (c["kw"] - 1) + 1):
+        return None
+    torch.manual_seed(seed)
+    m = Block(c).eval()
+    x = torch.randn(c["n"], c["cin"], c["h"], c["w"])
+    with torch.no_grad():
+        y = m.conv(x)
+    xs = (x, torch.randn(y.shape)) if c["residual"] else (x,)
+    return m, xs
+
+
+def _check(c: dict, target: str, seed: int = 0) -> None:
+    built = _model(c, seed)
+    if built is None:
+        return
+    m, xs = built
+    exe = adntn.compile(m, target=target, example_inputs=xs)
+    arrays = [x.numpy() for x in xs]
+    got = exe(*arrays)
+    with torch.no_grad():
+        want = m(*xs).numpy()
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(got, exe.reference(*arrays), rtol=1e-4, atol=1e-4 * scale)
+
+
+def _kernels(c: dict) -> list[str]:
+    """The kinds of kernel the block's call program runs, in order (k_conv3 -> conv)."""
+    m, xs = _model(c, 0)
+    planned = adntn.capture(m, example_inputs=xs).plan("cpu")
+    prog, _ = lower(planned.graphs.call, "k", planned.target, default_policy(planned.target))
+    return [call["kernel"][2:].rstrip("0123456789") for call in prog.calls]
+
+
+@settings(max_examples=library_examples(25), **SETTINGS)
+@given(cases)
+def test_convs_without_im2col_equal_torch_and_the_reference(c):
+    _check(c, "cpu")
+
+
+def test_the_conv_chain_is_one_kernel_and_writes_no_patches():
+    """A ResNet-style block: conv + batch norm + residual + ReLU is one kernel after the padding copy (the
+    residual, an NCHW input here, is transposed to NHWC, and the NHWC result back for the output); a depthwise
+    conv with ReLU6 is one kernel; the im2col path stays for other grouped convs."""
+    base = dict(n=1, cin=8, cout=16, h=9, w=9, kh=3, kw=3, sh=1, sw=1, ph=1, pw=1, dh=1, dw=1, depthwise=False,
+                bias=False, bn=True, residual=True, act="relu")
+    assert _kernels(base) == ["conv_input", "transpose", "conv", "transpose"]
+    dw = {**base, "depthwise": True, "residual": False, "act": "relu6"}
+    assert _kernels(dw) == ["conv_input", "depthwise", "transpose"]
+    m = nn.Sequential(nn.Conv2d(8, 8, 3, groups=2), nn.ReLU()).eval()
+    planned = adntn.capture(m, example_inputs=(torch.randn(1, 8, 6, 6),)).plan("cpu")
+    assert find_convs(planned.graphs.call, depthwise=True) == []
+    policy = dataclasses.replace(default_policy(planned.target), implicit_conv=False)
+    prog, _ = lower(adntn.capture(Block(base).eval(), example_inputs=(torch.randn(1, 8, 9, 9),
+                                                                       torch.randn(1, 16, 9, 9))).plan("cpu")
+                    .graphs.call, "k", planned.target, policy)
+    assert any("im2col" in call["kernel"] for call in prog.calls)
+
+
+def test_avx2_register_tiles_fit_sixteen_registers():
+    """AVX2 has 16 vector registers: the conv's tile is 6 pixels x 2 vectors (12 accumulators), AVX-512's 8 x 2."""
+    t = resolve("cpu")
+    avx2 = default_policy(dataclasses.replace(t, lanes=8, isa=("avx2", "fma")))
+    avx512 = default_policy(dataclasses.replace(t, lanes=16, isa=("avx512f",)))
+    assert avx2.conv_rows(64) * 2 <= 12 and avx2.conv_rows(64) == 6
+    assert avx512.conv_rows(64) == 8
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["arm64", "cortex-m7"])
+@settings(max_examples=3, **SETTINGS)
+@given(c=cases)
+def test_convs_on_the_emulators(target, c):
+    _check({**c, "n": 1, "h": min(c["h"], 7), "w": min(c["w"], 7)}, target)
+
+
+@pytest.mark.opencl
+@settings(max_examples=library_examples(6), **SETTINGS)
+@given(c=cases)
+def test_convs_on_opencl(c):
+    _check(c, "opencl")
