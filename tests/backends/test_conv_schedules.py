@@ -140,3 +140,15 @@ def test_convs_on_the_emulators(target, c):
 @given(c=cases)
 def test_convs_on_opencl(c):
     _check(c, "opencl")
+
+
+def test_padding_copies_never_read_outside_their_input():
+    """pad, concat and a conv's input copy guard their reads with if_then_else: a Select evaluates both sides, and
+    TVM's simplifier drops an index clamp under the Select's condition, so a Select read before the input (this
+    crashed MobileNetV2 at 224 x 224)."""
+    from adntn_compiler.backends.tvm import compute as C
+
+    for f in (C.pad("k", (4, 5), ((1, 1), (2, 0))), C.concat("k", [(4, 5), (4, 3)], 1),
+              C.conv_input("k", (1, 6, 6, 8), True, (1, 1)), C.conv_input("k", (1, 8, 6, 6), False, (2, 1))):
+        script = f.script()
+        assert "if_then_else" in script and "Select" not in script

@@ -266,11 +266,11 @@ def conv_input(name: str, shape: tuple[int, ...], nhwc: bool, padding: tuple[int
 
     def f(n, h, w, c):
         hh, ww = h - ph, w - pw
-        src = (tvm.tirx.min(tvm.tirx.max(hh, 0), H - 1), tvm.tirx.min(tvm.tirx.max(ww, 0), W - 1))
-        val = X[n, src[0], src[1], c] if nhwc else X[n, c, src[0], src[1]]
+        val = X[n, hh, ww, c] if nhwc else X[n, c, hh, ww]
         if not (ph or pw):
             return val
-        return tvm.tirx.Select(tvm.tirx.all(hh >= 0, hh < H, ww >= 0, ww < W), val, tvm.tirx.const(0, DTYPE))
+        return tvm.tirx.if_then_else(  # (not Select: see `pad`)
+            tvm.tirx.all(hh >= 0, hh < H, ww >= 0, ww < W), val, tvm.tirx.const(0, DTYPE))
 
     return _func([X, te.compute((N, H + 2 * ph, W + 2 * pw, Cc), f, name="conv_input")], name)
 
@@ -331,8 +331,9 @@ def pad(name: str, shape: tuple[int, ...], pads: tuple[tuple[int, int], ...]) ->
     def f(*i):
         inside = tvm.tirx.all(*[tvm.tirx.all(v >= a, v < a + d) for v, d, (a, _) in zip(i, shape, pads)]) \
             if i else tvm.tirx.const(True)
-        src = [tvm.tirx.min(tvm.tirx.max(v - a, 0), d - 1) for v, d, (a, _) in zip(i, shape, pads)]
-        return tvm.tirx.Select(inside, X(*src), tvm.tirx.const(0, DTYPE))
+        # if_then_else, not Select: a Select reads both sides, and the simplifier drops a clamp of the index
+        # under its condition (the read before or past the buffer that a clamp was meant to prevent)
+        return tvm.tirx.if_then_else(inside, X(*[v - a for v, (a, _) in zip(i, pads)]), tvm.tirx.const(0, DTYPE))
 
     return _func([X, te.compute(out, f, name="pad")], name)
 
@@ -354,11 +355,11 @@ def concat(name: str, shapes: list[tuple[int, ...]], axis: int) -> tvm.tirx.Prim
     def f(*i):
         v = i[axis]
         expr = None
-        for k in reversed(range(len(Xs))):
+        for k in reversed(range(len(Xs))):  # (if_then_else: see `pad`)
             src = list(i)
-            src[axis] = tvm.tirx.min(tvm.tirx.max(v - offs[k], 0), shapes[k][axis] - 1)
+            src[axis] = v - offs[k]
             val = Xs[k](*src)
-            expr = val if expr is None else tvm.tirx.Select(v < offs[k + 1], val, expr)
+            expr = val if expr is None else tvm.tirx.if_then_else(v < offs[k + 1], val, expr)
         return expr
 
     return _func([*Xs, te.compute(tuple(out), f, name="concat")], name)
