@@ -258,8 +258,73 @@ def depthwise(name: str, xshape: tuple[int, ...], kernel, stride, dilation, *, b
     return _func([X, W, *extra, Y], name)
 
 
-def conv_input(name: str, shape: tuple[int, ...], nhwc: bool, padding: tuple[int, int]) -> tvm.tirx.PrimFunc:
-    """A conv's input, zero-padded, in NHWC, from NCHW or NHWC `shape` (the layout change rides on the copy)."""
+def _lincomb(coefs, terms):
+    """sum_k coefs[k] * terms[k] with the zero coefficients left out and +-1 as an add or a subtract."""
+    out = None
+    for c, t in zip(coefs, terms):
+        if c == 0:
+            continue
+        v = t if abs(c) == 1 else t * tvm.tirx.const(float(abs(c)), DTYPE)
+        if out is None:
+            out = -v if c < 0 else v
+        else:
+            out = out + v if c > 0 else out - v
+    return out if out is not None else tvm.tirx.const(0, DTYPE)
+
+
+def _select(index, exprs: list):
+    """exprs[index] for a loop index the schedule unrolls (each unrolled copy folds to one expression)."""
+    out = exprs[-1]
+    for k in reversed(range(len(exprs) - 1)):
+        out = tvm.tirx.Select(index == k, exprs[k], out)
+    return out
+
+
+def winograd_input(name: str, xshape: tuple[int, ...], tiles: tuple[int, int]) -> tvm.tirx.PrimFunc:
+    """Winograd F(2x2, 3x3), input side: V[(eps, nu), p, c] = (B^T d_p B)[eps, nu] for each 4 x 4 tile d_p (stride
+    2) of the padded NHWC input, p = (n, tile row, tile column): the A operand (16, P, C) of 16 GEMMs. Axis 0 is
+    unrolled by the schedule, so each copy is its few adds."""
+    from .program import WINOGRAD_B as Bm
+
+    N, Hp, Wp, Cc = xshape
+    th, tw = tiles
+    X = te.placeholder(xshape, DTYPE, name="X")
+
+    def f(e, p, c):
+        n, h, w = _digit(p, th * tw, N, N * th * tw), _digit(p, tw, th, N * th * tw), _digit(p, 1, tw, N * th * tw)
+        d = [[X[n, 2 * h + a, 2 * w + b, c] for b in range(4)] for a in range(4)]
+        rows = [[_lincomb(Bm[:, eps], [d[a][b] for a in range(4)]) for b in range(4)] for eps in range(4)]
+        return _select(e, [_lincomb(Bm[:, nu], rows[eps]) for eps in range(4) for nu in range(4)])
+
+    return _func([X, te.compute((16, N * th * tw, Cc), f, name="V")], name)
+
+
+def winograd_output(name: str, mshape: tuple[int, ...], out: tuple[int, ...], *, bias: bool = False,
+                    residual: bool = False, steps: tuple[str, ...] = ()) -> tvm.tirx.PrimFunc:
+    """Winograd F(2x2, 3x3), output side: Y[n, oh, ow, o] = (A^T M_p A)[oh % 2, ow % 2] from the 16 GEMMs' results
+    M (16, P, O), then the conv's epilogue (bias, residual (N, Ho, Wo, O), elementwise steps); NHWC out.
+    Block "Y"; the schedule unrolls oh % 2 and ow % 2."""
+    from .program import WINOGRAD_A as Am
+
+    N, Ho, Wo, O = out
+    th, tw = -(-Ho // 2), -(-Wo // 2)
+    M = te.placeholder(mshape, DTYPE, name="M")
+
+    def f(n, oh, ow, o):
+        p = (n * th + oh // 2) * tw + ow // 2
+        m = [[M[eps * 4 + nu, p, o] for nu in range(4)] for eps in range(4)]
+        cols = [[_lincomb(Am[:, s], m[eps]) for s in range(2)] for eps in range(4)]
+        return _select((oh % 2) * 2 + ow % 2, [_lincomb(Am[:, r], [cols[eps][s] for eps in range(4)])
+                                                for r in range(2) for s in range(2)])
+
+    Y, extra = _epilogue(te.compute(out, f, name="Y"), bias, residual, steps)
+    return _func([M, *extra, Y], name)
+
+
+def conv_input(name: str, shape: tuple[int, ...], nhwc: bool, padding: tuple[int, int],
+               extra: tuple[int, int] = (0, 0)) -> tvm.tirx.PrimFunc:
+    """A conv's input, zero-padded (and `extra` zero rows / columns at the bottom / right), in NHWC, from NCHW or
+    NHWC `shape` (the layout change rides on the copy)."""
     X = te.placeholder(shape, DTYPE, name="X")
     N, H, W, Cc = shape if nhwc else (shape[0], shape[2], shape[3], shape[1])
     ph, pw = padding
@@ -267,12 +332,13 @@ def conv_input(name: str, shape: tuple[int, ...], nhwc: bool, padding: tuple[int
     def f(n, h, w, c):
         hh, ww = h - ph, w - pw
         val = X[n, hh, ww, c] if nhwc else X[n, c, hh, ww]
-        if not (ph or pw):
+        if not (ph or pw or any(extra)):
             return val
         return tvm.tirx.if_then_else(  # (not Select: see `pad`)
             tvm.tirx.all(hh >= 0, hh < H, ww >= 0, ww < W), val, tvm.tirx.const(0, DTYPE))
 
-    return _func([X, te.compute((N, H + 2 * ph, W + 2 * pw, Cc), f, name="conv_input")], name)
+    out = (N, H + 2 * ph + extra[0], W + 2 * pw + extra[1], Cc)
+    return _func([X, te.compute(out, f, name="conv_input")], name)
 
 
 # ---------------------------------------------------------------- memory-bound kernels

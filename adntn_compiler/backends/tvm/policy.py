@@ -55,6 +55,7 @@ class CPUPolicy:
     tiles: Mapping[tuple[int, int, int], GemmTiles] = field(default_factory=dict, hash=False)  # (I, J, K) -> tuned
     call_table: bool = False  # a C bundle calls its kernels in a loop over a const table (else straight-line code)
     implicit_conv: bool = True  # convs as implicit GEMMs in NHWC (`lower.find_convs`), else im2col + GEMM
+    winograd: bool | None = None  # Winograd F(2x2, 3x3) for 3 x 3 stride-1 convs: always, never, None: by cost
 
     def gemm_tiles(self, I: int, J: int, K: int) -> GemmTiles:
         """Tuned tiles for this shape, else the default: a rows x jt accumulator of at most 8 x 2*lanes floats."""
@@ -100,6 +101,10 @@ class CPUPolicy:
         kc = 1 << max(0, (self.k_block_elements // max(J, 1)).bit_length() - 1)
         return min(1024, max(256, kc))
 
+    def gemm_rate_at(self, K: int) -> float:
+        """The GEMM rate at reduction length K: a short k is write-back bound (measured ~60 % at K = 64)."""
+        return self.gemm_rate * min(1.0, 0.4 + K / 160)
+
     def gemm_seconds(self, flops: float, J: int, copies: int) -> float:
         """Estimated time of a GEMM with `copies` elements of layout copies around it (its role choice)."""
         full = self.gemm_tiles(1, J, 1).vec == self.lanes
@@ -112,9 +117,11 @@ class CPUPolicy:
 @dataclass(frozen=True)
 class MicroPolicy(CPUPolicy):
     """Cortex-M: scalar FPU (16 of its 32 single-precision registers for the accumulator tile), no caches worth
-    blocking for, so no k-blocking. Rates of a ~200 MHz core with one FMA per cycle from zero-wait memory; only
-    their ratio matters when the plan compares schedules."""
+    blocking for, so no k-blocking, and no Winograd (its transformed input and products cost kilobytes of RAM).
+    Rates of a ~200 MHz core with one FMA per cycle from zero-wait memory; only their ratio matters when the plan
+    compares schedules."""
     lanes: int = 1
+    winograd: bool = False
     max_rows: int = 4
     registers: int = 16
     long_k: int = 1 << 30

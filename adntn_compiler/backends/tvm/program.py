@@ -88,12 +88,15 @@ class Program:
                              f"{self.buffers[buf]:,} elements")
 
     def _check_const(self, k: int, c: dict) -> None:
-        self._fits(f"consts/{k} ({c['tensor']})", c["buffer"], c["shape"])
+        n = const_elements(c)
+        self._fits(f"consts/{k} ({c['tensor']})", c["buffer"], (n,))
         if c["perm"] is not None and sorted(c["perm"]) != list(range(len(c["shape"]))):
             raise ValueError(f"consts/{k}: perm {c['perm']} is not a permutation of {len(c['shape'])} axes")
+        if c.get("transform") == "winograd" and (len(c["shape"]) != 4 or c["shape"][2:] != [3, 3] or c["perm"]):
+            raise ValueError(f"consts/{k}: a Winograd transform takes an (O, C, 3, 3) weight, not {c['shape']}")
         if c["pack"] is not None:
             bt, kk, j, jt = c["pack"]
-            if bt * kk * j != math.prod(c["shape"]) or j % jt:
+            if bt * kk * j != n or j % jt:
                 raise ValueError(f"consts/{k}: pack {c['pack']} does not match shape {c['shape']}")
 
     def _check_calls(self, written: set) -> None:
@@ -216,7 +219,8 @@ PROGRAM_SCHEMA = {
             "properties": {"buffer": {"type": "string"}, "tensor": {"type": "string"}, "shape": _SHAPE,
                            "perm": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"type": "integer"}}]},
                            "pack": {"anyOf": [{"type": "null"}, {"type": "array", "items": {
-                               "type": "integer", "minimum": 1}, "minItems": 4, "maxItems": 4}]}}}},
+                               "type": "integer", "minimum": 1}, "minItems": 4, "maxItems": 4}]},
+                           "transform": {"enum": ["winograd"]}}}},
         "arena": {"type": "object", "required": ["size", "offsets"], "additionalProperties": False,
                   "properties": {"size": {"type": "integer", "minimum": 1},
                                  "offsets": {"type": "object", "additionalProperties": {"type": "integer",
@@ -225,9 +229,28 @@ PROGRAM_SCHEMA = {
 }
 
 
+# Winograd F(2x2, 3x3) (Lavin and Gray 2016; the Cook-Toom points 0, -1, 1 of topi's winograd_util):
+# Y = A^T [(G g G^T) * (B^T d B)] A for a 4 x 4 input tile d, a 3 x 3 filter g and a 2 x 2 output tile Y.
+WINOGRAD_A = np.array([[1, 0], [1, -1], [1, 1], [0, 1]], np.float64)
+WINOGRAD_B = np.array([[1, 0, 0, 0], [0, -1, 1, -1], [-1, 1, 1, 0], [0, 0, 0, 1]], np.float64)
+WINOGRAD_G = np.array([[1, 0, 0], [0.5, -0.5, 0.5], [0.5, 0.5, 0.5], [0, 0, 1]], np.float64)
+
+
+def const_elements(spec: dict) -> int:
+    """Elements of a constant as a kernel reads it (a Winograd transform makes 16 of each 3 x 3 filter's 9)."""
+    n = math.prod(spec["shape"])
+    return n // 9 * 16 if spec.get("transform") == "winograd" else n
+
+
 def prepare_const(t: np.ndarray, spec: dict) -> np.ndarray:
-    """A constant in the layout a kernel wants (load time, numpy)."""
-    a = np.asarray(t, dtype=np.float32).reshape(spec["shape"])
+    """A constant in the layout a kernel wants (load time, numpy). A "winograd" transform turns an (O, C, 3, 3)
+    conv weight into U = G g G^T, (16, C, O), in float64 before the cast."""
+    if spec.get("transform") == "winograd":
+        g = np.asarray(t, dtype=np.float64).reshape(spec["shape"])
+        u = np.einsum("xa,ocab,yb->xyco", WINOGRAD_G, g, WINOGRAD_G)
+        a = u.reshape(16, g.shape[1], g.shape[0]).astype(np.float32)
+    else:
+        a = np.asarray(t, dtype=np.float32).reshape(spec["shape"])
     if spec["perm"] is not None:
         a = a.transpose(spec["perm"])
     if spec["pack"] is not None:

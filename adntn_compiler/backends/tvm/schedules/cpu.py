@@ -126,9 +126,7 @@ def depthwise(func: tvm.tirx.PrimFunc, policy: CPUPolicy, parallel: bool) -> tvm
         sch.compute_inline(sch.get_sblock(n))
     blk = sch.get_sblock("D")
     n, oh, ow, c, *ks = sch.get_loops(blk)
-    vec = policy.lanes
-    while int(sch.get(c).extent) % vec:
-        vec //= 2
+    vec = _lanes(int(sch.get(c).extent), policy.lanes)
     r = next(d for d in range(min(8, int(sch.get(ow).extent)), 0, -1) if int(sch.get(ow).extent) % d == 0)
     owo, owi = sch.split(ow, [None, r])
     co, ci = sch.split(c, [None, vec])
@@ -149,6 +147,47 @@ def depthwise(func: tvm.tirx.PrimFunc, policy: CPUPolicy, parallel: bool) -> tvm
     wl = sch.get_loops(cw)[3:]  # the write-back's own loops
     if wl:
         sch.vectorize(wl[-1])
+    return sch.mod[name]
+
+
+def _lanes(n: int, lanes: int) -> int:
+    while n % lanes:
+        lanes //= 2
+    return lanes
+
+
+def winograd_input(func: tvm.tirx.PrimFunc, policy: CPUPolicy, parallel: bool) -> tvm.tirx.PrimFunc:
+    """Winograd's input transform (`compute.winograd_input`): for each tile and vector of channels, the 16 outputs
+    unrolled (each folds to its adds; the 16 loads of the tile are shared), tiles in parallel."""
+    sch, name = _schedule(func)
+    blk = sch.get_sblock("V")
+    e, p, c = sch.get_loops(blk)
+    co, ci = sch.split(c, [None, _lanes(int(sch.get(c).extent), policy.lanes)])
+    sch.reorder(p, co, e, ci)
+    sch.unroll(e)
+    sch.vectorize(ci)
+    if parallel:
+        sch.parallel(p)
+    return sch.mod[name]
+
+
+def winograd_output(func: tvm.tirx.PrimFunc, policy: CPUPolicy, parallel: bool) -> tvm.tirx.PrimFunc:
+    """Winograd's output transform and the conv's epilogue (`compute.winograd_output`), inlined into one block: for
+    each 2 x 2 output tile and vector of channels, its 4 outputs unrolled; tile rows in parallel."""
+    sch, name = _schedule(func)
+    inline_elementwise(sch)
+    blk = sch.get_child_blocks(sch.get_sblock("root"))[-1]
+    n, oh, ow, o = sch.get_loops(blk)
+    oh0, oh1 = sch.split(oh, [None, 2])
+    ow0, ow1 = sch.split(ow, [None, 2])
+    o0, o1 = sch.split(o, [None, _lanes(int(sch.get(o).extent), policy.lanes)])
+    sch.reorder(n, oh0, ow0, o0, oh1, ow1, o1)
+    sch.unroll(oh1)
+    sch.unroll(ow1)
+    sch.vectorize(o1)
+    outer = sch.fuse(n, oh0)
+    if parallel:
+        sch.parallel(outer)
     return sch.mod[name]
 
 
