@@ -38,6 +38,11 @@ def _input(name: str, batch: int) -> torch.Tensor:
     return torch.randn(batch, 9, 96, generator=g) if name == "vit_block" else torch.randn(batch, 3, 64, 64, generator=g)
 
 
+def _input_224(name: str, batch: int) -> torch.Tensor:  # the size people deploy (convs without im2col, Winograd)
+    return torch.randn(batch, 9, 96) if name == "vit_block" else torch.randn(batch, 3, 224, 224,
+                                                                            generator=torch.Generator().manual_seed(batch))
+
+
 def _run_fresh(path, x: np.ndarray, tmp_path) -> tuple[np.ndarray, dict]:
     xin, yout = tmp_path / "x.npy", tmp_path / "y.npy"
     np.save(xin, x)
@@ -55,7 +60,7 @@ def test_whole_model_artifact_equals_torch_eager(name, tmp_path):
     model = _randomise_norms(models.compressed(name, RATIOS[name], **kw)).eval()
     assert any(isinstance(m, adntn.ADNTNLinear) for m in model.modules())
     for batch in (1, 3):
-        x = _input(name, batch)
+        x = _input_224(name, batch)
         exe = adntn.compile(model, example_inputs=(x,))
         path = exe.save(tmp_path / f"{name}_{batch}.adntn")
         y, res = _run_fresh(path, x.numpy(), tmp_path)
