@@ -187,3 +187,16 @@ def test_padding_copies_never_read_outside_their_input():
               C.conv_input("k", (1, 6, 6, 8), True, (1, 1)), C.conv_input("k", (1, 8, 6, 6), False, (2, 1))):
         script = f.script()
         assert "if_then_else" in script and "Select" not in script
+
+
+def test_the_conv_arena_benchmark_reports_both_lowerings(tmp_path):
+    """benchmarks/conv_arena.py --quick: the call arena of ResNet-18 shrinks without im2col's patch matrices."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import conv_arena
+
+    (row,) = conv_arena.main(["--quick", "--out", str(tmp_path / "a.json")])
+    assert row["implicit + Winograd"]["arena_bytes"] < row["im2col (before)"]["arena_bytes"]
+    assert (tmp_path / "a.txt").read_text().count("resnet18") == 2
