@@ -300,20 +300,27 @@ def tune(obj, target: "str | Target" = "cpu", batch_size: int = 1, budget_s: flo
             return plan(gen, rows, "auto", memory_budget, target=target), {}
 
         source = capture(obj, batch_size, input_shape, example_inputs)  # once, whatever is built from it
-        model_graphs(source, batch_size, "auto", memory_budget, input_shape, target, planner=collect)
-        if not layers:
-            raise ConfigError(f"{type(obj).__name__} has no ADNTN layer to tune")
+        mg = model_graphs(source, batch_size, "auto", memory_budget, input_shape, target, planner=collect)
+        convs = _convs(mg.call, target, runner)
+        if not layers and not convs:
+            raise ConfigError(f"{type(obj).__name__} has no ADNTN layer and no convolution to tune")
         recs = Records.for_fingerprint(runner.fingerprint(target), runner.unit)
-        new, samples = {}, []
+        new, samples, conv_recs = {}, [], {}
         start = time.perf_counter()
+        # the convs (timed here, on this machine) take a share like one more layer
+        share_convs = budget_s * len(convs) / (len(convs) + len(layers)) if convs else 0.0
         with tqdm(desc=f"adntn tune ({runner.name})", unit="candidate", disable=not progress, leave=False) as bar:
+            if convs:
+                from .convs import tune_convs
+
+                conv_recs = tune_convs(mg.call, target, share_convs, bar)
             for k, (key, (gen, rows)) in enumerate(layers.items()):
                 share = (budget_s - (time.perf_counter() - start)) / (len(layers) - k)
                 rec = tune_layer(gen, rows, target, max(share, 0.0), memory_budget, bar, runner)
                 samples += rec.pop("_samples")
                 new[key] = rec
         rates = calibrate(samples, rates_for(target)) if runner.unit == "s" else None
-        out = recs.merge(Records(recs.fingerprint, new, rates or recs.rates, recs.unit))
+        out = recs.merge(Records(recs.fingerprint, new, rates or recs.rates, recs.unit, convs=conv_recs))
         if hasattr(runner, "program"):  # whole-program choices (a C bundle's call table), with the layers' records
             out.program = runner.program(source, target, batch_size, out)
     finally:
@@ -321,6 +328,17 @@ def tune(obj, target: "str | Target" = "cpu", batch_size: int = 1, budget_s: flo
     if save:
         out.save()
     return out
+
+
+def _convs(g, target: Target, runner: Runner) -> list:
+    """The convs of a model's call graph to tune: timed on this machine, so only for the local runner and a
+    target that runs here (not a C bundle's board, not a device over RPC)."""
+    if runner.name != "local" or target.runtime == "c-bundle" or target.device == "gpu":
+        return []
+    from ..backends.tvm import conv_workloads
+    from ..backends.tvm.policy import default_policy
+
+    return conv_workloads(g, target, default_policy(target))
 
 
 # ---------------------------------------------------------------- choosing a configuration by speed (compress)

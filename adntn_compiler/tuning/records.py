@@ -42,6 +42,14 @@ SCHEMA = {
                                                      "minItems": 8, "maxItems": 10}},
                 "default_s": {"type": "number", "minimum": 1e-9},  # (1e-320 s made infinite gains)
                 "tuned_s": {"type": "number", "minimum": 1e-9}}}},
+        # the model's convs (tuning/convs.py), by conv key: Winograd or not (null: the cost model's), GEMM tiles
+        "convs": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["winograd", "tiles", "default_s", "tuned_s"],
+            "properties": {
+                "winograd": {"type": ["boolean", "null"]},
+                "tiles": {"type": "array", "items": {"type": "array", "items": {"type": "integer", "minimum": -1},
+                                                     "minItems": 8, "maxItems": 10}},
+                "default_s": {"type": "number", "minimum": 1e-9}, "tuned_s": {"type": "number", "minimum": 1e-9}}}},
     },
 }
 
@@ -119,6 +127,7 @@ class Records:
     rates: dict | None = None
     unit: str = "s"  # of each layer's default_s and tuned_s: seconds, or instructions (a qemu runner's count)
     program: dict | None = None  # whole-program choices (a C bundle's call table) and what decided them
+    convs: dict[str, dict] = field(default_factory=dict)  # conv key -> Winograd choice and GEMM tiles
 
     @property
     def device_id(self) -> str:
@@ -126,7 +135,7 @@ class Records:
 
     def to_dict(self) -> dict:
         d = dict(format="adntn-tuning", version=VERSION, fingerprint=self.fingerprint, unit=self.unit,
-                 rates=self.rates, layers=self.layers, program=self.program)
+                 rates=self.rates, layers=self.layers, program=self.program, convs=self.convs)
         return json.loads(json.dumps(d))  # a copy: edits stay in it
 
     @classmethod
@@ -139,10 +148,11 @@ class Records:
             at = "/".join(str(p) for p in e.absolute_path) or "top level"
             raise SerializationError(f"{where} are malformed at {at}: {e.message}") from None
         _finite(d, where)
-        for rec in d["layers"].values():
+        for rec in [*d["layers"].values(), *d.get("convs", {}).values()]:
             for t in rec["tiles"]:
                 _tiles_from_list(t)
-        return cls(d["fingerprint"], dict(d["layers"]), d.get("rates"), d.get("unit", "s"), d.get("program"))
+        return cls(d["fingerprint"], dict(d["layers"]), d.get("rates"), d.get("unit", "s"), d.get("program"),
+                   dict(d.get("convs", {})))
 
     @classmethod
     def load(cls, path: "str | os.PathLike") -> "Records":
@@ -177,7 +187,7 @@ class Records:
 
     def merge(self, other: "Records") -> "Records":
         return Records(self.fingerprint, {**self.layers, **other.layers}, other.rates or self.rates, self.unit,
-                       other.program or self.program)
+                       other.program or self.program, {**self.convs, **other.convs})
 
     def mismatch(self, target: "str | Target") -> str | None:
         """None when these records are this machine's for `target`, or another device's (measured over RPC or
@@ -232,7 +242,10 @@ class Applied:
         if self.records.program and "call_table" in self.records.program:
             base = replace(base, call_table=bool(self.records.program["call_table"]))
         tiles = dict(base.tiles)
-        for rec in self.used.values():
+        if self.records.convs and self.schedule == "auto":  # each conv's Winograd choice (its tiles below)
+            base = replace(base, conv_winograd={**{k: r["winograd"] for k, r in self.records.convs.items()
+                                                  if r["winograd"] is not None}, **base.conv_winograd})
+        for rec in [*self.used.values(), *(self.records.convs.values() if self.schedule == "auto" else ())]:
             for v in rec["tiles"]:
                 shape, t = _tiles_from_list(v)
                 if t not in base.tile_candidates(*shape):
@@ -263,7 +276,7 @@ def applied(records, target: Target, schedule: str, memory_budget) -> Applied | 
         except (ConfigError, SerializationError) as e:  # a damaged cache must not stop every compile
             warnings.warn(f"{e}; compiling with the defaults", stacklevel=3)
             return None
-        if not (recs.layers or recs.rates):
+        if not (recs.layers or recs.rates or recs.convs):
             return None
     else:
         recs = records if isinstance(records, Records) else Records.load(records)

@@ -200,3 +200,29 @@ def test_the_conv_arena_benchmark_reports_both_lowerings(tmp_path):
     (row,) = conv_arena.main(["--quick", "--out", str(tmp_path / "a.json")])
     assert row["implicit + Winograd"]["arena_bytes"] < row["im2col (before)"]["arena_bytes"]
     assert (tmp_path / "a.txt").read_text().count("resnet18") == 2
+
+
+def test_tune_covers_a_models_convs(tmp_path, monkeypatch):
+    """`adntn.tune` of a dense conv net (no ADNTN layer) times each distinct conv: Winograd on and off where it
+    applies, then its GEMM's register tiles; compile() then lowers each conv with the recorded choice, and the
+    result still equals torch."""
+    from adntn_compiler.tuning import Records, applied
+
+    monkeypatch.setenv("ADNTN_TUNING", str(tmp_path / "tuning"))
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(32, 16, 1, stride=2)).eval()
+    x = torch.randn(1, 16, 12, 12)
+    recs = adntn.tune(net, example_inputs=(x,), budget_s=15.0, progress=False)
+    assert len(recs.convs) == 3 and Records.for_device("cpu").convs == recs.convs
+    threes = [r for k, r in recs.convs.items() if " k3x3 " in k]
+    assert len(threes) == 2 and all(r["winograd"] in (True, False) for r in threes)
+    for r in recs.convs.values():
+        assert r["tuned_s"] <= r["default_s"] * 1.0001 and r["candidates"] >= 2, recs.convs
+    planned = adntn.capture(net, example_inputs=(x,)).plan("cpu")
+    policy = planned.tuned.policy(default_policy(planned.target))
+    assert policy.conv_winograd == {k: r["winograd"] for k, r in recs.convs.items() if r["winograd"] is not None}
+    assert applied(recs, planned.target, "auto", None) is not None
+    exe = planned.build()
+    with torch.no_grad():
+        np.testing.assert_allclose(exe(x.numpy()), net(x).numpy(), rtol=1e-4, atol=1e-4)

@@ -207,6 +207,22 @@ def gemm_shapes(g: Graph, target: Target, policy) -> list:
     return shapes(g, target, policy)
 
 
+def conv_workloads(g: Graph, target: Target, policy) -> list:
+    """The convs `g` lowers without im2col (`lower.find_convs`): what tuning times, one candidate program each."""
+    from .lower import find_convs
+    from .schedules import for_target
+
+    return find_convs(g, hasattr(for_target(target), "depthwise")) if policy.implicit_conv else []
+
+
+def winograd_applies(chain, target: Target) -> bool:
+    from .schedules import for_target
+
+    a = chain.attrs
+    return (hasattr(for_target(target), "winograd_input") and a.kernel == (3, 3) and a.stride == (1, 1)
+            and a.dilation == (1, 1) and a.groups == 1)
+
+
 class TVMBackend:
     name = "tvm"
 
@@ -227,5 +243,5 @@ class TVMBackend:
     load = staticmethod(load_library)
 
 
-__all__ = ["C_HEADER", "Library", "Program", "TVMBackend", "build", "c_kernels", "c_sources", "cuda_arrays",
-           "gemm_shapes", "load_library", "lower_c"]
+__all__ = ["C_HEADER", "Library", "Program", "TVMBackend", "build", "c_kernels", "c_sources", "conv_workloads",
+           "cuda_arrays", "gemm_shapes", "load_library", "lower_c", "winograd_applies"]

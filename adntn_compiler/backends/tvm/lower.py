@@ -50,6 +50,24 @@ class ConvChain:
     def depthwise(self) -> bool:
         return self.attrs.groups > 1
 
+    @property
+    def key(self) -> str:
+        """The conv's workload (what tuning records it by): input shape, output channels and attributes."""
+        a = self.attrs
+        return (f"{'x'.join(map(str, self.x.shape))}>{self.weight.shape[0]} k{a.kernel[0]}x{a.kernel[1]} "
+                f"s{a.stride[0]}x{a.stride[1]} p{a.padding[0]}x{a.padding[1]} d{a.dilation[0]}x{a.dilation[1]} "
+                f"g{a.groups}")
+
+    def gemm_shape(self, policy, winograd: bool) -> tuple[int, int, int]:
+        """(I, J, K) of the GEMM this conv lowers to (whose tiles the policy's `tiles` may give)."""
+        N, Cin = self.x.shape[:2]
+        O = self.weight.shape[0]
+        Ho, Wo = self.nodes[-1].out.shape[2:]
+        if winograd:
+            return N * -(-Ho // 2) * -(-Wo // 2), O, Cin
+        rows = policy.conv_rows(O)
+        return -(-N * Ho * Wo // rows) * rows, O, math.prod(self.attrs.kernel) * Cin
+
 
 _SCALAR_STEPS = ("add", "sub", "mul", "div", "max", "min")
 
@@ -387,8 +405,8 @@ class Lowerer:
         if not (pol.winograd is not False and hasattr(self.sched, "winograd_input") and a.kernel == (3, 3)
                 and a.stride == (1, 1) and a.dilation == (1, 1) and a.groups == 1):
             return False
-        if pol.winograd:
-            return True
+        if pol.winograd or ch.key in pol.conv_winograd:  # forced, or tuned for this conv
+            return bool(pol.winograd or pol.conv_winograd[ch.key])
         N, Cin = ch.x.shape[:2]
         O = ch.weight.shape[0]
         Ho, Wo = ch.nodes[-1].out.shape[2:]
@@ -472,8 +490,7 @@ class Lowerer:
             self.call(k, (buf, xs), (wbuf, (kh, kw, O)), *extra, (obuf, out))
             return
         I, K = N * Ho * Wo, kh * kw * Cin
-        rows = self.policy.conv_rows(O)  # pixels are padded to whole register tiles (a guarded tail is slow)
-        Ip = -(-I // rows) * rows
+        Ip = ch.gemm_shape(self.policy, False)[0]  # pixels padded to whole register tiles (a guarded tail is slow)
         tiles = self.policy.gemm_tiles(Ip, O, K)
         if Ip > I:
             self.p.buffers[obuf] = Ip * O

@@ -56,6 +56,7 @@ class CPUPolicy:
     call_table: bool = False  # a C bundle calls its kernels in a loop over a const table (else straight-line code)
     implicit_conv: bool = True  # convs as implicit GEMMs in NHWC (`lower.find_convs`), else im2col + GEMM
     winograd: bool | None = None  # Winograd F(2x2, 3x3) for 3 x 3 stride-1 convs: always, never, None: by cost
+    conv_winograd: Mapping[str, bool] = field(default_factory=dict, hash=False)  # per conv key (tuned)
 
     def gemm_tiles(self, I: int, J: int, K: int) -> GemmTiles:
         """Tuned tiles for this shape, else the default: a rows x jt accumulator of at most 8 x 2*lanes floats."""

@@ -1,0 +1,130 @@
+"""Tuning a model's convolutions, beside its ADNTN layers: for each distinct conv of the call graph (one the lowering
+runs without im2col), Winograd on or off where it applies, then the register tile of the chosen GEMM
+(`policy.tile_candidates`). Each candidate is a one-conv program (the conv with a random weight) built and timed
+here, checked against the float64 reference first; the winner must beat the default by GAIN_MIN in a final
+interleaved timing. Records: `Records.convs`, conv key -> {winograd, tiles, default_s, tuned_s}."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from ..ir.builder import Builder
+from ..ir.graph import Graph, Op
+from ..targets import Target
+from .records import _tiles_to_list
+from .runners import _median
+
+GAIN_MIN = 1.03
+TILES = 8  # register tiles timed per conv at most, nearest the default first
+TOLERANCE = 1e-4
+
+
+def conv_graph(chain, seed: int = 0) -> tuple[Graph, np.ndarray]:
+    """The chain's convolution alone (im2col + the conv einsum, a random weight) and an input for it."""
+    from ..ir.ops import conv_out
+
+    rng = np.random.default_rng(seed)
+    x, a = chain.x, chain.attrs
+    w = chain.weight.shape
+    b = Builder()
+    xi = b.input("x", x.shape)
+    wi = b.param("w", rng.standard_normal(w) / math.sqrt(math.prod(w[1:])), const=True)
+    p = b.node(Op.IM2COL, (xi,), a, "conv")
+    G, K, N, _ = p.shape
+    y = b.contract([(b.reshape(wi, (G, w[0] // G, K)), "gok"), (p, "gknp")], "ngop")
+    b.output(b.reshape(y, (N, w[0], *conv_out(a, x.shape))))
+    return b.build(), rng.standard_normal(x.shape).astype(np.float32)
+
+
+class _Conv:
+    """One conv's candidates (policies) built here and timed, each checked against the reference."""
+
+    def __init__(self, chain, target: Target, base):
+        from ..backends.reference import run
+
+        self.chain, self.target, self.base = chain, target, base
+        self.g, self.x = conv_graph(chain)
+        self.ref = run(self.g, [self.x.astype(np.float64)])[0]
+        self.runs: dict[int, object] = {}
+
+    def time(self, policy, n: int = 0) -> float:
+        """Median seconds of the candidate (inf when it is wrong)."""
+        from ..backends import get_backend
+
+        f = get_backend("tvm").compile(self.g, self.target, policy=policy)
+        y = f(self.x)[0]
+        if not np.linalg.norm(y - self.ref) <= TOLERANCE * np.linalg.norm(self.ref):
+            return math.inf
+        self.runs[id(policy)] = f
+        first = _median(lambda: f(self.x), 1)
+        return _median(lambda: f(self.x), n or max(3, min(30, int(0.1 / max(first, 1e-6)))))
+
+
+def tune_conv(chain, target: Target, base, budget_s: float, bar=None) -> dict:
+    """The record of one conv: Winograd on / off where it applies (else the lowering's choice), then its GEMM's
+    register tiles, nearest the default first, while `budget_s` lasts."""
+    from ..backends.tvm import winograd_applies
+
+    start = time.perf_counter()
+    c = _Conv(chain, target, base)
+    default = base
+    best, best_s = default, c.time(default)
+    default_s = best_s
+    tried = 1
+    if winograd_applies(chain, target):
+        for on in (False, True):
+            p = replace(base, conv_winograd={**base.conv_winograd, chain.key: on})
+            s = c.time(p)
+            tried += 1
+            if s < best_s:
+                best, best_s = p, s
+    wino = best.conv_winograd.get(chain.key)
+    if wino is None and winograd_applies(chain, target):
+        wino = _lowered_winograd(chain, target, base)
+    shape = chain.gemm_shape(base, bool(wino))
+    now = base.gemm_tiles(*shape)
+    for t in [t for t in base.tile_candidates(*shape) if t != now][:TILES]:
+        if time.perf_counter() - start > budget_s and tried > 1:  # (at least one candidate besides the default)
+            break
+        p = replace(best, tiles={**best.tiles, shape: t})
+        s = c.time(p)
+        tried += 1
+        if s < best_s:
+            best, best_s = p, s
+        if bar is not None:
+            bar.update()
+            bar.set_postfix_str(f"conv {chain.key}: {default_s / best_s:.2f}x")
+    if best is not default:  # interleaved, against the VM's drift
+        ts = [(c.time(default, 5), c.time(best, 5)) for _ in range(3)]
+        default_s, best_s = (float(np.median([t[k] for t in ts])) for k in (0, 1))
+        if best_s * GAIN_MIN > default_s:
+            best, best_s = default, default_s
+    tiles = [_tiles_to_list(k, t) for k, t in best.tiles.items() if k not in base.tiles]
+    wino = best.conv_winograd.get(chain.key, wino)  # (the default's: the cost model's choice, where it applies)
+    return dict(winograd=wino, tiles=tiles, default_s=default_s, tuned_s=best_s,
+                candidates=tried, tuning_s=round(time.perf_counter() - start, 2))
+
+
+def _lowered_winograd(chain, target: Target, policy) -> bool:
+    """Whether the lowering picks Winograd for this conv under `policy` (its cost model)."""
+    from ..backends.tvm import build
+
+    lib = build({"main": conv_graph(chain)[0]}, target, policy)
+    return any("winograd" in c["kernel"] for c in lib.programs["main"].calls)
+
+
+def tune_convs(g: Graph, target: Target, budget_s: float, bar=None) -> dict:
+    """Records of every distinct conv of call graph `g`, sharing `budget_s` equally."""
+    from ..backends.tvm import conv_workloads
+    from ..backends.tvm.policy import default_policy
+
+    base = default_policy(target)
+    chains = {ch.key: ch for ch in conv_workloads(g, target, base)}
+    out, start = {}, time.perf_counter()
+    for k, (key, ch) in enumerate(chains.items()):
+        share = (budget_s - (time.perf_counter() - start)) / (len(chains) - k)
+        out[key] = tune_conv(ch, target, base, max(share, 0.0), bar)
+    return out
