@@ -226,3 +226,22 @@ def test_tune_covers_a_models_convs(tmp_path, monkeypatch):
     exe = planned.build()
     with torch.no_grad():
         np.testing.assert_allclose(exe(x.numpy()), net(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_program_with_a_bad_winograd_constant_is_refused():
+    """A loaded program's Winograd constant is checked: an (O, C, 3, 3) weight, no permutation, a buffer that holds
+    the 16 / 9 larger transform, and only the one transform name."""
+    from adntn_compiler.backends.tvm.program import Program, prepare_const
+
+    good = {"buffers": {"c0": 16 * 4 * 2, "in0": 1, "v": 1}, "inputs": [["x", "in0", [1]]], "outputs": [],
+            "calls": [], "consts": [{"buffer": "c0", "tensor": "w", "shape": [2, 4, 3, 3], "perm": None,
+                                     "pack": [16, 4, 2, 2], "transform": "winograd"}]}
+    Program.from_dict(good)
+    for edit, msg in ((dict(shape=[2, 4, 9]), "Winograd transform takes"), (dict(transform="fft"), "consts/0"),
+                      (dict(buffer="v"), "does not fit"), (dict(pack=[16, 4, 2, 3]), "pack")):
+        bad = {**good, "consts": [{**good["consts"][0], **edit}]}
+        with pytest.raises(ValueError, match=msg):
+            Program.from_dict(bad)
+    w = np.random.default_rng(0).standard_normal((2, 4, 3, 3))
+    u = prepare_const(w, {**good["consts"][0], "pack": None}).reshape(4, 4, 4, 2)
+    np.testing.assert_allclose(u[0, 0], w[:, :, 0, 0].T, rtol=1e-6)  # G's first row picks g[0, 0]
