@@ -5,13 +5,17 @@ decay to 0, batch 128), several seeds, test accuracy on the 10,000 test images a
 - logistic: a linear classifier on the raw pixels (no hidden layer): what a compressed FC1 must beat;
 - dense: the MLP itself;
 - tt: the linear tensor train at ~2,000x (`compress(..., ratio=2000)`);
-- ttn: the nonlinear tree at ~2,000x, as `compress(..., ratio=2000)` picks it (interleaved legs);
-- ttn-binary: the configuration the ratio search picked before (binary legs, rank 6), kept as a row;
-- mera at ~2,000x (`compress` picks it);
+- ttn: the nonlinear tree at ~2,000x, as `compress(..., ratio=2000)` picks it (4 interleaved legs, rank 6);
+- ttn-binary: the configuration the ratio search picked first (binary legs, rank 6), kept as a row; ttn-5legs (opt
+  in): the pick before the search broke near-ties by speed (5 interleaved legs, ~10x slower per epoch);
+- mera at ~2,000x (`compress` picks it); attn (opt in);
+- lowrank: U V^T at rank 1, 658x (no rank reaches 2,000x on 784 -> 4096); narrow: a dense 784-h-10 MLP with the
+  ttn model's total parameter count (h = 59);
 - ttn-frozen: the ttn left at its random init (cores, scale and bias not trained, only FC2): a control that must
   lose, or the trained layer has learned nothing;
 - recipe options on the ttn (`--rows` opts in): ttn+bn (batch norm after FC1, `compress`'s norm="batch"),
-  ttn+drop (dropout 0.2 after the ReLU), ttn+wd (`weight_decay` on the generated weight).
+  ttn+drop (dropout 0.2 after the ReLU), ttn+wd (`weight_decay` on the generated weight), ttn+bn+corelr (batch
+  norm and the cores at learning rate 3e-3).
 
     python benchmarks/quality_fmnist.py [--epochs 8] [--seeds 0 1 2] [--samples 12000] [--rows ttn tt]
                                         [--json benchmarks/results/quality_fmnist.json] [--plot PNG] [--merge a.json]
@@ -22,6 +26,7 @@ merge with --merge), then the markdown table is printed and the plot (accuracy p
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import statistics
 import sys
@@ -46,23 +51,34 @@ ROWS = {
     "dense": dict(),
     "tt": dict(spec=dict(arch="tt", ratio=RATIO)),
     "ttn-binary": dict(spec=dict(arch="ttn", layout="binary", rank=6)),  # the old search's pick at 2,000x
+    "ttn-5legs": dict(spec=dict(arch="ttn", layout="interleaved", legs=5, rank=6)),  # the pick before the speed rule
     "ttn": dict(spec=dict(arch="ttn", ratio=RATIO)),
+    "attn": dict(spec=dict(arch="attn", ratio=RATIO)),
     "mera": dict(spec=dict(arch="mera", ratio=RATIO)),
+    "lowrank": dict(spec=dict(arch="lowrank", rank=1)),  # rank 1 is 658x: no low-rank layer reaches 2,000x here
+    "narrow": dict(narrow=True),  # 784-h-10 dense, h chosen for the ttn model's total parameter count
     "ttn-frozen": dict(spec=dict(arch="ttn", ratio=RATIO), frozen=True),
     "ttn+bn": dict(spec=dict(arch="ttn", ratio=RATIO, norm="batch")),
     "ttn+drop": dict(spec=dict(arch="ttn", ratio=RATIO), dropout=0.2),
     "ttn+wd": dict(spec=dict(arch="ttn", ratio=RATIO), weight_decay=1e-4),
+    "ttn+bn+corelr": dict(spec=dict(arch="ttn", ratio=RATIO, norm="batch"), train=dict(core_lr=3e-3)),
 }
-DEFAULT_ROWS = ("logistic", "dense", "tt", "ttn-binary", "ttn", "mera", "ttn-frozen")
+DEFAULT_ROWS = ("logistic", "dense", "tt", "lowrank", "narrow", "ttn-binary", "ttn", "mera", "ttn-frozen")
+
+
+def narrow_width() -> int:
+    """Hidden width h of a dense 784-h-10 MLP with the trainable parameters of the ttn row's model."""
+    return round((count(build("ttn", 0), trainable=True) - 10) / (784 + 1 + 10))
 
 
 def build(row: str, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
     opt = ROWS[row]
+    hidden = narrow_width() if opt and opt.get("narrow") else 4096
+    torch.manual_seed(seed)
     if opt is None:
         return nn.Sequential(nn.Linear(784, 10))
     drop = [nn.Dropout(opt["dropout"])] if opt.get("dropout") else []
-    model = nn.Sequential(nn.Linear(784, 4096), nn.ReLU(), *drop, nn.Linear(4096, 10))
+    model = nn.Sequential(nn.Linear(784, hidden), nn.ReLU(), *drop, nn.Linear(hidden, 10))
     if "spec" in opt:
         adntn.compress(model, {"0": dict(opt["spec"], seed=seed)})
     if opt.get("frozen"):
@@ -81,9 +97,10 @@ def run(row: str, seed: int, data, epochs: int, progress: bool) -> dict:
     layer = fc1(model)
     gen = getattr(layer, "gen", None)
     t = time.perf_counter()
-    res = train_classifier(model, xtr, ytr, epochs=epochs, seed=seed,
-                           weight_decay=(ROWS[row] or {}).get("weight_decay", 0.0),
-                           evaluate=lambda m: accuracy(m, xte, yte), progress=progress)
+    opt = ROWS[row] or {}
+    kw = dict(opt.get("train", {}), **({"weight_decay": opt["weight_decay"]} if "weight_decay" in opt else {}))
+    res = train_classifier(model, xtr, ytr, epochs=epochs, seed=seed, evaluate=lambda m: accuracy(m, xte, yte),
+                           progress=progress, **kw)
     return dict(row=row, seed=seed, accuracy=res.metrics[-1], test_accuracy=res.metrics, losses=res.losses,
                 epoch_s=statistics.median(res.epoch_s), train_s=time.perf_counter() - t,
                 params=count(model, trainable=True), layer_params=gen.num_params if gen else layer.weight.numel(),
@@ -162,8 +179,9 @@ def main(argv=None) -> list[dict]:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     out = Path(a.json)
-    recipe = dict(epochs=a.epochs, samples=a.samples, test_samples=a.test_samples, lr=1e-3, batch=128,
-                  schedule="cosine", warmup=0.05)
+    defaults = {k: p.default for k, p in inspect.signature(train_classifier).parameters.items()}
+    recipe = dict(epochs=a.epochs, samples=a.samples, test_samples=a.test_samples, lr=defaults["lr"],
+                  batch=defaults["batch_size"], schedule=defaults["schedule"], warmup=defaults["warmup"])
     done = {}
     for f in [out, *map(Path, a.merge)]:
         if f.exists():

@@ -59,15 +59,17 @@ def test_quality_fmnist_quick(tmp_path, monkeypatch):
     out = tmp_path / "q.json"
     summary = main(["--epochs", "1", "--seeds", "0", "--json", str(out), "--plot", str(tmp_path / "q.png")])
     rows = {s["row"]: s for s in summary}
-    assert set(rows) == {"logistic", "dense", "tt", "ttn-binary", "ttn", "mera", "ttn-frozen"}
-    assert all(s["ratio"] >= 2000 for r, s in rows.items() if r not in ("logistic", "dense"))
+    assert set(rows) == {"logistic", "dense", "tt", "lowrank", "narrow", "ttn-binary", "ttn", "mera", "ttn-frozen"}
+    assert all(s["ratio"] >= 2000 for r, s in rows.items() if r not in ("logistic", "dense", "lowrank", "narrow"))
+    assert abs(rows["narrow"]["params"] - rows["ttn"]["params"]) < 800  # the same total size, one width apart
+    assert rows["ttn"]["config"]["legs"] == 4
     assert rows["ttn-binary"]["config"]["layout"] == "binary" and rows["ttn"]["config"]["layout"] != "binary"
     assert rows["ttn-frozen"]["params"] == rows["dense"]["params"] - 784 * 4096 - 4096  # only FC2 trains
     assert (tmp_path / "q.png").stat().st_size > 0
     runs = json.loads(out.read_text())["runs"]
-    assert len(runs) == 7 and all(len(r["test_accuracy"]) == 1 for r in runs)
+    assert len(runs) == 9 and all(len(r["test_accuracy"]) == 1 for r in runs)
     again = main(["--epochs", "1", "--seeds", "0", "--json", str(out), "--rows", "ttn+bn"])
-    assert len(json.loads(out.read_text())["runs"]) == 8 and len(again) == 8  # the 7 runs were not trained again
+    assert len(json.loads(out.read_text())["runs"]) == 10 and len(again) == 10  # the 9 runs were not trained again
 
 
 def test_lm_cpu_quick(tmp_path):

@@ -70,6 +70,22 @@ def level_rank(ranks: tuple[int, ...], level: int) -> int:
     return ranks[min(level, len(ranks) - 1)]
 
 
+def isometry(rng: np.random.Generator, n_in: int, n_out: int) -> np.ndarray:
+    """A random (n_in, n_out) matrix with orthonormal rows (n_in <= n_out; Haar-distributed): x -> x @ V keeps the
+    norm of every x. The QR of a Gaussian, its signs fixed by R's diagonal."""
+    if n_in > n_out:
+        raise ShapeError(f"an isometry from {n_in} to {n_out} dimensions cannot keep norms ({n_in} > {n_out})")
+    q, r = np.linalg.qr(rng.standard_normal((n_out, n_in)))
+    return (q * np.where(np.diag(r) < 0, -1.0, 1.0)).T
+
+
+def near_identity(rng: np.random.Generator, n: int, eps: float = 0.1) -> np.ndarray:
+    """A random orthogonal (n, n) matrix near the identity: the Q of I + eps * G / sqrt(n) (R's diagonal made
+    positive), so a disentangler starts as an exact rotation that barely mixes its two legs."""
+    q, r = np.linalg.qr(np.eye(n) + eps * rng.standard_normal((n, n)) / math.sqrt(n))
+    return q * np.where(np.diag(r) < 0, -1.0, 1.0)
+
+
 class Generator:
     arch: str = "?"
     has_scale = True
@@ -106,6 +122,11 @@ class Generator:
     def emit(self, b: Builder, cores: dict[str, Value]) -> tuple[Value, Labels]:
         raise NotImplementedError
 
+    def balance(self, cores: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """A hook after `init_core`, before the scale is calibrated: rescale the initial cores (default: as they
+        are)."""
+        return cores
+
     # --- shared ----------------------------------------------------------------------------------
     @property
     def kind(self) -> str:
@@ -122,6 +143,11 @@ class Generator:
     @property
     def compression_ratio(self) -> float:
         return self.dense_params / self.num_params
+
+    def activated_elements(self) -> int:
+        """Elements of the largest tensor the weight program maps through the activation (a cost of each training
+        step and of forming W; 0 where the architecture does not say). The ratio search breaks near-ties by it."""
+        return 0
 
     def rank_bound(self) -> int:
         """The largest matrix rank of W (O x I) the structure allows, whatever the cores: a linear bond that
@@ -155,6 +181,7 @@ class Generator:
     def _initial_cores(self) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(self.seed)
         cores = {k: self.init_core(k, s, rng).astype(np.float64) for k, s in self.core_shapes.items() if k != "scale"}
+        cores = self.balance(cores, rng)
         if not self.has_scale:
             return cores
         # Calibrate the scale so that the generated weight has the std of a default dense layer (estimated

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import AdntnError, ConfigError
 from ..ir.builder import Builder
 from ..ir.graph import Value
-from .base import Generator, Labels, Leg, check_rank, level_rank, normalize_shape
+from .base import Generator, Labels, Leg, check_rank, level_rank, near_identity, normalize_shape
 from .legs import make_legs, mixer_legs
 
 
@@ -144,6 +144,13 @@ class TTN(Generator):
                 shapes[n.name] = tuple(c.bond for c in n.children) + ((n.bond,) if n.bond else ())
         return shapes
 
+    def activated_elements(self) -> int:
+        """The largest activated node output: its physical legs' elements times its bond (leaves count only with
+        leaf_activation; the linear root never)."""
+        sizes = [math.prod(self.legs.dim(j) for j in n.leaves) * n.bond for n in self.nodes()
+                 if n is not self.root and (n.children or self.leaf_activation)]
+        return max(sizes, default=0)
+
     def rank_bound(self) -> int:
         # The root is linear: when each child subtree is all-out or all-in, W = H_out C H_in^T.
         sides = [self.legs.one_side(c.leaves) for c in self.root.children]
@@ -192,6 +199,47 @@ class ATTN(TTN):
         super().__init__(shape, rank=rank, layout=layout, activation=activation, seed=seed, legs=legs, arity=arity,
                          leaf_activation=leaf_activation, leg_order=leg_order)
 
+    BALANCE_SAMPLES = 2048
+
+    def balance(self, cores, rng):
+        """Each inner node's core rescaled so that its pre-activation entries have mean square 1, and the root's
+        so that W's have the target std: measured, bottom-up, on the entries at BALANCE_SAMPLES random positions
+        of the physical legs (a node's entry needs only its children's bond vectors there: rank^arity work per
+        sample). The analytic init assumes Gaussian pre-activations; the products of the tree are heavy-tailed,
+        tanh then loses more variance than it assumes, and that deficit squares at each level: the root's std
+        came out 0.05-0.3 and attn's scale 3-20. A random position of every leg at once is a random entry of
+        every node's tensor, so one draw serves the whole tree."""
+        from .. import activations
+
+        cores = dict(cores)
+        act = activations.get(self.activation)
+        centred = bool(activations.first_moment(self.activation))
+        dims = self.legs.dims
+        idx = [rng.integers(0, d, self.BALANCE_SAMPLES) for d in dims]
+        h: dict[str, np.ndarray] = {}
+        for n in self.nodes():
+            if not n.children:
+                z = cores[n.name][idx[n.leaves[0]]]  # (samples, bond)
+                if not self.leaf_activation:
+                    h[n.name] = z
+                    continue
+            else:
+                core = cores[n.name] if n.bond else cores[n.name][..., None]
+                z = h[n.children[0].name]
+                for k, c in enumerate(n.children[1:], 1):  # (samples, b1 ... bk) built up child by child
+                    z = z[..., None] * h[c.name].reshape((len(z),) + (1,) * k + (-1,))
+                z = z.reshape(len(z), -1) @ core.reshape(-1, core.shape[-1])
+                m2 = float(np.mean(z * z))
+                if m2 > 0:
+                    want = self.target_std if n is self.root else 1.0
+                    cores[n.name] = cores[n.name] * (want / np.sqrt(m2))
+                    z = z * (want / np.sqrt(m2))
+                if n is self.root:
+                    break
+            a = act.numpy(z)
+            h[n.name] = a - a.mean(0) if centred else a
+        return cores
+
     def boundary_pairs(self) -> list[tuple[int, int]]:
         groups: list[tuple[int, ...]] = []
 
@@ -221,11 +269,12 @@ class ATTN(TTN):
         return shapes
 
     def init_core(self, name, shape, rng):
+        """The tree as a TTN's (then `balance`d); each disentangler an orthogonal matrix near the identity, which
+        keeps W's norm exactly (it was I + noise before)."""
         if not name.startswith("dis"):
             return super().init_core(name, shape, rng)
         da, db = shape[0], shape[1]
-        eye = np.eye(da * db).reshape(da, db, da, db)
-        return eye + 0.1 * rng.standard_normal(shape) / math.sqrt(da * db)
+        return near_identity(rng, da * db).reshape(shape)
 
     def emit(self, b, cores):
         w, labels = super().emit(b, cores)
