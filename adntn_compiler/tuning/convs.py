@@ -48,17 +48,19 @@ class _Conv:
         self.chain, self.target, self.base = chain, target, base
         self.g, self.x = conv_graph(chain)
         self.ref = run(self.g, [self.x.astype(np.float64)])[0]
-        self.runs: dict[int, object] = {}
+        self.fns: dict = {}  # policy -> its built program, None when it was wrong
 
     def time(self, policy, n: int = 0) -> float:
-        """Median seconds of the candidate (inf when it is wrong)."""
+        """Median seconds of the candidate (inf when it is wrong); each policy is built and checked once."""
         from ..backends import get_backend
 
-        f = get_backend("tvm").compile(self.g, self.target, policy=policy)
-        y = f(self.x)[0]
-        if not np.linalg.norm(y - self.ref) <= TOLERANCE * np.linalg.norm(self.ref):
+        if policy not in self.fns:
+            f = get_backend("tvm").compile(self.g, self.target, policy=policy)
+            ok = np.linalg.norm(f(self.x)[0] - self.ref) <= TOLERANCE * np.linalg.norm(self.ref)
+            self.fns[policy] = f if ok else None
+        f = self.fns[policy]
+        if f is None:
             return math.inf
-        self.runs[id(policy)] = f
         first = _median(lambda: f(self.x), 1)
         return _median(lambda: f(self.x), n or max(3, min(30, int(0.1 / max(first, 1e-6)))))
 
@@ -66,7 +68,7 @@ class _Conv:
 def tune_conv(chain, target: Target, base, budget_s: float, bar=None) -> dict:
     """The record of one conv: Winograd on / off where it applies (else the lowering's choice), then its GEMM's
     register tiles, nearest the default first, while `budget_s` lasts."""
-    from ..backends.tvm import winograd_applies
+    from ..backends.tvm import winograd
 
     start = time.perf_counter()
     c = _Conv(chain, target, base)
@@ -74,16 +76,15 @@ def tune_conv(chain, target: Target, base, budget_s: float, bar=None) -> dict:
     best, best_s = default, c.time(default)
     default_s = best_s
     tried = 1
-    if winograd_applies(chain, target):
+    choice = winograd(chain, target, base)  # None where it cannot apply
+    if choice is not None:
         for on in (False, True):
             p = replace(base, conv_winograd={**base.conv_winograd, chain.key: on})
             s = c.time(p)
             tried += 1
             if s < best_s:
                 best, best_s = p, s
-    wino = best.conv_winograd.get(chain.key)
-    if wino is None and winograd_applies(chain, target):
-        wino = _lowered_winograd(chain, target, base)
+    wino = best.conv_winograd.get(chain.key, choice)
     shape = chain.gemm_shape(base, bool(wino))
     now = base.gemm_tiles(*shape)
     for t in [t for t in base.tile_candidates(*shape) if t != now][:TILES]:
@@ -103,17 +104,9 @@ def tune_conv(chain, target: Target, base, budget_s: float, bar=None) -> dict:
         if best_s * GAIN_MIN > default_s:
             best, best_s = default, default_s
     tiles = [_tiles_to_list(k, t) for k, t in best.tiles.items() if k not in base.tiles]
-    wino = best.conv_winograd.get(chain.key, wino)  # (the default's: the cost model's choice, where it applies)
+    wino = best.conv_winograd.get(chain.key, choice)  # (the default's: the cost model's choice, where it applies)
     return dict(winograd=wino, tiles=tiles, default_s=default_s, tuned_s=best_s,
                 candidates=tried, tuning_s=round(time.perf_counter() - start, 2))
-
-
-def _lowered_winograd(chain, target: Target, policy) -> bool:
-    """Whether the lowering picks Winograd for this conv under `policy` (its cost model)."""
-    from ..backends.tvm import build
-
-    lib = build({"main": conv_graph(chain)[0]}, target, policy)
-    return any("winograd" in c["kernel"] for c in lib.programs["main"].calls)
 
 
 def tune_convs(g: Graph, target: Target, budget_s: float, bar=None) -> dict:

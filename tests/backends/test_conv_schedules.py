@@ -222,7 +222,7 @@ def test_tune_covers_a_models_convs(tmp_path, monkeypatch):
     planned = adntn.capture(net, example_inputs=(x,)).plan("cpu")
     policy = planned.tuned.policy(default_policy(planned.target))
     assert policy.conv_winograd == {k: r["winograd"] for k, r in recs.convs.items() if r["winograd"] is not None}
-    assert applied(recs, planned.target, "auto", None) is not None
+    assert applied(recs, planned.target, "auto", None).policy(default_policy(planned.target)) == policy
     exe = planned.build()
     with torch.no_grad():
         np.testing.assert_allclose(exe(x.numpy()), net(x).numpy(), rtol=1e-4, atol=1e-4)

@@ -215,12 +215,14 @@ def conv_workloads(g: Graph, target: Target, policy) -> list:
     return find_convs(g, hasattr(for_target(target), "depthwise")) if policy.implicit_conv else []
 
 
-def winograd_applies(chain, target: Target) -> bool:
+def winograd(chain, target: Target, policy) -> bool | None:
+    """None where Winograd cannot run conv `chain` on `target`, else whether the lowering picks it under `policy`
+    (`lower.use_winograd`: forced, tuned, or the cost model's choice)."""
+    from .lower import use_winograd, winograd_applies
     from .schedules import for_target
 
-    a = chain.attrs
-    return (hasattr(for_target(target), "winograd_input") and a.kernel == (3, 3) and a.stride == (1, 1)
-            and a.dilation == (1, 1) and a.groups == 1)
+    sched = for_target(target)
+    return use_winograd(chain, sched, policy) if winograd_applies(chain, sched) else None
 
 
 class TVMBackend:
@@ -244,4 +246,4 @@ class TVMBackend:
 
 
 __all__ = ["C_HEADER", "Library", "Program", "TVMBackend", "build", "c_kernels", "c_sources", "conv_workloads",
-           "cuda_arrays", "gemm_shapes", "load_library", "lower_c", "winograd_applies"]
+           "cuda_arrays", "gemm_shapes", "load_library", "lower_c", "winograd"]

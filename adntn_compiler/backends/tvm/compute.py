@@ -209,6 +209,11 @@ def _windows(kernel, stride, dilation, reduce: tuple[tuple[str, int], ...]):
     return ks, (lambda oh: oh * sh + u * dh), (lambda ow: ow * sw + v * dw)
 
 
+def _out_hw(padded, kernel, stride, dilation) -> tuple[int, int]:
+    """A conv's output height and width from its padded input's (`ir.ops.conv_out` with the padding done)."""
+    return tuple((n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(padded, kernel, stride, dilation))
+
+
 def conv(name: str, xshape: tuple[int, ...], O: int, kernel, stride, dilation, jt: int, *, rows: int = 0,
          bias: bool = False, residual: bool = False, steps: tuple[str, ...] = ()) -> tvm.tirx.PrimFunc:
     """A convolution as an implicit GEMM in NHWC, with no patch matrix written:
@@ -221,7 +226,7 @@ def conv(name: str, xshape: tuple[int, ...], O: int, kernel, stride, dilation, j
     pixels to whole register tiles: the extra rows repeat the last pixel (C has `rows` rows, R only I)."""
     N, Hp, Wp, Cin = xshape
     kh, kw = kernel
-    Ho, Wo = (Hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1, (Wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    Ho, Wo = _out_hw((Hp, Wp), kernel, stride, dilation)
     I, K = N * Ho * Wo, kh * kw * Cin
     ks, row, col = _windows(kernel, stride, dilation, (("u", kh), ("v", kw), ("c", Cin)))
     u, v, c = ks.get("u", 0), ks.get("v", 0), ks.get("c", 0)
@@ -247,7 +252,7 @@ def depthwise(name: str, xshape: tuple[int, ...], kernel, stride, dilation, *, b
     Block "D", then the epilogue (bias, residual (N, Ho, Wo, C), elementwise steps)."""
     N, Hp, Wp, Cc = xshape
     kh, kw = kernel
-    Ho, Wo = (Hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1, (Wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    Ho, Wo = _out_hw((Hp, Wp), kernel, stride, dilation)
     ks, row, col = _windows(kernel, stride, dilation, (("u", kh), ("v", kw)))
     u, v = ks.get("u", 0), ks.get("v", 0)
     X = te.placeholder(xshape, DTYPE, name="X")

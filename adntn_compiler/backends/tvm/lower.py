@@ -183,6 +183,33 @@ def find_convs(g: Graph, depthwise: bool) -> list[ConvChain]:
     return chains
 
 
+def winograd_applies(ch: ConvChain, sched) -> bool:
+    """Whether Winograd F(2x2, 3x3) can run this conv: 3 x 3, stride 1, undilated, ungrouped, on a schedule module
+    that has its transforms."""
+    a = ch.attrs
+    return (hasattr(sched, "winograd_input") and a.kernel == (3, 3) and a.stride == (1, 1) and a.dilation == (1, 1)
+            and a.groups == 1)
+
+
+def use_winograd(ch: ConvChain, sched, pol) -> bool:
+    """Whether the lowering runs `ch` as Winograd: forced by `pol.winograd`, else tuned for this conv, else where the
+    cost model says it wins: 2.25x fewer flops, against writing and reading back the transformed input and the 16
+    GEMMs' results."""
+    if pol.winograd is False or not winograd_applies(ch, sched):
+        return False
+    if pol.winograd or ch.key in pol.conv_winograd:
+        return bool(pol.winograd or pol.conv_winograd[ch.key])
+    N, Cin = ch.x.shape[:2]
+    O = ch.weight.shape[0]
+    Ho, Wo = ch.nodes[-1].out.shape[2:]
+    P = N * -(-Ho // 2) * -(-Wo // 2)
+    direct = 2 * N * Ho * Wo * O * 9 * Cin / pol.gemm_rate
+    # the transforms mostly stay in cache: 4x the memory rate (1.3-1.8x faster measured from 32 to 512
+    # channels, 7 x 7 to 56 x 56, with the rates of the default x86 policy)
+    wino = 2 * 16 * P * O * Cin / pol.gemm_rate_at(Cin) + 2 * 16 * P * (Cin + O) * 4 / (4 * pol.byte_rate)
+    return wino < direct
+
+
 class Lowerer:
     """Lowers one graph for one Target: tiles and thresholds come from `policy`, schedules from the target's
     schedule module, the vector width and threading from the target."""
@@ -399,23 +426,7 @@ class Lowerer:
         self.call(k, (buf, shape), (self._fresh(n)[0], self.phys(n.out)[1]))
 
     def _winograd(self, ch: ConvChain) -> bool:
-        """Winograd F(2x2, 3x3) for a 3 x 3, stride-1, undilated, ungrouped conv where the cost model says it wins:
-        2.25x fewer flops, against writing and reading back the transformed input and the 16 GEMMs' results."""
-        a, pol = ch.attrs, self.policy
-        if not (pol.winograd is not False and hasattr(self.sched, "winograd_input") and a.kernel == (3, 3)
-                and a.stride == (1, 1) and a.dilation == (1, 1) and a.groups == 1):
-            return False
-        if pol.winograd or ch.key in pol.conv_winograd:  # forced, or tuned for this conv
-            return bool(pol.winograd or pol.conv_winograd[ch.key])
-        N, Cin = ch.x.shape[:2]
-        O = ch.weight.shape[0]
-        Ho, Wo = ch.nodes[-1].out.shape[2:]
-        P = N * -(-Ho // 2) * -(-Wo // 2)
-        direct = 2 * N * Ho * Wo * O * 9 * Cin / pol.gemm_rate
-        # the transforms mostly stay in cache: 4x the memory rate (1.3-1.8x faster measured from 32 to 512
-        # channels, 7 x 7 to 56 x 56, with the rates of the default x86 policy)
-        wino = 2 * 16 * P * O * Cin / pol.gemm_rate_at(Cin) + 2 * 16 * P * (Cin + O) * 4 / (4 * pol.byte_rate)
-        return wino < direct
+        return use_winograd(ch, self.sched, self.policy)
 
     def _winograd_conv(self, ch: ConvChain, xbuf: str, xs: tuple[int, ...], extra: list, obuf: str,
                        out: tuple[int, ...], opts: dict) -> None:
@@ -455,15 +466,15 @@ class Lowerer:
         Ho, Wo = end.out.shape[2:]
         wino = self._winograd(ch)
         ph, pw = a.padding
-        extra = (Ho % 2, Wo % 2) if wino else (0, 0)  # Winograd reads whole 4 x 4 tiles
+        tail = (Ho % 2, Wo % 2) if wino else (0, 0)  # Winograd reads whole 4 x 4 tiles
         buf, shape, _ = self.phys(x)
         nhwc = self.perm.get(x.id) == NHWC
         if not nhwc:
             buf, shape = self.view(x)
-        xs = (N, H + 2 * ph + extra[0], W + 2 * pw + extra[1], Cin)
-        if ph or pw or any(extra) or not nhwc:
-            k = self.kernel(("conv_input", shape, nhwc, (ph, pw), extra), lambda nm: self.sched.copy(
-                C.conv_input(nm, shape, nhwc, (ph, pw), extra), self.policy, self.parallel))
+        xs = (N, H + 2 * ph + tail[0], W + 2 * pw + tail[1], Cin)
+        if ph or pw or any(tail) or not nhwc:
+            k = self.kernel(("conv_input", shape, nhwc, (ph, pw), tail), lambda nm: self.sched.copy(
+                C.conv_input(nm, shape, nhwc, (ph, pw), tail), self.policy, self.parallel))
             xb = self.new_buffer(math.prod(xs), "x")
             self.call(k, (buf, shape), (xb, xs))
             buf = xb
