@@ -84,10 +84,10 @@ def _check(c: dict, target: str, seed: int = 0, policy=None) -> None:
     np.testing.assert_allclose(got, exe.reference(*arrays), rtol=1e-4, atol=1e-4 * scale)
 
 
-def _kernels(c: dict, **policy) -> list[str]:
-    """The kinds of kernel the block's call program runs, in order (k_conv3 -> conv)."""
+def _kernels(c: dict, target: str = "cpu", **policy) -> list[str]:
+    """The kinds of kernel the block's call program runs on `target`, in order (k_conv3 -> conv)."""
     m, xs = _model(c, 0)
-    planned = adntn.capture(m, example_inputs=xs).plan("cpu")
+    planned = adntn.capture(m, example_inputs=xs).plan(target)
     prog, _ = lower(planned.graphs.call, "k", planned.target,
                     dataclasses.replace(default_policy(planned.target), **policy))
     return [call["kernel"][2:].rstrip("0123456789") for call in prog.calls]
@@ -108,6 +108,9 @@ def test_the_conv_chain_is_one_kernel_and_writes_no_patches():
     assert _kernels(base) == ["conv_input", "transpose", "conv", "transpose"]
     dw = {**base, "depthwise": True, "residual": False, "act": "relu6"}
     assert _kernels(dw) == ["conv_input", "depthwise", "transpose"]
+    for gpu in ("opencl", "cuda:sm_80"):  # the GPU module's implicit GEMM and depthwise schedule: no patches either
+        assert _kernels(base, gpu) == ["conv_input", "transpose", "conv", "transpose"]
+        assert _kernels(dw, gpu) == ["conv_input", "depthwise", "transpose"]
     m = nn.Sequential(nn.Conv2d(8, 8, 3, groups=2), nn.ReLU()).eval()
     planned = adntn.capture(m, example_inputs=(torch.randn(1, 8, 6, 6),)).plan("cpu")
     assert find_convs(planned.graphs.call, depthwise=True) == []
@@ -174,6 +177,13 @@ def test_winograd_on_arm64(c):
 @settings(max_examples=library_examples(6), **SETTINGS)
 @given(c=cases)
 def test_convs_on_opencl(c):
+    _check(c, "opencl")
+
+
+@pytest.mark.opencl
+@settings(max_examples=library_examples(3), **SETTINGS)
+@given(c=cases.map(lambda c: {**c, "depthwise": True}))
+def test_depthwise_convs_on_opencl(c):
     _check(c, "opencl")
 
 

@@ -194,12 +194,16 @@ def test_malformed_opencl_library_is_refused():
 
 def _kind_graphs():
     """Graphs whose kernels cover every kernel kind: GEMMs (packed constant B, dynamic B, A read in place),
-    maps, adds, pads, slices, non-GEMM einsums (the backward graph), im2col, pooling, norms, softmax, binaries."""
+    maps, adds, pads, slices, non-GEMM einsums (the backward graph), im2col, convs without im2col (an implicit GEMM
+    with its input copy, a depthwise conv), pooling, norms, softmax, binaries."""
     rng = np.random.default_rng(0)
     gs = {"bwd": autodiff(trace(adntn.ttn((24, 36), rank=3, activation="gelu", seed=0), "layer", batch_size=4)),
           "mera": trace(adntn.mera((64, 64), rank=4, activation="silu", seed=0), "layer", batch_size=8)}
     a, x, w = _conv_case(dict(n=2, g=2, cg=3, og=2, h=9, w=8, kh=3, kw=2, sh=2, sw=1, ph=1, pw=0, dh=1, dw=2), 0)
     gs["conv"] = _conv_ref(x, w, a)
+    net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, groups=16),
+                        nn.ReLU6()).eval()
+    gs["convs"] = adntn.capture(net, example_inputs=(torch.randn(1, 8, 9, 9),)).plan("cpu").graphs.call
     gs["pool"] = _graph(Op.POOL, _pool_attrs(dict(kind="max", h=9, w=9, kh=3, kw=3, sh=2, sw=2, ph=1, pw=1,
                                                   ceil=True, cip=False, dil=1)), (2, 3, 9, 9), rng=rng)[0]
     for k, (g, _) in enumerate(_model_op_graphs(rng)):
@@ -207,8 +211,8 @@ def _kind_graphs():
     return gs
 
 
-KINDS = ("gemm", "map", "add", "pad", "slice", "concat", "transpose", "einsum", "im2col", "pool", "adaptive_pool",
-         "layer_norm", "softmax", "binary")
+KINDS = ("gemm", "map", "add", "pad", "slice", "concat", "transpose", "einsum", "im2col", "conv_input", "conv",
+         "depthwise", "pool", "adaptive_pool", "layer_norm", "softmax", "binary")
 
 
 @nvcc

@@ -96,8 +96,8 @@ def _gemm_kblocked(sch, name: str, blk, tail: list[str], t: GemmTiles, KC: int, 
     sch.unroll(ji0)
     sch.unroll(ii)
     sch.unroll(kri)
-    if parallel:
-        sch.parallel(io)
+    if parallel:  # row tiles x B panels: a batch-1 FC layer (one row tile) still splits over its panels
+        sch.parallel(sch.fuse(io, jo))
     init = sch.decompose_reduction(blk, kb)
     il = sch.get_loops(init)
     if int(sch.get(il[-1]).extent) % t.vec == 0:

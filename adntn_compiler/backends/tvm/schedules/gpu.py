@@ -6,6 +6,7 @@
   the slab allows: the policy's `vector`); the scale
   and activation are fused into the register tile's write-back. A is read straight from global memory (every
   thread of a row reads the same element: a broadcast), in its own layout when the lowering reads it in place.
+- `depthwise`: one thread per NHWC output element, its window summed at that thread (no patch matrix).
 - `flat`, `copy`, `transpose`: elementwise stages are inlined, then dlight's default GPU rules (under one GPU
   description for CUDA and OpenCL: 256 threads a block, reductions through shared memory) schedule what is
   left (Reduction / GeneralReduction keep a softmax or a norm in one kernel with shared memory; Fallback binds
@@ -102,6 +103,15 @@ def flat(func: tvm.tirx.PrimFunc, policy: GPUPolicy, parallel: bool) -> tvm.tirx
         inline_elementwise(sch)
         out = _per_thread(sch, name, policy)
     return out
+
+
+def depthwise(func: tvm.tirx.PrimFunc, policy: GPUPolicy, parallel: bool) -> tvm.tirx.PrimFunc:
+    """An NHWC depthwise conv (`compute.depthwise`) with no patch matrix: one thread per output element, consecutive
+    threads on consecutive channels (coalesced reads and writes), its window summed in a register at that thread,
+    the bias / residual / activation in the write-back."""
+    sch, name = _schedule(func)
+    inline_elementwise(sch)
+    return _per_thread(sch, name, policy)
 
 
 def copy(func: tvm.tirx.PrimFunc, policy: GPUPolicy, parallel: bool, order=None) -> tvm.tirx.PrimFunc:
