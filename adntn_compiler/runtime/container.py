@@ -246,7 +246,7 @@ def write_zip(path, members: Mapping[str, bytes]) -> Path:
             for name, data in members.items():
                 info = zipfile.ZipInfo(name, ZIP_TIME)
                 info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
-                z.writestr(info, data)
+                z.writestr(info, data, compresslevel=1)  # float weights barely compress: level 6 only costs time
 
     return write_atomic(path, write)
 

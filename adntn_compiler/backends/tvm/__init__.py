@@ -29,6 +29,7 @@ class Library:
         """`lib_bytes`: the library's file when it is known (loaded, or a GPU build's); else exported on demand."""
         self.module, self.programs, self.target = module, dict(programs), target
         self._bytes = lib_bytes
+        self._native = None  # (a CPU library: the exported shared library, loaded; `_loaded`)
 
     def runner(self, name: str, tensors: Mapping[str, np.ndarray], buffers=None):
         """A `ProgramRunner` for program `name`, its constant buffers filled from `tensors` (on a GPU target: a
@@ -43,7 +44,15 @@ class Library:
             return gpu.cuda_runner(self.module, self.programs[name], tensors)
         from .runtime import ProgramRunner
 
-        return ProgramRunner(self.module, self.programs[name], tensors, buffers)
+        return ProgramRunner(self._loaded(), self.programs[name], tensors, buffers)
+
+    def _loaded(self):
+        """The module a CPU runner calls: the exported shared library, loaded back, i.e. the machine code that
+        `to_bytes` ships. Asking the LLVM module itself for a function would JIT-compile the whole module a second
+        time, which took as long as exporting it (12 s of the demo's 62 s compile)."""
+        if self._native is None:
+            self._native = _load_shared(self.to_bytes())
+        return self._native
 
     def remote(self, session):
         """This library uploaded to the other end of a TVM RPC `session` (a CPU there): a `RemoteLibrary`, whose
@@ -63,12 +72,13 @@ class Library:
         return self.module
 
     def to_bytes(self) -> bytes:
-        if self._bytes is not None:
-            return self._bytes
-        with tempfile.TemporaryDirectory(prefix="adntn-") as d:
-            path = os.path.join(d, "lib.so")
-            self.module.export_library(path)
-            return Path(path).read_bytes()
+        """The library's file (exported once: machine code is generated then)."""
+        if self._bytes is None:
+            with tempfile.TemporaryDirectory(prefix="adntn-") as d:
+                path = os.path.join(d, "lib.so")
+                self.module.export_library(path)
+                self._bytes = Path(path).read_bytes()
+        return self._bytes
 
     def gpu_record(self) -> dict | None:
         """The GPU build's record for the manifest (api, arch, CUDA version, ptxas report), or None."""
@@ -141,12 +151,18 @@ def load_library(lib_bytes: bytes, programs: Mapping[str, dict], target: Target,
         opencl = target.tvm.get("kind") == "opencl"
         module = gpu.OpenCLModule.from_bytes(lib_bytes) if opencl else gpu.load_cuda_module(lib_bytes)
         return Library(module, progs, target, lib_bytes)
+    lib = Library(_load_shared(lib_bytes), progs, target, lib_bytes)
+    lib._native = lib.module
+    return lib
+
+
+def _load_shared(lib_bytes: bytes):
+    """A CPU library's shared object loaded through a private temporary file."""
     tvm = import_tvm()
     with tempfile.TemporaryDirectory(prefix="adntn-") as d:
         path = os.path.join(d, "lib.so")
         Path(path).write_bytes(lib_bytes)
-        module = tvm.runtime.load_module(path)  # stays mapped after the file is removed
-    return Library(module, progs, target, lib_bytes)
+        return tvm.runtime.load_module(path)  # stays mapped after the file is removed
 
 
 # ---------------------------------------------------------------- the C-bundle build (runtime/bundle.py ships it)
