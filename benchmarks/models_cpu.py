@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -188,7 +189,7 @@ def run_group(a, threads: int, name: str, built: tuple, flops1: int, batch: int,
     """Every variant of the dense and the compressed model at one batch size, interleaved: one row each."""
     x = example(name, batch, a.size)
     torch._dynamo.reset()  # (the last group's Inductor graphs are done with: stay under Dynamo's recompile limit)
-    fns, meta = {}, {}
+    fns, meta, got_exe = {}, {}, {}
     for form, model in zip(("dense", "compressed"), built):
         ref = model(x).numpy()
         got = {"compiled": compiled(model, x, d / f"{name}_{form}_{batch}.adntn"),
@@ -198,6 +199,7 @@ def run_group(a, threads: int, name: str, built: tuple, flops1: int, batch: int,
         if form == "dense":
             got.update(peers(model, x, threads, found, d / f"{name}_{batch}.onnx"))
         exe = got["compiled"].get("exe")
+        got_exe[form] = exe
         flops = flops1 * batch if form == "dense" else call_flops(exe) if exe else None
         base = dict(model=name, form=form, ratio=None if form == "dense" else RATIOS[name], threads=threads,
                     batch=batch, size=a.size, flops=flops, params=sum(p.numel() for p in model.parameters()))
@@ -215,11 +217,25 @@ def run_group(a, threads: int, name: str, built: tuple, flops1: int, batch: int,
             if "fn" in p:
                 fns[(form, v)] = p["fn"]
     med = timed(fns, a.rounds, f"{name} batch {batch}, {threads} thread(s): {a.rounds} rounds")
+    for form in ("dense", "compressed"):
+        if (form, "compiled") in fns:  # where the time goes: what a thread count speeds up, and what it does not
+            meta[(form, "compiled")]["kernel_profile"] = kernel_profile(got_exe[form], x)
     rows = []
     for key, r in meta.items():
         t = med.get(key)
         rows.append(dict(r, median_s=t, gflop_per_s=r["flops"] / t / 1e9 if t and r["flops"] else None))
     return rows
+
+
+def kernel_profile(exe, x: torch.Tensor, repeats: int = 3) -> dict[str, float]:
+    """Seconds per kernel kind of one call (conv, winograd_input, gemm, pool, ...), each kernel timed inside whole
+    runs of the program (`ProgramRunner.profile`)."""
+    runner = exe._call
+    secs: dict[str, float] = {}
+    for r in runner.profile(*exe.checked_inputs((x.numpy(),)), repeats=repeats):
+        kind = re.sub(r"^call_|\d+$", "", r["kernel"])
+        secs[kind] = secs.get(kind, 0.0) + r["seconds"]
+    return dict(sorted(secs.items(), key=lambda kv: -kv[1]))
 
 
 def child(a) -> None:
@@ -302,8 +318,29 @@ def table(res: dict) -> str:
         for s in res["thread_speedups"]:
             lines.append(f"  {s['model']:<12} {s['form']:<10} batch {s['batch']:>2}: " + ", ".join(
                 f"{n} threads / {s['base_threads']}: {v:.2f}x" for n, v in s["speedup"].items()))
+    lines += profile_lines(rows)
     lines += res["notes"]
     return "\n".join(lines)
+
+
+def profile_lines(rows: list) -> list[str]:
+    """The compiled dense model's time per kernel kind at each thread count, and each kind's speed-up."""
+    prof = {(r["model"], r["batch"], r["threads"]): r["kernel_profile"] for r in rows
+            if r["variant"] == "compiled" and r["form"] == "dense" and r.get("kernel_profile")}
+    counts = sorted({k[2] for k in prof})
+    if not prof:
+        return []
+    lines = ["\ncompiled dense model, ms per kernel kind (kernels timed inside whole runs)" +
+             (f"; speed-up {counts[-1]} threads / {counts[0]}" if len(counts) > 1 else "")]
+    for m, b in dict.fromkeys((k[0], k[1]) for k in prof):
+        base = prof.get((m, b, counts[0]), {})
+        parts = []
+        for kind, s in list(base.items())[:6]:
+            ms = " / ".join(f"{1e3 * prof[(m, b, n)].get(kind, 0):.1f}" for n in counts if (m, b, n) in prof)
+            last = prof.get((m, b, counts[-1]), {}).get(kind)
+            parts.append(f"{kind} {ms}" + (f" ({s / last:.2f}x)" if len(counts) > 1 and last else ""))
+        lines.append(f"  {m:<12} batch {b:>2}: " + ", ".join(parts))
+    return lines
 
 
 def parent(a) -> dict:

@@ -110,4 +110,9 @@ def test_models_cpu_quick(tmp_path):
     assert {row["variant"] for row in res["rows"]} == {"compiled", "torch eager"} and res["sgemm_gflop_per_s"]["1"] > 0
     dense = [row for row in comp if row["form"] == "dense"]
     assert all(row["flops"] == row["call_graph_flops"] for row in dense)  # hooks and the compiled graph agree
+    for row in comp:  # where the time goes, per kernel kind; at most the call's time, give or take the noise
+        prof = row["kernel_profile"]
+        assert "conv" in prof and all(v > 0 for v in prof.values()), prof
+        assert sum(prof.values()) < 3 * row["median_s"], (prof, row["median_s"])
+    assert "ms per kernel kind" in out.with_suffix(".txt").read_text()
     assert out.with_suffix(".txt").is_file() and out.with_suffix(".png").stat().st_size > 0
