@@ -104,6 +104,26 @@ def test_rpc_tuning_measures_on_both_servers_and_its_records_compile(tracker):
 
 
 @pytest.mark.slow
+def test_rpc_tuning_times_a_models_convs_on_the_servers(tracker):
+    """A dense conv net tuned over RPC: each distinct conv's candidates (Winograd on / off, register tiles) are built
+    here, run and checked on the servers; compile() applies the records and still equals torch."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 1)).eval()
+    x = torch.randn(1, 8, 10, 10)
+    recs = tune(net, example_inputs=(x,), budget_s=6.0, progress=False, runner=f"rpc://127.0.0.1:{tracker}/dev")
+    assert recs.fingerprint["measured"] == "rpc" and len(recs.convs) == 2
+    for r in recs.convs.values():
+        assert r["candidates"] >= 2 and r["where"] and "local" not in r["where"], r
+        assert r["tuned_s"] <= r["default_s"] * 1.0001
+    exe = adntn.compile(net, example_inputs=(x,), records=recs)
+    with torch.no_grad():
+        np.testing.assert_allclose(exe(x.numpy()), net(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
 def test_rpc_runner_refusals_name_what_is_wrong(tracker):
     with pytest.raises(ConfigError, match="no device under key 'nobody'.*adntn rpc-server"):
         runner_for(f"rpc://127.0.0.1:{tracker}/nobody")

@@ -1,8 +1,9 @@
 """Tuning a model's convolutions, beside its ADNTN layers: for each distinct conv of the call graph (one the lowering
 runs without im2col), Winograd on or off where it applies, then the register tile of the chosen GEMM
-(`policy.tile_candidates`). Each candidate is a one-conv program (the conv with a random weight) built and timed
-here, checked against the float64 reference first; the winner must beat the default by GAIN_MIN in a final
-interleaved timing. Records: `Records.convs`, conv key -> {winograd, tiles, default_s, tuned_s}."""
+(`policy.tile_candidates`). Each candidate is a one-conv program (the conv with a random weight) built here, run by
+the tuning's runner (this machine, or a device over RPC) and checked there against the float64 reference first;
+the winner must beat the default by GAIN_MIN in a final interleaved timing. Records: `Records.convs`, conv key ->
+{winograd, tiles, default_s, tuned_s, where}."""
 from __future__ import annotations
 
 import math
@@ -15,7 +16,6 @@ from ..ir.builder import Builder
 from ..ir.graph import Graph, Op
 from ..targets import Target
 from .records import _tiles_to_list
-from .runners import _median
 
 GAIN_MIN = 1.03
 TILES = 8  # register tiles timed per conv at most, nearest the default first
@@ -40,38 +40,43 @@ def conv_graph(chain, seed: int = 0) -> tuple[Graph, np.ndarray]:
 
 
 class _Conv:
-    """One conv's candidates (policies) built here and timed, each checked against the reference."""
+    """One conv's candidates (policies), each built here once, loaded where the runner measures (this machine or
+    an RPC server) and checked against the reference there."""
 
-    def __init__(self, chain, target: Target, base):
+    def __init__(self, chain, target: Target, base, runner):
         from ..backends.reference import run
 
-        self.chain, self.target, self.base = chain, target, base
+        self.chain, self.target, self.base, self.runner = chain, target, base, runner
         self.g, self.x = conv_graph(chain)
         self.ref = run(self.g, [self.x.astype(np.float64)])[0]
-        self.fns: dict = {}  # policy -> its built program, None when it was wrong
+        self.loaded: dict = {}  # policy -> its Loaded program, None when it was wrong
 
     def time(self, policy, n: int = 0) -> float:
-        """Median seconds of the candidate (inf when it is wrong); each policy is built and checked once."""
-        from ..backends import get_backend
+        """Median seconds of the candidate (inf when it is wrong)."""
+        from ..backends.tvm import build
 
-        if policy not in self.fns:
-            f = get_backend("tvm").compile(self.g, self.target, policy=policy)
-            ok = np.linalg.norm(f(self.x)[0] - self.ref) <= TOLERANCE * np.linalg.norm(self.ref)
-            self.fns[policy] = f if ok else None
-        f = self.fns[policy]
-        if f is None:
+        if policy not in self.loaded:
+            loaded = self.runner.load((build({"call": self.g}, self.target, policy), dict(self.g.tensors)), self.x)
+            try:
+                ok = np.linalg.norm(loaded.run() - self.ref) <= TOLERANCE * np.linalg.norm(self.ref)
+            finally:
+                loaded.release()
+            self.loaded[policy] = loaded if ok else None
+        loaded = self.loaded[policy]
+        if loaded is None:
             return math.inf
-        first = _median(lambda: f(self.x), 1)
-        return _median(lambda: f(self.x), n or max(3, min(30, int(0.1 / max(first, 1e-6)))))
+        first = loaded.cost(1)
+        return loaded.cost(n or max(3, min(30, int(0.1 / max(first, 1e-6)))))
 
 
-def tune_conv(chain, target: Target, base, budget_s: float, bar=None) -> dict:
+def tune_conv(chain, target: Target, base, budget_s: float, bar=None, runner=None) -> dict:
     """The record of one conv: Winograd on / off where it applies (else the lowering's choice), then its GEMM's
-    register tiles, nearest the default first, while `budget_s` lasts."""
+    register tiles, nearest the default first, while `budget_s` lasts; measured by `runner` (default: here)."""
     from ..backends.tvm import winograd
+    from .runners import LocalRunner
 
     start = time.perf_counter()
-    c = _Conv(chain, target, base)
+    c = _Conv(chain, target, base, runner or LocalRunner())
     default = base
     best, best_s = default, c.time(default)
     default_s = best_s
@@ -105,12 +110,13 @@ def tune_conv(chain, target: Target, base, budget_s: float, bar=None) -> dict:
             best, best_s = default, default_s
     tiles = [_tiles_to_list(k, t) for k, t in best.tiles.items() if k not in base.tiles]
     wino = best.conv_winograd.get(chain.key, choice)  # (the default's: the cost model's choice, where it applies)
-    return dict(winograd=wino, tiles=tiles, default_s=default_s, tuned_s=best_s,
-                candidates=tried, tuning_s=round(time.perf_counter() - start, 2))
+    return dict(winograd=wino, tiles=tiles, default_s=default_s, tuned_s=best_s, candidates=tried,
+                where=sorted({lo.where for lo in c.loaded.values() if lo}),
+                tuning_s=round(time.perf_counter() - start, 2))
 
 
-def tune_convs(g: Graph, target: Target, budget_s: float, bar=None) -> dict:
-    """Records of every distinct conv of call graph `g`, sharing `budget_s` equally."""
+def tune_convs(g: Graph, target: Target, budget_s: float, bar=None, runner=None) -> dict:
+    """Records of every distinct conv of call graph `g`, sharing `budget_s` equally, measured by `runner`."""
     from ..backends.tvm import conv_workloads
     from ..backends.tvm.policy import default_policy
 
@@ -119,5 +125,5 @@ def tune_convs(g: Graph, target: Target, budget_s: float, bar=None) -> dict:
     out, start = {}, time.perf_counter()
     for k, (key, ch) in enumerate(chains.items()):
         share = (budget_s - (time.perf_counter() - start)) / (len(chains) - k)
-        out[key] = tune_conv(ch, target, base, max(share, 0.0), bar)
+        out[key] = tune_conv(ch, target, base, max(share, 0.0), bar, runner)
     return out

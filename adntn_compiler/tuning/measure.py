@@ -307,13 +307,13 @@ def tune(obj, target: "str | Target" = "cpu", batch_size: int = 1, budget_s: flo
         recs = Records.for_fingerprint(runner.fingerprint(target), runner.unit)
         new, samples, conv_recs = {}, [], {}
         start = time.perf_counter()
-        # the convs (timed here, on this machine) take a share like one more layer
+        # the convs take a share like one more layer
         share_convs = budget_s * len(convs) / (len(convs) + len(layers)) if convs else 0.0
         with tqdm(desc=f"adntn tune ({runner.name})", unit="candidate", disable=not progress, leave=False) as bar:
             if convs:
                 from .convs import tune_convs
 
-                conv_recs = tune_convs(mg.call, target, share_convs, bar)
+                conv_recs = tune_convs(mg.call, target, share_convs, bar, runner)
             for k, (key, (gen, rows)) in enumerate(layers.items()):
                 share = (budget_s - (time.perf_counter() - start)) / (len(layers) - k)
                 rec = tune_layer(gen, rows, target, max(share, 0.0), memory_budget, bar, runner)
@@ -331,9 +331,9 @@ def tune(obj, target: "str | Target" = "cpu", batch_size: int = 1, budget_s: flo
 
 
 def _convs(g, target: Target, runner: Runner) -> list:
-    """The convs of a model's call graph to tune: timed on this machine, so only for the local runner and a
-    target that runs here (not a C bundle's board, not a device over RPC)."""
-    if runner.name != "local" or target.runtime == "c-bundle" or target.device == "gpu":
+    """The convs of a model's call graph to tune: on a CPU that runs TVM libraries, here or over RPC (not a C
+    bundle's board under qemu, whose runner counts instructions of whole bundles, nor a GPU)."""
+    if runner.unit != "s" or target.runtime == "c-bundle" or target.device == "gpu":
         return []
     from ..backends.tvm import conv_workloads
     from ..backends.tvm.policy import default_policy
