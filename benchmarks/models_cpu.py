@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -220,11 +221,55 @@ def run_group(a, threads: int, name: str, built: tuple, flops1: int, batch: int,
     for form in ("dense", "compressed"):
         if (form, "compiled") in fns:  # where the time goes: what a thread count speeds up, and what it does not
             meta[(form, "compiled")]["kernel_profile"] = kernel_profile(got_exe[form], x)
+    if threads > 1:  # the speed-up from one thread, timed here, interleaved: drift between processes cannot fake it
+        ups = thread_speedup({form: fns[(form, "compiled")] for form in ("dense", "compressed")
+                              if (form, "compiled") in fns}, threads, a.rounds)
+        for form, up in ups.items():
+            meta[(form, "compiled")]["speedup_interleaved"] = up
     rows = []
     for key, r in meta.items():
         t = med.get(key)
         rows.append(dict(r, median_s=t, gflop_per_s=r["flops"] / t / 1e9 if t and r["flops"] else None))
     return rows
+
+
+def thread_speedup(fns: dict, threads: int, rounds: int) -> dict[str, float]:
+    """Each function's median time at one thread over its time at `threads`, the two alternating call by call in
+    this process (TVM's thread pool resized in between: `runtime.config_threadpool`)."""
+    import tvm
+
+    pool = tvm.get_global_func("runtime.config_threadpool")
+    ts: dict = {(k, n): [] for k in fns for n in (1, threads)}
+    try:
+        for _ in range(rounds):
+            for k, f in fns.items():
+                for n in (1, threads):
+                    pool(1, n)
+                    f()  # (the first call after a resize starts the pool's threads)
+                    s = time.perf_counter()
+                    f()
+                    ts[(k, n)].append(time.perf_counter() - s)
+    finally:
+        pool(1, threads)
+    return {k: statistics.median(ts[(k, 1)]) / statistics.median(ts[(k, threads)]) for k in fns}
+
+
+def sgemm_speedup(threads: int, rounds: int = 7, n: int = 1024) -> float:
+    """torch.mm's 1024^3 SGEMM at one thread over `threads`, alternating in this process: what the machine's cores
+    give a compute-bound kernel right now (a second vCPU may share a physical core, or a busy host)."""
+    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    ts: dict[int, list[float]] = {1: [], threads: []}
+    before = torch.get_num_threads()
+    for _ in range(rounds):
+        for k in (1, threads):
+            torch.set_num_threads(k)
+            torch.mm(a, b, out=c)
+            s = time.perf_counter()
+            for _ in range(5):
+                torch.mm(a, b, out=c)
+            ts[k].append(time.perf_counter() - s)
+    torch.set_num_threads(before)
+    return statistics.median(ts[1]) / statistics.median(ts[threads])
 
 
 def kernel_profile(exe, x: torch.Tensor, repeats: int = 3) -> dict[str, float]:
@@ -253,11 +298,13 @@ def child(a) -> None:
             for batch in map(int, a.batches.split(",")):
                 rows += run_group(a, n, name, built, flops1, batch, found, Path(d))
     after = sgemm_rates(n)
+    sgemm_up = sgemm_speedup(n) if n > 1 else None
     peak = max(*before.values(), *after.values())  # the best: noise only ever slows a measurement down
     for r in rows:
         r["peak_fraction"] = r["gflop_per_s"] / peak if r["gflop_per_s"] else None
     versions = {k: getattr(m, "__version__", "?") for k, m in found.items()}
-    Path(a.out).write_text(json.dumps(dict(threads=n, sgemm_gflop_per_s=peak, sgemm_before=before,
+    Path(a.out).write_text(json.dumps(dict(threads=n, sgemm_gflop_per_s=peak, sgemm_speedup=sgemm_up,
+                                           sgemm_before=before,
                                            sgemm_after=after, notes=notes, versions=versions, rows=rows), default=str))
 
 
@@ -314,10 +361,18 @@ def table(res: dict) -> str:
             lines.append(f"  {s['model']:<12} {s['threads']} thread(s) batch {s['batch']:>2}: " +
                          ", ".join(f"{k} {v:.2f}" for k, v in s["time_ratio"].items()))
     if res["thread_speedups"]:
-        lines.append("\ncompiled model's speed-up with threads (median time at the fewest threads / at N)")
+        lines.append("\ncompiled model's speed-up with threads (median time at the fewest threads / at N): across the "
+                     "two processes' runs, and interleaved call by call in one process (TVM's pool resized)")
+        inter = {(r["model"], r["form"], r["batch"], r["threads"]): r["speedup_interleaved"] for r in rows
+                 if r.get("speedup_interleaved")}
         for s in res["thread_speedups"]:
             lines.append(f"  {s['model']:<12} {s['form']:<10} batch {s['batch']:>2}: " + ", ".join(
-                f"{n} threads / {s['base_threads']}: {v:.2f}x" for n, v in s["speedup"].items()))
+                f"{n} threads / {s['base_threads']}: {v:.2f}x" + (
+                    f" (interleaved {inter[(s['model'], s['form'], s['batch'], n)]:.2f}x)"
+                    if (s['model'], s['form'], s['batch'], n) in inter else "") for n, v in s["speedup"].items()))
+        if res.get("sgemm_speedup"):
+            lines.append("  the machine's ceiling, a 1024^3 SGEMM (torch.mm) interleaved the same way: " + ", ".join(
+                f"{n} threads / 1: {v:.2f}x" for n, v in res["sgemm_speedup"].items()))
     lines += profile_lines(rows)
     lines += res["notes"]
     return "\n".join(lines)
@@ -368,6 +423,7 @@ def parent(a) -> dict:
     res = dict(config=("quick: " if a.quick else "") + f"models {a.models}", size=a.size, threads=a.threads,
                rounds=a.rounds, sgemm_gflop_per_s={p["threads"]: p["sgemm_gflop_per_s"] for p in parts},
                sgemm={p["threads"]: dict(before=p["sgemm_before"], after=p["sgemm_after"]) for p in parts},
+               sgemm_speedup={p["threads"]: p["sgemm_speedup"] for p in parts if p.get("sgemm_speedup")},
                notes=list(dict.fromkeys(notes + [x for p in parts for x in p["notes"]])),
                peers=parts[0]["versions"], torch=torch.__version__, tvm=tvm.__version__,
                python=sys.version.split()[0], target=resolve("cpu").to_dict(), rows=rows, vs_peers=vs,

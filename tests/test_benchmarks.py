@@ -116,3 +116,27 @@ def test_models_cpu_quick(tmp_path):
         assert sum(prof.values()) < 3 * row["median_s"], (prof, row["median_s"])
     assert "ms per kernel kind" in out.with_suffix(".txt").read_text()
     assert out.with_suffix(".txt").is_file() and out.with_suffix(".png").stat().st_size > 0
+
+
+def test_models_cpu_thread_speedups_are_interleaved_in_one_process():
+    """models_cpu's thread scaling: a compiled model at one thread and at two, alternating call by call in one
+    process (TVM's pool resized), and the SGEMM ceiling the same way; torch's thread count is restored."""
+    import sys
+    import time
+
+    import numpy as np
+
+    import adntn_compiler as adntn
+
+    sys.path.insert(0, str(BENCH))
+    import models_cpu
+
+    exe = adntn.compile(adntn.ttn((64, 256), rank=3, seed=0), batch_size=64)
+    x = np.ones((64, 256), np.float32)
+    ups = models_cpu.thread_speedup({"ttn": lambda: exe(x)}, 2, 3)
+    assert set(ups) == {"ttn"} and 0.2 < ups["ttn"] < 5, ups
+    threads = torch.get_num_threads()
+    assert 0.2 < models_cpu.sgemm_speedup(2, rounds=2, n=256) < 5 and torch.get_num_threads() == threads
+    s = time.perf_counter()
+    exe(x)
+    assert time.perf_counter() - s < 5
