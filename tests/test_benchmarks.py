@@ -72,6 +72,28 @@ def test_quality_fmnist_quick(tmp_path, monkeypatch):
     assert len(json.loads(out.read_text())["runs"]) == 10 and len(again) == 10  # the 9 runs were not trained again
 
 
+def test_quality_convnet_quick(tmp_path, monkeypatch):
+    """The conv-net head benchmark's --quick run on a tiny idx fixture: the trunk trains once, its features are
+    cached as .npy, every quick row trains on them; JSON, table and plot written; a rerun trains nothing."""
+    from .test_data import _write
+
+    _write(tmp_path, n_train=384, n_test=256)
+    monkeypatch.setenv("ADNTN_FASHION_MNIST", str(tmp_path))
+    torch.set_num_threads(1)
+    main = runpy.run_path(str(BENCH / "quality_convnet.py"), run_name="quality_convnet")["main"]
+    out, cache = tmp_path / "c.json", tmp_path / "features"
+    summary = main(["--quick", "--json", str(out), "--cache", str(cache)])
+    rows = {s["row"]: s for s in summary}
+    assert set(rows) == {"dense", "no-layer", "ttn-20000", "tt-20000", "ttn-frozen"}
+    assert all(rows[r]["ratio"] >= 20000 for r in ("ttn-20000", "tt-20000", "ttn-frozen"))
+    assert rows["ttn-frozen"]["params"] == 4096 * 10 + 10  # only the last layer trains
+    d = json.loads(out.read_text())
+    assert len(d["runs"]) == 5 and all(0 <= a <= 1 for r in d["runs"] for a in r["test_accuracy"])
+    assert list(d["trunks"]) == ["0"] and len(list(cache.glob("*.npy"))) == 2  # one trunk, its features cached
+    assert out.with_suffix(".png").stat().st_size > 0 and "ttn-20000" in out.with_suffix(".txt").read_text()
+    assert len(main(["--quick", "--json", str(out), "--cache", str(cache)])) == 5  # resumed: nothing retrained
+
+
 def test_lm_cpu_quick(tmp_path):
     """The GPT-2 benchmark's smoke run (a tiny model, no peers): dense and compressed compiled rows, timed, within
     1e-4 of torch eager, with their kernel profiles; the table and plot written beside the JSON."""
@@ -121,6 +143,7 @@ def test_models_cpu_quick(tmp_path):
 def test_models_cpu_thread_speedups_are_interleaved_in_one_process():
     """models_cpu's thread scaling: a compiled model at one thread and at two, alternating call by call in one
     process (TVM's pool resized), and the SGEMM ceiling the same way; torch's thread count is restored."""
+    import math
     import sys
     import time
 
@@ -134,9 +157,12 @@ def test_models_cpu_thread_speedups_are_interleaved_in_one_process():
     exe = adntn.compile(adntn.ttn((64, 256), rank=3, seed=0), batch_size=64)
     x = np.ones((64, 256), np.float32)
     ups = models_cpu.thread_speedup({"ttn": lambda: exe(x)}, 2, 3)
-    assert set(ups) == {"ttn"} and 0.2 < ups["ttn"] < 5, ups
+    # (a ratio only: its size depends on what else runs on the machine, e.g. the other test workers)
+    assert set(ups) == {"ttn"} and math.isfinite(ups["ttn"]) and ups["ttn"] > 0, ups
     threads = torch.get_num_threads()
-    assert 0.2 < models_cpu.sgemm_speedup(2, rounds=2, n=256) < 5 and torch.get_num_threads() == threads
+    up = models_cpu.sgemm_speedup(2, rounds=2, n=256)
+    assert math.isfinite(up) and up > 0 and torch.get_num_threads() == threads
+    np.testing.assert_allclose(exe(x), exe.reference(x), rtol=1e-4, atol=1e-4)  # the resized pool still computes
     s = time.perf_counter()
     exe(x)
     assert time.perf_counter() - s < 5

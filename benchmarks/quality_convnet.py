@@ -1,0 +1,347 @@
+"""Compression quality in the paper's setting: the FC head 4096-4096-10 of a small VGG-style conv net on
+Fashion-MNIST (all 60,000 / 10,000 images), FC1 and FC2 generated at ~2,000x, ~20,000x and ~77,000x.
+
+Protocol (Novikov et al.'s ImageNet one): per seed, the conv trunk (3 blocks conv3x3-BN-ReLU-maxpool, 32-64-128
+channels, 1152 features) is trained once END TO END with the dense head; then the trunk is frozen, its features
+are computed ONCE (train and test, cached in --cache as .npy) and every head variant is trained on those frozen
+features. The head is features -> Linear(F, 4096) -> ReLU -> Linear(4096, 4096) -> ReLU -> Linear(4096, 10), no
+dropout. One recipe for every row and the trunk (`train_classifier`'s defaults: Adam 1e-3, 5 % linear warm-up then
+cosine decay to 0, batch 128); test accuracy on the 10,000 test images after every epoch. Rows:
+- dense: the head itself;
+- ttn, mera, attn at each --ratios target (`compress(..., dict(arch=..., ratio=R))` on FC1 and FC2; the ratio
+  reported is over the two layers: their dense weights / their generated parameters); a target with no
+  configuration for a layer (mera and attn reach no 20,000x on FC1) is skipped and said so;
+- tt at the same targets; lowrank at rank 1 on both layers (it reaches no target: its real ratio is reported);
+- narrow: a dense F-h-h-10 head with the total parameter count of the ttn head at 20,000x;
+- ttn-frozen: the ttn head at 20,000x left at its random init (only the last layer trains): a control that must
+  lose, or the trained layers have learned nothing;
+- no-layer: the trunk features straight into Linear(F, 10).
+
+    python benchmarks/quality_convnet.py [--seeds 0 1 2] [--epochs 2] [--trunk-epochs 1] [--rows dense ttn tt]
+                                         [--ratios 2000 20000 77000] [--samples N] [--test-samples N] [--quick]
+                                         [--json benchmarks/results/quality_convnet.json] [--plot PNG] [--merge a.json]
+
+Runs are appended to the JSON as each finishes (a rerun skips finished (row, seed) entries; parts run in parallel
+processes merge with --merge), then the markdown table is written beside it (.txt) and the plot (.png: accuracy
+against compression ratio per arch, and the test accuracy after each epoch).
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from quality import accuracy, count  # noqa: E402  (the mnist1d benchmark's helpers)
+
+import adntn_compiler as adntn  # noqa: E402
+from adntn_compiler.errors import ConfigError  # noqa: E402
+from adntn_compiler.training.train import train_classifier  # noqa: E402
+
+CHANNELS = (32, 64, 128)  # 28 -> 14 -> 7 -> 3: 128 * 3 * 3 = 1152 features, where ttn and tt reach 77,000x on FC1
+HIDDEN = 4096
+RATIOS = (2000, 20000, 77000)
+ARCHS = ("ttn", "tt", "mera", "attn")  # the rows at each ratio
+SINGLE = ("dense", "no-layer", "lowrank", "narrow", "ttn-frozen")
+FROZEN_RATIO = NARROW_RATIO = 20000
+# priority order of the issue: what runs first when the time runs out
+DEFAULT_ROWS = ("dense", "no-layer", "ttn", "tt", "ttn-frozen", "lowrank", "narrow", "mera", "attn")
+COMPRESSED = ("0", "2")  # FC1 and FC2 in the head's nn.Sequential
+
+
+# ---------------------------------------------------------------- the trunk, trained once per seed, and its features
+def trunk_net() -> nn.Sequential:
+    layers, cin = [], 1
+    for c in CHANNELS:
+        layers += [nn.Conv2d(cin, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+        cin = c
+    return nn.Sequential(*layers, nn.Flatten())
+
+
+def head_net(features: int, hidden: int = HIDDEN) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, 10))
+
+
+def embed(trunk: nn.Module, x: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
+    trunk.eval()  # batch norm's running statistics: the features do not depend on the batch
+    with torch.no_grad():
+        return torch.cat([trunk(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+
+
+def features(seed: int, images, trunk_epochs: int, cache: Path) -> tuple[tuple, dict]:
+    """The frozen trunk's (train, test) features for this seed: trained end to end with the dense head on the first
+    use, cached as .npy (never pickle) keyed by seed, epochs and sizes, so every head row reuses them."""
+    xtr, ytr, xte, yte = images
+    key = cache / f"seed{seed}_e{trunk_epochs}_n{len(xtr)}_m{len(xte)}_c{'-'.join(map(str, CHANNELS))}"
+    files = [key.with_name(key.name + f"_{s}.npy") for s in ("train", "test")]
+    meta = key.with_name(key.name + ".json")
+    if not all(f.exists() for f in [*files, meta]):
+        torch.manual_seed(seed)
+        trunk = trunk_net()
+        model = nn.Sequential(trunk, head_net(trunk(xtr[:1]).shape[1]))
+        res = train_classifier(model, xtr, ytr, epochs=trunk_epochs, seed=seed, progress=True,
+                               evaluate=lambda m: accuracy(m, xte, yte))
+        cache.mkdir(parents=True, exist_ok=True)
+        for f, x in zip(files, (xtr, xte)):
+            np.save(f, embed(trunk, x).numpy())
+        meta.write_text(json.dumps(dict(seed=seed, epochs=trunk_epochs, test_accuracy=res.metrics,
+                                        losses=res.losses, epoch_s=res.epoch_s)))
+    ftr, fte = (torch.from_numpy(np.load(f)) for f in files)
+    return (ftr, ytr, fte, yte), json.loads(meta.read_text())
+
+
+# ---------------------------------------------------------------- the head rows
+def row_names(rows, ratios) -> list[str]:
+    """Arch names expand to one row per ratio ("ttn" -> "ttn-2000", ...); other names are rows as they are."""
+    out = []
+    for r in rows:
+        out += [f"{r}-{t}" for t in ratios] if r in ARCHS else [r]
+    return out
+
+
+def spec_of(row: str) -> dict | None:
+    """FC1's and FC2's compress spec (the same for both), or None for a dense head."""
+    if row == "lowrank":
+        return dict(arch="lowrank", rank=1)  # no rank reaches 2,000x: rank 1 and its real ratio
+    if row == "ttn-frozen":
+        return dict(arch="ttn", ratio=FROZEN_RATIO)
+    arch, _, target = row.rpartition("-")
+    return dict(arch=arch, ratio=int(target)) if arch in ARCHS else None
+
+
+def narrow_width(features: int, seed: int) -> int:
+    """Hidden width h of a dense F-h-h-10 head with the ttn head's (at 20,000x) total parameter count:
+    h^2 + (F + 12) h + 10 = total."""
+    total = count(build(f"ttn-{NARROW_RATIO}", features, seed), trainable=True)
+    b = features + 12
+    return max(1, round((-b + math.sqrt(b * b + 4 * (total - 10))) / 2))
+
+
+def build(row: str, features: int, seed: int) -> nn.Module:
+    """The head of a row, seeded; raises ConfigError where compress finds no configuration for the target."""
+    if row == "no-layer":
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(features, 10))
+    hidden = narrow_width(features, seed) if row == "narrow" else HIDDEN
+    torch.manual_seed(seed)
+    model = head_net(features, hidden)
+    spec = spec_of(row)
+    if spec is not None:
+        adntn.compress(model, {k: dict(spec, seed=seed + i) for i, k in enumerate(COMPRESSED)})
+    if row == "ttn-frozen":
+        for k in COMPRESSED:
+            model[int(k)].requires_grad_(False)  # cores, scale and bias stay at their init; the optimiser skips them
+    return model
+
+
+def layer_params(model: nn.Module, row: str, features: int) -> tuple[int, float | None, list | None]:
+    """(parameters of FC1 + FC2, their compression ratio against the dense 4096-wide layers, the configurations)."""
+    if row == "no-layer":
+        return 0, None, None
+    fcs = [model[int(k)] for k in COMPRESSED]
+    gens = [getattr(m, "gen", None) for m in fcs]
+    n = sum(g.num_params if g is not None else m.weight.numel() for g, m in zip(gens, fcs))
+    dense = features * HIDDEN + HIDDEN * HIDDEN
+    return n, dense / n, [g.config for g in gens] if gens[0] is not None else None
+
+
+def run(row: str, seed: int, data, epochs: int, progress: bool) -> dict:
+    xtr, ytr, xte, yte = data
+    features = xtr.shape[1]
+    model = build(row, features, seed)
+    n, ratio, config = layer_params(model, row, features)
+    t = time.perf_counter()
+    res = train_classifier(model, xtr, ytr, epochs=epochs, seed=seed, evaluate=lambda m: accuracy(m, xte, yte),
+                           progress=progress)
+    return dict(row=row, seed=seed, accuracy=res.metrics[-1], test_accuracy=res.metrics, losses=res.losses,
+                epoch_s=statistics.median(res.epoch_s), train_s=time.perf_counter() - t,
+                params=count(model, trainable=True), layer_params=n, ratio=ratio, config=config)
+
+
+# ---------------------------------------------------------------- the table and the plot
+def summarize(runs: list[dict], order) -> list[dict]:
+    out = []
+    for row in order:
+        rs = [r for r in runs if r["row"] == row]
+        if not rs:
+            continue
+        accs = [r["accuracy"] for r in rs]
+        out.append(dict(row=row, seeds=len(rs), acc_mean=statistics.mean(accs),
+                        acc_std=statistics.stdev(accs) if len(accs) > 1 else 0.0, acc_min=min(accs),
+                        acc_max=max(accs), ratio=rs[0]["ratio"], layer_params=rs[0]["layer_params"],
+                        params=rs[0]["params"], epochs=len(rs[0]["losses"]),
+                        loss=statistics.mean(r["losses"][-1] for r in rs),
+                        epoch_s=statistics.median(r["epoch_s"] for r in rs), config=rs[0]["config"],
+                        curve=[statistics.mean(c) for c in zip(*(r["test_accuracy"] for r in rs))]))
+    return out
+
+
+def config_text(config) -> str:
+    if not config:
+        return ""
+    return " / ".join(" ".join(f"{k}={c[k]}" for k in ("layout", "legs", "rank") if c.get(k) is not None)
+                      for c in config)
+
+
+def table(summary: list[dict], trunks: dict) -> str:
+    lines = ["| head | ratio (FC1+FC2) | FC1+FC2 params | head params | configuration (FC1 / FC2) | test accuracy "
+             "| min-max | seeds | epochs | final train loss | s/epoch |", "|---" * 11 + "|"]
+    for s in summary:
+        ratio = "no hidden layer" if s["ratio"] is None else f"{s['ratio']:,.0f}x"
+        lines.append(f"| {s['row']} | {ratio} | {s['layer_params']:,} | {s['params']:,} | {config_text(s['config'])} "
+                     f"| {100 * s['acc_mean']:.2f} ± {100 * s['acc_std']:.2f} % | {100 * s['acc_min']:.2f}-"
+                     f"{100 * s['acc_max']:.2f} % | {s['seeds']} | {s['epochs']} | {s['loss']:.3f} "
+                     f"| {s['epoch_s']:.0f} |")
+    if trunks:
+        accs = [t["test_accuracy"][-1] for t in trunks.values()]
+        lines.append(f"\nTrunk + dense head trained end to end (before freezing): {100 * statistics.mean(accs):.2f} % "
+                     f"mean over seeds {sorted(int(k) for k in trunks)} "
+                     f"({', '.join(f'{100 * a:.2f}' for a in accs)} %)")
+    return "\n".join(lines)
+
+
+def plot(summary: list[dict], path: Path) -> None:
+    """Left: mean test accuracy against the ratio over FC1+FC2 per arch (bars: min-max over seeds), the dense and
+    no-layer heads as lines. Right: the test accuracy after each epoch, mean over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    by = {s["row"]: s for s in summary}
+    for i, arch in enumerate(ARCHS):
+        pts = sorted((s for s in summary if s["row"].rpartition("-")[0] == arch), key=lambda s: s["ratio"])
+        if pts:
+            ax.errorbar([s["ratio"] for s in pts], [100 * s["acc_mean"] for s in pts], fmt="o-", color=f"C{i}",
+                        label=arch, capsize=3, yerr=[[100 * (s["acc_mean"] - s["acc_min"]) for s in pts],
+                                                     [100 * (s["acc_max"] - s["acc_mean"]) for s in pts]])
+    for j, row in enumerate(("lowrank", "narrow", "ttn-frozen")):
+        if row in by:
+            ax.plot(by[row]["ratio"], 100 * by[row]["acc_mean"], "s^v"[j], color=f"C{4 + j}", ms=9, label=row)
+    for row, style in (("dense", "k-"), ("no-layer", "k:")):
+        if row in by:
+            ax.axhline(100 * by[row]["acc_mean"], ls=style[1:], color="k", label=f"{row} head")
+    ax.set_xscale("log")
+    ax.set_xlabel("compression ratio of FC1 + FC2")
+    ax.set_ylabel("Fashion-MNIST test accuracy (%)")
+    ax.set_title("Conv net, FC head 4096-4096-10 on frozen features")
+    ax.legend(fontsize=7)
+    for i, s in enumerate(summary):
+        ax2.plot(range(1, len(s["curve"]) + 1), [100 * c for c in s["curve"]], marker="o", color=f"C{i % 10}",
+                 label=s["row"], ls="-" if i < 10 else "--")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("test accuracy (%), mean over seeds")
+    ax2.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- the CLI
+def load_images(samples: int | None, test_samples: int | None):
+    d = adntn.data.fashion_mnist()
+    n, m = min(samples or len(d.x_train), len(d.x_train)), min(test_samples or len(d.x_test), len(d.x_test))
+    return d.x_train[:n], d.y_train[:n], d.x_test[:m], d.y_test[:m]
+
+
+def parse(argv) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=2, help="head epochs (every row)")
+    ap.add_argument("--trunk-epochs", type=int, default=1, help="end-to-end epochs of trunk + dense head")
+    ap.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS),
+                    help=f"of {', '.join(SINGLE + ARCHS)} (an arch is one row per --ratios), or e.g. ttn-20000")
+    ap.add_argument("--ratios", type=int, nargs="+", default=list(RATIOS))
+    ap.add_argument("--samples", type=int, default=None, help="the first N training images (default all 60,000)")
+    ap.add_argument("--test-samples", type=int, default=None, help="the first N test images (default all 10,000)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 384 / 256 images, 1 epoch, a few rows, seed 0")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", default=os.environ.get("ADNTN_CONVNET_CACHE", "/tmp/adntn_convnet_features"),
+                    help="folder of the trunks' cached features (.npy)")
+    ap.add_argument("--json", default="benchmarks/results/quality_convnet.json")
+    ap.add_argument("--plot", default=None, help="PNG (default: the --json path with .png)")
+    ap.add_argument("--merge", nargs="+", default=[], help="add the runs of these result files first")
+    ap.add_argument("--progress", action="store_true", help="a progress bar per training run too")
+    ap.add_argument("--no-train", action="store_true", help="only merge, and write the table and plot")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.samples, a.test_samples, a.epochs, a.trunk_epochs, a.seeds = 384, 256, 1, 1, [0]
+        a.rows, a.ratios = ["dense", "no-layer", "ttn", "tt", "ttn-frozen"], [20000]
+    known = set(SINGLE) | {f"{r}-{t}" for r in ARCHS for t in a.ratios}
+    a.names = row_names(a.rows, a.ratios)
+    if unknown := [r for r in a.names if r not in known and not any(r.startswith(f"{x}-") for x in ARCHS)]:
+        ap.error(f"unknown rows {unknown}")
+    return a
+
+
+def main(argv=None) -> list[dict]:
+    a = parse(argv)
+    torch.set_num_threads(a.threads)
+    out = Path(a.json)
+    defaults = {k: p.default for k, p in inspect.signature(train_classifier).parameters.items()}
+    recipe = dict(epochs=a.epochs, trunk_epochs=a.trunk_epochs, samples=a.samples, test_samples=a.test_samples,
+                  channels=list(CHANNELS), hidden=HIDDEN, lr=defaults["lr"], batch=defaults["batch_size"],
+                  schedule=defaults["schedule"], warmup=defaults["warmup"])
+    done, trunks, skipped = {}, {}, {}
+    for f in [out, *map(Path, a.merge)]:
+        if f.exists():
+            d = json.loads(f.read_text())
+            if d["recipe"] != recipe:  # another protocol's runs are not comparable
+                raise SystemExit(f"{f}: recipe {d['recipe']} differs from this run's {recipe}")
+            done.update({(r["row"], r["seed"]): r for r in d["runs"]})
+            trunks.update(d.get("trunks", {}))
+            skipped.update(d.get("skipped", {}))
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(dict(recipe=recipe, trunks=trunks, skipped=skipped, runs=list(done.values())),
+                                  indent=1))
+
+    jobs = [] if a.no_train else [(r, s) for s in a.seeds for r in a.names if (r, s) not in done and r not in skipped]
+    images = load_images(a.samples, a.test_samples) if jobs else None
+    data, current = None, None
+    for row, seed in tqdm(jobs, desc="training runs"):
+        if seed != current:  # seed-major: one seed's features in memory at a time
+            data, trunks[str(seed)] = features(seed, images, a.trunk_epochs, Path(a.cache))
+            current = seed
+        try:
+            done[row, seed] = run(row, seed, data, a.epochs, a.progress)
+        except ConfigError as e:  # e.g. mera and attn reach no 20,000x on FC1: said, not silently dropped
+            skipped[row] = str(e)
+            tqdm.write(f"{row}: skipped ({e})")
+        save()
+    if a.merge or not out.exists():
+        save()
+    targets = {int(t) for r, _ in done for arch, _, t in [r.rpartition("-")] if arch in ARCHS and t.isdigit()}
+    order = row_names(DEFAULT_ROWS, sorted(targets | set(a.ratios)))
+    order += [r for r in dict.fromkeys(k[0] for k in done) if r not in order]
+    summary = summarize(list(done.values()), order)
+    n = len(images[0]) if images else a.samples or 60000
+    m = len(images[2]) if images else a.test_samples or 10000
+    text = (f"Fashion-MNIST, {n:,} training / {m:,} test images, trunk {a.trunk_epochs} epoch(s) end to end, heads "
+            f"{a.epochs} epoch(s) on its frozen features, seeds {sorted({k[1] for k in done})}\n\n"
+            + table(summary, trunks)
+            + "".join(f"\nskipped: {r}: {why}" for r, why in skipped.items()))
+    print(text)
+    out.with_suffix(".txt").write_text(text + "\n")
+    if summary:
+        plot(summary, Path(a.plot) if a.plot else out.with_suffix(".png"))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
