@@ -45,6 +45,7 @@ from tqdm import tqdm
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from quality import accuracy, count  # noqa: E402  (the mnist1d benchmark's helpers)
+from quality_fmnist import summarize  # noqa: E402  (mean, spread and curve per row over seeds)
 
 import adntn_compiler as adntn  # noqa: E402
 from adntn_compiler.errors import ConfigError  # noqa: E402
@@ -172,23 +173,6 @@ def run(row: str, seed: int, data, epochs: int, progress: bool) -> dict:
 
 
 # ---------------------------------------------------------------- the table and the plot
-def summarize(runs: list[dict], order) -> list[dict]:
-    out = []
-    for row in order:
-        rs = [r for r in runs if r["row"] == row]
-        if not rs:
-            continue
-        accs = [r["accuracy"] for r in rs]
-        out.append(dict(row=row, seeds=len(rs), acc_mean=statistics.mean(accs),
-                        acc_std=statistics.stdev(accs) if len(accs) > 1 else 0.0, acc_min=min(accs),
-                        acc_max=max(accs), ratio=rs[0]["ratio"], layer_params=rs[0]["layer_params"],
-                        params=rs[0]["params"], epochs=len(rs[0]["losses"]),
-                        loss=statistics.mean(r["losses"][-1] for r in rs),
-                        epoch_s=statistics.median(r["epoch_s"] for r in rs), config=rs[0]["config"],
-                        curve=[statistics.mean(c) for c in zip(*(r["test_accuracy"] for r in rs))]))
-    return out
-
-
 def config_text(config) -> str:
     if not config:
         return ""
