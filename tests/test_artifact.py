@@ -59,6 +59,27 @@ print("torch" in sys.modules)
     np.testing.assert_allclose(y, ref, atol=1e-5 * np.abs(ref).max())
 
 
+def test_compiling_needs_a_c_compiler_and_loading_does_not(saved, tmp_path, monkeypatch):
+    _, path, x = saved
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("CC", "CXX")}
+    code = f"""
+import numpy as np
+import adntn_compiler as adntn
+print(adntn.load({str(path)!r})(np.ones((2, 96), np.float32)).shape)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env={**env, "PATH": str(empty)})
+    assert out.returncode == 0 and out.stdout.split()[-2:] == ["(2,", "48)"], out.stderr
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.delenv("CXX", raising=False)
+    gen = adntn.ttn((40, 24), rank=2, seed=11)
+    with pytest.raises(adntn.errors.ConfigError, match="needs a C compiler to link"):
+        adntn.compile(gen, batch_size=1)(np.ones((1, 24), np.float32))
+
+
 def _rewrite(src: Path, dst: Path, edit, resign: bool = True) -> Path:
     """Copy an artifact, letting `edit(name, bytes) -> bytes` change members. resign: sign the (edited) manifest
     with this machine's trusted key, as a trusted but mistaken builder would: the checks behind the signature

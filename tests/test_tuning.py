@@ -392,3 +392,11 @@ def test_bundles_tune_the_tiling_of_the_tiled_schedules_and_a_tiled_choice_rebui
     assert Records.from_dict({**Records({}).to_dict(), "layers": {"k": dict(
         generator="g", rows=1, choice=tiled[0].choice, tiles=[], default_s=2.0, tuned_s=1.0)}}).layers
     assert all(p.tile_size is None for p in _plan_candidates(gen, 1, None, Rates(), resolve("cpu")))
+
+
+def test_fastest_config_puts_the_rank_bound_before_rank_one():
+    # tt on 4096x4096 at 77,000x: separated rank 2 (W of rank <= 2) or an interleaved rank-1 Kronecker product
+    # (full rank): the full rank wins, as in config_for_ratio (estimated only: arm64 does not run here)
+    cfg, facts = adntn.tuning.fastest_config((4096, 4096), "tt", 77000, target="arm64", progress=False)
+    assert cfg["layout"] == "interleaved" and cfg["rank"] == 1 and facts["how"] == "estimated"
+    assert all(adntn.make("tt", (4096, 4096), **c["config"]).rank_bound() == 4096 for c in facts["candidates"])

@@ -350,9 +350,9 @@ BAND = 2.0  # configurations up to this many times the ratio keep at least 1/BAN
 def fastest_config(shape, arch: str, ratio: float, batch_size: int = 1, target: "str | Target" = "cpu",
                    measured: int = MEASURED, progress: bool = True, **fixed) -> tuple[dict, dict]:
     """The configuration of `arch` for a linear layer of `shape` that reaches `ratio` (and no more than
-    BAND x ratio: one that throws most of the parameter budget away is not a candidate; rank 1 only if nothing
-    else reaches it) without a rank bottleneck (its structure allows the full rank of W, or else the highest any
-    candidate allows), with the lowest time per call at `batch_size` on this device: the `measured` fastest by
+    BAND x ratio: one that throws most of the parameter budget away is not a candidate) without a rank bottleneck
+    (its structure allows the full rank of W, or else the highest any candidate allows; rank 1 only if nothing else
+    allows as much), with the lowest time per call at `batch_size` on this device: the `measured` fastest by
     the cost model (calibrated by tuning, when this device was tuned) are compiled and timed (or their tuned time
     taken from the records); for a target that does not run here, the estimate decides. Returns (make() keywords,
     timing facts)."""
@@ -366,11 +366,11 @@ def fastest_config(shape, arch: str, ratio: float, batch_size: int = 1, target: 
     if not pool:
         raise ConfigError(f"{arch}: no configuration of shape {tuple(shape)} reaches a compression ratio between "
                           f"{ratio:g}x and {BAND * ratio:g}x")
-    if any(cfg.get("rank") != 1 for _, cfg in pool):  # rank 1 (a product) only as a last resort, as by ratio
-        pool = [(g, cfg) for g, cfg in pool if cfg.get("rank") != 1]
     full = min(shape[0], math.prod(shape[1:]))
     need = min(full, max(g.rank_bound() for g, _ in pool))
     pool = [(g, cfg) for g, cfg in pool if g.rank_bound() >= need]
+    if any(cfg.get("rank") != 1 for _, cfg in pool):  # rank 1 only as a last resort at that bound, as by ratio
+        pool = [(g, cfg) for g, cfg in pool if cfg.get("rank") != 1]
     try:
         check_runs_here(target)
         runs = target.runtime == "tvm"

@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ...errors import SerializationError
+from ...errors import ConfigError, SerializationError
 from ...ir.graph import Graph, Node
 from ...targets import Target, import_tvm, resolve
 from . import emit_c  # (no TVM import: the C-bundle text only)
@@ -74,6 +74,7 @@ class Library:
     def to_bytes(self) -> bytes:
         """The library's file (exported once: machine code is generated then)."""
         if self._bytes is None:
+            _check_linker()
             with tempfile.TemporaryDirectory(prefix="adntn-") as d:
                 path = os.path.join(d, "lib.so")
                 self.module.export_library(path)
@@ -154,6 +155,21 @@ def load_library(lib_bytes: bytes, programs: Mapping[str, dict], target: Target,
     lib = Library(_load_shared(lib_bytes), progs, target, lib_bytes)
     lib._native = lib.module
     return lib
+
+
+def _check_linker() -> None:
+    """TVM links a CPU library's object code into a shared object with the system's C compiler (running it then
+    needs none): say so before the export fails deep inside TVM."""
+    import shutil
+
+    from tvm.support.cc import get_cc  # (TVM's own choice: $CXX, $CC, then g++, gcc, clang++, clang, c++, cc)
+
+    cc = get_cc()
+    if cc is None or shutil.which(cc.split()[0]) is None:
+        raise ConfigError(f"building a CPU library needs a C compiler to link its shared object, and "
+                          f"{'none was found (g++, gcc, clang, cc)' if cc is None else repr(cc) + ' is not one'}: "
+                          f"install one (`apt-get install --no-install-recommends gcc`) or set CC; loading a "
+                          f"compiled artifact needs none")
 
 
 def _load_shared(lib_bytes: bytes):
