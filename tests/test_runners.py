@@ -172,3 +172,27 @@ def test_qemu_tuning_ranks_bundles_by_instructions_and_compile_uses_them_for_tha
         assert "tuning" not in adntn.compile(gen, target="cortex-m4").manifest  # another target: never these
     with pytest.warns(UserWarning, match="another device"):
         adntn.compile(gen, target="cortex-m4", records=recs)
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_qemu_tuning_counts_a_models_convs_as_one_conv_bundles():
+    import torch
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3)).eval()
+    x = torch.randn(1, 4, 10, 10)
+    recs = tune(m, target="arm64", example_inputs=(x,), budget_s=20.0, progress=False, runner="qemu")
+    assert len(recs.convs) == 2 and recs.unit == "instructions"
+    for key, r in recs.convs.items():
+        assert r["where"] == ["qemu:arm64"] and r["candidates"] >= 3, key
+        assert 0 < r["tuned_s"] <= r["default_s"]  # exact counts: the least, never worse than the default
+    counts = {}
+    for name, rec in (("tuned", "auto"), ("default", None)):  # "auto": the emulator's records, from the cache
+        b = adntn.compile(m, target="arm64", example_inputs=(x,), records=rec)
+        y, ref = b(x.numpy()), b.reference(x.numpy())
+        assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 1e-4, name
+        counts[name] = b.instructions(x.numpy())
+    gained = sum(r["default_s"] - r["tuned_s"] for r in recs.convs.values())
+    saved = counts["default"] - counts["tuned"]  # in the whole model: each conv's saving (its bias and ReLU, fused
+    assert gained > 0 and abs(saved - gained) <= 0.02 * gained  # into the write-back, add a few instructions)

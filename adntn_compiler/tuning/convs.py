@@ -1,8 +1,9 @@
 """Tuning a model's convolutions, beside its ADNTN layers: for each distinct conv of the call graph (one the lowering
 runs without im2col), Winograd on or off where it applies, then the register tile of the chosen GEMM
 (`policy.tile_candidates`). Each candidate is a one-conv program (the conv with a random weight) built here, run by
-the tuning's runner (this machine, or a device over RPC) and checked there against the float64 reference first;
-the winner must beat the default by GAIN_MIN in a final interleaved timing. Records: `Records.convs`, conv key ->
+the tuning's runner (this machine, a device over RPC, or for an embedded target a one-conv C bundle under qemu,
+counted in instructions) and checked there against the float64 reference first; the winner must beat the default
+by GAIN_MIN (timed: in a final interleaved timing). Records: `Records.convs`, conv key ->
 {winograd, tiles, default_s, tuned_s, where}."""
 from __future__ import annotations
 
@@ -39,32 +40,66 @@ def conv_graph(chain, seed: int = 0) -> tuple[Graph, np.ndarray]:
     return b.build(), rng.standard_normal(x.shape).astype(np.float32)
 
 
+def conv_module(chain, seed: int = 0):
+    """The chain's convolution alone as a torch Conv2d (a random weight, no bias), captured once, and an input:
+    what a C bundle's candidates are planned from (a bundle is built from a model)."""
+    import torch
+
+    from ..frontends.capture import capture
+
+    a, (N, C, H, W), O = chain.attrs, chain.x.shape, chain.weight.shape[0]
+    torch.manual_seed(seed)
+    m = torch.nn.Conv2d(C, O, a.kernel, a.stride, a.padding, a.dilation, a.groups, bias=False).eval()
+    x = np.random.default_rng(seed).standard_normal((N, C, H, W)).astype(np.float32)
+    return capture(m, N, example_inputs=(torch.from_numpy(x),)), x
+
+
 class _Conv:
-    """One conv's candidates (policies), each built here once, loaded where the runner measures (this machine or
-    an RPC server) and checked against the reference there."""
+    """One conv's candidates (policies), each built here once, loaded where the runner measures (this machine, an
+    RPC server, or qemu for a C bundle) and checked against the reference there."""
 
     def __init__(self, chain, target: Target, base, runner):
         from ..backends.reference import run
 
         self.chain, self.target, self.base, self.runner = chain, target, base, runner
-        self.g, self.x = conv_graph(chain)
-        self.ref = run(self.g, [self.x.astype(np.float64)])[0]
+        if target.runtime == "c-bundle":  # a one-conv bundle per candidate, its reference the bundle's own
+            self.source, self.x = conv_module(chain)
+            self.ref = None
+        else:
+            self.g, self.x = conv_graph(chain)
+            self.ref = run(self.g, [self.x.astype(np.float64)])[0]
         self.loaded: dict = {}  # policy -> its Loaded program, None when it was wrong
+        self.counts: dict = {}  # policy -> its instruction count (qemu)
 
-    def time(self, policy, n: int = 0) -> float:
-        """Median seconds of the candidate (inf when it is wrong)."""
+    def _build(self, policy):
+        """(what the runner loads, the float64 reference output) of the candidate."""
+        if self.ref is None:
+            from ..runtime.bundle import plan_bundle
+
+            b = plan_bundle(self.source, self.target, self.x.shape[0], policy=policy).build()
+            return b, b.reference(self.x)
         from ..backends.tvm import build
 
+        return (build({"call": self.g}, self.target, policy), dict(self.g.tensors)), self.ref
+
+    def time(self, policy, n: int = 0) -> float:
+        """Median seconds of the candidate, or its instruction count under qemu (exact: counted once); inf when
+        it is wrong."""
         if policy not in self.loaded:
-            loaded = self.runner.load((build({"call": self.g}, self.target, policy), dict(self.g.tensors)), self.x)
+            built, ref = self._build(policy)
+            loaded = self.runner.load(built, self.x)
             try:
-                ok = np.linalg.norm(loaded.run() - self.ref) <= TOLERANCE * np.linalg.norm(self.ref)
+                ok = np.linalg.norm(loaded.run() - ref) <= TOLERANCE * np.linalg.norm(ref)
             finally:
                 loaded.release()
             self.loaded[policy] = loaded if ok else None
         loaded = self.loaded[policy]
         if loaded is None:
             return math.inf
+        if self.runner.unit == "instructions":
+            if policy not in self.counts:
+                self.counts[policy] = loaded.cost(1)
+            return self.counts[policy]
         first = loaded.cost(1)
         return loaded.cost(n or max(3, min(30, int(0.1 / max(first, 1e-6)))))
 
@@ -103,7 +138,7 @@ def tune_conv(chain, target: Target, base, budget_s: float, bar=None, runner=Non
         if bar is not None:
             bar.update()
             bar.set_postfix_str(f"conv {chain.key}: {default_s / best_s:.2f}x")
-    if best is not default:  # interleaved, against the VM's drift
+    if best is not default and c.runner.unit == "s":  # interleaved, against the VM's drift (counts are exact)
         ts = [(c.time(default, 5), c.time(best, 5)) for _ in range(3)]
         default_s, best_s = (float(np.median([t[k] for t in ts])) for k in (0, 1))
         if best_s * GAIN_MIN > default_s:

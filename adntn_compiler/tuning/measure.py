@@ -331,9 +331,9 @@ def tune(obj, target: "str | Target" = "cpu", batch_size: int = 1, budget_s: flo
 
 
 def _convs(g, target: Target, runner: Runner) -> list:
-    """The convs of a model's call graph to tune: on a CPU that runs TVM libraries, here or over RPC (not a C
-    bundle's board under qemu, whose runner counts instructions of whole bundles, nor a GPU)."""
-    if runner.unit != "s" or target.runtime == "c-bundle" or target.device == "gpu":
+    """The convs of a model's call graph to tune: on a CPU, here, over RPC, or as one-conv C bundles under qemu
+    (not on a GPU)."""
+    if target.device == "gpu":
         return []
     from ..backends.tvm import conv_workloads
     from ..backends.tvm.policy import default_policy
