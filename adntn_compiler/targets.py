@@ -68,8 +68,27 @@ class Target:
                 f"TVM {dict(self.tvm)}")
 
 
+def runtime_threads() -> int:
+    """The threads TVM's pool runs parallel loops on: TVM_NUM_THREADS, else the physical cores this process may
+    use. (TVM's own default halves the logical CPU count on x86, assuming two hyper-threads per core: on a 2-vCPU
+    VM without SMT it ran every model on one thread.)"""
+    if os.environ.get("TVM_NUM_THREADS"):
+        return max(1, int(os.environ["TVM_NUM_THREADS"]))
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for c in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list") as f:
+                cores.add(f.read().strip())  # one entry per physical core
+        except OSError:
+            cores.add(str(c))
+    return max(1, len(cores))
+
+
 def import_tvm():
-    """tvm, or a clear error saying how to install it."""
+    """tvm, or a clear error saying how to install it. Sets TVM_NUM_THREADS (when unset) to `runtime_threads()`
+    first: the pool reads it when it starts, at the first parallel kernel."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(runtime_threads()))
     try:
         import tvm
     except ImportError as e:
@@ -106,7 +125,7 @@ def _cpu(name: str, mcpu: str | None) -> Target:
 
     if mcpu is not None and not codegen.llvm_is_valid_cpu(mcpu, codegen.llvm_get_system_triple()):
         raise ConfigError(f"target {name!r}: LLVM does not know the CPU {mcpu!r}")
-    threads = os.cpu_count() or 1
+    threads = runtime_threads()
     d = {"kind": "llvm", "mcpu": mcpu or codegen.llvm_get_system_cpu(), "num-cores": threads}
     isa = _llvm_isa(d)
     if mcpu is None:  # LLVM's model of the detected CPU may list extensions a VM hides: record what is really here
@@ -251,7 +270,7 @@ def device_facts() -> dict:
     """What a machine that measures for another (an `adntn rpc-server`) reports about itself: the facts of its
     fingerprint that only it knows, and its ISA extensions (what a library built for a target needs there)."""
     return dict(cpu=cpu_model(), machine=platform.machine(), isa=sorted(host_isa()),
-                threads=int(os.environ.get("TVM_NUM_THREADS") or os.cpu_count() or 1))
+                threads=runtime_threads())
 
 
 def host_isa() -> set[str]:

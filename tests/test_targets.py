@@ -138,3 +138,31 @@ def test_the_fingerprint_is_computed_once_per_process_for_a_target():
     fp["cpu"] = "changed by a caller"  # a copy: the cached value stays
     assert targets.fingerprint("cpu")["cpu"] != "changed by a caller"
     assert targets._fingerprint.cache_info().misses == 1
+
+
+def test_the_runtime_runs_on_every_physical_core_by_default(tmp_path):
+    # TVM's own default halves the logical CPUs on x86 (assuming SMT): on a 2-vCPU VM without it, one thread
+    import os
+    import subprocess
+    import sys
+
+    from adntn_compiler.targets import runtime_threads
+
+    code = """
+import numpy as np, tvm_ffi
+import adntn_compiler as adntn
+exe = adntn.compile(adntn.ttn((256, 256), rank=4, seed=0), batch_size=64)
+exe(np.ones((64, 256), np.float32))
+from adntn_compiler.targets import resolve
+print(tvm_ffi.get_global_func("runtime.NumThreads")(), resolve("cpu").threads)
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == [str(runtime_threads())] * 2
+    cores = {open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list").read()
+             for c in os.sched_getaffinity(0)}
+    assert out.stdout.split()[-1] == str(len(cores))  # (the child had no TVM_NUM_THREADS)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**env, "TVM_NUM_THREADS": "1"})
+    assert out.stdout.split()[-2:] == ["1", "1"], out.stderr

@@ -14,10 +14,10 @@ def _register() -> None:
     import os
     import socket
 
-    import tvm
-    from tvm.rpc.server import PopenRPCServerState
+    from ..targets import device_facts, import_tvm
 
-    from ..targets import device_facts
+    tvm = import_tvm()  # (sets the pool's threads: `runtime_threads`)
+    from tvm.rpc.server import PopenRPCServerState
 
     def facts() -> str:
         state = PopenRPCServerState.current
