@@ -425,9 +425,6 @@ class Lowerer:
                         lambda nm: self.flat(C.adaptive_pool(nm, shape, a.mode, a.output_size, layout)))
         self.call(k, (buf, shape), (self._fresh(n)[0], self.phys(n.out)[1]))
 
-    def _winograd(self, ch: ConvChain) -> bool:
-        return use_winograd(ch, self.sched, self.policy)
-
     def _winograd_conv(self, ch: ConvChain, xbuf: str, xs: tuple[int, ...], extra: list, obuf: str,
                        out: tuple[int, ...], opts: dict) -> None:
         """The input transform (16, P, C), 16 GEMMs against the weight transformed at load, (16, P, O), and the
@@ -464,7 +461,7 @@ class Lowerer:
         N, Cin, H, W = x.shape
         O = ch.weight.shape[0]
         Ho, Wo = end.out.shape[2:]
-        wino = self._winograd(ch)
+        wino = use_winograd(ch, self.sched, self.policy)
         ph, pw = a.padding
         tail = (Ho % 2, Wo % 2) if wino else (0, 0)  # Winograd reads whole 4 x 4 tiles
         buf, shape, _ = self.phys(x)
