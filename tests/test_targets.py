@@ -140,13 +140,15 @@ def test_the_fingerprint_is_computed_once_per_process_for_a_target():
     assert targets._fingerprint.cache_info().misses == 1
 
 
-def test_the_runtime_runs_on_every_physical_core_by_default(tmp_path):
+def test_the_runtime_runs_on_every_physical_core_by_default(monkeypatch):
     # TVM's own default halves the logical CPUs on x86 (assuming SMT): on a 2-vCPU VM without it, one thread
     import os
     import subprocess
     import sys
 
     from adntn_compiler.targets import runtime_threads
+
+    monkeypatch.delenv("TVM_NUM_THREADS", raising=False)  # (conftest pins it to 1 for the tests)
 
     code = """
 import numpy as np, tvm_ffi
