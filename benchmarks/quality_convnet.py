@@ -115,8 +115,14 @@ def row_names(rows, ratios) -> list[str]:
     return out
 
 
+BN = "+bn"  # a row suffix: batch norm right after each compressed layer (`compress(..., norm="batch")`)
+
+
 def spec_of(row: str) -> dict | None:
     """FC1's and FC2's compress spec (the same for both), or None for a dense head."""
+    if row.endswith(BN):
+        spec = spec_of(row[:-len(BN)])
+        return None if spec is None else dict(spec, norm="batch")
     if row == "lowrank":
         return dict(arch="lowrank", rank=1)  # no rank reaches 2,000x: rank 1 and its real ratio
     if row == "ttn-frozen":
@@ -155,6 +161,7 @@ def layer_params(model: nn.Module, row: str, features: int) -> tuple[int, float 
     if row == "no-layer":
         return 0, None, None
     fcs = [model[int(k)] for k in COMPRESSED]
+    fcs = [m[0] if isinstance(m, nn.Sequential) else m for m in fcs]  # (layer, batch norm) with +bn
     gens = [getattr(m, "gen", None) for m in fcs]
     n = sum(g.num_params if g is not None else m.weight.numel() for g, m in zip(gens, fcs))
     dense = features * HIDDEN + HIDDEN * HIDDEN
@@ -210,7 +217,8 @@ def plot(summary: list[dict], path: Path) -> None:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     by = {s["row"]: s for s in summary}
     for i, arch in enumerate(ARCHS):
-        pts = sorted((s for s in summary if s["row"].rpartition("-")[0] == arch), key=lambda s: s["ratio"])
+        pts = sorted((s for s in summary if s["row"].rpartition("-")[0] == arch and not s["row"].endswith(BN)),
+                     key=lambda s: s["ratio"])
         if pts:
             ax.errorbar([s["ratio"] for s in pts], [100 * s["acc_mean"] for s in pts], fmt="o-", color=f"C{i}",
                         label=arch, capsize=3, yerr=[[100 * (s["acc_mean"] - s["acc_min"]) for s in pts],
@@ -267,7 +275,7 @@ def parse(argv) -> argparse.Namespace:
     if a.quick:
         a.samples, a.test_samples, a.epochs, a.trunk_epochs, a.seeds = 384, 256, 1, 1, [0]
         a.rows, a.ratios = ["dense", "no-layer", "ttn", "tt", "ttn-frozen"], [20000]
-    known = set(SINGLE) | {f"{r}-{t}" for r in ARCHS for t in a.ratios}
+    known = set(SINGLE) | {f"{r}-{t}{bn}" for r in ARCHS for t in a.ratios for bn in ("", BN)}
     a.names = row_names(a.rows, a.ratios)
     if unknown := [r for r in a.names if r not in known and not any(r.startswith(f"{x}-") for x in ARCHS)]:
         ap.error(f"unknown rows {unknown}")
