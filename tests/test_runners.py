@@ -182,7 +182,7 @@ def test_qemu_tuning_counts_a_models_convs_as_one_conv_bundles():
     torch.manual_seed(0)
     m = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3)).eval()
     x = torch.randn(1, 4, 10, 10)
-    recs = tune(m, target="arm64", example_inputs=(x,), budget_s=20.0, progress=False, runner="qemu")
+    recs = tune(m, target="arm64", example_inputs=(x,), budget_s=8.0, progress=False, runner="qemu")
     assert len(recs.convs) == 2 and recs.unit == "instructions"
     for key, r in recs.convs.items():
         assert r["where"] == ["qemu:arm64"] and r["candidates"] >= 3, key
