@@ -27,6 +27,7 @@ one there (75.9 % vs 78.1 %).
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Sequence
 
 from ..errors import AdntnError, ConfigError
@@ -61,7 +62,8 @@ def candidates(shape: Sequence[int], arch: str, legs_options: Sequence[int] = LE
 def config_for_ratio(shape: Sequence[int], arch: str, ratio: float, **fixed: Any) -> dict[str, Any]:
     """Keyword arguments for `make(arch, shape, ...)` giving a compression ratio >= `ratio`."""
     found = _ranked(candidates(shape, arch, **dict(fixed)), arch, ratio)
-    if "legs" not in fixed and found and found[0][0][0] < min(shape):  # only a higher rank bound takes more legs
+    full = min(shape[0], math.prod(shape[1:]))  # (a conv's W is O x C*kh*kw)
+    if "legs" not in fixed and found and found[0][0][0] < full:  # only a higher rank bound takes more legs
         found = [f for f in _ranked(candidates(shape, arch, EXTRA_LEGS, **dict(fixed)), arch, ratio)
                  if f[0][0] > found[0][0][0]] + found
     if not found:
