@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -63,7 +64,7 @@ def test_compiling_needs_a_c_compiler_and_loading_does_not(saved, tmp_path, monk
     _, path, x = saved
     empty = tmp_path / "bin"
     empty.mkdir()
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("CC", "CXX")}
+    env = {k: v for k, v in os.environ.items() if k not in ("CC", "CXX")}
     code = f"""
 import numpy as np
 import adntn_compiler as adntn
