@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 import adntn_compiler as adntn
 from adntn_compiler.errors import ConfigError
+from adntn_compiler.training.data import augment_signals
 from adntn_compiler.training.train import SCHEDULES, distill, train_classifier
 
 RATIOS = (2000, 20000)
@@ -104,7 +105,8 @@ def build(row: dict, seed: int) -> nn.Module:
         return model
     if row["arch"] == "narrow":
         return mlp(row["width"])
-    return adntn.compress(mlp(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed,
+    recipe = dict(norm="batch" if row.get("bn") else None, dropout=row.get("dropout", 0.0))
+    return adntn.compress(mlp(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed, **recipe,
                                             **FIXED.get(row["arch"], {}))})
 
 
@@ -114,13 +116,14 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def train(model: nn.Module, data, epochs: int, lr: float, batch: int = 128, seed: int = 0,
-          core_lr: float | None = None, schedule: str = "cosine", teacher: torch.Tensor | None = None):
+          core_lr: float | None = None, schedule: str = "cosine", teacher: torch.Tensor | None = None,
+          augment=None):
     """Train (or distill from the teacher's logits on the training set); test accuracy after every epoch."""
     xtr, ytr, xte, yte = data
     kw = dict(epochs=epochs, lr=lr, batch_size=batch, seed=seed, core_lr=core_lr, schedule=schedule,
               evaluate=lambda m: accuracy(m, xte, yte))
     if teacher is None:
-        res = train_classifier(model, xtr, ytr, **kw)
+        res = train_classifier(model, xtr, ytr, augment=augment, **kw)
     else:
         res = distill(model, teacher, (xtr, ytr), progress=False, **kw)
     return res.metrics[-1], statistics.median(res.epoch_s), res.losses, res.metrics
@@ -179,8 +182,11 @@ def rows_to_run(quick: bool, targets=RATIOS, archs=None) -> list[dict]:
 
 
 def label(row: dict) -> str:
-    """The row's name in the table: arch, +kd when distilled, @N when trained for a study's N epochs."""
-    return row["arch"] + ("+kd" if row.get("kd") else "") + (f"@{row['epochs']}" if row.get("epochs") else "")
+    """The row's name in the table: arch, +bn with batch norm after the compressed layer, +dropP with dropout P
+    after it, +aug when trained on augmented batches, +kd when distilled, @N when trained for a study's N epochs."""
+    return (row["arch"] + ("+bn" if row.get("bn") else "") + (f"+drop{row['dropout']:g}" if row.get("dropout") else "")
+            + ("+aug" if row.get("aug") else "") + ("+kd" if row.get("kd") else "")
+            + (f"@{row['epochs']}" if row.get("epochs") else ""))
 
 
 def key(row: dict, seed: int) -> str:
@@ -287,6 +293,10 @@ def main(argv=None):
                     help="only the distilled rows (--kd) or only the others (--no-kd); default both")
     ap.add_argument("--study", type=int, nargs="+", default=[],
                     help="epoch study: also train dense and ttn 2,000x (seed 0) for these epoch counts")
+    ap.add_argument("--bn", action="store_true", help="batch norm right after each compressed layer (rows +bn)")
+    ap.add_argument("--dropout", type=float, default=0.0, help="dropout after each compressed layer (rows +dropP)")
+    ap.add_argument("--augment", action="store_true",
+                    help="train every mnist1d row on augmented batches (`augment_signals()`; rows +aug)")
     ap.add_argument("--out", default="benchmarks/results/quality.json")
     ap.add_argument("--merge", nargs="+", default=[], help="add the runs of these result files to --out first")
     ap.add_argument("--untrained-layer", action="store_true",
@@ -303,6 +313,11 @@ def main(argv=None):
     data = {"mnist1d": mnist1d_data(samples)}
     rows = [r for r in rows_to_run(a.quick, tuple(a.targets or RATIOS), a.archs)
             if (not a.archs or r["arch"] in a.archs) and (a.kd is None or bool(r.get("kd")) == a.kd)]
+    recipe = dict(bn=True) if a.bn else {}
+    recipe.update(dict(dropout=a.dropout) if a.dropout else {})
+    rows = [dict(r, **recipe) if r["task"] == "mnist1d" and r["arch"] in ADNTN_ARCHS + BASELINES[:2] else r
+            for r in rows]
+    rows = [dict(r, aug=True) if a.augment and r["task"] == "mnist1d" and not r.get("kd") else r for r in rows]
     jobs = [(row, s) for s in seeds for row in rows]  # seed-major
     jobs += [(dict(task="mnist1d", arch=arch, target=t, epochs=n), 0) for n in a.study if n != epochs
              for arch, t in (("dense", 1), ("ttn", 2000))]
@@ -327,11 +342,13 @@ def main(argv=None):
                        if row.get("kd") else None)
             model = build(row, seed)
             layer = model[2] if row["task"] == "mnist1d" else model[7]
+            layer = layer[0] if isinstance(layer, nn.Sequential) else layer  # (layer, batch norm, dropout)
             if a.untrained_layer:
                 layer.requires_grad_(False)
             gen = getattr(layer, "gen", None)
             acc, epoch_s, losses, curve = train(model, data[row["task"]], n_epochs, a.lr, seed=seed,
-                                                core_lr=a.core_lr, schedule=a.schedule, teacher=teacher)
+                                                core_lr=a.core_lr, schedule=a.schedule, teacher=teacher,
+                                                augment=augment_signals() if row.get("aug") else None)
             if row["task"] == "mnist1d" and row["arch"] == "dense" and not a.untrained_layer:  # the +kd rows' teacher
                 save_teacher(model, data["mnist1d"], teacher_file(seed, n_epochs, a.lr, a.schedule, samples))
             if gen:

@@ -70,3 +70,43 @@ def test_mnist1d_generates_any_size_reproducibly():
     assert calm.x_train.std(0).mean() < a.x_train.std(0).mean()
     with pytest.raises(ConfigError, match="num_samples"):
         mnist1d(3)
+
+
+def test_augment_signals_shifts_scales_and_adds_noise_per_signal():
+    from adntn_compiler.training.data import augment_signals
+
+    x = torch.arange(40, dtype=torch.float32).repeat(64, 1)  # a ramp: a shift by s adds -s everywhere inside
+    g = torch.Generator().manual_seed(0)
+    shifted = augment_signals(shift=3, scale=0, noise=0)(x, g)
+    offsets = (x - shifted)[:, 3:-3]  # away from the repeated edges
+    assert (offsets == offsets[:, :1]).all(), "one translation per signal"
+    assert set(offsets[:, 0].tolist()) == {-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0}
+    gains = augment_signals(shift=0, scale=0.5, noise=0)(x + 1, g) / (x + 1)
+    assert (gains - gains[:, :1]).abs().max() < 1e-5 and 0.5 <= gains.min() and gains.max() <= 1.5
+    assert gains.std() > 0.1
+    noisy = augment_signals(shift=0, scale=0, noise=0.1)(x, g) - x
+    assert noisy.std().item() == pytest.approx(0.1 * x.std().item(), rel=0.1)
+    a, b = (augment_signals()(x, torch.Generator().manual_seed(7)) for _ in range(2))
+    assert torch.equal(a, b), "the draws come from the given generator only"
+    with pytest.raises(ConfigError, match=r"signals must be \(N, L\), got shape \(64, 1, 40\)"):
+        augment_signals()(x[:, None], g)
+    with pytest.raises(ConfigError, match="option shift must be a number >= 0.*got 1.5"):
+        augment_signals(shift=1.5)
+
+
+def test_augment_images_translates_and_flips_flat_or_shaped_images():
+    from adntn_compiler.training.data import augment_images
+
+    img = torch.zeros(1, 1, 8, 8)
+    img[0, 0, 3, 2] = 1.0  # one lit pixel: where it lands tells the translation and the flip
+    x = img.repeat(200, 1, 1, 1)
+    out = augment_images((1, 8, 8), shift=2)(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.equal(out.sum((1, 2, 3)), torch.ones(200))
+    pos = out.flatten(1).argmax(1)
+    rows, cols = (pos // 8).tolist(), (pos % 8).tolist()
+    assert set(rows) == {1, 2, 3, 4, 5}
+    assert {c for c in cols if c <= 4} == {0, 1, 2, 3, 4} and {c for c in cols if c >= 5} == {5, 6, 7}  # flips
+    flat = augment_images((1, 8, 8), shift=2)(x.flatten(1), torch.Generator().manual_seed(0))
+    assert torch.equal(flat, out.flatten(1))
+    with pytest.raises(ConfigError, match=r"image of shape \(1, 28, 28\) has 784 values, the batch's have 64"):
+        augment_images()(x, torch.Generator())

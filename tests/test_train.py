@@ -200,3 +200,34 @@ def test_ratio_search_gives_ttn_interleaved_legs_on_fashion_mnist_fc1():
         assert gen.padding_overhead == 1.0
     # mera keeps the parameter count first (its separated layout lost to binary there): unchanged
     assert adntn.config_for_ratio((4096, 784), "mera", 2000)["layout"] == "binary"
+
+
+def test_train_classifier_augments_each_training_batch_only():
+    import torch
+    from torch import nn
+
+    from adntn_compiler.errors import ConfigError
+    from adntn_compiler.training.train import train_classifier
+
+    seen = []
+
+    def augment(x, g):
+        seen.append(x.clone())
+        return x + torch.randn(x.shape, generator=g)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 3))
+    x, y = torch.randn(100, 8), torch.randint(0, 3, (100,))
+    evaluated = []
+    train_classifier(model, x, y, epochs=2, batch_size=32, augment=augment,
+                     evaluate=lambda m: evaluated.append(1) or 0.0)
+    assert len(seen) == 8 and sorted(len(b) for b in seen[:4]) == [4, 32, 32, 32]  # 4 batches per epoch
+    assert all(any(torch.equal(b[0], row) for row in x) for b in seen), "the hook gets the data as it is"
+    assert evaluated == [1, 1]
+    same = [nn.Sequential(nn.Linear(8, 3)) for _ in range(2)]
+    same[1].load_state_dict(same[0].state_dict())
+    for m in same:  # the draws come from the loop's seeded generator: reproducible
+        train_classifier(m, x, y, epochs=1, augment=lambda x, g: x + torch.randn(x.shape, generator=g))
+    assert torch.equal(same[0][0].weight, same[1][0].weight)
+    with pytest.raises(ConfigError, match="augment must be a function"):
+        train_classifier(model, x, y, epochs=1, augment="shift")

@@ -102,3 +102,57 @@ def mnist1d(num_samples: int = 5000, seed: int = 0, shift: int | None = None, sc
     f32 = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
     i64 = lambda a: torch.from_numpy(np.asarray(a, np.int64))  # noqa: E731
     return Dataset(f32(d["x"]), i64(d["y"]), f32(d["x_test"]), i64(d["y_test"]), classes=10)
+
+
+# ---------------------------------------------------------------- batch augmentations, `train_classifier(augment=)`
+# Each is aug(x, generator) -> x', new random draws per batch from the training loop's seeded generator, so that
+# every data-parallel rank augments its global batch the same way.
+def augment_signals(shift: int = 2, scale: float = 0.1, noise: float = 0.05):
+    """For 1-D signals (N, L): a random translation of up to `shift` samples (edges repeated), a gain in
+    [1 - scale, 1 + scale] and Gaussian noise of std `noise` times the batch's std, per signal."""
+    import torch
+
+    _check_aug(shift=shift, scale=scale, noise=noise)
+
+    def aug(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if x.ndim != 2:
+            raise ConfigError(f"augment_signals: signals must be (N, L), got shape {tuple(x.shape)}")
+        n, length = x.shape
+        s = torch.randint(-shift, shift + 1, (n, 1), generator=g)
+        x = x.gather(1, (torch.arange(length) - s).clamp(0, length - 1))
+        x = x * (1 + scale * (2 * torch.rand(n, 1, generator=g) - 1))
+        return x + noise * x.std() * torch.randn(x.shape, generator=g)
+
+    return aug
+
+
+def augment_images(shape: tuple[int, int, int] = (1, 28, 28), shift: int = 2, flip: bool = True):
+    """For images (N, C, H, W), or flat (N, C*H*W) of that `shape`: a random translation of up to `shift`
+    pixels (zero padding) and, with `flip`, a horizontal flip of half the images."""
+    import torch
+    import torch.nn.functional as F
+
+    _check_aug(shift=shift)
+    c, h, w = shape
+
+    def aug(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if x[0].numel() != c * h * w:
+            raise ConfigError(f"augment_images: an image of shape {shape} has {c * h * w} values, the batch's have "
+                              f"{x[0].numel()} (shape {tuple(x.shape)})")
+        n = len(x)
+        padded = F.pad(x.reshape(n, c, h, w), (shift,) * 4)
+        rows = torch.randint(0, 2 * shift + 1, (n, 1), generator=g) + torch.arange(h)
+        cols = torch.randint(0, 2 * shift + 1, (n, 1), generator=g) + torch.arange(w)
+        if flip:
+            cols = torch.where(torch.rand(n, 1, generator=g) < 0.5, cols.flip(1), cols)
+        out = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                     rows[:, None, :, None], cols[:, None, None, :]]
+        return out.reshape(x.shape)
+
+    return aug
+
+
+def _check_aug(**values) -> None:
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or (name == "shift" and v != int(v)):
+            raise ConfigError(f"augmentation option {name} must be a number >= 0 (an integer for shift), got {v!r}")

@@ -255,7 +255,7 @@ def _batches(data, batch_size: int, g: torch.Generator, steps: int | None):
 
 def _loop(model, data, loss_fn, epochs: int, lr: float, batch_size: int, seed: int, core_lr, schedule: str,
           warmup: float, params: str, train_mode: bool, steps: int | None, evaluate, progress: bool,
-          desc: str, weight_decay: float = 0.0) -> TrainResult:
+          desc: str, weight_decay: float = 0.0, augment=None) -> TrainResult:
     import time
 
     if epochs < 1:
@@ -286,6 +286,8 @@ def _loop(model, data, loss_fn, epochs: int, lr: float, batch_size: int, seed: i
             t, total, count = time.perf_counter(), 0.0, 0
             for idx, batch in _batches(data, batch_size, g, steps):
                 n = len(batch[0])
+                if augment is not None:  # on the global batch, before sharding: every rank draws the same
+                    batch = (augment(batch[0], g), *batch[1:])
                 mine = w.shard(batch if idx is None else (idx, *batch), n)  # this rank's rows of the global batch
                 loss, value = scaled(w, *loss_fn(net, *((None, mine) if idx is None else (mine[0], mine[1:]))))
                 opt.zero_grad()
@@ -332,19 +334,24 @@ def _as_tuple(data) -> tuple:
 def train_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float = 1e-3,
                      batch_size: int = 128, seed: int = 0, core_lr: float | None = None, schedule: str = "cosine",
                      warmup: float = 0.05, evaluate=None, progress: bool = False,
-                     weight_decay: float = 0.0) -> TrainResult:
+                     weight_decay: float = 0.0, augment=None) -> TrainResult:
     """End-to-end task training with cross-entropy and the recipe above. `core_lr` gives the ADNTN cores their
     own learning rate (the other parameters keep `lr`); `evaluate(model) -> float` is recorded after each epoch.
     `weight_decay` adds weight_decay / 2 * `weight_norm2(model)` to the loss: the Frobenius norm of each ADNTN
     layer's generated weight (a penalty on the cores would not bound W: the scale and the activations sit
-    between them) and of the ordinary Linear / Conv2d weights."""
+    between them) and of the ordinary Linear / Conv2d weights. `augment(x, generator) -> x` transforms each
+    training batch's inputs (`adntn_compiler.training.data.augment_signals` / `augment_images`); evaluation sees
+    the data as it is."""
     import torch.nn.functional as F
+
+    if augment is not None and not callable(augment):
+        raise ConfigError(f"augment must be a function (x, generator) -> x, got {type(augment).__name__}")
 
     def loss(net, idx, batch):
         return F.cross_entropy(net(batch[0]), batch[1], reduction="sum"), torch.tensor(float(len(batch[0])))
 
     return _loop(model, _as_tuple((x, y)), loss, epochs, lr, batch_size, seed, core_lr, schedule, warmup, "all",
-                 True, None, evaluate, progress, "train", weight_decay)
+                 True, None, evaluate, progress, "train", weight_decay, augment)
 
 
 def _outputs(teacher, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
