@@ -349,7 +349,7 @@ def main(argv=None):
             acc, epoch_s, losses, curve = train(model, data[row["task"]], n_epochs, a.lr, seed=seed,
                                                 core_lr=a.core_lr, schedule=a.schedule, teacher=teacher,
                                                 augment=augment_signals() if row.get("aug") else None)
-            if row["task"] == "mnist1d" and row["arch"] == "dense" and not a.untrained_layer:  # the +kd rows' teacher
+            if row["task"] == "mnist1d" and label(row) == "dense" and not a.untrained_layer:  # the +kd rows' teacher
                 save_teacher(model, data["mnist1d"], teacher_file(seed, n_epochs, a.lr, a.schedule, samples))
             if gen:
                 layer_params, ratio = gen.num_params, gen.compression_ratio
