@@ -182,9 +182,11 @@ def rows_to_run(quick: bool, targets=RATIOS, archs=None) -> list[dict]:
 
 
 def label(row: dict) -> str:
-    """The row's name in the table: arch, +bn with batch norm after the compressed layer, +dropP with dropout P
-    after it, +aug when trained on augmented batches, +kd when distilled, @N when trained for a study's N epochs."""
+    """The row's name in the table: arch, then the recipe's options: +bn (batch norm after the compressed layer),
+    +dropP (dropout P after it), +corelrX (the cores at learning rate X), +aug (augmented batches), +kd
+    (distilled), @N (a study's N epochs)."""
     return (row["arch"] + ("+bn" if row.get("bn") else "") + (f"+drop{row['dropout']:g}" if row.get("dropout") else "")
+            + (f"+corelr{row['core_lr']:g}" if row.get("core_lr") else "")
             + ("+aug" if row.get("aug") else "") + ("+kd" if row.get("kd") else "")
             + (f"@{row['epochs']}" if row.get("epochs") else ""))
 
@@ -238,19 +240,22 @@ def plot(summary: list[dict], path: Path) -> None:
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw=dict(width_ratios=[3, 2]))
     pts = [s for s in summary if s["task"] == "mnist1d" and not s.get("unreachable") and "@" not in s["arch"]]
-    for arch, ls, lbl in (("dense", "--", "dense 4096x4096"), ("frozen", ":", "random 4096x4096, not trained")):
-        ref = [s for s in pts if s["arch"] == arch]
-        if ref:
-            ax.axhline(100 * ref[0]["acc_mean"], color="k", ls=ls, label=lbl)
-    for i, arch in enumerate(ADNTN_ARCHS + BASELINES + ("brickwall",)):
-        for kd in ("", "+kd"):
-            ss = sorted((s for s in pts if s["arch"] == arch + kd), key=lambda s: s["ratio"])
-            if ss:
-                # the narrow MLP matches the total parameter count of the row's target: plot it at that target
-                ax.errorbar([s["target"] if arch == "narrow" else s["ratio"] for s in ss],
-                            [100 * s["acc_mean"] for s in ss], yerr=[100 * s.get("acc_std", 0) for s in ss],
-                            marker="o" if arch in ADNTN_ARCHS else "s", ls="--" if kd else "-", color=f"C{i}",
-                            capsize=3, label=arch + (" distilled" if kd else ""))
+    names = sorted({s["arch"] for s in pts})
+    for name in (n for n in names if n.split("+")[0] in ("dense", "frozen")):
+        ref = next(s for s in pts if s["arch"] == name)
+        ax.axhline(100 * ref["acc_mean"], color="k", ls=":" if name == "frozen" else "--" if name == "dense" else "-.",
+                   label={"dense": "dense 4096x4096", "frozen": "random 4096x4096, not trained"}.get(name, name))
+    archs = ADNTN_ARCHS + BASELINES + ("brickwall",)
+    for name in (n for n in names if n.split("+")[0] in archs):
+        arch, variant = name.split("+")[0], name[len(name.split("+")[0]):]
+        ss = sorted((s for s in pts if s["arch"] == name), key=lambda s: s["ratio"])
+        # the narrow MLP matches the total parameter count of the row's target: plot it at that target
+        ax.errorbar([s["target"] if arch == "narrow" else s["ratio"] for s in ss],
+                    [100 * s["acc_mean"] for s in ss], yerr=[100 * s.get("acc_std", 0) for s in ss],
+                    marker="o" if arch in ADNTN_ARCHS else "s",
+                    ls="--" if variant == "+kd" else ":" if variant else "-",
+                    color=f"C{archs.index(arch)}", capsize=3,
+                    label=arch + (" distilled" if variant == "+kd" else variant))
     ax.set_xscale("log")
     ax.set_xlabel("compression ratio of the 4096x4096 layer\n(narrow MLP: same total parameters as that ratio)")
     ax.set_ylabel("mnist1d test accuracy (%)")
@@ -315,6 +320,7 @@ def main(argv=None):
             if (not a.archs or r["arch"] in a.archs) and (a.kd is None or bool(r.get("kd")) == a.kd)]
     recipe = dict(bn=True) if a.bn else {}
     recipe.update(dict(dropout=a.dropout) if a.dropout else {})
+    recipe.update(dict(core_lr=a.core_lr) if a.core_lr else {})  # (rows without cores ignore it)
     rows = [dict(r, **recipe) if r["task"] == "mnist1d" and r["arch"] in ADNTN_ARCHS + BASELINES[:2] else r
             for r in rows]
     rows = [dict(r, aug=True) if a.augment and r["task"] == "mnist1d" and not r.get("kd") else r for r in rows]

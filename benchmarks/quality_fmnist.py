@@ -15,7 +15,8 @@ decay to 0, batch 128), several seeds, test accuracy on the 10,000 test images a
   lose, or the trained layer has learned nothing;
 - recipe options on the ttn (`--rows` opts in): ttn+bn (batch norm after FC1, `compress`'s norm="batch"),
   ttn+drop (dropout 0.2 after the ReLU), ttn+wd (`weight_decay` on the generated weight), ttn+bn+corelr (batch
-  norm and the cores at learning rate 3e-3).
+  norm and the cores at learning rate 3e-3); dense+aug, tt+aug, ttn+aug train on augmented batches
+  (`augment_images()`: random shifts of up to 2 pixels, horizontal flips).
 
     python benchmarks/quality_fmnist.py [--epochs 8] [--seeds 0 1 2] [--samples 12000] [--rows ttn tt]
                                         [--json benchmarks/results/quality_fmnist.json] [--plot PNG] [--merge a.json]
@@ -42,6 +43,7 @@ sys.path.insert(0, str(HERE))
 from quality import accuracy, count  # noqa: E402  (the mnist1d benchmark's helpers)
 
 import adntn_compiler as adntn  # noqa: E402
+from adntn_compiler.training.data import augment_images  # noqa: E402
 from adntn_compiler.training.train import train_classifier  # noqa: E402
 
 RATIO = 2000
@@ -62,6 +64,10 @@ ROWS = {
     "ttn+drop": dict(spec=dict(arch="ttn", ratio=RATIO), dropout=0.2),
     "ttn+wd": dict(spec=dict(arch="ttn", ratio=RATIO), weight_decay=1e-4),
     "ttn+bn+corelr": dict(spec=dict(arch="ttn", ratio=RATIO, norm="batch"), train=dict(core_lr=3e-3)),
+    # augmented batches (shifts of up to 2 pixels, horizontal flips), on every model
+    "dense+aug": dict(train=dict(augment=augment_images())),
+    "tt+aug": dict(spec=dict(arch="tt", ratio=RATIO), train=dict(augment=augment_images())),
+    "ttn+aug": dict(spec=dict(arch="ttn", ratio=RATIO), train=dict(augment=augment_images())),
 }
 DEFAULT_ROWS = ("logistic", "dense", "tt", "lowrank", "narrow", "ttn-binary", "ttn", "mera", "ttn-frozen")
 
