@@ -32,6 +32,12 @@ def test_quality_quick(tmp_path, monkeypatch):
     assert next(s for s in merged if s["arch"] == "frozen")["acc_mean"] == 0.5
     assert len(json.loads(out.read_text())["runs"]) == len(runs) + 1
 
+    # the recipe's options make rows of their own, beside the plain ones
+    variant = main(["--quick", "--out", str(out), "--archs", "ttn", "--no-kd", "--augment", "--bn",
+                    "--core-lr", "3e-3"])
+    assert "ttn+bn+corelr0.003+aug" in {s["arch"] for s in variant} and "ttn" in {s["arch"] for s in variant}
+    assert len(json.loads(out.read_text())["runs"]) == len(runs) + 2
+
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
