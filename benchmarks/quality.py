@@ -125,7 +125,7 @@ def train(model: nn.Module, data, epochs: int, lr: float, batch: int = 128, seed
     if teacher is None:
         res = train_classifier(model, xtr, ytr, augment=augment, **kw)
     else:
-        res = distill(model, teacher, (xtr, ytr), progress=False, **kw)
+        res = distill(model, teacher, (xtr, ytr), progress=False, augment=augment, **kw)
     return res.metrics[-1], statistics.median(res.epoch_s), res.losses, res.metrics
 
 
@@ -140,11 +140,36 @@ def teacher_logits(data, seed: int, epochs: int, lr: float, schedule: str, sampl
     return save_teacher(model, data, f)
 
 
-def teacher_file(seed: int, epochs: int, lr: float, schedule: str, samples: int) -> Path:
+def teacher_file(seed: int, epochs: int, lr: float, schedule: str, samples: int, aug: bool = False) -> Path:
     import os
 
     cache = Path(os.environ.get("ADNTN_CACHE", Path.home() / ".cache" / "adntn")) / "quality-teachers"
-    return cache / f"mnist1d-{samples}-{schedule}-{epochs}ep-lr{lr:g}-seed{seed}.npy"
+    name = f"mnist1d-{samples}-{schedule}-{epochs}ep-lr{lr:g}-seed{seed}"
+    return cache / (f"{name}-aug.safetensors" if aug else f"{name}.npy")
+
+
+def teacher_model(data, seed: int, epochs: int, lr: float, schedule: str, samples: int) -> nn.Module:
+    """The dense+aug model of this seed, for the +aug+kd rows: with augmented batches the teacher must see each
+    batch as the student does, so the model itself is cached (safetensors), not its logits."""
+    from safetensors.torch import load_file
+
+    f = teacher_file(seed, epochs, lr, schedule, samples, aug=True)
+    model = build(dict(task="mnist1d", arch="dense"), seed)
+    if f.exists():
+        model.load_state_dict(load_file(f))
+        return model.eval()
+    train(model, data, epochs, lr, seed=seed, schedule=schedule, augment=augment_signals())
+    save_teacher_model(model, f)
+    return model.eval()
+
+
+def save_teacher_model(model: nn.Module, f: Path) -> None:
+    from safetensors.torch import save_file
+
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(f)  # atomic: a parallel run never reads half a file
 
 
 def save_teacher(model: nn.Module, data, f: Path) -> torch.Tensor:
@@ -323,7 +348,7 @@ def main(argv=None):
     recipe.update(dict(core_lr=a.core_lr) if a.core_lr else {})  # (rows without cores ignore it)
     rows = [dict(r, **recipe) if r["task"] == "mnist1d" and r["arch"] in ADNTN_ARCHS + BASELINES[:2] else r
             for r in rows]
-    rows = [dict(r, aug=True) if a.augment and r["task"] == "mnist1d" and not r.get("kd") else r for r in rows]
+    rows = [dict(r, aug=True) if a.augment and r["task"] == "mnist1d" else r for r in rows]
     jobs = [(row, s) for s in seeds for row in rows]  # seed-major
     jobs += [(dict(task="mnist1d", arch=arch, target=t, epochs=n), 0) for n in a.study if n != epochs
              for arch, t in (("dense", 1), ("ttn", 2000))]
@@ -344,8 +369,9 @@ def main(argv=None):
             if row["task"] not in data:
                 data[row["task"]] = mnist5000_data()
             n_epochs = 5 if row["task"] == "mnist5000" else row.get("epochs", epochs)
-            teacher = (teacher_logits(data["mnist1d"], seed, n_epochs, a.lr, a.schedule, samples)
-                       if row.get("kd") else None)
+            teacher = None if not row.get("kd") else (
+                teacher_model if row.get("aug") else teacher_logits)(data["mnist1d"], seed, n_epochs, a.lr, a.schedule,
+                                                                      samples)
             model = build(row, seed)
             layer = model[2] if row["task"] == "mnist1d" else model[7]
             layer = layer[0] if isinstance(layer, nn.Sequential) else layer  # (layer, batch norm, dropout)
@@ -357,6 +383,8 @@ def main(argv=None):
                                                 augment=augment_signals() if row.get("aug") else None)
             if row["task"] == "mnist1d" and label(row) == "dense" and not a.untrained_layer:  # the +kd rows' teacher
                 save_teacher(model, data["mnist1d"], teacher_file(seed, n_epochs, a.lr, a.schedule, samples))
+            if row["task"] == "mnist1d" and label(row) == "dense+aug" and not a.untrained_layer:  # +aug+kd's
+                save_teacher_model(model, teacher_file(seed, n_epochs, a.lr, a.schedule, samples, aug=True))
             if gen:
                 layer_params, ratio = gen.num_params, gen.compression_ratio
             elif row["arch"] == "frozen":  # regenerable from the seed: nothing stored

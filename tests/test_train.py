@@ -231,3 +231,31 @@ def test_train_classifier_augments_each_training_batch_only():
     assert torch.equal(same[0][0].weight, same[1][0].weight)
     with pytest.raises(ConfigError, match="augment must be a function"):
         train_classifier(model, x, y, epochs=1, augment="shift")
+
+
+def test_distill_with_augment_shows_the_teacher_the_students_augmented_batch():
+    import torch
+    from torch import nn
+
+    from adntn_compiler.errors import ConfigError
+    from adntn_compiler.training.train import distill
+
+    class Recorder(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.seen = inner, []
+
+        def forward(self, x):
+            self.seen.append(x.clone())
+            return self.inner(x)
+
+    torch.manual_seed(0)
+    teacher, student = Recorder(nn.Linear(8, 3)), Recorder(nn.Linear(8, 3))
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    distill(student, teacher, (x, y), epochs=1, batch_size=32, progress=False,
+            augment=lambda x, g: x + 10 * torch.randn(x.shape, generator=g))
+    assert len(teacher.seen) == len(student.seen) == 2
+    assert all(torch.equal(t, s) for t, s in zip(teacher.seen, student.seen))
+    assert all(t.abs().mean() > 5 for t in teacher.seen), "the teacher saw augmented inputs, not the data as it is"
+    with pytest.raises(ConfigError, match="precomputed teacher outputs cannot follow augmented inputs"):
+        distill(student, torch.zeros(64, 3), (x, y), epochs=1, augment=lambda x, g: x)

@@ -364,7 +364,7 @@ def distill(student: torch.nn.Module, teacher, data, epochs: int = 12, lr: float
             temperature: float = 4.0, alpha: float = 0.9, loss: str = "kl", steps: int | None = None,
             seed: int = 0, core_lr: float | None = None, schedule: str = "cosine", warmup: float = 0.05,
             params: str = "all", train_mode: bool = True, evaluate=None, progress: bool = True,
-            weight_decay: float = 0.0) -> TrainResult:
+            weight_decay: float = 0.0, augment=None) -> TrainResult:
     """Train `student` (a model where some layers were compressed) to match `teacher` (the dense model).
 
     loss="kl": alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * cross-entropy on the
@@ -375,7 +375,8 @@ def distill(student: torch.nn.Module, teacher, data, epochs: int = 12, lr: float
     data(generator) -> x or (x, y) (augmented crops; one epoch = `steps` calls). teacher: a module, or (for
     tensor data) a tensor of its outputs on x, which are then computed once. params="compressed" trains only the
     ADNTN layers' parameters; train_mode=False keeps batch norm and dropout in eval mode (tiny batches).
-    weight_decay: as in `train_classifier`."""
+    weight_decay, augment: as in `train_classifier`; with `augment` the teacher sees the same augmented batch as
+    the student, so it must be a module."""
     import torch.nn.functional as F
 
     if loss not in ("kl", "mse"):
@@ -384,12 +385,16 @@ def distill(student: torch.nn.Module, teacher, data, epochs: int = 12, lr: float
         raise ConfigError(f"need temperature > 0 and 0 <= alpha <= 1, got {temperature}, {alpha}")
     data = _as_tuple(data)
     cached = None
+    if augment is not None and not callable(augment):
+        raise ConfigError(f"augment must be a function (x, generator) -> x, got {type(augment).__name__}")
     if isinstance(teacher, torch.Tensor):
+        if augment is not None:
+            raise ConfigError("precomputed teacher outputs cannot follow augmented inputs; pass the teacher module")
         if callable(data) or len(teacher) != len(data[0]):
             raise ShapeError(f"teacher outputs ({tuple(teacher.shape)}) must be given for every one of the "
                              f"{'sampled' if callable(data) else len(data[0])} inputs; pass the teacher module")
         cached = teacher.detach()
-    elif not callable(data):
+    elif not callable(data) and augment is None:
         cached = _outputs(teacher, data[0])  # tensor data: the teacher's outputs are the same every epoch
     else:
         teacher.eval()
@@ -414,7 +419,7 @@ def distill(student: torch.nn.Module, teacher, data, epochs: int = 12, lr: float
         return alpha * soft + (1 - alpha) * F.cross_entropy(s, y, reduction="sum"), n
 
     return _loop(student, data, objective, epochs, lr, batch_size, seed, core_lr, schedule, warmup, params,
-                 train_mode, steps, evaluate, progress, f"distill ({loss})", weight_decay)
+                 train_mode, steps, evaluate, progress, f"distill ({loss})", weight_decay, augment)
 
 
 def same_budget(shape: Sequence[int], arch: str, params: int, **fixed) -> Generator:
