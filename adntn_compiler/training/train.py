@@ -262,6 +262,8 @@ def _loop(model, data, loss_fn, epochs: int, lr: float, batch_size: int, seed: i
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
     if not weight_decay >= 0:
         raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
+    if augment is not None and not callable(augment):
+        raise ConfigError(f"augment must be a function (x, generator) -> x, got {type(augment).__name__}")
     if weight_decay:
         task_loss = loss_fn
 
@@ -344,9 +346,6 @@ def train_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, e
     the data as it is."""
     import torch.nn.functional as F
 
-    if augment is not None and not callable(augment):
-        raise ConfigError(f"augment must be a function (x, generator) -> x, got {type(augment).__name__}")
-
     def loss(net, idx, batch):
         return F.cross_entropy(net(batch[0]), batch[1], reduction="sum"), torch.tensor(float(len(batch[0])))
 
@@ -385,8 +384,6 @@ def distill(student: torch.nn.Module, teacher, data, epochs: int = 12, lr: float
         raise ConfigError(f"need temperature > 0 and 0 <= alpha <= 1, got {temperature}, {alpha}")
     data = _as_tuple(data)
     cached = None
-    if augment is not None and not callable(augment):
-        raise ConfigError(f"augment must be a function (x, generator) -> x, got {type(augment).__name__}")
     if isinstance(teacher, torch.Tensor):
         if augment is not None:
             raise ConfigError("precomputed teacher outputs cannot follow augmented inputs; pass the teacher module")
