@@ -15,6 +15,7 @@ at other epoch counts: the epochs chosen for the recipe.
     python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--archs ttn tt] [--targets 2000] [--kd | --no-kd]
                                  [--out benchmarks/results/quality.json] [--merge other.json ...]
                                  [--schedule cosine|constant] [--study 6 24] [--untrained-layer]
+                                 [--augment] [--bn] [--dropout P] [--core-lr X] [--samples 50000]
 
 Runs of different rows can go to separate files in parallel processes and be merged afterwards.
 
@@ -345,7 +346,7 @@ def main(argv=None):
             if (not a.archs or r["arch"] in a.archs) and (a.kd is None or bool(r.get("kd")) == a.kd)]
     recipe = dict(bn=True) if a.bn else {}
     recipe.update(dict(dropout=a.dropout) if a.dropout else {})
-    recipe.update(dict(core_lr=a.core_lr) if a.core_lr else {})  # (rows without cores ignore it)
+    recipe.update(dict(core_lr=a.core_lr) if a.core_lr else {})  # a row's own: its label says it
     rows = [dict(r, **recipe) if r["task"] == "mnist1d" and r["arch"] in ADNTN_ARCHS + BASELINES[:2] else r
             for r in rows]
     rows = [dict(r, aug=True) if a.augment and r["task"] == "mnist1d" else r for r in rows]
@@ -379,7 +380,7 @@ def main(argv=None):
                 layer.requires_grad_(False)
             gen = getattr(layer, "gen", None)
             acc, epoch_s, losses, curve = train(model, data[row["task"]], n_epochs, a.lr, seed=seed,
-                                                core_lr=a.core_lr, schedule=a.schedule, teacher=teacher,
+                                                core_lr=row.get("core_lr"), schedule=a.schedule, teacher=teacher,
                                                 augment=augment_signals() if row.get("aug") else None)
             if row["task"] == "mnist1d" and label(row) == "dense" and not a.untrained_layer:  # the +kd rows' teacher
                 save_teacher(model, data["mnist1d"], teacher_file(seed, n_epochs, a.lr, a.schedule, samples))
