@@ -15,7 +15,11 @@ cosine decay to 0, batch 128); test accuracy on the 10,000 test images after eve
 - narrow: a dense F-h-h-10 head with the total parameter count of the ttn head at 20,000x;
 - ttn-frozen: the ttn head at 20,000x left at its random init (only the last layer trains): a control that must
   lose, or the trained layers have learned nothing;
-- no-layer: the trunk features straight into Linear(F, 10).
+- no-layer: the trunk features straight into Linear(F, 10);
+- suffixes on a compressed row (e.g. ttn-20000+bn+kd): +bn puts batch norm right after each compressed layer
+  (`compress(..., norm="batch")`); +kd distils the head from the seed's dense head (`adntn.train.distill`, KL at
+  T=4 weight 0.9 plus 0.1 cross-entropy, the same schedule): the dense row caches its logits on the training
+  features beside the features (a +kd row without them trains the dense head first).
 
     python benchmarks/quality_convnet.py [--seeds 0 1 2] [--epochs 2] [--trunk-epochs 1] [--rows dense ttn tt]
                                          [--ratios 2000 20000 76000] [--samples N] [--test-samples N] [--quick]
@@ -44,12 +48,12 @@ from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from quality import accuracy, count  # noqa: E402  (the mnist1d benchmark's helpers)
+from quality import accuracy, count, save_teacher  # noqa: E402  (the mnist1d benchmark's helpers)
 from quality_fmnist import summarize  # noqa: E402  (mean, spread and curve per row over seeds)
 
 import adntn_compiler as adntn  # noqa: E402
 from adntn_compiler.errors import ConfigError  # noqa: E402
-from adntn_compiler.training.train import train_classifier  # noqa: E402
+from adntn_compiler.training.train import distill, train_classifier  # noqa: E402
 
 CHANNELS = (32, 64, 128)  # 28 -> 14 -> 7 -> 3: 128 * 3 * 3 = 1152 features
 HIDDEN = 4096
@@ -84,11 +88,15 @@ def embed(trunk: nn.Module, x: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
         return torch.cat([trunk(x[i:i + chunk]) for i in range(0, len(x), chunk)])
 
 
+def feature_key(seed: int, trunk_epochs: int, n: int, m: int, cache: Path) -> Path:
+    return cache / f"seed{seed}_e{trunk_epochs}_n{n}_m{m}_c{'-'.join(map(str, CHANNELS))}"
+
+
 def features(seed: int, images, trunk_epochs: int, cache: Path) -> tuple[tuple, dict]:
     """The frozen trunk's (train, test) features for this seed: trained end to end with the dense head on the first
     use, cached as .npy (never pickle) keyed by seed, epochs and sizes, so every head row reuses them."""
     xtr, ytr, xte, yte = images
-    key = cache / f"seed{seed}_e{trunk_epochs}_n{len(xtr)}_m{len(xte)}_c{'-'.join(map(str, CHANNELS))}"
+    key = feature_key(seed, trunk_epochs, len(xtr), len(xte), cache)
     files = [key.with_name(key.name + f"_{s}.npy") for s in ("train", "test")]
     meta = key.with_name(key.name + ".json")
     if not all(f.exists() for f in [*files, meta]):
@@ -116,10 +124,13 @@ def row_names(rows, ratios) -> list[str]:
 
 
 BN = "+bn"  # a row suffix: batch norm right after each compressed layer (`compress(..., norm="batch")`)
+KD = "+kd"  # the last suffix: distilled from the seed's dense head (its logits on the training features)
 
 
 def spec_of(row: str) -> dict | None:
     """FC1's and FC2's compress spec (the same for both), or None for a dense head."""
+    if row.endswith(KD):
+        return spec_of(row[:-len(KD)])
     if row.endswith(BN):
         spec = spec_of(row[:-len(BN)])
         return None if spec is None else dict(spec, norm="batch")
@@ -168,14 +179,23 @@ def layer_params(model: nn.Module, row: str, features: int) -> tuple[int, float 
     return n, dense / n, [g.config for g in gens] if gens[0] is not None else None
 
 
-def run(row: str, seed: int, data, epochs: int, progress: bool) -> dict:
+def run(row: str, seed: int, data, epochs: int, progress: bool, teacher: Path) -> dict:
+    """Train the row's head; the dense row also writes its logits on the training features to `teacher`, which the
+    +kd rows distil from (`adntn.train.distill`: KL at T=4 weight 0.9 plus 0.1 cross-entropy, the same schedule)."""
     xtr, ytr, xte, yte = data
     features = xtr.shape[1]
-    model = build(row, features, seed)
+    model = build(row[:-len(KD)] if row.endswith(KD) else row, features, seed)
     n, ratio, config = layer_params(model, row, features)
+    kw = dict(epochs=epochs, seed=seed, evaluate=lambda m: accuracy(m, xte, yte), progress=progress)
+    if row.endswith(KD) and not teacher.exists():
+        run("dense", seed, data, epochs, progress, teacher)  # the teacher only: its row may be in another file
     t = time.perf_counter()
-    res = train_classifier(model, xtr, ytr, epochs=epochs, seed=seed, evaluate=lambda m: accuracy(m, xte, yte),
-                           progress=progress)
+    if row.endswith(KD):
+        res = distill(model, torch.from_numpy(np.load(teacher, allow_pickle=False)), (xtr, ytr), **kw)
+    else:
+        res = train_classifier(model, xtr, ytr, **kw)
+    if row == "dense":
+        save_teacher(model, data, teacher)
     return dict(row=row, seed=seed, accuracy=res.metrics[-1], test_accuracy=res.metrics, losses=res.losses,
                 epoch_s=statistics.median(res.epoch_s), train_s=time.perf_counter() - t,
                 params=count(model, trainable=True), layer_params=n, ratio=ratio, config=config)
@@ -217,7 +237,7 @@ def plot(summary: list[dict], path: Path) -> None:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     by = {s["row"]: s for s in summary}
     for i, arch in enumerate(ARCHS):
-        pts = sorted((s for s in summary if s["row"].rpartition("-")[0] == arch and not s["row"].endswith(BN)),
+        pts = sorted((s for s in summary if s["row"].rpartition("-")[0] == arch and "+" not in s["row"]),
                      key=lambda s: s["ratio"])
         if pts:
             ax.errorbar([s["ratio"] for s in pts], [100 * s["acc_mean"] for s in pts], fmt="o-", color=f"C{i}",
@@ -257,12 +277,14 @@ def parse(argv) -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=2, help="head epochs (every row)")
     ap.add_argument("--trunk-epochs", type=int, default=1, help="end-to-end epochs of trunk + dense head")
-    ap.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS),
-                    help=f"of {', '.join(SINGLE + ARCHS)} (an arch is one row per --ratios), or e.g. ttn-20000")
+    ap.add_argument("--rows", nargs="+", default=None,
+                    help=f"of {', '.join(SINGLE + ARCHS)} (an arch is one row per --ratios), or e.g. ttn-20000, "
+                    "ttn-20000+bn+kd")
     ap.add_argument("--ratios", type=int, nargs="+", default=list(RATIOS))
     ap.add_argument("--samples", type=int, default=None, help="the first N training images (default all 60,000)")
     ap.add_argument("--test-samples", type=int, default=None, help="the first N test images (default all 10,000)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 384 / 256 images, 1 epoch, a few rows, seed 0")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 384 / 256 images, 1 epoch, seed 0, a few rows (unless --rows)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default=os.environ.get("ADNTN_CONVNET_CACHE", "/tmp/adntn_convnet_features"),
                     help="folder of the trunks' cached features (.npy)")
@@ -274,8 +296,10 @@ def parse(argv) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if a.quick:
         a.samples, a.test_samples, a.epochs, a.trunk_epochs, a.seeds = 384, 256, 1, 1, [0]
-        a.rows, a.ratios = ["dense", "no-layer", "ttn", "tt", "ttn-frozen"], [20000]
-    known = set(SINGLE) | {f"{r}-{t}{bn}" for r in ARCHS for t in a.ratios for bn in ("", BN)}
+        a.rows, a.ratios = a.rows or ["dense", "no-layer", "ttn", "tt", "ttn-frozen"], [20000]
+    a.rows = a.rows or list(DEFAULT_ROWS)
+    known = set(SINGLE) | {f"{r}-{t}{bn}{kd}" for r in ARCHS for t in a.ratios for bn in ("", BN)
+                           for kd in ("", KD)}
     a.names = row_names(a.rows, a.ratios)
     if unknown := [r for r in a.names if r not in known and not any(r.startswith(f"{x}-") for x in ARCHS)]:
         ap.error(f"unknown rows {unknown}")
@@ -312,8 +336,10 @@ def main(argv=None) -> list[dict]:
         if seed != current:  # seed-major: one seed's features in memory at a time
             data, trunks[str(seed)] = features(seed, images, a.trunk_epochs, Path(a.cache))
             current = seed
+        teacher = feature_key(seed, a.trunk_epochs, len(images[0]), len(images[2]), Path(a.cache))
         try:
-            done[row, seed] = run(row, seed, data, a.epochs, a.progress)
+            done[row, seed] = run(row, seed, data, a.epochs, a.progress,
+                                  teacher.with_name(teacher.name + f"_dense{a.epochs}_logits.npy"))
         except ConfigError as e:  # e.g. mera and attn reach no 20,000x on FC1: said, not silently dropped
             skipped[row] = str(e)
             tqdm.write(f"{row}: skipped ({e})")

@@ -3,6 +3,7 @@ import json
 import runpy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,7 +81,8 @@ def test_quality_fmnist_quick(tmp_path, monkeypatch):
 
 def test_quality_convnet_quick(tmp_path, monkeypatch):
     """The conv-net head benchmark's --quick run on a tiny idx fixture: the trunk trains once, its features are
-    cached as .npy, every quick row trains on them; JSON, table and plot written; a rerun trains nothing."""
+    cached as .npy, every quick row trains on them; JSON, table and plot written; a rerun trains nothing; a +bn+kd
+    row distils from the dense head's cached logits, and trains that teacher first where its logits are gone."""
     from .test_data import _write
 
     _write(tmp_path, n_train=384, n_test=256)
@@ -95,9 +97,15 @@ def test_quality_convnet_quick(tmp_path, monkeypatch):
     assert rows["ttn-frozen"]["params"] == 4096 * 10 + 10  # only the last layer trains
     d = json.loads(out.read_text())
     assert len(d["runs"]) == 5 and all(0 <= a <= 1 for r in d["runs"] for a in r["test_accuracy"])
-    assert list(d["trunks"]) == ["0"] and len(list(cache.glob("*.npy"))) == 2  # one trunk, its features cached
+    assert list(d["trunks"]) == ["0"] and len(list(cache.glob("*_t*.npy"))) == 2  # one trunk, its features cached
     assert out.with_suffix(".png").stat().st_size > 0 and "ttn-20000" in out.with_suffix(".txt").read_text()
     assert len(main(["--quick", "--json", str(out), "--cache", str(cache)])) == 5  # resumed: nothing retrained
+    [logits] = cache.glob("*_logits.npy")  # the dense row's, on the 384 training features
+    assert np.load(logits).shape == (384, 10)
+    logits.unlink()
+    summary = main(["--quick", "--json", str(out), "--cache", str(cache), "--rows", "ttn-20000+bn+kd"])
+    kd = {s["row"]: s for s in summary}["ttn-20000+bn+kd"]
+    assert kd["ratio"] >= 20000 and kd["seeds"] == 1 and logits.exists()  # the teacher was trained again
 
 
 def test_lm_cpu_quick(tmp_path):
