@@ -19,7 +19,9 @@ cosine decay to 0, batch 128); test accuracy on the 10,000 test images after eve
 - suffixes on a compressed row (e.g. ttn-20000+bn+kd): +bn puts batch norm right after each compressed layer
   (`compress(..., norm="batch")`); +kd distils the head from the seed's dense head (`adntn.train.distill`, KL at
   T=4 weight 0.9 plus 0.1 cross-entropy, the same schedule): the dense row caches its logits on the training
-  features beside the features (a +kd row without them trains the dense head first).
+  features beside the features (a +kd row without them trains the dense head first); +e2e trains the head with a
+  fresh trunk end to end on the images (--trunk-epochs, the trunk's recipe), not on the frozen features, and
+  dense+e2e is the seed's trunk run itself.
 
     python benchmarks/quality_convnet.py [--seeds 0 1 2] [--epochs 2] [--trunk-epochs 1] [--rows dense ttn tt]
                                          [--ratios 2000 20000 76000] [--samples N] [--test-samples N] [--quick]
@@ -125,12 +127,13 @@ def row_names(rows, ratios) -> list[str]:
 
 BN = "+bn"  # a row suffix: batch norm right after each compressed layer (`compress(..., norm="batch")`)
 KD = "+kd"  # the last suffix: distilled from the seed's dense head (its logits on the training features)
+E2E = "+e2e"  # the last suffix: trunk and head trained together from scratch on the images, as the trunk was
 
 
 def spec_of(row: str) -> dict | None:
     """FC1's and FC2's compress spec (the same for both), or None for a dense head."""
-    if row.endswith(KD):
-        return spec_of(row[:-len(KD)])
+    if row.endswith((KD, E2E)):
+        return spec_of(row.rpartition("+")[0])
     if row.endswith(BN):
         spec = spec_of(row[:-len(BN)])
         return None if spec is None else dict(spec, norm="batch")
@@ -199,6 +202,27 @@ def run(row: str, seed: int, data, epochs: int, progress: bool, teacher: Path) -
     return dict(row=row, seed=seed, accuracy=res.metrics[-1], test_accuracy=res.metrics, losses=res.losses,
                 epoch_s=statistics.median(res.epoch_s), train_s=time.perf_counter() - t,
                 params=count(model, trainable=True), layer_params=n, ratio=ratio, config=config)
+
+
+def run_e2e(row: str, seed: int, images, trunk: dict, trunk_epochs: int, progress: bool) -> dict:
+    """The row's head on a fresh trunk, trained end to end with the trunk's recipe (--trunk-epochs on the images);
+    dense+e2e is the seed's trunk run itself (its head is the dense one), read from its record."""
+    xtr, ytr, xte, yte = images
+    torch.manual_seed(seed)  # the same trunk init as the seed's dense trunk; build() seeds the head
+    net = trunk_net()
+    features = net(xtr[:1]).shape[1]
+    head = build(row[:-len(E2E)], features, seed)
+    n, ratio, config = layer_params(head, row, features)
+    out = dict(row=row, seed=seed, params=count(nn.Sequential(net, head), trainable=True), layer_params=n,
+               ratio=ratio, config=config)
+    if row == "dense" + E2E:
+        return dict(out, accuracy=trunk["test_accuracy"][-1], test_accuracy=trunk["test_accuracy"],
+                    losses=trunk["losses"], epoch_s=statistics.median(trunk["epoch_s"]), train_s=sum(trunk["epoch_s"]))
+    t = time.perf_counter()
+    res = train_classifier(nn.Sequential(net, head), xtr, ytr, epochs=trunk_epochs, seed=seed, progress=progress,
+                           evaluate=lambda m: accuracy(m, xte, yte))
+    return dict(out, accuracy=res.metrics[-1], test_accuracy=res.metrics, losses=res.losses,
+                epoch_s=statistics.median(res.epoch_s), train_s=time.perf_counter() - t)
 
 
 # ---------------------------------------------------------------- the table and the plot
@@ -298,8 +322,8 @@ def parse(argv) -> argparse.Namespace:
         a.samples, a.test_samples, a.epochs, a.trunk_epochs, a.seeds = 384, 256, 1, 1, [0]
         a.rows, a.ratios = a.rows or ["dense", "no-layer", "ttn", "tt", "ttn-frozen"], [20000]
     a.rows = a.rows or list(DEFAULT_ROWS)
-    known = set(SINGLE) | {f"{r}-{t}{bn}{kd}" for r in ARCHS for t in a.ratios for bn in ("", BN)
-                           for kd in ("", KD)}
+    known = set(SINGLE) | {"dense" + E2E} | {f"{r}-{t}{bn}{last}" for r in ARCHS for t in a.ratios
+                                             for bn in ("", BN) for last in ("", KD, E2E)}
     a.names = row_names(a.rows, a.ratios)
     if unknown := [r for r in a.names if r not in known and not any(r.startswith(f"{x}-") for x in ARCHS)]:
         ap.error(f"unknown rows {unknown}")
@@ -338,8 +362,10 @@ def main(argv=None) -> list[dict]:
             current = seed
         teacher = feature_key(seed, a.trunk_epochs, len(images[0]), len(images[2]), Path(a.cache))
         try:
-            done[row, seed] = run(row, seed, data, a.epochs, a.progress,
-                                  teacher.with_name(teacher.name + f"_dense{a.epochs}_logits.npy"))
+            done[row, seed] = (
+                run_e2e(row, seed, images, trunks[str(seed)], a.trunk_epochs, a.progress) if row.endswith(E2E)
+                else run(row, seed, data, a.epochs, a.progress,
+                         teacher.with_name(teacher.name + f"_dense{a.epochs}_logits.npy")))
         except ConfigError as e:  # e.g. mera and attn reach no 20,000x on FC1: said, not silently dropped
             skipped[row] = str(e)
             tqdm.write(f"{row}: skipped ({e})")

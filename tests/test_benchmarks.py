@@ -82,7 +82,8 @@ def test_quality_fmnist_quick(tmp_path, monkeypatch):
 def test_quality_convnet_quick(tmp_path, monkeypatch):
     """The conv-net head benchmark's --quick run on a tiny idx fixture: the trunk trains once, its features are
     cached as .npy, every quick row trains on them; JSON, table and plot written; a rerun trains nothing; a +bn+kd
-    row distils from the dense head's cached logits, and trains that teacher first where its logits are gone."""
+    row distils from the dense head's cached logits, and trains that teacher first where its logits are gone; +e2e
+    rows train a fresh trunk with the head."""
     from .test_data import _write
 
     _write(tmp_path, n_train=384, n_test=256)
@@ -106,6 +107,11 @@ def test_quality_convnet_quick(tmp_path, monkeypatch):
     summary = main(["--quick", "--json", str(out), "--cache", str(cache), "--rows", "ttn-20000+bn+kd"])
     kd = {s["row"]: s for s in summary}["ttn-20000+bn+kd"]
     assert kd["ratio"] >= 20000 and kd["seeds"] == 1 and logits.exists()  # the teacher was trained again
+    summary = main(["--quick", "--json", str(out), "--cache", str(cache), "--rows", "dense+e2e", "ttn-20000+e2e"])
+    rows = {s["row"]: s for s in summary}
+    trunk = json.loads(out.read_text())["trunks"]["0"]
+    assert rows["dense+e2e"]["acc_mean"] == trunk["test_accuracy"][-1]  # the trunk's own run, not trained again
+    assert rows["ttn-20000+e2e"]["ratio"] >= 20000 and rows["ttn-20000+e2e"]["params"] > 128 * 9 * 64  # trunk too
 
 
 def test_lm_cpu_quick(tmp_path):
