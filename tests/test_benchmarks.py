@@ -17,7 +17,8 @@ def test_quality_quick(tmp_path, monkeypatch):
     main = runpy.run_path(str(BENCH / "quality.py"), run_name="quality")["main"]
     out = tmp_path / "q.json"
     summary = main(["--quick", "--out", str(out)])
-    assert {s["arch"] for s in summary} == {"dense", "ttn", "ttn+kd", "lowrank", "narrow"}
+    assert {s["arch"] for s in summary} == {"dense", "no-layer", "ttn", "ttn+kd", "lowrank", "narrow"}
+    assert next(s for s in summary if s["arch"] == "no-layer")["params"] == 40 * 4096 + 4096 + 4096 * 10 + 10
     assert out.with_suffix(".png").stat().st_size > 0 and "ttn" in out.with_suffix(".txt").read_text()
     runs = json.loads(out.read_text())["runs"]
     ttn = next(r for r in runs if r["arch"] == "ttn")
