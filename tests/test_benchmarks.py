@@ -40,6 +40,12 @@ def test_quality_quick(tmp_path, monkeypatch):
     assert "ttn+bn+corelr0.003+aug" in {s["arch"] for s in variant} and "ttn" in {s["arch"] for s in variant}
     assert len(json.loads(out.read_text())["runs"]) == len(runs) + 2
 
+    # +fit: from the dense row's saved model, the cores fitted to its layer's outputs first
+    fit = main(["--quick", "--out", str(out), "--archs", "ttn", "--no-kd", "--fit"])
+    assert "ttn+fit" in {s["arch"] for s in fit}
+    run = next(r for r in json.loads(out.read_text())["runs"] if r.get("fit"))
+    assert run["ratio"] >= 2000 and run["fit_error"] > 0 and run["accuracy"] > 0.15
+
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
