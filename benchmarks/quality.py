@@ -186,23 +186,25 @@ def teacher_model(data, seed: int, epochs: int, lr: float, schedule: str, sample
     return model.eval()
 
 
+def write_atomic(f: Path, write) -> None:
+    """write(path) to a temporary name beside `f`, then rename: a parallel run never reads half a file."""
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(".tmp-" + f.name)  # the same suffix: np.save would append .npy to another
+    write(tmp)
+    tmp.replace(f)
+
+
 def save_teacher_model(model: nn.Module, f: Path) -> None:
     from safetensors.torch import save_file
 
-    f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(f)  # atomic: a parallel run never reads half a file
+    write_atomic(f, lambda tmp: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp)))
 
 
 def save_teacher(model: nn.Module, data, f: Path) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         logits = model(data[0])
-    f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_suffix(".tmp.npy")
-    np.save(tmp, logits.numpy(), allow_pickle=False)
-    tmp.replace(f)  # atomic: a parallel run never reads half a file
+    write_atomic(f, lambda tmp: np.save(tmp, logits.numpy(), allow_pickle=False))
     return logits
 
 
