@@ -250,9 +250,16 @@ def table(summary: list[dict], trunks: dict) -> str:
     return "\n".join(lines)
 
 
+def parts(row: str) -> tuple[str | None, str]:
+    """(arch, suffixes) of an arch row ("ttn-20000+bn+kd" -> ("ttn", "+bn+kd")); (None, "") for the others."""
+    name, plus, suffix = row.partition("+")
+    arch, _, target = name.rpartition("-")
+    return (arch, plus + suffix) if arch in ARCHS and target.isdigit() else (None, "")
+
+
 def plot(summary: list[dict], path: Path) -> None:
-    """Left: mean test accuracy against the ratio over FC1+FC2 per arch (bars: min-max over seeds), the dense and
-    no-layer heads as lines. Right: the test accuracy after each epoch, mean over seeds."""
+    """Left: mean test accuracy against the ratio over FC1+FC2 per arch and suffix (bars: min-max over seeds), the
+    dense and no-layer heads as lines. Right: the test accuracy after each epoch, mean over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,27 +268,36 @@ def plot(summary: list[dict], path: Path) -> None:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     by = {s["row"]: s for s in summary}
     for i, arch in enumerate(ARCHS):
-        pts = sorted((s for s in summary if s["row"].rpartition("-")[0] == arch and "+" not in s["row"]),
-                     key=lambda s: s["ratio"])
-        if pts:
-            ax.errorbar([s["ratio"] for s in pts], [100 * s["acc_mean"] for s in pts], fmt="o-", color=f"C{i}",
-                        label=arch, capsize=3, yerr=[[100 * (s["acc_mean"] - s["acc_min"]) for s in pts],
-                                                     [100 * (s["acc_max"] - s["acc_mean"]) for s in pts]])
+        for suffix, style in (("", "o-"), (BN, "s:"), (BN + KD, "v--")):  # +e2e rows: another protocol, right only
+            pts = sorted((s for s in summary if parts(s["row"]) == (arch, suffix)), key=lambda s: s["ratio"])
+            if pts:
+                ax.errorbar([s["ratio"] for s in pts], [100 * s["acc_mean"] for s in pts], fmt=style, color=f"C{i}",
+                            label=arch + suffix, capsize=3,
+                            yerr=[[100 * (s["acc_mean"] - s["acc_min"]) for s in pts],
+                                  [100 * (s["acc_max"] - s["acc_mean"]) for s in pts]])
     for j, row in enumerate(("lowrank", "narrow", "ttn-frozen")):
         if row in by:
             ax.plot(by[row]["ratio"], 100 * by[row]["acc_mean"], "s^v"[j], color=f"C{4 + j}", ms=9, label=row)
     for row, style in (("dense", "k-"), ("no-layer", "k:")):
         if row in by:
             ax.axhline(100 * by[row]["acc_mean"], ls=style[1:], color="k", label=f"{row} head")
+    # the axis shows the rows near dense; a control far below (lowrank at rank 1) is named at the bottom instead
+    accs = [100 * s["acc_mean"] for s in summary]
+    low = min(a for a in accs if a >= max(accs) - 20) - 1.5
+    far = [s for s in summary if 100 * s["acc_mean"] < low]
+    ax.set_ylim(bottom=low)
     ax.set_xscale("log")
     ax.set_xlabel("compression ratio of FC1 + FC2")
     ax.set_ylabel("Fashion-MNIST test accuracy (%)")
     ax.set_title("Conv net, FC head 4096-4096-10 on frozen features")
-    ax.legend(fontsize=7)
-    for i, s in enumerate(summary):
+    ax.legend(fontsize=7, ncol=2)
+    if far:
+        ax.text(0.01, 0.01, "below the axis: " + ", ".join(f"{s['row']} {100 * s['acc_mean']:.1f} %" for s in far),
+                transform=ax.transAxes, fontsize=7)
+    for i, s in enumerate(s for s in summary if s not in far):
         ax2.plot(range(1, len(s["curve"]) + 1), [100 * c for c in s["curve"]], marker="o", color=f"C{i % 10}",
                  label=s["row"], ls="-" if i < 10 else "--")
-    ax2.set_xlabel("epoch")
+    ax2.set_xlabel("epoch (the +e2e rows: trunk epochs, end to end)")
     ax2.set_ylabel("test accuracy (%), mean over seeds")
     ax2.legend(fontsize=6, ncol=2)
     fig.tight_layout()
