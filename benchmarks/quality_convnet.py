@@ -376,12 +376,12 @@ def main(argv=None) -> list[dict]:
         if seed != current:  # seed-major: one seed's features in memory at a time
             data, trunks[str(seed)] = features(seed, images, a.trunk_epochs, Path(a.cache))
             current = seed
-        teacher = feature_key(seed, a.trunk_epochs, len(images[0]), len(images[2]), Path(a.cache))
+        key = feature_key(seed, a.trunk_epochs, len(images[0]), len(images[2]), Path(a.cache))
         try:
             done[row, seed] = (
                 run_e2e(row, seed, images, trunks[str(seed)], a.trunk_epochs, a.progress) if row.endswith(E2E)
-                else run(row, seed, data, a.epochs, a.progress,
-                         teacher.with_name(teacher.name + f"_dense{a.epochs}_logits.npy")))
+                else run(row, seed, data, a.epochs, a.progress, key.with_name(f"{key.name}_dense{a.epochs}_logits.npy"))
+            )
         except ConfigError as e:  # e.g. mera and attn reach no 20,000x on FC1: said, not silently dropped
             skipped[row] = str(e)
             tqdm.write(f"{row}: skipped ({e})")
