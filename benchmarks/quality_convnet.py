@@ -338,11 +338,12 @@ def parse(argv) -> argparse.Namespace:
         a.samples, a.test_samples, a.epochs, a.trunk_epochs, a.seeds = 384, 256, 1, 1, [0]
         a.rows, a.ratios = a.rows or ["dense", "no-layer", "ttn", "tt", "ttn-frozen"], [20000]
     a.rows = a.rows or list(DEFAULT_ROWS)
-    known = set(SINGLE) | {"dense" + E2E} | {f"{r}-{t}{bn}{last}" for r in ARCHS for t in a.ratios
-                                             for bn in ("", BN) for last in ("", KD, E2E)}
     a.names = row_names(a.rows, a.ratios)
-    if unknown := [r for r in a.names if r not in known and not any(r.startswith(f"{x}-") for x in ARCHS)]:
-        ap.error(f"unknown rows {unknown}")
+    suffixes = ("", BN, KD, E2E, BN + KD, BN + E2E)  # in this order: +bn first, +kd or +e2e last
+    if unknown := [r for r in a.names if r not in SINGLE + ("dense" + E2E,)
+                   and (parts(r)[0] is None or parts(r)[1] not in suffixes)]:
+        ap.error(f"unknown rows {unknown}: an arch row is ARCH-RATIO with the suffixes {', '.join(suffixes[1:])}, "
+                 f"ARCH one of {', '.join(ARCHS)}; the others are {', '.join(SINGLE)}, dense{E2E}")
     return a
 
 

@@ -119,6 +119,9 @@ def test_quality_convnet_quick(tmp_path, monkeypatch):
     trunk = json.loads(out.read_text())["trunks"]["0"]
     assert rows["dense+e2e"]["acc_mean"] == trunk["test_accuracy"][-1]  # the trunk's own run, not trained again
     assert rows["ttn-20000+e2e"]["ratio"] >= 20000 and rows["ttn-20000+e2e"]["params"] > 128 * 9 * 64  # trunk too
+    for bad in ("ttn-20000+kd+bn", "ttn-20000+foo", "dense+kd"):  # a wrong suffix is refused, never half-applied
+        with pytest.raises(SystemExit):
+            main(["--quick", "--json", str(out), "--cache", str(cache), "--rows", bad])
 
 
 def test_lm_cpu_quick(tmp_path):
