@@ -282,6 +282,28 @@ def table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def name_far_rows(ax, rows: list[dict], name: str) -> list[dict]:
+    """Keep the y axis on the rows within 20 points of the best; a control far below (lowrank at rank 1) is named at
+    the bottom instead. Returns those far rows."""
+    accs = [100 * s["acc_mean"] for s in rows] or [0.0]
+    low = min(a for a in accs if a >= max(accs) - 20) - 1.5
+    far = [s for s in rows if 100 * s["acc_mean"] < low]
+    ax.set_ylim(bottom=low)
+    if far:
+        ax.text(0.01, 0.01, "below the axis: " + ", ".join(f"{s[name]} {100 * s['acc_mean']:.1f} %" for s in far),
+                transform=ax.transAxes, fontsize=7)
+    return far
+
+
+def plot_curves(ax, rows: list[dict], name: str) -> None:
+    """The test accuracy after each epoch (mean over seeds), one line per row."""
+    for i, s in enumerate(rows):
+        ax.plot(range(1, len(s["curve"]) + 1), [100 * c for c in s["curve"]], marker="o", color=f"C{i % 10}",
+                label=s[name], ls="-" if i < 10 else "--")
+    ax.set_ylabel("test accuracy (%), mean over seeds")
+    ax.legend(fontsize=6, ncol=2)
+
+
 def plot(summary: list[dict], path: Path) -> None:
     """Left: accuracy against ratio (solid: trained from scratch, dashed: distilled). Right: the epoch study,
     final test accuracy against the epochs of the schedule, and the test accuracy after each epoch of each run."""
@@ -310,14 +332,7 @@ def plot(summary: list[dict], path: Path) -> None:
                     ls="--" if variant == "+kd" else ":" if variant else "-",
                     color=f"C{archs.index(arch)}", capsize=3,
                     label=arch + (" distilled" if variant == "+kd" else variant))
-    # the axis shows the rows near dense; a control far below (lowrank at rank 1) is named at the bottom instead
-    accs = [100 * s["acc_mean"] for s in pts] or [0.0]
-    low = min(a for a in accs if a >= max(accs) - 20) - 1.5
-    far = [s for s in pts if 100 * s["acc_mean"] < low]
-    ax.set_ylim(bottom=low)
-    if far:
-        ax.text(0.01, 0.01, "below the axis: " + ", ".join(f"{s['arch']} {100 * s['acc_mean']:.1f} %" for s in far),
-                transform=ax.transAxes, fontsize=7)
+    far = name_far_rows(ax, pts, "arch")
     ax.set_xscale("log")
     ax.set_xlabel("compression ratio of the 4096x4096 layer\n(narrow MLP: same total parameters as that ratio)")
     ax.set_ylabel("mnist1d test accuracy (%)")
@@ -326,13 +341,9 @@ def plot(summary: list[dict], path: Path) -> None:
     study = [s for s in summary if s["task"] == "mnist1d" and s["arch"].split("@")[0] in ("dense", "ttn")
              and s["target"] in (1, 2000) and s.get("curve")]
     if len(study) < 3:  # no epoch study here: the curves of the rows at ~2,000x and the references instead
-        for i, s in enumerate(s for s in pts if s["target"] in (1, 2000) and s.get("curve") and s not in far):
-            ax2.plot(range(1, len(s["curve"]) + 1), [100 * c for c in s["curve"]], marker=".", color=f"C{i % 10}",
-                     ls="-" if i < 10 else "--", label=s["arch"])
+        plot_curves(ax2, [s for s in pts if s["target"] in (1, 2000) and s.get("curve") and s not in far], "arch")
         ax2.set_xlabel("epoch")
-        ax2.set_ylabel("test accuracy (%), mean over seeds")
         ax2.set_title("after each epoch: ~2,000x and the references")
-        ax2.legend(fontsize=6, ncol=2)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)

@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from quality import accuracy, count, save_teacher  # noqa: E402  (the mnist1d benchmark's helpers)
+from quality import accuracy, count, name_far_rows, plot_curves, save_teacher  # noqa: E402  (shared helpers)
 from quality_fmnist import summarize  # noqa: E402  (mean, spread and curve per row over seeds)
 
 import adntn_compiler as adntn  # noqa: E402
@@ -281,25 +281,14 @@ def plot(summary: list[dict], path: Path) -> None:
     for row, style in (("dense", "k-"), ("no-layer", "k:")):
         if row in by:
             ax.axhline(100 * by[row]["acc_mean"], ls=style[1:], color="k", label=f"{row} head")
-    # the axis shows the rows near dense; a control far below (lowrank at rank 1) is named at the bottom instead
-    accs = [100 * s["acc_mean"] for s in summary]
-    low = min(a for a in accs if a >= max(accs) - 20) - 1.5
-    far = [s for s in summary if 100 * s["acc_mean"] < low]
-    ax.set_ylim(bottom=low)
+    far = name_far_rows(ax, summary, "row")
     ax.set_xscale("log")
     ax.set_xlabel("compression ratio of FC1 + FC2")
     ax.set_ylabel("Fashion-MNIST test accuracy (%)")
     ax.set_title("Conv net, FC head 4096-4096-10 on frozen features")
     ax.legend(fontsize=7, ncol=2)
-    if far:
-        ax.text(0.01, 0.01, "below the axis: " + ", ".join(f"{s['row']} {100 * s['acc_mean']:.1f} %" for s in far),
-                transform=ax.transAxes, fontsize=7)
-    for i, s in enumerate(s for s in summary if s not in far):
-        ax2.plot(range(1, len(s["curve"]) + 1), [100 * c for c in s["curve"]], marker="o", color=f"C{i % 10}",
-                 label=s["row"], ls="-" if i < 10 else "--")
+    plot_curves(ax2, [s for s in summary if s not in far], "row")
     ax2.set_xlabel("epoch (the +e2e rows: trunk epochs, end to end)")
-    ax2.set_ylabel("test accuracy (%), mean over seeds")
-    ax2.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
