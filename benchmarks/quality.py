@@ -438,10 +438,10 @@ def main(argv=None):
                 teacher_model if row.get("aug") else teacher_logits)(data["mnist1d"], seed, n_epochs, a.lr, a.schedule,
                                                                       samples)
             model, fit_error = build(row, seed), None
-            if row.get("fit"):
-                model, fit_error = fitted(row, seed, teacher_model(data["mnist1d"], seed, n_epochs, a.lr, a.schedule,
-                                                                   samples, aug=bool(row.get("aug"))),
-                                          data["mnist1d"][0], steps=10 if a.quick else FIT_STEPS)
+            if row.get("fit"):  # from the +aug+kd teacher where it is that model, not loaded a second time
+                dense = teacher if isinstance(teacher, nn.Module) else teacher_model(
+                    data["mnist1d"], seed, n_epochs, a.lr, a.schedule, samples, aug=bool(row.get("aug")))
+                model, fit_error = fitted(row, seed, dense, data["mnist1d"][0], steps=10 if a.quick else FIT_STEPS)
             layer = model[2] if row["task"] == "mnist1d" else model[7]
             layer = layer[0] if isinstance(layer, nn.Sequential) else layer  # (layer, batch norm, dropout)
             if a.untrained_layer:
