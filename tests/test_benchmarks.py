@@ -45,6 +45,10 @@ def test_quality_quick(tmp_path, monkeypatch):
     assert "ttn+fit" in {s["arch"] for s in fit}
     run = next(r for r in json.loads(out.read_text())["runs"] if r.get("fit"))
     assert run["ratio"] >= 2000 and run["fit_error"] > 0 and run["accuracy"] > 0.15
+    fit = main(["--quick", "--out", str(out), "--archs", "ttn", "--no-kd", "--fit", "relu"])  # after the ReLU
+    assert {"ttn+fit", "ttn+fitrelu"} <= {s["arch"] for s in fit}
+    run = next(r for r in json.loads(out.read_text())["runs"] if r.get("fit") == "relu")
+    assert run["fit_error"] > 0 and run["accuracy"] > 0.15
 
 
 @pytest.mark.slow
