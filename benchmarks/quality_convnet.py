@@ -281,7 +281,7 @@ def plot(summary: list[dict], path: Path) -> None:
     for row, style in (("dense", "k-"), ("no-layer", "k:")):
         if row in by:
             ax.axhline(100 * by[row]["acc_mean"], ls=style[1:], color="k", label=f"{row} head")
-    far = name_far_rows(ax, summary, "row")
+    far = name_far_rows(ax, summary, lambda s: s["row"])
     ax.set_xscale("log")
     ax.set_xlabel("compression ratio of FC1 + FC2")
     ax.set_ylabel("Fashion-MNIST test accuracy (%)")

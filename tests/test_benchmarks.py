@@ -51,6 +51,15 @@ def test_quality_quick(tmp_path, monkeypatch):
     assert run["fit_error"] > 0 and run["accuracy"] > 0.15
 
 
+def test_quality_sanity_rows_only_in_a_whole_run():
+    """A part of a split run (--archs) leaves out the MNIST-5000 sanity rows, which the whole run already has."""
+    rows_to_run = runpy.run_path(str(BENCH / "quality.py"), run_name="quality")["rows_to_run"]
+    tasks = {(archs, sanity): {r["task"] for r in rows_to_run(False, (2000,), archs, sanity)}
+             for archs in (None, ("ttn",)) for sanity in (None, True, False)}
+    assert tasks[None, None] == tasks[("ttn",), True] == {"mnist1d", "mnist5000"}
+    assert tasks[("ttn",), None] == tasks[None, False] == {"mnist1d"}
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
                     reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
