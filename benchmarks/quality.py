@@ -14,12 +14,12 @@ seed, so it stores nothing): what any layer must beat to have learned something;
 the same rows (dense, ttn 2,000x, seed 0) at other epoch counts: the epochs chosen for the recipe. --fit: the
 compressed rows start from the trained dense model of the seed (the teacher) with their cores fitted to its
 4096x4096 layer's outputs (rows +fit); --fit relu fits what survives the ReLU after that layer instead (rows
-+fitrelu).
++fitrelu); --fit init leaves the cores at their init, the other layers trained (rows +fitinit).
 
     python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--archs ttn tt] [--targets 2000] [--kd | --no-kd]
                                  [--out benchmarks/results/quality.json] [--merge other.json ...]
                                  [--schedule cosine|constant] [--study 6 24] [--untrained-layer]
-                                 [--augment] [--bn] [--dropout P] [--core-lr X] [--fit [relu]] [--samples 50000]
+                                 [--augment] [--bn] [--dropout P] [--core-lr X] [--fit [relu|init]] [--samples 50000]
                                  [--sanity | --no-sanity]
 
 Runs of different rows can go to separate files in parallel processes and be merged afterwards.
@@ -123,14 +123,17 @@ def build(row: dict, seed: int) -> nn.Module:
 FIT_SIGNALS, FIT_STEPS = 4096, 300  # the calibration inputs and Adam steps of a +fit row's data-aware init
 
 
-def fitted(row: dict, seed: int, dense: nn.Module, x: torch.Tensor, steps: int = FIT_STEPS) -> tuple[nn.Module, float]:
+def fitted(row: dict, seed: int, dense: nn.Module, x: torch.Tensor,
+           steps: int = FIT_STEPS) -> tuple[nn.Module, float | None]:
     """A +fit row's model: the seed's trained dense model with its 4096x4096 layer compressed, the cores fitted to
     that layer's outputs on the first FIT_SIGNALS training signals (`fit_outputs`); FC1, FC3 and the layer's bias
-    start trained. Returns the model and the fit's relative output error."""
+    start trained. Returns the model and the fit's relative output error (None for +fitinit: cores left at init)."""
     with torch.no_grad():
         inputs = dense[1](dense[0](x[:FIT_SIGNALS]))
     model = adntn.compress(copy.deepcopy(dense).train(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed,
                                                                      **FIXED.get(row["arch"], {}))})
+    if row["fit"] == "init":
+        return model, None
     [error] = init_from_data(model, dense, ["2"], {"2": inputs}, steps=steps, seed=seed,
                              activation="relu" if row["fit"] == "relu" else None)
     return model, error
@@ -409,10 +412,10 @@ def main(argv=None):
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout after each compressed layer (rows +dropP)")
     ap.add_argument("--augment", action="store_true",
                     help="train every mnist1d row on augmented batches (`augment_signals()`; rows +aug)")
-    ap.add_argument("--fit", nargs="?", const="pre", choices=("pre", "relu"),
+    ap.add_argument("--fit", nargs="?", const="pre", choices=("pre", "relu", "init"),
                     help="the compressed rows start from the seed's trained dense model, their cores fitted to its "
                          "4096x4096 layer's outputs (`fit_outputs`; rows +fit), or with --fit relu to what survives "
-                         "the ReLU after it (rows +fitrelu)")
+                         "the ReLU after it (rows +fitrelu); --fit init leaves the cores at their init (+fitinit)")
     ap.add_argument("--out", default="benchmarks/results/quality.json")
     ap.add_argument("--merge", nargs="+", default=[], help="add the runs of these result files to --out first")
     ap.add_argument("--untrained-layer", action="store_true",

@@ -49,6 +49,9 @@ def test_quality_quick(tmp_path, monkeypatch):
     assert {"ttn+fit", "ttn+fitrelu"} <= {s["arch"] for s in fit}
     run = next(r for r in json.loads(out.read_text())["runs"] if r.get("fit") == "relu")
     assert run["fit_error"] > 0 and run["accuracy"] > 0.15
+    fit = main(["--quick", "--out", str(out), "--archs", "ttn", "--no-kd", "--fit", "init"])  # cores not fitted
+    run = next(r for r in json.loads(out.read_text())["runs"] if r.get("fit") == "init")
+    assert "ttn+fitinit" in {s["arch"] for s in fit} and run["fit_error"] is None and run["accuracy"] > 0.15
 
 
 def test_quality_sanity_rows_only_in_a_whole_run():
