@@ -142,7 +142,7 @@ def init_from_data(student: torch.nn.Module, dense: torch.nn.Module, names: Sequ
     errors = []
     for n in names:
         layer = sub[n]
-        bias = None if ref[n].bias is None else ref[n].bias.detach().numpy()
+        bias = None if activation is None or ref[n].bias is None else ref[n].bias.detach().numpy()
         errors.append(fit_outputs(layer.gen, ref[n].weight.detach().double().numpy(), inputs[n].numpy(),
                                   steps=steps, progress=False, seed=seed, bias=bias, activation=activation).rel_error)
         with torch.no_grad():
