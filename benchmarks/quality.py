@@ -244,8 +244,8 @@ def rows_to_run(quick: bool, targets=RATIOS, archs=None, sanity: bool | None = N
 def label(row: dict) -> str:
     """The row's name in the table: arch, then the recipe's options: +bn (batch norm after the compressed layer),
     +dropP (dropout P after it), +corelrX (the cores at learning rate X), +fit (from the trained dense model,
-    the cores fitted to its layer's outputs; +fitrelu: to what survives the ReLU), +aug (augmented batches), +kd
-    (distilled), @N (a study's N epochs)."""
+    the cores fitted to its layer's outputs; +fitrelu: to what survives the ReLU; +fitinit: the cores at their
+    init), +aug (augmented batches), +kd (distilled), @N (a study's N epochs)."""
     return (row["arch"] + ("+bn" if row.get("bn") else "") + (f"+drop{row['dropout']:g}" if row.get("dropout") else "")
             + (f"+corelr{row['core_lr']:g}" if row.get("core_lr") else "")
             + ("+fit" if row.get("fit") is True else f"+fit{row['fit']}" if row.get("fit") else "")
