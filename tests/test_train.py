@@ -289,3 +289,13 @@ def test_fit_outputs_after_a_relu_matches_what_survives_it():
         fit_outputs(gen, W, X, activation="gelu")
     with pytest.raises(ShapeError, match=r"bias must have shape \(16,\), got \(32,\)"):
         fit_outputs(gen, W, X, bias=np.zeros(32))
+
+
+def test_fit_outputs_after_a_relu_with_nothing_kept_stays_finite():
+    """Calibration inputs on which the dense layer keeps no output: the fit holds the outputs at or below 0, its
+    loss finite (no division by the kept outputs' zero norm)."""
+    rng = np.random.default_rng(3)
+    W, X = rng.standard_normal((16, 32)), rng.standard_normal((64, 32))
+    gen = adntn.ttn((16, 32), rank=3, seed=0)
+    res = fit_outputs(gen, W, X, steps=20, progress=False, bias=np.full(16, -1e3), activation="relu")
+    assert np.all(np.isfinite(res.losses)) and np.all(np.isfinite(adntn.materialize(gen)))

@@ -146,7 +146,8 @@ def fit_outputs(gen: Generator, W: np.ndarray, X: np.ndarray, steps: int = 500, 
         if activation is None:
             return (p - y).pow(2).sum(), y.pow(2).sum()
         y, p = y + b, p + b  # where the ReLU zeroes the dense output, only a prediction above 0 costs
-        return torch.where(y > 0, p - y, torch.relu(p)).pow(2).sum(), torch.relu(y).pow(2).sum()
+        kept = torch.relu(y).pow(2).sum().clamp_min(1e-12)  # (a batch where the dense layer keeps nothing)
+        return torch.where(y > 0, p - y, torch.relu(p)).pow(2).sum(), kept
 
     return _fit(gen, "fit_outputs", loss, steps, lr, progress)
 
