@@ -128,12 +128,12 @@ def fitted(row: dict, seed: int, dense: nn.Module, x: torch.Tensor,
     """A +fit row's model: the seed's trained dense model with its 4096x4096 layer compressed, the cores fitted to
     that layer's outputs on the first FIT_SIGNALS training signals (`fit_outputs`); FC1, FC3 and the layer's bias
     start trained. Returns the model and the fit's relative output error (None for +fitinit: cores left at init)."""
-    with torch.no_grad():
-        inputs = dense[1](dense[0](x[:FIT_SIGNALS]))
     model = adntn.compress(copy.deepcopy(dense).train(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed,
                                                                      **FIXED.get(row["arch"], {}))})
     if row["fit"] == "init":
         return model, None
+    with torch.no_grad():
+        inputs = dense[1](dense[0](x[:FIT_SIGNALS]))
     [error] = init_from_data(model, dense, ["2"], {"2": inputs}, steps=steps, seed=seed,
                              activation="relu" if row["fit"] == "relu" else None)
     return model, error
