@@ -245,11 +245,13 @@ def label(row: dict) -> str:
     """The row's name in the table: arch, then the recipe's options: +bn (batch norm after the compressed layer),
     +dropP (dropout P after it), +corelrX (the cores at learning rate X), +fit (from the trained dense model,
     the cores fitted to its layer's outputs; +fitrelu: to what survives the ReLU; +fitinit: the cores at their
-    init), +aug (augmented batches), +kd (distilled), @N (a study's N epochs)."""
+    init), +aug (augmented batches), +kd (distilled), (tM) (from the dense model trained for M epochs),
+    @N (a study's N epochs)."""
     return (row["arch"] + ("+bn" if row.get("bn") else "") + (f"+drop{row['dropout']:g}" if row.get("dropout") else "")
             + (f"+corelr{row['core_lr']:g}" if row.get("core_lr") else "")
             + ("+fit" if row.get("fit") is True else f"+fit{row['fit']}" if row.get("fit") else "")
             + ("+aug" if row.get("aug") else "") + ("+kd" if row.get("kd") else "")
+            + (f"(t{row['teacher_epochs']})" if row.get("teacher_epochs") else "")
             + (f"@{row['epochs']}" if row.get("epochs") else ""))
 
 
@@ -416,6 +418,9 @@ def main(argv=None):
                     help="the compressed rows start from the seed's trained dense model, their cores fitted to its "
                          "4096x4096 layer's outputs (`fit_outputs`; rows +fit), or with --fit relu to what survives "
                          "the ReLU after it (rows +fitrelu); --fit init leaves the cores at their init (+fitinit)")
+    ap.add_argument("--teacher-epochs", type=int, default=None,
+                    help="the +kd and +fit rows learn from the dense model trained for this many epochs (default: "
+                         "--epochs); their label gets (tN)")
     ap.add_argument("--out", default="benchmarks/results/quality.json")
     ap.add_argument("--merge", nargs="+", default=[], help="add the runs of these result files to --out first")
     ap.add_argument("--untrained-layer", action="store_true",
@@ -441,6 +446,9 @@ def main(argv=None):
     rows = [dict(r, **recipe) if r["task"] == "mnist1d" and r["arch"] in ADNTN_ARCHS + BASELINES[:2] else r
             for r in rows]
     rows = [dict(r, aug=True) if a.augment and r["task"] == "mnist1d" else r for r in rows]
+    if a.teacher_epochs and a.teacher_epochs != epochs:  # only the rows that learn from the dense model
+        rows = [dict(r, teacher_epochs=a.teacher_epochs) if r["task"] == "mnist1d" and (r.get("kd") or r.get("fit"))
+                else r for r in rows]
     jobs = [(row, s) for s in seeds for row in rows]  # seed-major
     jobs += [(dict(task="mnist1d", arch=arch, target=t, epochs=n), 0) for n in a.study if n != epochs
              for arch, t in (("dense", 1), ("ttn", 2000))]
@@ -461,13 +469,14 @@ def main(argv=None):
             if row["task"] not in data:
                 data[row["task"]] = mnist5000_data()
             n_epochs = 5 if row["task"] == "mnist5000" else row.get("epochs", epochs)
+            t_epochs = row.get("teacher_epochs", n_epochs)
             teacher = None if not row.get("kd") else (
-                teacher_model if row.get("aug") else teacher_logits)(data["mnist1d"], seed, n_epochs, a.lr, a.schedule,
+                teacher_model if row.get("aug") else teacher_logits)(data["mnist1d"], seed, t_epochs, a.lr, a.schedule,
                                                                       samples)
             model, fit_error = build(row, seed), None
             if row.get("fit"):  # from the +aug+kd teacher where it is that model, not loaded a second time
                 dense = teacher if isinstance(teacher, nn.Module) else teacher_model(
-                    data["mnist1d"], seed, n_epochs, a.lr, a.schedule, samples, aug=bool(row.get("aug")))
+                    data["mnist1d"], seed, t_epochs, a.lr, a.schedule, samples, aug=bool(row.get("aug")))
                 model, fit_error = fitted(row, seed, dense, data["mnist1d"][0], steps=10 if a.quick else FIT_STEPS)
             layer = model[2] if row["task"] == "mnist1d" else model[7]
             layer = layer[0] if isinstance(layer, nn.Sequential) else layer  # (layer, batch norm, dropout)

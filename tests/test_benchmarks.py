@@ -53,6 +53,11 @@ def test_quality_quick(tmp_path, monkeypatch):
     run = next(r for r in json.loads(out.read_text())["runs"] if r.get("fit") == "init")
     assert "ttn+fitinit" in {s["arch"] for s in fit} and run["fit_error"] is None and run["accuracy"] > 0.15
 
+    # a teacher trained longer than the rows that learn from it: its own cached model, its own label
+    longer = main(["--quick", "--out", str(out), "--archs", "ttn", "--kd", "--teacher-epochs", "2"])
+    assert {"ttn+kd", "ttn+kd(t2)"} <= {s["arch"] for s in longer}
+    assert len(list((tmp_path / "cache" / "quality-teachers").glob("*-2ep-*"))) == 1
+
 
 def test_quality_sanity_rows_only_in_a_whole_run():
     """A part of a split run (--archs) leaves out the MNIST-5000 sanity rows, which the whole run already has."""
