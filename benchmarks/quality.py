@@ -33,6 +33,7 @@ import argparse
 import copy
 import json
 import math
+import re
 import statistics
 from pathlib import Path
 
@@ -321,9 +322,20 @@ def plot_curves(ax, rows: list[dict], name: str) -> None:
     ax.legend(fontsize=6, ncol=2)
 
 
+def schedule_study(summary: list[dict]) -> dict[tuple[str, int], list[dict]]:
+    """The mnist1d rows trained at several epoch counts (the @N rows beside the recipe's), by label without @N and
+    the teacher's epochs (tN), and target ratio; each list ordered by epochs."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for s in summary:
+        if s["task"] == "mnist1d" and s.get("curve"):
+            groups.setdefault((re.sub(r"\(t\d+\)|@\d+", "", s["arch"]), s["target"]), []).append(s)
+    return {k: sorted(rs, key=lambda s: s["epochs"]) for k, rs in groups.items() if len({s["epochs"] for s in rs}) > 1}
+
+
 def plot(summary: list[dict], path: Path) -> None:
-    """Left: accuracy against ratio (solid: trained from scratch, dashed: distilled). Right: the epoch study,
-    final test accuracy against the epochs of the schedule, and the test accuracy after each epoch of each run."""
+    """Left: accuracy against ratio (solid: trained from scratch, dashed: distilled). Right: the rows trained at
+    several epoch counts (`schedule_study`), final test accuracy against the epochs of the schedule, and the test
+    accuracy after each epoch of each run; without such rows, the curves of the ~2,000x rows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -364,9 +376,8 @@ def plot(summary: list[dict], path: Path) -> None:
     ax.set_ylabel("mnist1d test accuracy (%)")
     ax.set_title("MLP 40-4096-4096-10: mean +- std over seeds")
     ax.legend(fontsize=7, ncol=2)
-    study = [s for s in summary if s["task"] == "mnist1d" and s["arch"].split("@")[0] in ("dense", "ttn")
-             and s["target"] in (1, 2000) and s.get("curve")]
-    if len(study) < 3:  # no epoch study here: the curves of the rows at ~2,000x and the references instead
+    study = schedule_study(summary)
+    if not study:  # no row at several epoch counts: the curves of the rows at ~2,000x and the references instead
         plot_curves(ax2, [s for s in pts if s["target"] in (1, 2000) and s.get("curve") and s not in far], "arch")
         ax2.set_xlabel("epoch")
         ax2.set_title("after each epoch: ~2,000x and the references")
@@ -374,17 +385,21 @@ def plot(summary: list[dict], path: Path) -> None:
         fig.savefig(path, dpi=120)
         plt.close(fig)
         return
-    for arch, color in (("dense", "k"), ("ttn", "C0")):
-        runs = sorted((s for s in study if s["arch"].split("@")[0] == arch), key=lambda s: s["epochs"])
-        if not runs:
-            continue
+    for i, ((base, target), runs) in enumerate(sorted(study.items())):
+        color = "k" if base.startswith("dense") else f"C{i % 10}"
         ax2.plot([s["epochs"] for s in runs], [100 * s["acc_mean"] for s in runs], "o-", color=color,
-                 label=f"{arch}: final accuracy of an N-epoch schedule")
+                 label=base + (f" {runs[-1]['ratio']:,.0f}x" if target > 1 else "")
+                 + f" ({'/'.join(str(s['seeds']) for s in runs)} seeds)")
         for s in runs:
             ax2.plot(range(1, len(s["curve"]) + 1), [100 * c for c in s["curve"]], ":", color=color, alpha=0.5)
+            if "(t" in s["arch"]:  # taught by a dense model of another epoch count
+                ax2.annotate("teacher: " + s["arch"].split("(t")[1].split(")")[0] + " ep", (s["epochs"],
+                             100 * s["acc_mean"]), fontsize=6, textcoords="offset points", xytext=(-30, -10))
+    finals = [100 * s["acc_mean"] for runs in study.values() for s in runs]
+    ax2.set_ylim(min(finals) - 4, max(finals) + 1)  # the final accuracies apart; the curves' early epochs below
     ax2.set_xlabel("epochs (dotted: test accuracy after each epoch of one schedule)")
     ax2.set_ylabel("test accuracy (%)")
-    ax2.set_title("epoch study: dense and ttn ~2,000x")
+    ax2.set_title("schedule length: final accuracy of an N-epoch run")
     ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -217,3 +217,15 @@ def test_models_cpu_thread_speedups_are_interleaved_in_one_process():
     s = time.perf_counter()
     exe(x)
     assert time.perf_counter() - s < 5
+
+
+def test_quality_schedule_study_groups_a_row_across_epoch_counts():
+    """The right panel's rows: one label at several epoch counts (@N, and a teacher of another count (tN)) is one
+    line; a row at a single epoch count is none."""
+    schedule_study = runpy.run_path(str(BENCH / "quality.py"), run_name="quality")["schedule_study"]
+    row = dict(task="mnist1d", target=2000, curve=[0.5])
+    summary = [dict(row, arch="ttn+kd", epochs=12), dict(row, arch="ttn+kd(t24)@36", epochs=36),
+               dict(row, arch="ttn+kd@24", epochs=24), dict(row, arch="tt", epochs=12),
+               dict(row, arch="ttn+kd@24", epochs=24, target=20000)]
+    study = schedule_study(summary)
+    assert list(study) == [("ttn+kd", 2000)] and [s["epochs"] for s in study["ttn+kd", 2000]] == [12, 24, 36]
