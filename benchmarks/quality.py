@@ -20,6 +20,7 @@ compressed rows start from the trained dense model of the seed (the teacher) wit
                                  [--out benchmarks/results/quality.json] [--merge other.json ...]
                                  [--schedule cosine|constant] [--study 6 24] [--untrained-layer]
                                  [--augment] [--bn] [--dropout P] [--core-lr X] [--fit [relu|init]] [--samples 50000]
+                                 [--teacher-epochs N]
                                  [--sanity | --no-sanity]
 
 Runs of different rows can go to separate files in parallel processes and be merged afterwards.
@@ -406,6 +407,13 @@ def plot(summary: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
@@ -433,7 +441,7 @@ def main(argv=None):
                     help="the compressed rows start from the seed's trained dense model, their cores fitted to its "
                          "4096x4096 layer's outputs (`fit_outputs`; rows +fit), or with --fit relu to what survives "
                          "the ReLU after it (rows +fitrelu); --fit init leaves the cores at their init (+fitinit)")
-    ap.add_argument("--teacher-epochs", type=int, default=None,
+    ap.add_argument("--teacher-epochs", type=positive, default=None,
                     help="the +kd and +fit rows learn from the dense model trained for this many epochs (default: "
                          "--epochs); their label gets (tN)")
     ap.add_argument("--out", default="benchmarks/results/quality.json")
