@@ -44,6 +44,7 @@ from torch import nn
 from tqdm import tqdm
 
 import adntn_compiler as adntn
+from adntn_compiler.cli import at_least
 from adntn_compiler.errors import ConfigError
 from adntn_compiler.training.data import augment_signals
 from adntn_compiler.training.sensitivity import init_from_data
@@ -407,13 +408,6 @@ def plot(summary: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def positive(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return int(text)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
@@ -441,7 +435,7 @@ def main(argv=None):
                     help="the compressed rows start from the seed's trained dense model, their cores fitted to its "
                          "4096x4096 layer's outputs (`fit_outputs`; rows +fit), or with --fit relu to what survives "
                          "the ReLU after it (rows +fitrelu); --fit init leaves the cores at their init (+fitinit)")
-    ap.add_argument("--teacher-epochs", type=positive, default=None,
+    ap.add_argument("--teacher-epochs", type=at_least(1), default=None,
                     help="the +kd and +fit rows learn from the dense model trained for this many epochs (default: "
                          "--epochs); their label gets (tN)")
     ap.add_argument("--out", default="benchmarks/results/quality.json")

@@ -8,7 +8,7 @@ from ..errors import AdntnError
 from . import commands
 from .commands import block_torch, load_model, resolve_model
 
-__all__ = ["block_torch", "build_parser", "load_model", "main", "resolve_model"]
+__all__ = ["at_least", "block_torch", "build_parser", "load_model", "main", "resolve_model"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _count(minimum: int):
+def at_least(minimum: int):
     """An argparse type: an integer of at least `minimum` (argparse then says what was wrong, rc 2)."""
     def parse(text: str) -> int:
         try:
@@ -60,9 +60,9 @@ def _duration(text: str) -> float:
 
 def _add_demo(sub) -> None:
     d = sub.add_parser("demo", help="compress the bundled VGG-16-BN, compile it whole, run it without torch, check it")
-    d.add_argument("--batch", type=_count(1), default=4)
+    d.add_argument("--batch", type=at_least(1), default=4)
     d.add_argument("--out", default="build/vgg16_bn.adntn", help="where the compiled artifact goes")
-    d.add_argument("--repeats", type=_count(1), default=20, help="timed calls per latency measurement")
+    d.add_argument("--repeats", type=at_least(1), default=20, help="timed calls per latency measurement")
     d.set_defaults(func=commands.cmd_demo)
 
 
@@ -80,7 +80,7 @@ def _add_explain(sub) -> None:
     e.add_argument("arch", nargs="?", help="generator architecture (ttn, attn, mera, ...)")
     e.add_argument("--shape", type=int, nargs="+", help="O I, or Cout Cin kh kw")
     e.add_argument("--model", help="module:function returning a compressed torch model (explains each ADNTN layer)")
-    e.add_argument("--batch", type=_count(1), default=1)
+    e.add_argument("--batch", type=at_least(1), default=1)
     e.add_argument("--budget", default=None, help="memory budget: bytes or a size like 64MiB")
     e.add_argument("--json", action="store_true")
     e.add_argument("--backward", action="store_true",
@@ -95,7 +95,7 @@ def _add_compile(sub) -> None:
     c.add_argument("model", help="a file written by adntn.save_model, or module:function returning a model")
     c.add_argument("-o", "--output", required=True, help="artifact path (.adntn)")
     c.add_argument("--target", default="cpu")
-    c.add_argument("--batch-size", type=_count(1), default=1)
+    c.add_argument("--batch-size", type=at_least(1), default=1)
     c.add_argument("--schedule", default="auto", choices=["auto", "materialize", "factored", "stream", "recompute"])
     c.add_argument("--input-shape", type=int, nargs="+", help="per-sample input shape (needed when a model "
                    "starts with a conv layer), e.g. 3 32 32")
@@ -113,7 +113,7 @@ def _add_tune(sub) -> None:
     u.add_argument("-o", "--output", required=True, help="artifact path (.adntn) of the tuned model")
     u.add_argument("--budget", type=_duration, default=300.0, help="tuning time, e.g. 5m, 90s, 1h (default 5m)")
     u.add_argument("--target", default="cpu")
-    u.add_argument("--batch-size", type=_count(1), default=1)
+    u.add_argument("--batch-size", type=at_least(1), default=1)
     u.add_argument("--input-shape", type=int, nargs="+", help="per-sample input shape (as for compile)")
     u.add_argument("--runner", default="local", help="where candidates are measured: local (this machine), "
                    "rpc://HOST:PORT/KEY (the devices of a TVM RPC tracker running `adntn rpc-server`), or qemu (an "
@@ -144,7 +144,7 @@ def _add_run(sub) -> None:
     r.add_argument("--input", action="append", help=".npy file of the compiled input shape; once per model input, in "
                                                     "order (default: random normal floats, random token ids)")
     r.add_argument("--output", help="write the result here (.npy; a model with several outputs: .npz, by name)")
-    r.add_argument("--repeats", type=_count(0), default=0, help="time this many calls and print the median")
+    r.add_argument("--repeats", type=at_least(0), default=0, help="time this many calls and print the median")
     r.add_argument("--check", action="store_true", help="compare with the reference interpreter (float64)")
     r.add_argument("--instructions", action="store_true", help="a C bundle: count the instructions one inference "
                                                                  "executes (qemu, exact)")
