@@ -413,7 +413,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true",
                     help="CI smoke: one seed, 1 epoch, dense, no-layer, ttn (+kd) and two baselines at 2,000x")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=at_least(1), default=12)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--schedule", choices=SCHEDULES, default="cosine")
     ap.add_argument("--core-lr", type=float, default=None, help="learning rate of the ADNTN cores (default: --lr)")

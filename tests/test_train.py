@@ -166,7 +166,7 @@ def test_weight_decay_acts_on_the_generated_weight():
     from torch import nn
 
     from adntn_compiler.errors import ConfigError
-    from adntn_compiler.training.train import train_classifier, weight_norm2
+    from adntn_compiler.training.train import distill, train_classifier, weight_norm2
 
     def model():
         torch.manual_seed(0)
@@ -188,6 +188,10 @@ def test_weight_decay_acts_on_the_generated_weight():
         assert decayed[0].weight.norm() < 0.8 * plain[0].weight.norm()
     with pytest.raises(ConfigError, match="weight_decay must be >= 0"):
         train_classifier(plain, x, y, epochs=1, weight_decay=-1.0)
+    with pytest.raises(ConfigError, match="core_lr=-0.001"):
+        train_classifier(plain, x, y, epochs=1, core_lr=-1e-3)
+    with pytest.raises(ConfigError, match="learning rates must be > 0, got lr=0"):
+        distill(plain, plain, x, epochs=1, lr=0)
 
 
 def test_ratio_search_gives_ttn_interleaved_legs_on_fashion_mnist_fc1():

@@ -281,6 +281,8 @@ def _loop(model, data, loss_fn, epochs: int, lr: float, batch_size: int, seed: i
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
     if not weight_decay >= 0:
         raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
+    if not lr > 0 or (core_lr is not None and not core_lr > 0):  # a negative rate climbs the loss, silently
+        raise ConfigError(f"learning rates must be > 0, got lr={lr}, core_lr={core_lr}")
     if augment is not None and not callable(augment):
         raise ConfigError(f"augment must be a function (x, generator) -> x, got {type(augment).__name__}")
     if weight_decay:
