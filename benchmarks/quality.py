@@ -44,11 +44,11 @@ from torch import nn
 from tqdm import tqdm
 
 import adntn_compiler as adntn
-from adntn_compiler.cli import at_least
+from adntn_compiler.cli import at_least, positive
 from adntn_compiler.errors import ConfigError
 from adntn_compiler.training.data import augment_signals
 from adntn_compiler.training.sensitivity import init_from_data
-from adntn_compiler.training.train import SCHEDULES, distill, train_classifier
+from adntn_compiler.training.train import SCHEDULES, Ensemble, distill, train_classifier
 
 RATIOS = (2000, 20000)
 ADNTN_ARCHS = ("ttn", "attn", "mera")
@@ -249,12 +249,13 @@ def label(row: dict) -> str:
     +dropP (dropout P after it), +corelrX (the cores at learning rate X), +fit (from the trained dense model,
     the cores fitted to its layer's outputs; +fitrelu: to what survives the ReLU; +fitinit: the cores at their
     init), +aug (augmented batches), +kd (distilled), (tM) (from the dense model trained for M epochs),
-    @N (a study's N epochs)."""
+    (ensS...) (distilled from the mean logits of these seeds' dense models), @N (a study's N epochs)."""
     return (row["arch"] + ("+bn" if row.get("bn") else "") + (f"+drop{row['dropout']:g}" if row.get("dropout") else "")
             + (f"+corelr{row['core_lr']:g}" if row.get("core_lr") else "")
             + ("+fit" if row.get("fit") is True else f"+fit{row['fit']}" if row.get("fit") else "")
             + ("+aug" if row.get("aug") else "") + ("+kd" if row.get("kd") else "")
             + (f"(t{row['teacher_epochs']})" if row.get("teacher_epochs") else "")
+            + (f"(ens{''.join(map(str, row['teacher_seeds']))})" if row.get("teacher_seeds") else "")
             + (f"@{row['epochs']}" if row.get("epochs") else ""))
 
 
@@ -408,15 +409,15 @@ def plot(summary: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None):
+def parse(argv) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
                     help="CI smoke: one seed, 1 epoch, dense, no-layer, ttn (+kd) and two baselines at 2,000x")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=at_least(1), default=12)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=positive, default=1e-3)
     ap.add_argument("--schedule", choices=SCHEDULES, default="cosine")
-    ap.add_argument("--core-lr", type=float, default=None, help="learning rate of the ADNTN cores (default: --lr)")
+    ap.add_argument("--core-lr", type=positive, default=None, help="learning rate of the ADNTN cores (default: --lr)")
     ap.add_argument("--samples", type=int, default=12000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--archs", nargs="+", help="only these rows (e.g. ttn narrow; brickwall is opt-in)")
@@ -438,6 +439,9 @@ def main(argv=None):
     ap.add_argument("--teacher-epochs", type=at_least(1), default=None,
                     help="the +kd and +fit rows learn from the dense model trained for this many epochs (default: "
                          "--epochs); their label gets (tN)")
+    ap.add_argument("--teacher-seeds", type=int, nargs="+", default=None,
+                    help="the +aug+kd rows learn from the mean logits of these seeds' dense models (`Ensemble`; "
+                         "label (ensS...)); +fit still starts from the run's own seed's")
     ap.add_argument("--out", default="benchmarks/results/quality.json")
     ap.add_argument("--merge", nargs="+", default=[], help="add the runs of these result files to --out first")
     ap.add_argument("--untrained-layer", action="store_true",
@@ -445,15 +449,15 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.untrained_layer and a.out == ap.get_default("out"):
         ap.error("--untrained-layer needs its own --out (its runs share the trained runs' keys)")
+    if a.teacher_seeds and not a.augment:
+        ap.error("--teacher-seeds needs --augment (the ensemble is run as a module on each augmented batch)")
     if a.fit and (a.bn or a.dropout or a.untrained_layer):
         ap.error("--fit starts from the dense model's layers: it takes no --bn, --dropout or --untrained-layer")
-    torch.set_num_threads(a.threads)
-    seeds, epochs = ([0], 1) if a.quick else (a.seeds, a.epochs)
-    out = Path(a.out)
-    done = {key(r, r["seed"]): r for f in [out, *map(Path, a.merge)] if f.exists()
-            for r in json.loads(f.read_text())["runs"]}
-    samples = 2000 if a.quick else a.samples
-    data = {"mnist1d": mnist1d_data(samples)}
+    return a
+
+
+def recipe_rows(a: argparse.Namespace, epochs: int) -> list[dict]:
+    """The rows this run asks for, each with the recipe's options its label will show."""
     rows = [r for r in rows_to_run(a.quick, tuple(a.targets or RATIOS), a.archs, a.sanity)
             if (not a.archs or r["arch"] in a.archs) and (a.kd is None or bool(r.get("kd")) == a.kd)]
     recipe = dict(bn=True) if a.bn else {}
@@ -466,6 +470,21 @@ def main(argv=None):
     if a.teacher_epochs and a.teacher_epochs != epochs:  # only the rows that learn from the dense model
         rows = [dict(r, teacher_epochs=a.teacher_epochs) if r["task"] == "mnist1d" and (r.get("kd") or r.get("fit"))
                 else r for r in rows]
+    if a.teacher_seeds:
+        rows = [dict(r, teacher_seeds=sorted(set(a.teacher_seeds))) if r.get("kd") else r for r in rows]
+    return rows
+
+
+def main(argv=None):
+    a = parse(argv)
+    torch.set_num_threads(a.threads)
+    seeds, epochs = ([0], 1) if a.quick else (a.seeds, a.epochs)
+    out = Path(a.out)
+    done = {key(r, r["seed"]): r for f in [out, *map(Path, a.merge)] if f.exists()
+            for r in json.loads(f.read_text())["runs"]}
+    samples = 2000 if a.quick else a.samples
+    data = {"mnist1d": mnist1d_data(samples)}
+    rows = recipe_rows(a, epochs)
     jobs = [(row, s) for s in seeds for row in rows]  # seed-major
     jobs += [(dict(task="mnist1d", arch=arch, target=t, epochs=n), 0) for n in a.study if n != epochs
              for arch, t in (("dense", 1), ("ttn", 2000))]
@@ -490,9 +509,13 @@ def main(argv=None):
             teacher = None if not row.get("kd") else (
                 teacher_model if row.get("aug") else teacher_logits)(data["mnist1d"], seed, t_epochs, a.lr, a.schedule,
                                                                       samples)
+            own = teacher  # the seed's own dense model: the fit's source below
+            if row.get("teacher_seeds"):
+                teacher = Ensemble([own if s == seed else teacher_model(data["mnist1d"], s, t_epochs, a.lr, a.schedule,
+                                                                        samples) for s in row["teacher_seeds"]]).eval()
             model, fit_error = build(row, seed), None
             if row.get("fit"):  # from the +aug+kd teacher where it is that model, not loaded a second time
-                dense = teacher if isinstance(teacher, nn.Module) else teacher_model(
+                dense = own if isinstance(own, nn.Module) else teacher_model(
                     data["mnist1d"], seed, t_epochs, a.lr, a.schedule, samples, aug=bool(row.get("aug")))
                 model, fit_error = fitted(row, seed, dense, data["mnist1d"][0], steps=10 if a.quick else FIT_STEPS)
             layer = model[2] if row["task"] == "mnist1d" else model[7]

@@ -11,7 +11,7 @@ BENCH = Path(__file__).parent.parent / "benchmarks"
 
 
 @pytest.mark.slow
-def test_quality_quick(tmp_path, monkeypatch):
+def test_quality_quick(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ADNTN_CACHE", str(tmp_path / "cache"))  # the +kd rows' teacher logits
     torch.set_num_threads(1)
     main = runpy.run_path(str(BENCH / "quality.py"), run_name="quality")["main"]
@@ -57,6 +57,19 @@ def test_quality_quick(tmp_path, monkeypatch):
     longer = main(["--quick", "--out", str(out), "--archs", "ttn", "--kd", "--teacher-epochs", "2"])
     assert {"ttn+kd", "ttn+kd(t2)"} <= {s["arch"] for s in longer}
     assert len(list((tmp_path / "cache" / "quality-teachers").glob("*-2ep-*"))) == 1
+
+    # distilled from the mean logits of two seeds' dense models (seed 1's trained for it); fitted to seed 0's
+    ens = main(["--quick", "--out", str(out), "--archs", "ttn", "--kd", "--augment", "--fit",
+                "--teacher-seeds", "1", "0"])
+    assert "ttn+fit+aug+kd(ens01)" in {s["arch"] for s in ens}
+    run = next(r for r in json.loads(out.read_text())["runs"] if r.get("teacher_seeds"))
+    assert run["teacher_seeds"] == [0, 1] and run["fit_error"] > 0 and run["accuracy"] > 0.15
+    assert len(list((tmp_path / "cache" / "quality-teachers").glob("*-1ep-*-seed1-aug.safetensors"))) == 1
+    for bad, said in ((["--lr", "0"], "must be a finite number > 0, got 0"), (["--core-lr", "nan"], "got nan"),
+                      (["--teacher-seeds", "0", "1"], "--teacher-seeds needs --augment")):
+        with pytest.raises(SystemExit):
+            main(["--quick", "--out", str(out), *bad])
+        assert said in capsys.readouterr().err
 
 
 def test_quality_sanity_rows_only_in_a_whole_run():

@@ -303,3 +303,23 @@ def test_fit_outputs_after_a_relu_with_nothing_kept_stays_finite():
     gen = adntn.ttn((16, 32), rank=3, seed=0)
     res = fit_outputs(gen, W, X, steps=20, progress=False, bias=np.full(16, -1e3), activation="relu")
     assert np.all(np.isfinite(res.losses)) and np.all(np.isfinite(adntn.materialize(gen)))
+
+
+def test_ensemble_teacher_is_the_mean_of_its_models_outputs_and_distils():
+    import torch
+    from torch import nn
+
+    from adntn_compiler.training.train import Ensemble, distill
+
+    torch.manual_seed(0)
+    models = [nn.Linear(8, 3) for _ in range(3)]
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    ens = Ensemble(models)
+    with torch.no_grad():
+        assert torch.allclose(ens(x), sum(m(x) for m in models) / 3, atol=1e-6)
+        assert not torch.allclose(ens(x), models[0](x))
+    student = nn.Linear(8, 3)
+    res = distill(student, ens, (x, y), epochs=30, lr=1e-2, alpha=1.0, progress=False, augment=lambda x, g: x)
+    assert res.losses[-1] < 0.3 * res.losses[0]  # the student learns the mean logits (KL only)
+    with pytest.raises(ConfigError, match="needs at least one model"):
+        Ensemble([])

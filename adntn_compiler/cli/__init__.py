@@ -8,7 +8,7 @@ from ..errors import AdntnError
 from . import commands
 from .commands import block_torch, load_model, resolve_model
 
-__all__ = ["at_least", "block_torch", "build_parser", "load_model", "main", "resolve_model"]
+__all__ = ["at_least", "positive", "block_torch", "build_parser", "load_model", "main", "resolve_model"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +44,17 @@ def at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {v}")
         return v
     return parse
+
+
+def positive(text: str) -> float:
+    """An argparse type: a finite number > 0 (a learning rate, a scale)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
 
 
 def _duration(text: str) -> float:

@@ -8,6 +8,7 @@ Both train the generator's cores in place (through an ADNTN torch layer) and ret
 
     res = train_classifier(model, x, y, epochs=12)        # cross-entropy, Adam, warm-up + cosine decay
     res = distill(student, teacher, (x, y), epochs=12)    # soft-target KL (T=4) + 0.1 cross-entropy
+    res = distill(student, Ensemble(dense_models), (x, y))  # from the mean of several teachers' logits
     res.losses, res.metrics; res.plot("distill.png")
 """
 from __future__ import annotations
@@ -378,6 +379,20 @@ def _outputs(teacher, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     teacher.eval()
     with torch.no_grad():
         return torch.cat([teacher(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+
+
+class Ensemble(torch.nn.Module):
+    """The mean of several models' outputs (logits), every model on the same batch: a stronger teacher for `distill`
+    than any one of them (Hinton et al. 2015 distil an ensemble into one net)."""
+
+    def __init__(self, models: Sequence[torch.nn.Module]):
+        super().__init__()
+        if not models:
+            raise ConfigError("an Ensemble needs at least one model")
+        self.models = torch.nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.models]).mean(0)
 
 
 def distill(student: torch.nn.Module, teacher, data, epochs: int = 12, lr: float = 1e-3, batch_size: int = 128,
