@@ -14,13 +14,14 @@ seed, so it stores nothing): what any layer must beat to have learned something;
 the same rows (dense, ttn 2,000x, seed 0) at other epoch counts: the epochs chosen for the recipe. --fit: the
 compressed rows start from the trained dense model of the seed (the teacher) with their cores fitted to its
 4096x4096 layer's outputs (rows +fit); --fit relu fits what survives the ReLU after that layer instead (rows
-+fitrelu); --fit init leaves the cores at their init, the other layers trained (rows +fitinit).
++fitrelu); --fit init leaves the cores at their init, the other layers trained (rows +fitinit). --teacher-seeds
+0 1 2: the +aug+kd rows learn from the mean logits of those seeds' dense models (rows (ens012)).
 
     python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--archs ttn tt] [--targets 2000] [--kd | --no-kd]
                                  [--out benchmarks/results/quality.json] [--merge other.json ...]
                                  [--schedule cosine|constant] [--study 6 24] [--untrained-layer]
                                  [--augment] [--bn] [--dropout P] [--core-lr X] [--fit [relu|init]] [--samples 50000]
-                                 [--teacher-epochs N]
+                                 [--teacher-epochs N] [--teacher-seeds 0 1 2]
                                  [--sanity | --no-sanity]
 
 Runs of different rows can go to separate files in parallel processes and be merged afterwards.
