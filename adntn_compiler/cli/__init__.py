@@ -8,7 +8,7 @@ from ..errors import AdntnError
 from . import commands
 from .commands import block_torch, load_model, resolve_model
 
-__all__ = ["at_least", "positive", "block_torch", "build_parser", "load_model", "main", "resolve_model"]
+__all__ = ["at_least", "block_torch", "build_parser", "load_model", "main", "positive", "resolve_model"]
 
 
 def main(argv: list[str] | None = None) -> int:
