@@ -440,7 +440,7 @@ def parse(argv) -> argparse.Namespace:
     ap.add_argument("--teacher-epochs", type=at_least(1), default=None,
                     help="the +kd and +fit rows learn from the dense model trained for this many epochs (default: "
                          "--epochs); their label gets (tN)")
-    ap.add_argument("--teacher-seeds", type=int, nargs="+", default=None,
+    ap.add_argument("--teacher-seeds", type=at_least(0), nargs="+", default=None,
                     help="the +aug+kd rows learn from the mean logits of these seeds' dense models (`Ensemble`; "
                          "label (ensS...)); +fit still starts from the run's own seed's")
     ap.add_argument("--out", default="benchmarks/results/quality.json")

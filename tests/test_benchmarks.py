@@ -66,7 +66,8 @@ def test_quality_quick(tmp_path, monkeypatch, capsys):
     assert run["teacher_seeds"] == [0, 1] and run["fit_error"] > 0 and run["accuracy"] > 0.15
     assert len(list((tmp_path / "cache" / "quality-teachers").glob("*-1ep-*-seed1-aug.safetensors"))) == 1
     for bad, said in ((["--lr", "0"], "must be a finite number > 0, got 0"), (["--core-lr", "nan"], "got nan"),
-                      (["--teacher-seeds", "0", "1"], "--teacher-seeds needs --augment")):
+                      (["--teacher-seeds", "0", "1"], "--teacher-seeds needs --augment"),
+                      (["--augment", "--teacher-seeds", "-1"], "must be at least 0, got -1")):
         with pytest.raises(SystemExit):
             main(["--quick", "--out", str(out), *bad])
         assert said in capsys.readouterr().err

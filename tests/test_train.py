@@ -323,3 +323,5 @@ def test_ensemble_teacher_is_the_mean_of_its_models_outputs_and_distils():
     assert res.losses[-1] < 0.3 * res.losses[0]  # the student learns the mean logits (KL only)
     with pytest.raises(ConfigError, match="needs at least one model"):
         Ensemble([])
+    with pytest.raises(ShapeError, match=r"different shapes: \[\(64, 3\), \(64, 5\)\]"):
+        Ensemble([models[0], nn.Linear(8, 5)])(x)

@@ -392,7 +392,11 @@ class Ensemble(torch.nn.Module):
         self.models = torch.nn.ModuleList(models)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(x) for m in self.models]).mean(0)
+        outs = [m(x) for m in self.models]
+        if len({o.shape for o in outs}) > 1:
+            shapes = [tuple(o.shape) for o in outs]
+            raise ShapeError(f"the Ensemble's models give outputs of different shapes: {shapes}")
+        return torch.stack(outs).mean(0)
 
 
 def distill(student: torch.nn.Module, teacher, data, epochs: int = 12, lr: float = 1e-3, batch_size: int = 128,
