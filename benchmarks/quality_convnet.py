@@ -19,9 +19,11 @@ cosine decay to 0, batch 128); test accuracy on the 10,000 test images after eve
 - suffixes on a compressed row (e.g. ttn-20000+bn+kd): +bn puts batch norm right after each compressed layer
   (`compress(..., norm="batch")`); +kd distils the head from the seed's dense head (`adntn.train.distill`, KL at
   T=4 weight 0.9 plus 0.1 cross-entropy, the same schedule): the dense row caches its logits on the training
-  features beside the features (a +kd row without them trains the dense head first); +e2e trains the head with a
-  fresh trunk end to end on the images (--trunk-epochs, the trunk's recipe), not on the frozen features, and
-  dense+e2e is the seed's trunk run itself.
+  features beside the features (a +kd row without them trains the dense head first); +fit starts the head from the
+  seed's trained dense head (cached beside its logits as safetensors), FC1's and FC2's cores fitted to the dense
+  layers' outputs on the first 4096 training features (`init_from_data`), FC3 and the biases trained; +e2e trains
+  the head with a fresh trunk end to end on the images (--trunk-epochs, the trunk's recipe), not on the frozen
+  features, and dense+e2e is the seed's trunk run itself.
 
     python benchmarks/quality_convnet.py [--seeds 0 1 2] [--epochs 2] [--trunk-epochs 1] [--rows dense ttn tt]
                                          [--ratios 2000 20000 76000] [--samples N] [--test-samples N] [--quick]
@@ -34,6 +36,7 @@ against compression ratio per arch, and the test accuracy after each epoch).
 from __future__ import annotations
 
 import argparse
+import copy
 import inspect
 import json
 import math
@@ -50,11 +53,21 @@ from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from quality import accuracy, count, name_far_rows, plot_curves, save_teacher  # noqa: E402  (shared helpers)
+from quality import (  # noqa: E402  (shared helpers)
+    FIT_SIGNALS,
+    FIT_STEPS,
+    accuracy,
+    count,
+    name_far_rows,
+    plot_curves,
+    save_teacher,
+    save_teacher_model,
+)
 from quality_fmnist import summarize  # noqa: E402  (mean, spread and curve per row over seeds)
 
 import adntn_compiler as adntn  # noqa: E402
 from adntn_compiler.errors import ConfigError  # noqa: E402
+from adntn_compiler.training.sensitivity import init_from_data  # noqa: E402
 from adntn_compiler.training.train import distill, train_classifier  # noqa: E402
 
 CHANNELS = (32, 64, 128)  # 28 -> 14 -> 7 -> 3: 128 * 3 * 3 = 1152 features
@@ -126,13 +139,14 @@ def row_names(rows, ratios) -> list[str]:
 
 
 BN = "+bn"  # a row suffix: batch norm right after each compressed layer (`compress(..., norm="batch")`)
+FIT = "+fit"  # the first suffix: from the seed's trained dense head, FC1's and FC2's cores fitted to its layers
 KD = "+kd"  # the last suffix: distilled from the seed's dense head (its logits on the training features)
 E2E = "+e2e"  # the last suffix: trunk and head trained together from scratch on the images, as the trunk was
 
 
 def spec_of(row: str) -> dict | None:
     """FC1's and FC2's compress spec (the same for both), or None for a dense head."""
-    if row.endswith((KD, E2E)):
+    if row.endswith((KD, E2E, FIT)):
         return spec_of(row.rpartition("+")[0])
     if row.endswith(BN):
         spec = spec_of(row[:-len(BN)])
@@ -182,26 +196,48 @@ def layer_params(model: nn.Module, row: str, features: int) -> tuple[int, float 
     return n, dense / n, [g.config for g in gens] if gens[0] is not None else None
 
 
-def run(row: str, seed: int, data, epochs: int, progress: bool, teacher: Path) -> dict:
+def fitted(row: str, seed: int, x: torch.Tensor, dense_file: Path, steps: int) -> tuple[nn.Module, list[float]]:
+    """A +fit row's head: the seed's trained dense head with FC1 and FC2 compressed (the row's spec), their cores
+    fitted to the dense layers' outputs on the first FIT_SIGNALS training features (`init_from_data`); FC3 and the
+    biases start trained. Returns the head and the two fits' relative output errors."""
+    from safetensors.torch import load_file
+
+    dense = head_net(x.shape[1])
+    dense.load_state_dict(load_file(dense_file))
+    model = copy.deepcopy(dense)
+    spec = spec_of(row)
+    adntn.compress(model, {k: dict(spec, seed=seed + i) for i, k in enumerate(COMPRESSED)})
+    with torch.no_grad():
+        inputs = dict(zip(COMPRESSED, (x[:FIT_SIGNALS], dense[1](dense[0](x[:FIT_SIGNALS])))))
+    return model, init_from_data(model, dense, list(COMPRESSED), inputs, steps=steps, seed=seed)
+
+
+def run(row: str, seed: int, data, epochs: int, progress: bool, teacher: Path, fit_steps: int = FIT_STEPS) -> dict:
     """Train the row's head; the dense row also writes its logits on the training features to `teacher`, which the
-    +kd rows distil from (`adntn.train.distill`: KL at T=4 weight 0.9 plus 0.1 cross-entropy, the same schedule)."""
+    +kd rows distil from (`adntn.train.distill`: KL at T=4 weight 0.9 plus 0.1 cross-entropy, the same schedule),
+    and its weights beside them (safetensors), which the +fit rows start from."""
     xtr, ytr, xte, yte = data
     features = xtr.shape[1]
-    model = build(row[:-len(KD)] if row.endswith(KD) else row, features, seed)
+    dense_file = teacher.with_name(teacher.stem.removesuffix("_logits") + ".safetensors")
+    if (row.endswith(KD) and not teacher.exists()) or (FIT in row and not dense_file.exists()):
+        run("dense", seed, data, epochs, progress, teacher)  # the teacher only: its row may be in another file
+    base = row[:-len(KD)] if row.endswith(KD) else row
+    model, fit_errors = (fitted(base[:-len(FIT)], seed, xtr, dense_file, fit_steps) if base.endswith(FIT)
+                         else (build(base, features, seed), None))
     n, ratio, config = layer_params(model, row, features)
     kw = dict(epochs=epochs, seed=seed, evaluate=lambda m: accuracy(m, xte, yte), progress=progress)
-    if row.endswith(KD) and not teacher.exists():
-        run("dense", seed, data, epochs, progress, teacher)  # the teacher only: its row may be in another file
     t = time.perf_counter()
     if row.endswith(KD):
         res = distill(model, torch.from_numpy(np.load(teacher, allow_pickle=False)), (xtr, ytr), **kw)
     else:
         res = train_classifier(model, xtr, ytr, **kw)
     if row == "dense":
+        save_teacher_model(model, dense_file)
         save_teacher(model, data, teacher)
     return dict(row=row, seed=seed, accuracy=res.metrics[-1], test_accuracy=res.metrics, losses=res.losses,
                 epoch_s=statistics.median(res.epoch_s), train_s=time.perf_counter() - t,
-                params=count(model, trainable=True), layer_params=n, ratio=ratio, config=config)
+                params=count(model, trainable=True), layer_params=n, ratio=ratio, config=config,
+                **(dict(fit_errors=fit_errors) if fit_errors else {}))
 
 
 def run_e2e(row: str, seed: int, images, trunk: dict, trunk_epochs: int, progress: bool) -> dict:
@@ -268,7 +304,8 @@ def plot(summary: list[dict], path: Path) -> None:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     by = {s["row"]: s for s in summary}
     for i, arch in enumerate(ARCHS):
-        for suffix, style in (("", "o-"), (BN, "s:"), (BN + KD, "v--")):  # +e2e rows: another protocol, right only
+        # +e2e rows: another protocol, right only
+        for suffix, style in (("", "o-"), (BN, "s:"), (BN + KD, "v--"), (FIT + KD, "D-.")):
             pts = sorted((s for s in summary if parts(s["row"]) == (arch, suffix)), key=lambda s: s["ratio"])
             if pts:
                 ax.errorbar([s["ratio"] for s in pts], [100 * s["acc_mean"] for s in pts], fmt=style, color=f"C{i}",
@@ -328,7 +365,7 @@ def parse(argv) -> argparse.Namespace:
         a.rows, a.ratios = a.rows or ["dense", "no-layer", "ttn", "tt", "ttn-frozen"], [20000]
     a.rows = a.rows or list(DEFAULT_ROWS)
     a.names = row_names(a.rows, a.ratios)
-    suffixes = ("", BN, KD, E2E, BN + KD, BN + E2E)  # in this order: +bn first, +kd or +e2e last
+    suffixes = ("", BN, KD, E2E, BN + KD, BN + E2E, FIT, FIT + KD)  # in this order: +bn or +fit first, +kd or +e2e last
     if unknown := [r for r in a.names if r not in SINGLE + ("dense" + E2E,)
                    and (parts(r)[0] is None or parts(r)[1] not in suffixes)]:
         ap.error(f"unknown rows {unknown}: an arch row is ARCH-RATIO with the suffixes {', '.join(suffixes[1:])}, "
@@ -370,7 +407,8 @@ def main(argv=None) -> list[dict]:
         try:
             done[row, seed] = (
                 run_e2e(row, seed, images, trunks[str(seed)], a.trunk_epochs, a.progress) if row.endswith(E2E)
-                else run(row, seed, data, a.epochs, a.progress, key.with_name(f"{key.name}_dense{a.epochs}_logits.npy"))
+                else run(row, seed, data, a.epochs, a.progress, key.with_name(f"{key.name}_dense{a.epochs}_logits.npy"),
+                         10 if a.quick else FIT_STEPS)
             )
         except ConfigError as e:  # e.g. mera and attn reach no 20,000x on FC1: said, not silently dropped
             skipped[row] = str(e)

@@ -124,8 +124,9 @@ def test_quality_fmnist_quick(tmp_path, monkeypatch):
 def test_quality_convnet_quick(tmp_path, monkeypatch):
     """The conv-net head benchmark's --quick run on a tiny idx fixture: the trunk trains once, its features are
     cached as .npy, every quick row trains on them; JSON, table and plot written; a rerun trains nothing; a +bn+kd
-    row distils from the dense head's cached logits, and trains that teacher first where its logits are gone; +e2e
-    rows train a fresh trunk with the head."""
+    row distils from the dense head's cached logits, and trains that teacher first where its logits are gone; +fit
+    rows start from the dense head's cached weights, FC1 and FC2 fitted to it; +e2e rows train a fresh trunk with
+    the head."""
     from .test_data import _write
 
     _write(tmp_path, n_train=384, n_test=256)
@@ -149,12 +150,20 @@ def test_quality_convnet_quick(tmp_path, monkeypatch):
     summary = main(["--quick", "--json", str(out), "--cache", str(cache), "--rows", "ttn-20000+bn+kd"])
     kd = {s["row"]: s for s in summary}["ttn-20000+bn+kd"]
     assert kd["ratio"] >= 20000 and kd["seeds"] == 1 and logits.exists()  # the teacher was trained again
+    [dense] = cache.glob("*_dense1.safetensors")  # the dense head's weights, beside its logits: +fit starts there
+    dense.unlink()
+    summary = main(["--quick", "--json", str(out), "--cache", str(cache), "--rows", "tt-20000+fit", "ttn-20000+fit+kd"])
+    fit = {s["row"]: s for s in summary}["ttn-20000+fit+kd"]
+    assert fit["ratio"] >= 20000 and dense.exists()  # the dense head was trained again for it
+    errors = {r["row"]: r["fit_errors"] for r in json.loads(out.read_text())["runs"] if "+fit" in r["row"]}
+    assert set(errors) == {"tt-20000+fit", "ttn-20000+fit+kd"} and all(len(e) == 2 for e in errors.values())
     summary = main(["--quick", "--json", str(out), "--cache", str(cache), "--rows", "dense+e2e", "ttn-20000+e2e"])
     rows = {s["row"]: s for s in summary}
     trunk = json.loads(out.read_text())["trunks"]["0"]
     assert rows["dense+e2e"]["acc_mean"] == trunk["test_accuracy"][-1]  # the trunk's own run, not trained again
     assert rows["ttn-20000+e2e"]["ratio"] >= 20000 and rows["ttn-20000+e2e"]["params"] > 128 * 9 * 64  # trunk too
-    for bad in ("ttn-20000+kd+bn", "ttn-20000+foo", "dense+kd"):  # a wrong suffix is refused, never half-applied
+    for bad in ("ttn-20000+kd+bn", "ttn-20000+foo", "dense+kd", "ttn-20000+kd+fit", "ttn-20000+bn+fit",
+                "dense+fit"):  # a wrong suffix is refused, never half-applied
         with pytest.raises(SystemExit):
             main(["--quick", "--json", str(out), "--cache", str(cache), "--rows", bad])
 

@@ -126,7 +126,11 @@ def fit_outputs(gen: Generator, W: np.ndarray, X: np.ndarray, steps: int = 500, 
     activation="relu" (with the layer's `bias`) matches what survives the ReLU that follows the layer: the outputs
     the dense layer keeps (> 0) exactly, the ones it zeroes only held at or below 0. A trained layer zeroes most of
     its outputs (93 % on mnist1d's FC2); fitted before the ReLU, the few parameters go to those, the kept outputs
-    shrink, and at 20,000x no unit survived the ReLU (benchmarks/quality.py, +fit rows)."""
+    shrink, and at 20,000x no unit survived the ReLU (benchmarks/quality.py, +fit rows).
+
+    Without an activation the loss is the error at the best scale of the outputs (on the global batch), as in
+    fit_weight, and the scale is set to its optimum on X at the end: with the plain squared error a random start's
+    outputs shrink to 0 first and can stay there (a ttn on a conv net's FC1 ended at relative error 0.99999)."""
     if activation not in FIT_ACTIVATIONS:
         raise ConfigError(f"fit_outputs: unknown activation {activation!r}; known: None, "
                           + ", ".join(a for a in FIT_ACTIVATIONS if a))
@@ -144,13 +148,32 @@ def fit_outputs(gen: Generator, W: np.ndarray, X: np.ndarray, steps: int = 500, 
         rows = min(batch_size, len(X))
         xb, = world.shard((X[torch.randint(len(X), (rows,), generator=g)],), rows)  # every rank draws it all
         y, p = xb @ target_w.T, xb @ layer.weight.reshape(gen.O, gen.I).T
-        if activation is None:
-            return (p - y).pow(2).sum(), y.pow(2).sum()
+        if activation is None:  # held constant, the best scale gives the scale-free loss's gradient (envelope)
+            best = world.sum((p * y).sum().detach()) / world.sum(p.pow(2).sum().detach()).clamp_min(1e-30)
+            return (best * p - y).pow(2).sum() if gen.has_scale else (p - y).pow(2).sum(), y.pow(2).sum()
         y, p = y + b, p + b  # where the ReLU zeroes the dense output, only a prediction above 0 costs
         kept = torch.relu(y).pow(2).sum().clamp_min(1e-12)  # (a batch where the dense layer keeps nothing)
         return torch.where(y > 0, p - y, torch.relu(p)).pow(2).sum(), kept
 
-    return _fit(gen, "fit_outputs", loss, steps, lr, progress)
+    res = _fit(gen, "fit_outputs", loss, steps, lr, progress)
+    if activation is None and gen.has_scale:
+        _rescale(gen, X, target_w)
+    return res
+
+
+def _rescale(gen: Generator, X: torch.Tensor, target_w: torch.Tensor, chunk: int = 1024) -> None:
+    """Set the generator's scale so its outputs on X best match target_w's (least squares in the scale)."""
+    from ..generators.trace import materialize
+
+    w = torch.as_tensor(materialize(gen), dtype=torch.float32).reshape(gen.O, gen.I)
+    py = pp = 0.0
+    for i in range(0, len(X), chunk):
+        p, y = X[i:i + chunk] @ w.T, X[i:i + chunk] @ target_w.T
+        py, pp = py + float((p * y).sum()), pp + float(p.pow(2).sum())
+    if pp > 0:
+        cores = dict(gen.cores)
+        cores["scale"] = cores["scale"] * py / pp
+        gen.set_cores(cores)
 
 
 def conv_patches(conv: torch.nn.Conv2d, x: torch.Tensor, n: int | None = None, seed: int = 0) -> torch.Tensor:
