@@ -66,6 +66,7 @@ from quality import (  # noqa: E402  (shared helpers)
 from quality_fmnist import summarize  # noqa: E402  (mean, spread and curve per row over seeds)
 
 import adntn_compiler as adntn  # noqa: E402
+from adntn_compiler.cli import at_least  # noqa: E402
 from adntn_compiler.errors import ConfigError  # noqa: E402
 from adntn_compiler.training.sensitivity import init_from_data  # noqa: E402
 from adntn_compiler.training.train import distill, train_classifier  # noqa: E402
@@ -340,18 +341,21 @@ def load_images(samples: int | None, test_samples: int | None):
 
 def parse(argv) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=2, help="head epochs (every row)")
-    ap.add_argument("--trunk-epochs", type=int, default=1, help="end-to-end epochs of trunk + dense head")
+    # checked here: a bad number must not reach the runs, where a ConfigError marks a row as skipped in the JSON
+    ap.add_argument("--seeds", type=at_least(0), nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=at_least(1), default=2, help="head epochs (every row)")
+    ap.add_argument("--trunk-epochs", type=at_least(1), default=1, help="end-to-end epochs of trunk + dense head")
     ap.add_argument("--rows", nargs="+", default=None,
                     help=f"of {', '.join(SINGLE + ARCHS)} (an arch is one row per --ratios), or e.g. ttn-20000, "
                     "ttn-20000+bn+kd")
-    ap.add_argument("--ratios", type=int, nargs="+", default=list(RATIOS))
-    ap.add_argument("--samples", type=int, default=None, help="the first N training images (default all 60,000)")
-    ap.add_argument("--test-samples", type=int, default=None, help="the first N test images (default all 10,000)")
+    ap.add_argument("--ratios", type=at_least(2), nargs="+", default=list(RATIOS))
+    ap.add_argument("--samples", type=at_least(1), default=None,
+                    help="the first N training images (default all 60,000)")
+    ap.add_argument("--test-samples", type=at_least(1), default=None,
+                    help="the first N test images (default all 10,000)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 384 / 256 images, 1 epoch, seed 0, a few rows (unless --rows)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=at_least(1), default=1)
     ap.add_argument("--cache", default=os.environ.get("ADNTN_CONVNET_CACHE", "/tmp/adntn_convnet_features"),
                     help="folder of the trunks' cached features (.npy)")
     ap.add_argument("--json", default="benchmarks/results/quality_convnet.json")

@@ -166,6 +166,11 @@ def test_quality_convnet_quick(tmp_path, monkeypatch):
                 "dense+fit"):  # a wrong suffix is refused, never half-applied
         with pytest.raises(SystemExit):
             main(["--quick", "--json", str(out), "--cache", str(cache), "--rows", bad])
+    before = out.read_text()
+    for flag, bad in (("--epochs", "0"), ("--trunk-epochs", "0"), ("--seeds", "-1"), ("--ratios", "1")):
+        with pytest.raises(SystemExit):  # at parse time: a ConfigError in a run would mark the row skipped
+            main([flag, bad, "--json", str(out), "--cache", str(cache), "--rows", "no-layer"])
+    assert out.read_text() == before
 
 
 def test_lm_cpu_quick(tmp_path):
