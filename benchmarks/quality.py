@@ -507,13 +507,14 @@ def main(argv=None):
                 data[row["task"]] = mnist5000_data()
             n_epochs = 5 if row["task"] == "mnist5000" else row.get("epochs", epochs)
             t_epochs = row.get("teacher_epochs", n_epochs)
-            teacher = None if not row.get("kd") else (
-                teacher_model if row.get("aug") else teacher_logits)(data["mnist1d"], seed, t_epochs, a.lr, a.schedule,
-                                                                      samples)
-            own = teacher  # the seed's own dense model: the fit's source below
-            if row.get("teacher_seeds"):
-                teacher = Ensemble([own if s == seed else teacher_model(data["mnist1d"], s, t_epochs, a.lr, a.schedule,
-                                                                        samples) for s in row["teacher_seeds"]]).eval()
+            def dense_of(s: int):  # the seed's dense model (its logits without augmentation): trained if not cached
+                return (teacher_model if row.get("aug") else teacher_logits)(data["mnist1d"], s, t_epochs, a.lr,
+                                                                             a.schedule, samples)
+            teachers = row.get("teacher_seeds") or [seed]
+            # the seed's own dense model, where a teacher needs it (the fit below loads it itself otherwise)
+            own = dense_of(seed) if row.get("kd") and seed in teachers else None
+            teacher = None if not row.get("kd") else own if not row.get("teacher_seeds") else Ensemble(
+                [own if s == seed else dense_of(s) for s in teachers]).eval()
             model, fit_error = build(row, seed), None
             if row.get("fit"):  # from the +aug+kd teacher where it is that model, not loaded a second time
                 dense = own if isinstance(own, nn.Module) else teacher_model(

@@ -65,6 +65,10 @@ def test_quality_quick(tmp_path, monkeypatch, capsys):
     run = next(r for r in json.loads(out.read_text())["runs"] if r.get("teacher_seeds"))
     assert run["teacher_seeds"] == [0, 1] and run["fit_error"] > 0 and run["accuracy"] > 0.15
     assert len(list((tmp_path / "cache" / "quality-teachers").glob("*-1ep-*-seed1-aug.safetensors"))) == 1
+    [own] = (tmp_path / "cache" / "quality-teachers").glob("*-1ep-*-seed0-aug.safetensors")
+    own.unlink()  # distilled from seed 1's model alone, not fitted: seed 0's own dense model is not needed
+    other = main(["--quick", "--out", str(out), "--archs", "ttn", "--kd", "--augment", "--teacher-seeds", "1"])
+    assert "ttn+aug+kd(ens1)" in {s["arch"] for s in other} and not own.exists()
     for bad, said in ((["--lr", "0"], "must be a finite number > 0, got 0"), (["--core-lr", "nan"], "got nan"),
                       (["--teacher-seeds", "0", "1"], "--teacher-seeds needs --augment"),
                       (["--augment", "--teacher-seeds", "-1"], "must be at least 0, got -1")):
