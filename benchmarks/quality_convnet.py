@@ -306,7 +306,7 @@ def plot(summary: list[dict], path: Path) -> None:
     by = {s["row"]: s for s in summary}
     for i, arch in enumerate(ARCHS):
         # +e2e rows: another protocol, right only
-        for suffix, style in (("", "o-"), (BN, "s:"), (BN + KD, "v--"), (FIT + KD, "D-.")):
+        for suffix, style in (("", "o-"), (BN, "s:"), (BN + KD, "v--"), (FIT, "D:"), (FIT + KD, "d-.")):
             pts = sorted((s for s in summary if parts(s["row"]) == (arch, suffix)), key=lambda s: s["ratio"])
             if pts:
                 ax.errorbar([s["ratio"] for s in pts], [100 * s["acc_mean"] for s in pts], fmt=style, color=f"C{i}",
