@@ -223,7 +223,7 @@ def run(row: str, seed: int, data, epochs: int, progress: bool, teacher: Path, f
     if (row.endswith(KD) and not teacher.exists()) or (FIT in row and not dense_file.exists()):
         run("dense", seed, data, epochs, progress, teacher)  # the teacher only: its row may be in another file
     base = row[:-len(KD)] if row.endswith(KD) else row
-    model, fit_errors = (fitted(base[:-len(FIT)], seed, xtr, dense_file, fit_steps) if base.endswith(FIT)
+    model, fit_errors = (fitted(base, seed, xtr, dense_file, fit_steps) if base.endswith(FIT)
                          else (build(base, features, seed), None))
     n, ratio, config = layer_params(model, row, features)
     kw = dict(epochs=epochs, seed=seed, evaluate=lambda m: accuracy(m, xte, yte), progress=progress)

@@ -108,10 +108,15 @@ def fit_weight(gen: Generator, W: np.ndarray, steps: int = 500, lr: float = 1e-2
         from ..generators.trace import materialize
 
         Wg = materialize(gen)
-        cores = dict(gen.cores)
-        cores["scale"] = cores["scale"] * np.sum(Wg * np.asarray(W)) / np.sum(Wg * Wg)
-        gen.set_cores(cores)
+        _scale_by(gen, np.sum(Wg * np.asarray(W)) / np.sum(Wg * Wg))
     return res
+
+
+def _scale_by(gen: Generator, factor: float) -> None:
+    """Multiply the generator's scale (the fits end at the least-squares optimum of it)."""
+    cores = dict(gen.cores)
+    cores["scale"] = cores["scale"] * factor
+    gen.set_cores(cores)
 
 
 FIT_ACTIVATIONS = (None, "relu")  # what fit_outputs can match after
@@ -171,9 +176,7 @@ def _rescale(gen: Generator, X: torch.Tensor, target_w: torch.Tensor, chunk: int
         p, y = X[i:i + chunk] @ w.T, X[i:i + chunk] @ target_w.T
         py, pp = py + float((p * y).sum()), pp + float(p.pow(2).sum())
     if pp > 0:
-        cores = dict(gen.cores)
-        cores["scale"] = cores["scale"] * py / pp
-        gen.set_cores(cores)
+        _scale_by(gen, py / pp)
 
 
 def conv_patches(conv: torch.nn.Conv2d, x: torch.Tensor, n: int | None = None, seed: int = 0) -> torch.Tensor:
