@@ -31,6 +31,11 @@ def test_fit_outputs_matches_the_layer_on_calibration_data(tmp_path):
         fit_outputs(gen, W, X[:, :5])
     with pytest.raises(ShapeError, match="target weight has shape"):
         fit_weight(gen, W.T)
+    for bad_w, bad_x in ((np.zeros_like(W), X), (W * np.nan, X), (W, np.zeros_like(X))):  # NaN cores before
+        with pytest.raises(ConfigError, match="finite and not all zeros"):
+            fit_outputs(gen, bad_w, bad_x, steps=2, progress=False)
+    with pytest.raises(ConfigError, match="finite and not all zeros"):
+        fit_weight(gen, np.zeros_like(W), steps=2, progress=False)
 
 
 def test_fit_outputs_does_not_depend_on_the_target_scale():

@@ -1,7 +1,7 @@
 """Training objectives for the cores: reconstruct a pretrained weight, or match a layer's outputs.
 
-    res = fit_weight(gen, W)            # min ||W_gen - W||^2 / ||W||^2
-    res = fit_outputs(gen, W, X)        # min ||X W_gen^T - X W^T||^2 / ||X W^T||^2 (data-aware)
+    res = fit_weight(gen, W)            # min over the scale a of ||a W_gen - W||^2 / ||W||^2
+    res = fit_outputs(gen, W, X)        # min over a of ||a X W_gen^T - X W^T||^2 / ||X W^T||^2 (data-aware)
     res.losses, res.rel_error; res.plot("fit.png")
 
 Both train the generator's cores in place (through an ADNTN torch layer) and return the loss curve. End to end:
@@ -89,6 +89,8 @@ def _fit(gen: Generator, objective: str, loss_fn, steps: int, lr: float, progres
 def _check(gen: Generator, W: np.ndarray) -> torch.Tensor:
     if tuple(np.shape(W)) != gen.shape:
         raise ShapeError(f"target weight has shape {tuple(np.shape(W))}, the generator makes {gen.shape}")
+    if not np.all(np.isfinite(W)) or not np.any(W):  # the relative errors divide by its norm: NaN cores otherwise
+        raise ConfigError("target weight must be finite and not all zeros: there is nothing to fit")
     return torch.as_tensor(np.asarray(W), dtype=torch.float32)
 
 
@@ -144,6 +146,8 @@ def fit_outputs(gen: Generator, W: np.ndarray, X: np.ndarray, steps: int = 500, 
     if X.ndim != 2 or X.shape[1] != gen.I:
         what = "input patches (conv_patches)" if gen.kind == "conv2d" else "inputs"
         raise ShapeError(f"calibration {what} must have shape (N, {gen.I}), got {tuple(X.shape)}")
+    if not torch.isfinite(X).all() or not X.any():
+        raise ConfigError("calibration inputs must be finite and not all zeros: every output would be 0")
     b = torch.zeros(gen.O) if bias is None else torch.as_tensor(np.asarray(bias), dtype=torch.float32)
     if tuple(b.shape) != (gen.O,):
         raise ShapeError(f"fit_outputs: bias must have shape ({gen.O},), got {tuple(b.shape)}")
