@@ -23,7 +23,9 @@ cosine decay to 0, batch 128); test accuracy on the 10,000 test images after eve
   seed's trained dense head (cached beside its logits as safetensors), FC1's and FC2's cores fitted to the dense
   layers' outputs on the first 4096 training features (`init_from_data`), FC3 and the biases trained; +e2e trains
   the head with a fresh trunk end to end on the images (--trunk-epochs, the trunk's recipe), not on the frozen
-  features, and dense+e2e is the seed's trunk run itself.
+  features, and dense+e2e is the seed's trunk run itself; +corelr (after +bn or +fit, before +kd or +e2e) trains
+  the ADNTN cores at CORE_LR = 3x the recipe's learning rate (`train_classifier(..., core_lr=)`; every other
+  parameter keeps it, so the row is the same recipe on a dense head).
 
     python benchmarks/quality_convnet.py [--seeds 0 1 2] [--epochs 2] [--trunk-epochs 1] [--rows dense ttn tt]
                                          [--ratios 2000 20000 76000] [--samples N] [--test-samples N] [--quick]
@@ -143,11 +145,13 @@ BN = "+bn"  # a row suffix: batch norm right after each compressed layer (`compr
 FIT = "+fit"  # the first suffix: from the seed's trained dense head, FC1's and FC2's cores fitted to its layers
 KD = "+kd"  # the last suffix: distilled from the seed's dense head (its logits on the training features)
 E2E = "+e2e"  # the last suffix: trunk and head trained together from scratch on the images, as the trunk was
+CORELR = "+corelr"  # the cores at CORE_LR, everything else at the recipe's rate
+CORE_LR = 3e-3
 
 
 def spec_of(row: str) -> dict | None:
     """FC1's and FC2's compress spec (the same for both), or None for a dense head."""
-    if row.endswith((KD, E2E, FIT)):
+    if row.endswith((KD, E2E, FIT, CORELR)):
         return spec_of(row.rpartition("+")[0])
     if row.endswith(BN):
         spec = spec_of(row[:-len(BN)])
@@ -223,10 +227,11 @@ def run(row: str, seed: int, data, epochs: int, progress: bool, teacher: Path, f
     if (row.endswith(KD) and not teacher.exists()) or (FIT in row and not dense_file.exists()):
         run("dense", seed, data, epochs, progress, teacher)  # the teacher only: its row may be in another file
     base = row[:-len(KD)] if row.endswith(KD) else row
-    model, fit_errors = (fitted(base, seed, xtr, dense_file, fit_steps) if base.endswith(FIT)
+    model, fit_errors = (fitted(base, seed, xtr, dense_file, fit_steps) if FIT in base
                          else (build(base, features, seed), None))
     n, ratio, config = layer_params(model, row, features)
-    kw = dict(epochs=epochs, seed=seed, evaluate=lambda m: accuracy(m, xte, yte), progress=progress)
+    kw = dict(epochs=epochs, seed=seed, evaluate=lambda m: accuracy(m, xte, yte), progress=progress,
+              core_lr=CORE_LR if CORELR in row else None)
     t = time.perf_counter()
     if row.endswith(KD):
         res = distill(model, torch.from_numpy(np.load(teacher, allow_pickle=False)), (xtr, ytr), **kw)
@@ -238,7 +243,8 @@ def run(row: str, seed: int, data, epochs: int, progress: bool, teacher: Path, f
     return dict(row=row, seed=seed, accuracy=res.metrics[-1], test_accuracy=res.metrics, losses=res.losses,
                 epoch_s=statistics.median(res.epoch_s), train_s=time.perf_counter() - t,
                 params=count(model, trainable=True), layer_params=n, ratio=ratio, config=config,
-                **(dict(fit_errors=fit_errors) if fit_errors else {}))
+                **(dict(fit_errors=fit_errors) if fit_errors else {}),
+                **(dict(core_lr=kw["core_lr"]) if kw["core_lr"] else {}))
 
 
 def run_e2e(row: str, seed: int, images, trunk: dict, trunk_epochs: int, progress: bool) -> dict:
@@ -257,7 +263,7 @@ def run_e2e(row: str, seed: int, images, trunk: dict, trunk_epochs: int, progres
                     losses=trunk["losses"], epoch_s=statistics.median(trunk["epoch_s"]), train_s=sum(trunk["epoch_s"]))
     t = time.perf_counter()
     res = train_classifier(nn.Sequential(net, head), xtr, ytr, epochs=trunk_epochs, seed=seed, progress=progress,
-                           evaluate=lambda m: accuracy(m, xte, yte))
+                           evaluate=lambda m: accuracy(m, xte, yte), core_lr=CORE_LR if CORELR in row else None)
     return dict(out, accuracy=res.metrics[-1], test_accuracy=res.metrics, losses=res.losses,
                 epoch_s=statistics.median(res.epoch_s), train_s=time.perf_counter() - t)
 
@@ -306,7 +312,8 @@ def plot(summary: list[dict], path: Path) -> None:
     by = {s["row"]: s for s in summary}
     for i, arch in enumerate(ARCHS):
         # +e2e rows: another protocol, right only
-        for suffix, style in (("", "o-"), (BN, "s:"), (BN + KD, "v--"), (FIT, "D:"), (FIT + KD, "d-.")):
+        for suffix, style in (("", "o-"), (BN, "s:"), (BN + KD, "v--"), (FIT, "D:"), (FIT + KD, "d-."),
+                              (BN + CORELR, "P-")):
             pts = sorted((s for s in summary if parts(s["row"]) == (arch, suffix)), key=lambda s: s["ratio"])
             if pts:
                 ax.errorbar([s["ratio"] for s in pts], [100 * s["acc_mean"] for s in pts], fmt=style, color=f"C{i}",
@@ -369,7 +376,9 @@ def parse(argv) -> argparse.Namespace:
         a.rows, a.ratios = a.rows or ["dense", "no-layer", "ttn", "tt", "ttn-frozen"], [20000]
     a.rows = a.rows or list(DEFAULT_ROWS)
     a.names = row_names(a.rows, a.ratios)
-    suffixes = ("", BN, KD, E2E, BN + KD, BN + E2E, FIT, FIT + KD)  # in this order: +bn or +fit first, +kd or +e2e last
+    # in this order: +bn or +fit first, then +corelr, +kd or +e2e last (+fit+e2e: a fresh trunk has no dense head)
+    suffixes = tuple(a + b + c for a in ("", BN, FIT) for b in ("", CORELR) for c in ("", KD, E2E)
+                     if not (a == FIT and c == E2E))
     if unknown := [r for r in a.names if r not in SINGLE + ("dense" + E2E,)
                    and (parts(r)[0] is None or parts(r)[1] not in suffixes)]:
         ap.error(f"unknown rows {unknown}: an arch row is ARCH-RATIO with the suffixes {', '.join(suffixes[1:])}, "

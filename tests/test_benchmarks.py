@@ -1,4 +1,5 @@
 """Smoke run of the quality benchmark (--quick): it trains, writes its JSON, table and plot, and merges."""
+import functools
 import json
 import runpy
 from pathlib import Path
@@ -166,8 +167,18 @@ def test_quality_convnet_quick(tmp_path, monkeypatch):
     trunk = json.loads(out.read_text())["trunks"]["0"]
     assert rows["dense+e2e"]["acc_mean"] == trunk["test_accuracy"][-1]  # the trunk's own run, not trained again
     assert rows["ttn-20000+e2e"]["ratio"] >= 20000 and rows["ttn-20000+e2e"]["params"] > 128 * 9 * 64  # trunk too
+    rates, train = [], main.__globals__["train_classifier"]
+
+    @functools.wraps(train)  # main reads the recipe's defaults from its signature
+    def spy(model, *args, core_lr=None, **kw):  # the cores' learning rate each row trains with
+        rates.append(core_lr)
+        return train(model, *args, core_lr=core_lr, **kw)
+
+    monkeypatch.setitem(main.__globals__, "train_classifier", spy)
+    main(["--quick", "--json", str(out), "--cache", str(cache), "--rows", "ttn-20000+bn", "ttn-20000+bn+corelr"])
+    assert rates == [None, 3e-3]
     for bad in ("ttn-20000+kd+bn", "ttn-20000+foo", "dense+kd", "ttn-20000+kd+fit", "ttn-20000+bn+fit",
-                "dense+fit"):  # a wrong suffix is refused, never half-applied
+                "dense+fit", "ttn-20000+corelr+bn", "ttn-20000+fit+e2e"):  # refused, never half-applied
         with pytest.raises(SystemExit):
             main(["--quick", "--json", str(out), "--cache", str(cache), "--rows", bad])
     before = out.read_text()
