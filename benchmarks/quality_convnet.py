@@ -14,7 +14,8 @@ cosine decay to 0, batch 128); test accuracy on the 10,000 test images after eve
 - tt at the same targets; lowrank at rank 1 on both layers (it reaches no target: its real ratio is reported);
 - narrow: a dense F-h-h-10 head with the total parameter count of the ttn head at 20,000x;
 - ttn-frozen: the ttn head at 20,000x left at its random init (only the last layer trains): a control that must
-  lose, or the trained layers have learned nothing;
+  lose, or the trained layers have learned nothing; ttn-frozen+bn the same with batch norm after FC1 and FC2 (the
+  norms train, the ADNTN layers do not): the control for the +bn rows;
 - no-layer: the trunk features straight into Linear(F, 10);
 - suffixes on a compressed row (e.g. ttn-20000+bn+kd): +bn puts batch norm right after each compressed layer
   (`compress(..., norm="batch")`); +kd distils the head from the seed's dense head (`adntn.train.distill`, KL at
@@ -183,9 +184,11 @@ def build(row: str, features: int, seed: int) -> nn.Module:
     spec = spec_of(row)
     if spec is not None:
         adntn.compress(model, {k: dict(spec, seed=seed + i) for i, k in enumerate(COMPRESSED)})
-    if row == "ttn-frozen":
+    if row.startswith("ttn-frozen"):
         for k in COMPRESSED:
-            model[int(k)].requires_grad_(False)  # cores, scale and bias stay at their init; the optimiser skips them
+            m = model[int(k)]
+            # cores, scale and bias stay at their init; the optimiser skips them (a batch norm after them trains)
+            (m[0] if isinstance(m, nn.Sequential) else m).requires_grad_(False)
     return model
 
 
@@ -320,9 +323,9 @@ def plot(summary: list[dict], path: Path) -> None:
                             label=arch + suffix, capsize=3,
                             yerr=[[100 * (s["acc_mean"] - s["acc_min"]) for s in pts],
                                   [100 * (s["acc_max"] - s["acc_mean"]) for s in pts]])
-    for j, row in enumerate(("lowrank", "narrow", "ttn-frozen")):
+    for j, row in enumerate(("lowrank", "narrow", "ttn-frozen", "ttn-frozen" + BN)):
         if row in by:
-            ax.plot(by[row]["ratio"], 100 * by[row]["acc_mean"], "s^v"[j], color=f"C{4 + j}", ms=9, label=row)
+            ax.plot(by[row]["ratio"], 100 * by[row]["acc_mean"], "s^v<"[j], color=f"C{4 + j}", ms=9, label=row)
     for row, style in (("dense", "k-"), ("no-layer", "k:")):
         if row in by:
             ax.axhline(100 * by[row]["acc_mean"], ls=style[1:], color="k", label=f"{row} head")
@@ -379,10 +382,10 @@ def parse(argv) -> argparse.Namespace:
     # in this order: +bn or +fit first, then +corelr, +kd or +e2e last (+fit+e2e: a fresh trunk has no dense head)
     suffixes = tuple(a + b + c for a in ("", BN, FIT) for b in ("", CORELR) for c in ("", KD, E2E)
                      if not (a == FIT and c == E2E))
-    if unknown := [r for r in a.names if r not in SINGLE + ("dense" + E2E,)
+    if unknown := [r for r in a.names if r not in SINGLE + ("dense" + E2E, "ttn-frozen" + BN)
                    and (parts(r)[0] is None or parts(r)[1] not in suffixes)]:
         ap.error(f"unknown rows {unknown}: an arch row is ARCH-RATIO with the suffixes {', '.join(suffixes[1:])}, "
-                 f"ARCH one of {', '.join(ARCHS)}; the others are {', '.join(SINGLE)}, dense{E2E}")
+                 f"ARCH one of {', '.join(ARCHS)}; the others are {', '.join(SINGLE)}, dense{E2E}, ttn-frozen{BN}")
     return a
 
 

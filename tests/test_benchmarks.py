@@ -177,6 +177,9 @@ def test_quality_convnet_quick(tmp_path, monkeypatch):
     monkeypatch.setitem(main.__globals__, "train_classifier", spy)
     main(["--quick", "--json", str(out), "--cache", str(cache), "--rows", "ttn-20000+bn", "ttn-20000+bn+corelr"])
     assert rates == [None, 3e-3]
+    summary = main(["--quick", "--json", str(out), "--cache", str(cache), "--rows", "ttn-frozen+bn"])
+    frozen = {s["row"]: s for s in summary}["ttn-frozen+bn"]
+    assert frozen["params"] == 4096 * 10 + 10 + 2 * 2 * 4096  # FC3 and the two batch norms train, the cores do not
     for bad in ("ttn-20000+kd+bn", "ttn-20000+foo", "dense+kd", "ttn-20000+kd+fit", "ttn-20000+bn+fit",
                 "dense+fit", "ttn-20000+corelr+bn", "ttn-20000+fit+e2e"):  # refused, never half-applied
         with pytest.raises(SystemExit):
