@@ -380,8 +380,8 @@ def parse(argv) -> argparse.Namespace:
     a.rows = a.rows or list(DEFAULT_ROWS)
     a.names = row_names(a.rows, a.ratios)
     # in this order: +bn or +fit first, then +corelr, +kd or +e2e last (+fit+e2e: a fresh trunk has no dense head)
-    suffixes = tuple(a + b + c for a in ("", BN, FIT) for b in ("", CORELR) for c in ("", KD, E2E)
-                     if not (a == FIT and c == E2E))
+    suffixes = tuple(first + mid + last for first in ("", BN, FIT) for mid in ("", CORELR) for last in ("", KD, E2E)
+                     if not (first == FIT and last == E2E))
     if unknown := [r for r in a.names if r not in SINGLE + ("dense" + E2E, "ttn-frozen" + BN)
                    and (parts(r)[0] is None or parts(r)[1] not in suffixes)]:
         ap.error(f"unknown rows {unknown}: an arch row is ARCH-RATIO with the suffixes {', '.join(suffixes[1:])}, "
