@@ -150,6 +150,11 @@ CORELR = "+corelr"  # the cores at CORE_LR, everything else at the recipe's rate
 CORE_LR = 3e-3
 
 
+def core_lr(row: str) -> float | None:
+    """The cores' learning rate of a row: CORE_LR with +corelr, else None (the recipe's rate for every parameter)."""
+    return CORE_LR if CORELR in row else None
+
+
 def spec_of(row: str) -> dict | None:
     """FC1's and FC2's compress spec (the same for both), or None for a dense head."""
     if row.endswith((KD, E2E, FIT, CORELR)):
@@ -234,7 +239,7 @@ def run(row: str, seed: int, data, epochs: int, progress: bool, teacher: Path, f
                          else (build(base, features, seed), None))
     n, ratio, config = layer_params(model, row, features)
     kw = dict(epochs=epochs, seed=seed, evaluate=lambda m: accuracy(m, xte, yte), progress=progress,
-              core_lr=CORE_LR if CORELR in row else None)
+              core_lr=core_lr(row))
     t = time.perf_counter()
     if row.endswith(KD):
         res = distill(model, torch.from_numpy(np.load(teacher, allow_pickle=False)), (xtr, ytr), **kw)
@@ -266,7 +271,7 @@ def run_e2e(row: str, seed: int, images, trunk: dict, trunk_epochs: int, progres
                     losses=trunk["losses"], epoch_s=statistics.median(trunk["epoch_s"]), train_s=sum(trunk["epoch_s"]))
     t = time.perf_counter()
     res = train_classifier(nn.Sequential(net, head), xtr, ytr, epochs=trunk_epochs, seed=seed, progress=progress,
-                           evaluate=lambda m: accuracy(m, xte, yte), core_lr=CORE_LR if CORELR in row else None)
+                           evaluate=lambda m: accuracy(m, xte, yte), core_lr=core_lr(row))
     return dict(out, accuracy=res.metrics[-1], test_accuracy=res.metrics, losses=res.losses,
                 epoch_s=statistics.median(res.epoch_s), train_s=time.perf_counter() - t)
 
