@@ -122,13 +122,17 @@ def features(seed: int, images, trunk_epochs: int, cache: Path) -> tuple[tuple, 
         torch.manual_seed(seed)
         trunk = trunk_net()
         model = nn.Sequential(trunk, head_net(trunk(xtr[:1]).shape[1]))
-        res = train_classifier(model, xtr, ytr, epochs=trunk_epochs, seed=seed, progress=True,
-                               evaluate=lambda m: accuracy(m, xte, yte))
+        if trunk_epochs:
+            res = train_classifier(model, xtr, ytr, epochs=trunk_epochs, seed=seed, progress=True,
+                                   evaluate=lambda m: accuracy(m, xte, yte))
+            record = dict(test_accuracy=res.metrics, losses=res.losses, epoch_s=res.epoch_s)
+        else:  # the random trunk: only its batch norms' statistics come from the images, so the head does the work
+            torch.optim.swa_utils.update_bn([xtr[i:i + 1000] for i in range(0, len(xtr), 1000)], trunk)
+            record = dict(test_accuracy=[], losses=[], epoch_s=[])
         cache.mkdir(parents=True, exist_ok=True)
         for f, x in zip(files, (xtr, xte)):
             np.save(f, embed(trunk, x).numpy())
-        meta.write_text(json.dumps(dict(seed=seed, epochs=trunk_epochs, test_accuracy=res.metrics,
-                                        losses=res.losses, epoch_s=res.epoch_s)))
+        meta.write_text(json.dumps(dict(seed=seed, epochs=trunk_epochs, **record)))
     ftr, fte = (torch.from_numpy(np.load(f)) for f in files)
     return (ftr, ytr, fte, yte), json.loads(meta.read_text())
 
@@ -293,8 +297,7 @@ def table(summary: list[dict], trunks: dict) -> str:
                      f"| {100 * s['acc_mean']:.2f} ± {100 * s['acc_std']:.2f} % | {100 * s['acc_min']:.2f}-"
                      f"{100 * s['acc_max']:.2f} % | {s['seeds']} | {s['epochs']} | {s['loss']:.3f} "
                      f"| {s['epoch_s']:.0f} |")
-    if trunks:
-        accs = [t["test_accuracy"][-1] for t in trunks.values()]
+    if accs := [t["test_accuracy"][-1] for t in trunks.values() if t["test_accuracy"]]:
         lines.append(f"\nTrunk + dense head trained end to end (before freezing): {100 * statistics.mean(accs):.2f} % "
                      f"mean over seeds {sorted(int(k) for k in trunks)} "
                      f"({', '.join(f'{100 * a:.2f}' for a in accs)} %)")
@@ -359,7 +362,9 @@ def parse(argv) -> argparse.Namespace:
     # checked here: a bad number must not reach the runs, where a ConfigError marks a row as skipped in the JSON
     ap.add_argument("--seeds", type=at_least(0), nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=at_least(1), default=2, help="head epochs (every row)")
-    ap.add_argument("--trunk-epochs", type=at_least(1), default=1, help="end-to-end epochs of trunk + dense head")
+    ap.add_argument("--trunk-epochs", type=at_least(0), default=1,
+                    help="end-to-end epochs of trunk + dense head; 0: the trunk at its random init (its batch norms' "
+                    "statistics from the training images), a setting where the head must do the learning")
     ap.add_argument("--rows", nargs="+", default=None,
                     help=f"of {', '.join(SINGLE + ARCHS)} (an arch is one row per --ratios), or e.g. ttn-20000, "
                     "ttn-20000+bn+kd")
@@ -380,7 +385,7 @@ def parse(argv) -> argparse.Namespace:
     ap.add_argument("--no-train", action="store_true", help="only merge, and write the table and plot")
     a = ap.parse_args(argv)
     if a.quick:
-        a.samples, a.test_samples, a.epochs, a.trunk_epochs, a.seeds = 384, 256, 1, 1, [0]
+        a.samples, a.test_samples, a.epochs, a.trunk_epochs, a.seeds = 384, 256, 1, min(a.trunk_epochs, 1), [0]
         a.rows, a.ratios = a.rows or ["dense", "no-layer", "ttn", "tt", "ttn-frozen"], [20000]
     a.rows = a.rows or list(DEFAULT_ROWS)
     a.names = row_names(a.rows, a.ratios)
@@ -391,6 +396,8 @@ def parse(argv) -> argparse.Namespace:
                    and (parts(r)[0] is None or parts(r)[1] not in suffixes)]:
         ap.error(f"unknown rows {unknown}: an arch row is ARCH-RATIO with the suffixes {', '.join(suffixes[1:])}, "
                  f"ARCH one of {', '.join(ARCHS)}; the others are {', '.join(SINGLE)}, dense{E2E}, ttn-frozen{BN}")
+    if a.trunk_epochs == 0 and (e2e := [r for r in a.names if r.endswith(E2E)]):
+        ap.error(f"rows {e2e} train the trunk end to end: they need --trunk-epochs >= 1")
     return a
 
 
@@ -443,7 +450,8 @@ def main(argv=None) -> list[dict]:
     summary = summarize(list(done.values()), order)
     n = len(images[0]) if images else a.samples or 60000
     m = len(images[2]) if images else a.test_samples or 10000
-    text = (f"Fashion-MNIST, {n:,} training / {m:,} test images, trunk {a.trunk_epochs} epoch(s) end to end, heads "
+    trunk = f"trunk {a.trunk_epochs} epoch(s) end to end" if a.trunk_epochs else "trunk at its random init"
+    text = (f"Fashion-MNIST, {n:,} training / {m:,} test images, {trunk}, heads "
             f"{a.epochs} epoch(s) on its frozen features, seeds {sorted({k[1] for k in done})}\n\n"
             + table(summary, trunks)
             + "".join(f"\nskipped: {r}: {why}" for r, why in skipped.items()))

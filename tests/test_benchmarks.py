@@ -185,10 +185,41 @@ def test_quality_convnet_quick(tmp_path, monkeypatch):
         with pytest.raises(SystemExit):
             main(["--quick", "--json", str(out), "--cache", str(cache), "--rows", bad])
     before = out.read_text()
-    for flag, bad in (("--epochs", "0"), ("--trunk-epochs", "0"), ("--seeds", "-1"), ("--ratios", "1")):
+    for flag, bad in (("--epochs", "0"), ("--trunk-epochs", "-1"), ("--seeds", "-1"), ("--ratios", "1")):
         with pytest.raises(SystemExit):  # at parse time: a ConfigError in a run would mark the row skipped
             main([flag, bad, "--json", str(out), "--cache", str(cache), "--rows", "no-layer"])
+    with pytest.raises(SystemExit):  # a random trunk is never trained, so no row trains it end to end
+        main(["--quick", "--trunk-epochs", "0", "--json", str(out), "--cache", str(cache), "--rows", "ttn-20000+e2e"])
     assert out.read_text() == before
+
+
+def test_quality_convnet_random_trunk(tmp_path, monkeypatch):
+    """--trunk-epochs 0: the heads train on the features of the trunk at its random init, whose batch norms'
+    statistics come from the training images (so its features are neither the trained trunk's nor zero-mean
+    noise); its runs go to their own JSON (another recipe) and features (another cache key)."""
+    from .test_data import _write
+
+    _write(tmp_path, n_train=384, n_test=256)
+    monkeypatch.setenv("ADNTN_FASHION_MNIST", str(tmp_path))
+    torch.set_num_threads(1)
+    main = runpy.run_path(str(BENCH / "quality_convnet.py"), run_name="quality_convnet")["main"]
+    out, cache = tmp_path / "r.json", tmp_path / "features"
+    rows = {s["row"] for s in main(["--quick", "--trunk-epochs", "0", "--json", str(out), "--cache", str(cache),
+                                   "--rows", "no-layer", "ttn-20000+bn"])}
+    assert rows == {"no-layer", "ttn-20000+bn"}
+    d = json.loads(out.read_text())
+    assert d["recipe"]["trunk_epochs"] == 0 and d["trunks"]["0"]["test_accuracy"] == []  # not trained
+    [random] = cache.glob("seed0_e0_*_train.npy")
+    main(["--quick", "--json", str(tmp_path / "t.json"), "--cache", str(cache), "--rows", "no-layer"])
+    [trained] = cache.glob("seed0_e1_*_train.npy")
+    f, g = np.load(random), np.load(trained)
+    assert f.shape == g.shape == (384, 128 * 3 * 3) and not np.allclose(f, g)
+    # ReLU then max-pool of batch-normed maps: the channels' values are spread, not collapsed to one scale
+    assert f.min() >= 0 and 0.1 < f.mean() < 10 and (f.std(axis=0) > 0).mean() > 0.9
+    assert "random init" in out.with_suffix(".txt").read_text()
+    with pytest.raises(SystemExit):  # the trained trunk's runs are another recipe: never merged
+        main(["--quick", "--trunk-epochs", "0", "--json", str(out), "--merge", str(tmp_path / "t.json"),
+              "--cache", str(cache), "--no-train"])
 
 
 def test_lm_cpu_quick(tmp_path):
