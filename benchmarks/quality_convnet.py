@@ -315,9 +315,10 @@ def parts(row: str) -> tuple[str | None, str]:
     return (arch, plus + suffix) if arch in ARCHS and target.isdigit() else (None, "")
 
 
-def plot(summary: list[dict], path: Path, trunk: str = "trunk 1 epoch(s) end to end") -> None:
+def plot(summary: list[dict], path: Path, trunk: str) -> None:
     """Left: mean test accuracy against the ratio over FC1+FC2 per arch and suffix (bars: min-max over seeds), the
-    dense and no-layer heads as lines. Right: the test accuracy after each epoch, mean over seeds."""
+    dense and no-layer heads as lines. Right: the test accuracy after each epoch, mean over seeds. `trunk` names the
+    trunk the features come from (trained or random), in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
