@@ -125,13 +125,13 @@ def features(seed: int, images, trunk_epochs: int, cache: Path) -> tuple[tuple, 
     if not all(f.exists() for f in [*files, meta]):
         torch.manual_seed(seed)
         trunk = trunk_net()
-        model = nn.Sequential(trunk, head_net(trunk(xtr[:1]).shape[1]))
         if trunk_epochs:
+            model = nn.Sequential(trunk, head_net(trunk(xtr[:1]).shape[1]))
             res = train_classifier(model, xtr, ytr, epochs=trunk_epochs, seed=seed, progress=True,
                                    evaluate=lambda m: accuracy(m, xte, yte))
             record = dict(test_accuracy=res.metrics, losses=res.losses, epoch_s=res.epoch_s)
         else:  # the random trunk: only its batch norms' statistics come from the images, so the head does the work
-            torch.optim.swa_utils.update_bn([xtr[i:i + 1000] for i in range(0, len(xtr), 1000)], trunk)
+            torch.optim.swa_utils.update_bn(xtr.split(1000), trunk)
             record = dict(test_accuracy=[], losses=[], epoch_s=[])
         cache.mkdir(parents=True, exist_ok=True)
         for f, x in zip(files, (xtr, xte)):
