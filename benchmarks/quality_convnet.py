@@ -11,6 +11,7 @@ cosine decay to 0, batch 128); test accuracy on the 10,000 test images after eve
 - ttn, mera, attn at each --ratios target (`compress(..., dict(arch=..., ratio=R))` on FC1 and FC2; the ratio
   reported is over the two layers: their dense weights / their generated parameters); a target with no
   configuration for a layer (mera and attn reach no 20,000x on FC1) is skipped and said so;
+- ttn-identity (opt in): the same tree as ttn with activation="identity", the nonlinearity's ablation;
 - tt at the same targets; lowrank at rank 1 on both layers (it reaches no target: its real ratio is reported);
 - narrow: a dense F-h-h-10 head with the total parameter count of the ttn head at 20,000x;
 - ttn-frozen: the ttn head at 20,000x left at its random init (only the last layer trains): a control that must
@@ -83,7 +84,9 @@ HIDDEN = 4096
 # ~77,000x: each layer's target is 76,000x, where FC1 (1152 -> 4096) gets an interleaved rank-1 ttn (76,106x, 10
 # legs; the head at 78,166x over both layers); at 77,000x only separated trees (matrix rank <= 1) reach it on FC1
 RATIOS = (2000, 20000, 76000)
-ARCHS = ("ttn", "tt", "mera", "attn")  # the rows at each ratio
+ARCHS = ("ttn", "tt", "mera", "attn", "ttn-identity")  # the rows at each ratio
+# the nonlinearity's ablation (opt in): the ttn's tree with activation="identity", a linear tree tensor network
+ARCH_SPECS = {"ttn-identity": dict(arch="ttn", activation="identity")}
 SINGLE = ("dense", "no-layer", "lowrank", "narrow", "ttn-frozen")
 FROZEN_RATIO = NARROW_RATIO = 20000
 # priority order of the issue: what runs first when the time runs out
@@ -175,7 +178,7 @@ def spec_of(row: str) -> dict | None:
     if row == "ttn-frozen":
         return dict(arch="ttn", ratio=FROZEN_RATIO)
     arch, _, target = row.rpartition("-")
-    return dict(arch=arch, ratio=int(target)) if arch in ARCHS else None
+    return dict(ARCH_SPECS.get(arch, dict(arch=arch)), ratio=int(target)) if arch in ARCHS else None
 
 
 def narrow_width(features: int, seed: int) -> int:

@@ -16,7 +16,10 @@ decay to 0, batch 128), several seeds, test accuracy on the 10,000 test images a
 - recipe options on the ttn (`--rows` opts in): ttn+bn (batch norm after FC1, `compress`'s norm="batch"),
   ttn+drop (dropout 0.2 after the ReLU), ttn+wd (`weight_decay` on the generated weight), ttn+bn+corelr (batch
   norm and the cores at learning rate 3e-3); dense+aug, tt+aug, ttn+aug train on augmented batches
-  (`augment_images()`: random shifts of up to 2 pixels, horizontal flips).
+  (`augment_images()`: random shifts of up to 2 pixels, horizontal flips);
+- what the nonlinearity does (`--rows` opts in): ttn-identity is the same tree as ttn with activation="identity"
+  (a linear tree tensor network, the same parameters); ttn-5000, tt-5000, ttn-identity-5000 and the -20000 rows
+  are FC1 at ~5,000x and ~20,000x, as `compress(..., ratio=)` picks them.
 
     python benchmarks/quality_fmnist.py [--epochs 8] [--seeds 0 1 2] [--samples 12000] [--rows ttn tt]
                                         [--json benchmarks/results/quality_fmnist.json] [--plot PNG] [--merge a.json]
@@ -68,6 +71,14 @@ ROWS = {
     "dense+aug": dict(train=dict(augment=augment_images())),
     "tt+aug": dict(spec=dict(arch="tt", ratio=RATIO), train=dict(augment=augment_images())),
     "ttn+aug": dict(spec=dict(arch="ttn", ratio=RATIO), train=dict(augment=augment_images())),
+    # what the nonlinearity does: the same tree made linear, and FC1 at higher ratios
+    "ttn-identity": dict(spec=dict(arch="ttn", ratio=RATIO, activation="identity")),
+    "ttn-5000": dict(spec=dict(arch="ttn", ratio=5000)),
+    "tt-5000": dict(spec=dict(arch="tt", ratio=5000)),
+    "ttn-identity-5000": dict(spec=dict(arch="ttn", ratio=5000, activation="identity")),
+    "ttn-20000": dict(spec=dict(arch="ttn", ratio=20000)),
+    "tt-20000": dict(spec=dict(arch="tt", ratio=20000)),
+    "ttn-identity-20000": dict(spec=dict(arch="ttn", ratio=20000, activation="identity")),
 }
 DEFAULT_ROWS = ("logistic", "dense", "tt", "lowrank", "narrow", "ttn-binary", "ttn", "mera", "ttn-frozen")
 
@@ -142,29 +153,56 @@ def table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
+RATIO_FAMILIES = ("ttn", "ttn-identity", "tt")  # rows at ~2,000x and, with -5000 / -20000, at the higher ratios
+
+
 def plot(summary: list[dict], path: Path) -> None:
-    """Left: mean test accuracy per row (bars: min-max over seeds). Right: test accuracy after each epoch."""
+    """Left: mean test accuracy per row (bars: min-max over seeds). Middle: test accuracy after each epoch. Right,
+    where rows at several ratios ran: accuracy against FC1's ratio for ttn, its linear twin and tt."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    def family(row: str) -> str:
+        return row.rsplit("-", 1)[0] if row.endswith(("-5000", "-20000")) else row
+
+    by_ratio = [s for s in summary if family(s["row"]) in RATIO_FAMILIES]
+    ratios = len({s["ratio"] for s in by_ratio}) > 1
+    fig, axes = plt.subplots(1, 3 if ratios else 2, figsize=(18 if ratios else 12, 4.5))
+    ax, ax2 = axes[:2]
+    color = [plt.cm.tab20(i % 20) for i in range(len(summary))]  # 20 distinct colours: the rows outgrew 10
     ys = range(len(summary))
     ax.barh(ys, [100 * s["acc_mean"] for s in summary], xerr=[[100 * (s["acc_mean"] - s["acc_min"]) for s in summary],
                                                              [100 * (s["acc_max"] - s["acc_mean"]) for s in summary]],
-            color=[f"C{i}" for i in ys], capsize=3)
+            color=color, capsize=3)
     ax.set_yticks(list(ys), [s["row"] for s in summary])
     ax.invert_yaxis()
     lo = min(100 * s["acc_min"] for s in summary)
     ax.set_xlim(max(0.0, lo - 5), 100 * max(s["acc_max"] for s in summary) + 2)
     ax.set_xlabel("Fashion-MNIST test accuracy (%)")
-    ax.set_title("MLP 784-4096-10, FC1 at ~2,000x: mean, min-max over seeds")
+    ax.set_title("MLP 784-4096-10: mean, min-max over seeds")
     for i, s in enumerate(summary):
-        ax2.plot(range(1, len(s["curve"]) + 1), [100 * c for c in s["curve"]], "o-", color=f"C{i}", label=s["row"])
+        ax2.plot(range(1, len(s["curve"]) + 1), [100 * c for c in s["curve"]], "o-", color=color[i], label=s["row"])
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("test accuracy (%), mean over seeds")
-    ax2.legend(fontsize=7)
+    ax2.legend(fontsize=6)
+    if ratios:
+        ax3 = axes[2]
+        for i, name in enumerate(RATIO_FAMILIES):
+            pts = sorted((s for s in by_ratio if family(s["row"]) == name), key=lambda s: s["ratio"])
+            ax3.errorbar([s["ratio"] for s in pts], [100 * s["acc_mean"] for s in pts], fmt="o-", capsize=3,
+                         yerr=[[100 * (s["acc_mean"] - s["acc_min"]) for s in pts],
+                               [100 * (s["acc_max"] - s["acc_mean"]) for s in pts]], color=f"C{i}",
+                         label={"ttn-identity": "ttn, activation identity"}.get(name, name))
+        for s in summary:
+            if s["row"] in ("dense", "logistic"):
+                ax3.axhline(100 * s["acc_mean"], ls="--" if s["row"] == "dense" else ":", color="k", label=s["row"])
+        ax3.set_xscale("log")
+        ax3.set_xlabel("FC1 compression ratio")
+        ax3.set_ylabel("test accuracy (%), mean and min-max over seeds")
+        ax3.set_title("the nonlinearity's ablation")
+        ax3.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

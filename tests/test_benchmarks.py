@@ -122,8 +122,11 @@ def test_quality_fmnist_quick(tmp_path, monkeypatch):
     assert (tmp_path / "q.png").stat().st_size > 0
     runs = json.loads(out.read_text())["runs"]
     assert len(runs) == 9 and all(len(r["test_accuracy"]) == 1 for r in runs)
-    again = main(["--epochs", "1", "--seeds", "0", "--json", str(out), "--rows", "ttn+bn"])
-    assert len(json.loads(out.read_text())["runs"]) == 10 and len(again) == 10  # the 9 runs were not trained again
+    again = main(["--epochs", "1", "--seeds", "0", "--json", str(out), "--rows", "ttn+bn", "ttn-identity"])
+    assert len(json.loads(out.read_text())["runs"]) == 11 and len(again) == 11  # the 9 runs were not trained again
+    linear = {s["row"]: s for s in again}["ttn-identity"]  # the nonlinearity's ablation: the same tree, linear
+    assert linear["config"] == dict(rows["ttn"]["config"], activation="identity")
+    assert linear["layer_params"] == rows["ttn"]["layer_params"]
 
 
 def test_quality_convnet_quick(tmp_path, monkeypatch):
@@ -204,9 +207,12 @@ def test_quality_convnet_random_trunk(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     main = runpy.run_path(str(BENCH / "quality_convnet.py"), run_name="quality_convnet")["main"]
     out, cache = tmp_path / "r.json", tmp_path / "features"
-    rows = {s["row"] for s in main(["--quick", "--trunk-epochs", "0", "--json", str(out), "--cache", str(cache),
-                                   "--rows", "no-layer", "ttn-20000+bn"])}
-    assert rows == {"no-layer", "ttn-20000+bn"}
+    rows = {s["row"]: s for s in main(["--quick", "--trunk-epochs", "0", "--json", str(out), "--cache", str(cache),
+                                      "--rows", "no-layer", "ttn-20000+bn", "ttn-identity-20000+bn"])}
+    assert set(rows) == {"no-layer", "ttn-20000+bn", "ttn-identity-20000+bn"}
+    tree, linear = rows["ttn-20000+bn"], rows["ttn-identity-20000+bn"]  # the nonlinearity's ablation: the same tree
+    assert [c["activation"] for c in linear["config"]] == ["identity"] * 2 != [c["activation"] for c in tree["config"]]
+    assert linear["layer_params"] == tree["layer_params"] and linear["ratio"] == tree["ratio"]
     d = json.loads(out.read_text())
     assert d["recipe"]["trunk_epochs"] == 0 and d["trunks"]["0"]["test_accuracy"] == []  # not trained
     [rand] = cache.glob("seed0_e0_*_train.npy")
