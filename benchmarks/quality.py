@@ -15,7 +15,9 @@ the same rows (dense, ttn 2,000x, seed 0) at other epoch counts: the epochs chos
 compressed rows start from the trained dense model of the seed (the teacher) with their cores fitted to its
 4096x4096 layer's outputs (rows +fit); --fit relu fits what survives the ReLU after that layer instead (rows
 +fitrelu); --fit init leaves the cores at their init, the other layers trained (rows +fitinit). --teacher-seeds
-0 1 2: the +aug+kd rows learn from the mean logits of those seeds' dense models (rows (ens012)).
+0 1 2: the +aug+kd rows learn from the mean logits of those seeds' dense models (rows (ens012)). --archs
+ttn-identity (opt in): the ttn's tree with activation="identity", a linear tree tensor network of the same
+parameters: the nonlinearity's ablation.
 
     python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--archs ttn tt] [--targets 2000] [--kd | --no-kd]
                                  [--out benchmarks/results/quality.json] [--merge other.json ...]
@@ -55,10 +57,17 @@ RATIOS = (2000, 20000)
 ADNTN_ARCHS = ("ttn", "attn", "mera")
 BASELINES = ("tt", "lowrank", "narrow")
 KD_ARCHS = ("ttn", "attn", "mera", "tt")  # rows also trained by distillation
-ARCHS_OPT_IN = ("brickwall",)
+ARCHS_OPT_IN = ("brickwall", "ttn-identity")
 # compress(ratio=) now picks interleaved legs for attn at 2,000x; that layer took over 35 min without finishing 12
 # epochs here (W-sized intermediates per step), binary ~8 s per epoch. The first round measured binary too.
-FIXED = {"attn": dict(layout="binary")}
+# ttn-identity: the ttn's tree with activation="identity" (a linear tree tensor network), the nonlinearity's ablation
+FIXED = {"attn": dict(layout="binary"), "ttn-identity": dict(arch="ttn", activation="identity")}
+
+
+def layer_spec(arch: str, target: int, **kw) -> dict:
+    """compress's spec of an arch row's 4096x4096 layer; FIXED may pin options, or map a row's arch to its
+    generator's (ttn-identity -> ttn)."""
+    return {"arch": arch, "ratio": target, **kw, **FIXED.get(arch, {})}
 # brickwall is left out: one epoch of it at 2,000x takes ~100x ttn's (its many small gates are many small torch
 # ops per step); benchmarks/quality.py --archs brickwall --targets 2000 runs it anyway
 
@@ -120,8 +129,7 @@ def build(row: dict, seed: int) -> nn.Module:
     if row["arch"] == "narrow":
         return mlp(row["width"])
     recipe = dict(norm="batch" if row.get("bn") else None, dropout=row.get("dropout", 0.0))
-    return adntn.compress(mlp(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed, **recipe,
-                                            **FIXED.get(row["arch"], {}))})
+    return adntn.compress(mlp(), {"2": layer_spec(row["arch"], row["target"], seed=seed, **recipe)})
 
 
 FIT_SIGNALS, FIT_STEPS = 4096, 300  # the calibration inputs and Adam steps of a +fit row's data-aware init
@@ -132,8 +140,7 @@ def fitted(row: dict, seed: int, dense: nn.Module, x: torch.Tensor,
     """A +fit row's model: the seed's trained dense model with its 4096x4096 layer compressed, the cores fitted to
     that layer's outputs on the first FIT_SIGNALS training signals (`fit_outputs`); FC1, FC3 and the layer's bias
     start trained. Returns the model and the fit's relative output error (None for +fitinit: cores left at init)."""
-    model = adntn.compress(copy.deepcopy(dense).train(), {"2": dict(arch=row["arch"], ratio=row["target"], seed=seed,
-                                                                     **FIXED.get(row["arch"], {}))})
+    model = adntn.compress(copy.deepcopy(dense).train(), {"2": layer_spec(row["arch"], row["target"], seed=seed)})
     if row["fit"] == "init":
         return model, None
     with torch.no_grad():
@@ -227,13 +234,14 @@ def rows_to_run(quick: bool, targets=RATIOS, archs=None, sanity: bool | None = N
     base_total = count(mlp()) - 4096 * 4096
     for target in targets[:1] if quick else targets:
         extra = tuple(a for a in archs or () if a in ARCHS_OPT_IN)
-        for arch in (("ttn",) if quick else ADNTN_ARCHS + extra) + (("lowrank", "narrow") if quick else BASELINES):
+        for arch in (("ttn",) if quick else ADNTN_ARCHS) + extra + (("lowrank", "narrow") if quick else BASELINES):
             if arch == "narrow":
                 rows.append(dict(task="mnist1d", arch="narrow", target=target,
                                  width=narrow_width(base_total + 4096 * 4096 // target)))
                 continue
             try:
-                adntn.config_for_ratio((4096, 4096), arch, target, **FIXED.get(arch, {}))
+                spec = layer_spec(arch, target)
+                adntn.config_for_ratio((4096, 4096), spec.pop("arch"), spec.pop("ratio"), **spec)
             except ConfigError:
                 rows.append(dict(task="mnist1d", arch=arch, target=target, unreachable=True))
                 continue
@@ -354,7 +362,7 @@ def plot(summary: list[dict], path: Path) -> None:
                    ls=":" if name.startswith("frozen") else "--" if name == "dense" else "-.",
                    label={"dense": "dense 4096x4096", "frozen": "random 4096x4096, not trained",
                           "no-layer": "no 4096x4096 layer"}.get(name, name))
-    archs = ADNTN_ARCHS + BASELINES + ("brickwall",)
+    archs = ADNTN_ARCHS + BASELINES + ARCHS_OPT_IN
     _, far = far_rows(pts)
     variants: dict[str, list[str]] = {}
     drawn = False
@@ -421,7 +429,8 @@ def parse(argv) -> argparse.Namespace:
     ap.add_argument("--core-lr", type=positive, default=None, help="learning rate of the ADNTN cores (default: --lr)")
     ap.add_argument("--samples", type=int, default=12000)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--archs", nargs="+", help="only these rows (e.g. ttn narrow; brickwall is opt-in)")
+    ap.add_argument("--archs", nargs="+",
+                    help="only these rows (e.g. ttn narrow; brickwall and ttn-identity are opt-in)")
     ap.add_argument("--sanity", action=argparse.BooleanOptionalAction, default=None,
                     help="the MNIST-5000 sanity rows (default: only without --archs)")
     ap.add_argument("--targets", type=int, nargs="+", help="only these target ratios")
@@ -465,8 +474,8 @@ def recipe_rows(a: argparse.Namespace, epochs: int) -> list[dict]:
     recipe.update(dict(dropout=a.dropout) if a.dropout else {})
     recipe.update(dict(core_lr=a.core_lr) if a.core_lr else {})  # a row's own: its label says it
     recipe.update(dict(fit=True if a.fit == "pre" else a.fit) if a.fit else {})  # True: the first runs' key
-    rows = [dict(r, **recipe) if r["task"] == "mnist1d" and r["arch"] in ADNTN_ARCHS + BASELINES[:2] else r
-            for r in rows]
+    rows = [dict(r, **recipe) if r["task"] == "mnist1d" and r["arch"] in ADNTN_ARCHS + ARCHS_OPT_IN + BASELINES[:2]
+            else r for r in rows]
     rows = [dict(r, aug=True) if a.augment and r["task"] == "mnist1d" else r for r in rows]
     if a.teacher_epochs and a.teacher_epochs != epochs:  # only the rows that learn from the dense model
         rows = [dict(r, teacher_epochs=a.teacher_epochs) if r["task"] == "mnist1d" and (r.get("kd") or r.get("fit"))

@@ -41,6 +41,12 @@ def test_quality_quick(tmp_path, monkeypatch, capsys):
     assert "ttn+bn+corelr0.003+aug" in {s["arch"] for s in variant} and "ttn" in {s["arch"] for s in variant}
     assert len(json.loads(out.read_text())["runs"]) == len(runs) + 2
 
+    # the nonlinearity's ablation (opt in): the ttn's own tree and parameters, activation identity
+    assert "ttn-identity" in {s["arch"] for s in main(["--quick", "--out", str(out), "--archs", "ttn-identity"])}
+    linear = next(r for r in json.loads(out.read_text())["runs"] if r["arch"] == "ttn-identity")
+    assert linear["config"] == dict(ttn["config"], activation="identity")
+    assert linear["layer_params"] == ttn["layer_params"]
+
     # +fit: from the dense row's saved model, the cores fitted to its layer's outputs first
     fit = main(["--quick", "--out", str(out), "--archs", "ttn", "--no-kd", "--fit"])
     assert "ttn+fit" in {s["arch"] for s in fit}
