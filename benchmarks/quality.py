@@ -58,6 +58,8 @@ ADNTN_ARCHS = ("ttn", "attn", "mera")
 BASELINES = ("tt", "lowrank", "narrow")
 KD_ARCHS = ("ttn", "attn", "mera", "tt")  # rows also trained by distillation
 ARCHS_OPT_IN = ("brickwall", "ttn-identity")
+# brickwall is left out: one epoch of it at 2,000x takes ~100x ttn's (its many small gates are many small torch
+# ops per step); benchmarks/quality.py --archs brickwall --targets 2000 runs it anyway
 # compress(ratio=) now picks interleaved legs for attn at 2,000x; that layer took over 35 min without finishing 12
 # epochs here (W-sized intermediates per step), binary ~8 s per epoch. The first round measured binary too.
 # ttn-identity: the ttn's tree with activation="identity" (a linear tree tensor network), the nonlinearity's ablation
@@ -68,8 +70,6 @@ def layer_spec(arch: str, target: int, **kw) -> dict:
     """compress's spec of an arch row's 4096x4096 layer; FIXED may pin options, or map a row's arch to its
     generator's (ttn-identity -> ttn)."""
     return {"arch": arch, "ratio": target, **kw, **FIXED.get(arch, {})}
-# brickwall is left out: one epoch of it at 2,000x takes ~100x ttn's (its many small gates are many small torch
-# ops per step); benchmarks/quality.py --archs brickwall --targets 2000 runs it anyway
 
 
 def mnist1d_data(n: int = 12000):
