@@ -62,8 +62,10 @@ ARCHS_OPT_IN = ("brickwall", "ttn-identity")
 # ops per step); benchmarks/quality.py --archs brickwall --targets 2000 runs it anyway
 # compress(ratio=) now picks interleaved legs for attn at 2,000x; that layer took over 35 min without finishing 12
 # epochs here (W-sized intermediates per step), binary ~8 s per epoch. The first round measured binary too.
-# ttn-identity: the ttn's tree with activation="identity" (a linear tree tensor network), the nonlinearity's ablation
-FIXED = {"attn": dict(layout="binary"), "ttn-identity": dict(arch="ttn", activation="identity")}
+# the ttn's tree with activation="identity" (a linear tree tensor network, the same parameters): the nonlinearity's
+# ablation, row ttn-identity here and in the Fashion-MNIST and conv-net benchmarks
+LINEAR_TWIN = dict(arch="ttn", activation="identity")
+FIXED = {"attn": dict(layout="binary"), "ttn-identity": LINEAR_TWIN}
 
 
 def layer_spec(arch: str, target: int, **kw) -> dict:

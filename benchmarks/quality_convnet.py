@@ -64,6 +64,7 @@ sys.path.insert(0, str(HERE))
 from quality import (  # noqa: E402  (shared helpers)
     FIT_SIGNALS,
     FIT_STEPS,
+    LINEAR_TWIN,
     accuracy,
     count,
     name_far_rows,
@@ -85,8 +86,7 @@ HIDDEN = 4096
 # legs; the head at 78,166x over both layers); at 77,000x only separated trees (matrix rank <= 1) reach it on FC1
 RATIOS = (2000, 20000, 76000)
 ARCHS = ("ttn", "tt", "mera", "attn", "ttn-identity")  # the rows at each ratio
-# the nonlinearity's ablation (opt in): the ttn's tree with activation="identity", a linear tree tensor network
-ARCH_SPECS = {"ttn-identity": dict(arch="ttn", activation="identity")}
+ARCH_SPECS = {"ttn-identity": LINEAR_TWIN}  # the nonlinearity's ablation (opt in)
 SINGLE = ("dense", "no-layer", "lowrank", "narrow", "ttn-frozen")
 FROZEN_RATIO = NARROW_RATIO = 20000
 # priority order of the issue: what runs first when the time runs out

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from quality import accuracy, count  # noqa: E402  (the mnist1d benchmark's helpers)
+from quality import LINEAR_TWIN, accuracy, count  # noqa: E402  (the mnist1d benchmark's helpers)
 
 import adntn_compiler as adntn  # noqa: E402
 from adntn_compiler.training.data import augment_images  # noqa: E402
@@ -72,13 +72,13 @@ ROWS = {
     "tt+aug": dict(spec=dict(arch="tt", ratio=RATIO), train=dict(augment=augment_images())),
     "ttn+aug": dict(spec=dict(arch="ttn", ratio=RATIO), train=dict(augment=augment_images())),
     # what the nonlinearity does: the same tree made linear, and FC1 at higher ratios
-    "ttn-identity": dict(spec=dict(arch="ttn", ratio=RATIO, activation="identity")),
+    "ttn-identity": dict(spec=dict(LINEAR_TWIN, ratio=RATIO)),
     "ttn-5000": dict(spec=dict(arch="ttn", ratio=5000)),
     "tt-5000": dict(spec=dict(arch="tt", ratio=5000)),
-    "ttn-identity-5000": dict(spec=dict(arch="ttn", ratio=5000, activation="identity")),
+    "ttn-identity-5000": dict(spec=dict(LINEAR_TWIN, ratio=5000)),
     "ttn-20000": dict(spec=dict(arch="ttn", ratio=20000)),
     "tt-20000": dict(spec=dict(arch="tt", ratio=20000)),
-    "ttn-identity-20000": dict(spec=dict(arch="ttn", ratio=20000, activation="identity")),
+    "ttn-identity-20000": dict(spec=dict(LINEAR_TWIN, ratio=20000)),
 }
 DEFAULT_ROWS = ("logistic", "dense", "tt", "lowrank", "narrow", "ttn-binary", "ttn", "mera", "ttn-frozen")
 
