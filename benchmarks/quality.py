@@ -17,7 +17,7 @@ compressed rows start from the trained dense model of the seed (the teacher) wit
 +fitrelu); --fit init leaves the cores at their init, the other layers trained (rows +fitinit). --teacher-seeds
 0 1 2: the +aug+kd rows learn from the mean logits of those seeds' dense models (rows (ens012)). --archs
 ttn-identity (opt in): the ttn's tree with activation="identity", a linear tree tensor network of the same
-parameters: the nonlinearity's ablation.
+parameters, with +kd and +fit rows as the ttn's: the nonlinearity's ablation.
 
     python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--archs ttn tt] [--targets 2000] [--kd | --no-kd]
                                  [--out benchmarks/results/quality.json] [--merge other.json ...]
@@ -56,7 +56,7 @@ from adntn_compiler.training.train import SCHEDULES, Ensemble, distill, train_cl
 RATIOS = (2000, 20000)
 ADNTN_ARCHS = ("ttn", "attn", "mera")
 BASELINES = ("tt", "lowrank", "narrow")
-KD_ARCHS = ("ttn", "attn", "mera", "tt")  # rows also trained by distillation
+KD_ARCHS = ("ttn", "attn", "mera", "tt", "ttn-identity")  # rows also trained by distillation
 ARCHS_OPT_IN = ("brickwall", "ttn-identity")
 # brickwall is left out: one epoch of it at 2,000x takes ~100x ttn's (its many small gates are many small torch
 # ops per step); benchmarks/quality.py --archs brickwall --targets 2000 runs it anyway
