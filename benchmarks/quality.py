@@ -432,6 +432,7 @@ def parse(argv) -> argparse.Namespace:
     ap.add_argument("--samples", type=int, default=12000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--archs", nargs="+",
+                    choices=("dense", "frozen", "no-layer") + ADNTN_ARCHS + BASELINES + ARCHS_OPT_IN,
                     help="only these rows (e.g. ttn narrow; brickwall and ttn-identity are opt-in)")
     ap.add_argument("--sanity", action=argparse.BooleanOptionalAction, default=None,
                     help="the MNIST-5000 sanity rows (default: only without --archs)")

@@ -83,7 +83,8 @@ def test_quality_quick(tmp_path, monkeypatch, capsys):
     assert "ttn+aug+kd(ens1)" in {s["arch"] for s in other} and not own.exists()
     for bad, said in ((["--lr", "0"], "must be a finite number > 0, got 0"), (["--core-lr", "nan"], "got nan"),
                       (["--teacher-seeds", "0", "1"], "--teacher-seeds needs --augment"),
-                      (["--augment", "--teacher-seeds", "-1"], "must be at least 0, got -1")):
+                      (["--augment", "--teacher-seeds", "-1"], "must be at least 0, got -1"),
+                      (["--archs", "ttn-idnetity"], "invalid choice: 'ttn-idnetity'")):
         with pytest.raises(SystemExit):
             main(["--quick", "--out", str(out), *bad])
         assert said in capsys.readouterr().err
