@@ -152,6 +152,41 @@ def fitted(row: dict, seed: int, dense: nn.Module, x: torch.Tensor,
     return model, error
 
 
+def paired(acc_a: dict[int, float], acc_b: dict[int, float]) -> dict | None:
+    """Row a against row b on the seeds both ran (each seed fixes the init and the batch order of both): the mean
+    difference a - b, its standard error, on how many seeds a is above, and the two-sided paired t-test's p-value.
+    None under two common seeds."""
+    from scipy.stats import ttest_rel
+
+    seeds = sorted(acc_a.keys() & acc_b.keys())
+    if len(seeds) < 2:
+        return None
+    a, b = [acc_a[s] for s in seeds], [acc_b[s] for s in seeds]
+    d = [x - y for x, y in zip(a, b)]
+    return dict(seeds=len(seeds), diff=statistics.mean(d), sem=statistics.stdev(d) / math.sqrt(len(d)),
+                above=sum(x > 0 for x in d), p=float(ttest_rel(a, b).pvalue))
+
+
+def pairs_table(runs: list[dict]) -> str:
+    """The comparisons the issue asks about, per row name ("row") of a ttn variant that ran on two seeds or more:
+    the nonlinear tree against tt and against its own linear twin with the same suffix (ttn-20000+bn against
+    tt-20000+bn and ttn-identity-20000+bn), paired by seed (`paired`). "" when no pair ran."""
+    acc: dict[str, dict[int, float]] = {}
+    for r in runs:
+        acc.setdefault(r["row"], {})[r["seed"]] = r["accuracy"]
+    lines = ["| row a | row b | seeds | a - b (points) | a above b | paired t-test p |", "|---|---|---|---|---|---|"]
+    for a in acc:
+        if a.startswith("ttn") and not a.startswith(("ttn-identity", "ttn-frozen", "ttn-binary", "ttn-5legs")):
+            for b in ("tt" + a[3:], "ttn-identity" + a[3:]):
+                if (d := paired(acc[a], acc.get(b, {}))) is not None:
+                    lines.append(f"| {a} | {b} | {d['seeds']} | {100 * d['diff']:+.2f} ± {100 * d['sem']:.2f} | "
+                                 f"{d['above']} of {d['seeds']} | {d['p']:.3f} |")
+    if len(lines) == 2:
+        return ""
+    return ("Paired by seed (a seed fixes both rows' init stream and batch order; mean ± standard error):\n\n"
+            + "\n".join(lines))
+
+
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return sum((model(x[i:i + 512]).argmax(1) == y[i:i + 512]).sum().item() for i in range(0, len(x), 512)) / len(x)

@@ -68,6 +68,7 @@ from quality import (  # noqa: E402  (shared helpers)
     accuracy,
     count,
     name_far_rows,
+    pairs_table,
     plot_curves,
     save_teacher,
     save_teacher_model,
@@ -463,6 +464,8 @@ def main(argv=None) -> list[dict]:
             f"{a.epochs} epoch(s) on its frozen features, seeds {sorted({k[1] for k in done})}\n\n"
             + table(summary, trunks)
             + "".join(f"\nskipped: {r}: {why}" for r, why in skipped.items()))
+    if pairs := pairs_table(list(done.values())):
+        text += "\n\n" + pairs
     print(text)
     out.with_suffix(".txt").write_text(text + "\n")
     if summary:

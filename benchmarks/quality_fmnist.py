@@ -19,7 +19,11 @@ decay to 0, batch 128), several seeds, test accuracy on the 10,000 test images a
   (`augment_images()`: random shifts of up to 2 pixels, horizontal flips);
 - what the nonlinearity does (`--rows` opts in): ttn-identity is the same tree as ttn with activation="identity"
   (a linear tree tensor network, the same parameters); ttn-5000, tt-5000, ttn-identity-5000 and the -20000 rows
-  are FC1 at ~5,000x and ~20,000x, as `compress(..., ratio=)` picks them.
+  are FC1 at ~5,000x and ~20,000x, as `compress(..., ratio=)` picks them;
+- from the trained dense model (`--rows` opts in): the seed's dense row (trained with the same recipe and epochs,
+  cached as safetensors) is the teacher. +fit rows start from it, FC1 compressed and its cores fitted to the dense
+  FC1's outputs on the first 4,096 training images (`init_from_data`), FC2 and FC1's bias kept; +kd rows are
+  distilled from its logits (`adntn.train.distill`, KL at T=4 weight 0.9 plus 0.1 cross-entropy), as mnist1d's.
 
     python benchmarks/quality_fmnist.py [--epochs 8] [--seeds 0 1 2] [--samples 12000] [--rows ttn tt]
                                         [--json benchmarks/results/quality_fmnist.json] [--plot PNG] [--merge a.json]
@@ -30,8 +34,10 @@ merge with --merge), then the markdown table is printed and the plot (accuracy p
 from __future__ import annotations
 
 import argparse
+import copy
 import inspect
 import json
+import os
 import statistics
 import sys
 import time
@@ -43,11 +49,12 @@ from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from quality import LINEAR_TWIN, accuracy, count  # noqa: E402  (the mnist1d benchmark's helpers)
+from quality import FIT_SIGNALS, LINEAR_TWIN, accuracy, count, pairs_table, save_teacher_model  # noqa: E402  (shared)
 
 import adntn_compiler as adntn  # noqa: E402
 from adntn_compiler.training.data import augment_images  # noqa: E402
-from adntn_compiler.training.train import train_classifier  # noqa: E402
+from adntn_compiler.training.sensitivity import init_from_data  # noqa: E402
+from adntn_compiler.training.train import distill, train_classifier  # noqa: E402
 
 RATIO = 2000
 # name -> (FC1's compress spec or None for a dense FC1, extra options); the model is always 784-4096-10
@@ -79,6 +86,12 @@ ROWS = {
     "ttn-20000": dict(spec=dict(arch="ttn", ratio=20000)),
     "tt-20000": dict(spec=dict(arch="tt", ratio=20000)),
     "ttn-identity-20000": dict(spec=dict(LINEAR_TWIN, ratio=20000)),
+    # from the trained dense model of the seed: FC1's cores fitted to its outputs, then trained or distilled
+    **{f"{name}{how}": dict(base, **{k: True for k in how.split("+")[1:]})
+       for name, base in (("ttn", dict(spec=dict(arch="ttn", ratio=RATIO))),
+                         ("tt", dict(spec=dict(arch="tt", ratio=RATIO))),
+                         ("ttn-identity", dict(spec=dict(LINEAR_TWIN, ratio=RATIO))))
+       for how in ("+fit", "+kd", "+fit+kd")},
 }
 DEFAULT_ROWS = ("logistic", "dense", "tt", "lowrank", "narrow", "ttn-binary", "ttn", "mera", "ttn-frozen")
 
@@ -108,20 +121,47 @@ def fc1(model: nn.Module) -> nn.Module:
     return m[0] if isinstance(m, nn.Sequential) else m  # norm="batch" wraps the layer with its batch norm
 
 
+def teacher(seed: int, data, epochs: int) -> nn.Module:
+    """The dense row's model of this seed, trained with the recipe for `epochs`; cached as safetensors (no pickle)
+    so that parallel runs and reruns train it once."""
+    from safetensors.torch import load_file
+
+    cache = Path(os.environ.get("ADNTN_CACHE", Path.home() / ".cache" / "adntn")) / "quality-teachers"
+    f = cache / f"fmnist-{len(data[0])}-{len(data[2])}-{epochs}ep-seed{seed}.safetensors"
+    model = build("dense", seed)
+    if f.exists():
+        model.load_state_dict(load_file(f))
+    else:
+        train_classifier(model, data[0], data[1], epochs=epochs, seed=seed)
+        save_teacher_model(model, f)
+    return model.eval()
+
+
 def run(row: str, seed: int, data, epochs: int, progress: bool) -> dict:
     xtr, ytr, xte, yte = data
-    model = build(row, seed)
+    opt = ROWS[row] or {}
+    fit_error = None
+    if opt.get("fit") or opt.get("kd"):
+        dense = teacher(seed, data, epochs)
+    if opt.get("fit"):  # the trained dense model, FC1's cores fitted to its outputs
+        model = adntn.compress(copy.deepcopy(dense).train(), {"0": dict(opt["spec"], seed=seed)})
+        [fit_error] = init_from_data(model, dense, ["0"], {"0": xtr[:FIT_SIGNALS]}, seed=seed)
+    else:
+        model = build(row, seed)
     layer = fc1(model)
     gen = getattr(layer, "gen", None)
     t = time.perf_counter()
-    opt = ROWS[row] or {}
     kw = dict(opt.get("train", {}), **({"weight_decay": opt["weight_decay"]} if "weight_decay" in opt else {}))
-    res = train_classifier(model, xtr, ytr, epochs=epochs, seed=seed, evaluate=lambda m: accuracy(m, xte, yte),
-                           progress=progress, **kw)
+    kw.update(epochs=epochs, seed=seed, evaluate=lambda m: accuracy(m, xte, yte), progress=progress)
+    if opt.get("kd"):
+        res = distill(model, dense, (xtr, ytr), **kw)
+    else:
+        res = train_classifier(model, xtr, ytr, **kw)
     return dict(row=row, seed=seed, accuracy=res.metrics[-1], test_accuracy=res.metrics, losses=res.losses,
                 epoch_s=statistics.median(res.epoch_s), train_s=time.perf_counter() - t,
                 params=count(model, trainable=True), layer_params=gen.num_params if gen else layer.weight.numel(),
-                ratio=gen.compression_ratio if gen else 1.0, config=gen.config if gen else None)
+                ratio=gen.compression_ratio if gen else 1.0, config=gen.config if gen else None,
+                fit_error=fit_error)
 
 
 def summarize(runs: list[dict], order) -> list[dict]:
@@ -252,6 +292,8 @@ def main(argv=None) -> list[dict]:
     print(f"Fashion-MNIST, {n:,} training / {m:,} test images, {a.epochs} epochs, seeds "
           f"{sorted({k[1] for k in done})}\n")
     print(table(summary))
+    if pairs := pairs_table(list(done.values())):
+        print("\n" + pairs)
     plot(summary, Path(a.plot) if a.plot else out.with_suffix(".png"))
     return summary
 

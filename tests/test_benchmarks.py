@@ -102,6 +102,21 @@ def test_quality_sanity_rows_only_in_a_whole_run():
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
                     reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+def test_quality_pairs_table_pairs_the_tree_with_tt_and_its_twin_by_seed():
+    """ttn rows against tt and the linear twin with the same suffix, on the seeds both ran, with a paired t-test."""
+    pairs_table = runpy.run_path(str(BENCH / "quality.py"), run_name="quality")["pairs_table"]
+    acc = {"ttn-20000+bn": [0.91, 0.92, 0.90, 0.93], "tt-20000+bn": [0.90, 0.91, 0.90, 0.91],
+           "ttn-identity-20000+bn": [0.92, 0.92, 0.91], "ttn-frozen": [0.5, 0.6], "tt": [0.8, 0.8]}
+    runs = [dict(row=row, seed=seed, accuracy=a) for row, accs in acc.items() for seed, a in enumerate(accs)]
+    lines = [line.split(" | ") for line in pairs_table(runs).splitlines() if line.startswith("| ttn")]
+    assert [(line[0], line[1], line[2]) for line in lines] == [("| ttn-20000+bn", "tt-20000+bn", "4"),
+                                                                ("| ttn-20000+bn", "ttn-identity-20000+bn", "3")]
+    assert lines[0][3] == "+1.00 ± 0.41" and lines[0][4] == "3 of 4"  # differences 1, 1, 0, 2 points
+    assert lines[1][3].startswith("-0.67") and lines[1][4] == "0 of 3"
+    assert 0.05 < float(lines[0][5].rstrip(" |")) < 0.2  # t = 1.0 / 0.408 on 3 degrees of freedom: p = 0.092
+    assert pairs_table(runs[:4]) == ""  # one row alone: nothing to pair
+
+
 def test_distributed_train_quick():
     """The torchrun benchmark's smoke run: one process and two, the same epoch loss (the same trajectory)."""
     import subprocess
@@ -139,6 +154,16 @@ def test_quality_fmnist_quick(tmp_path, monkeypatch):
     linear = {s["row"]: s for s in again}["ttn-identity"]  # the nonlinearity's ablation: the same tree, linear
     assert linear["config"] == dict(rows["ttn"]["config"], activation="identity")
     assert linear["layer_params"] == rows["ttn"]["layer_params"]
+    # from the trained dense model: the teacher is trained once and cached, FC1's cores fitted to it, then distilled
+    monkeypatch.setenv("ADNTN_CACHE", str(tmp_path / "cache"))
+    fitted = {s["row"]: s for s in main(["--epochs", "1", "--seeds", "0", "--json", str(out), "--rows", "ttn+fit+kd",
+                                         "tt+fit"])}
+    [cached] = (tmp_path / "cache" / "quality-teachers").iterdir()
+    assert cached.suffix == ".safetensors"
+    assert fitted["ttn+fit+kd"]["config"] == rows["ttn"]["config"]
+    runs = {r["row"]: r for r in json.loads(out.read_text())["runs"]}
+    assert all(0 < runs[r]["fit_error"] < 1 for r in ("ttn+fit+kd", "tt+fit")) and runs["ttn"]["fit_error"] is None
+    assert all(np.isfinite(runs[r]["losses"]).all() for r in ("ttn+fit+kd", "tt+fit"))
 
 
 def test_quality_convnet_quick(tmp_path, monkeypatch):
