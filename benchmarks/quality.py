@@ -523,13 +523,24 @@ def recipe_rows(a: argparse.Namespace, epochs: int) -> list[dict]:
     return rows
 
 
+def load_runs(files: list[Path], epochs: int) -> dict[str, dict]:
+    """The runs of these result files (those that exist) by key; a mnist1d run made at other main epochs than this
+    run's (merged from its own file) is labelled with them (@N), so that it is not taken for a run of this recipe."""
+    done = {}
+    for r in (r for f in files if f.exists() for r in json.loads(f.read_text())["runs"]):
+        n = len(r.get("losses") or ())
+        if r["task"] == "mnist1d" and not r.get("epochs") and n not in (0, epochs):
+            r = dict(r, epochs=n)
+        done[key(r, r["seed"])] = r
+    return done
+
+
 def main(argv=None):
     a = parse(argv)
     torch.set_num_threads(a.threads)
     seeds, epochs = ([0], 1) if a.quick else (a.seeds, a.epochs)
     out = Path(a.out)
-    done = {key(r, r["seed"]): r for f in [out, *map(Path, a.merge)] if f.exists()
-            for r in json.loads(f.read_text())["runs"]}
+    done = load_runs([out, *map(Path, a.merge)], epochs)
     samples = 2000 if a.quick else a.samples
     data = {"mnist1d": mnist1d_data(samples)}
     rows = recipe_rows(a, epochs)
@@ -593,9 +604,13 @@ def main(argv=None):
         done[key(row, seed)] = res
         save()
     summary = sorted(summarize(list(done.values())), key=lambda s: (s["task"], s["arch"], s["target"]))
-    print(table(summary))
+    text = table(summary)
+    if pairs := pairs_table([dict(row=f"{label(r)} at {r['target']}x", seed=r["seed"], accuracy=r["accuracy"])
+                             for r in done.values() if r["task"] == "mnist1d" and "accuracy" in r]):
+        text += "\n\n" + pairs
+    print(text)
     plot(summary, out.with_suffix(".png"))
-    out.with_suffix(".txt").write_text(table(summary) + "\n")
+    out.with_suffix(".txt").write_text(text + "\n")
     return summary
 
 

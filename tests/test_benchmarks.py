@@ -117,6 +117,18 @@ def test_quality_pairs_table_pairs_the_tree_with_tt_and_its_twin_by_seed():
     assert pairs_table(runs[:4]) == ""  # one row alone: nothing to pair
 
 
+def test_quality_merged_runs_of_other_epochs_keep_them_in_their_label(tmp_path):
+    """A run made with --epochs 24 and merged into a 12-epoch result file is labelled @24, not taken for the 12-epoch
+    recipe's row (the linear twin's 24-epoch runs once were)."""
+    load_runs = runpy.run_path(str(BENCH / "quality.py"), run_name="quality")["load_runs"]
+    run = dict(task="mnist1d", arch="ttn-identity", target=2000, aug=True, kd=True, fit=True, seed=0, epochs=None)
+    (tmp_path / "a.json").write_text(json.dumps(dict(recipe=dict(epochs=24), runs=[dict(run, losses=[0.3] * 24)])))
+    (tmp_path / "b.json").write_text(json.dumps(dict(recipe=dict(epochs=12), runs=[dict(run, losses=[0.4] * 12)])))
+    done = load_runs([tmp_path / "b.json", tmp_path / "a.json", tmp_path / "absent.json"], 12)
+    assert sorted(done) == ["mnist1d/ttn-identity+fit+aug+kd/2000/0", "mnist1d/ttn-identity+fit+aug+kd@24/2000/0"]
+    assert list(load_runs([tmp_path / "a.json"], 24)) == ["mnist1d/ttn-identity+fit+aug+kd/2000/0"]
+
+
 def test_distributed_train_quick():
     """The torchrun benchmark's smoke run: one process and two, the same epoch loss (the same trajectory)."""
     import subprocess
