@@ -99,9 +99,6 @@ def test_quality_sanity_rows_only_in_a_whole_run():
     assert tasks[("ttn",), None] == tasks[None, False] == {"mnist1d"}
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
-                    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
 def test_quality_pairs_table_pairs_the_tree_with_tt_and_its_twin_by_seed():
     """ttn rows against tt and the linear twin with the same suffix, on the seeds both ran, with a paired t-test."""
     pairs_table = runpy.run_path(str(BENCH / "quality.py"), run_name="quality")["pairs_table"]
@@ -129,6 +126,9 @@ def test_quality_merged_runs_of_other_epochs_keep_them_in_their_label(tmp_path):
     assert list(load_runs([tmp_path / "a.json"], 24)) == ["mnist1d/ttn-identity+fit+aug+kd/2000/0"]
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
+                    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
 def test_distributed_train_quick():
     """The torchrun benchmark's smoke run: one process and two, the same epoch loss (the same trajectory)."""
     import subprocess
