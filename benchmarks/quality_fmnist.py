@@ -15,8 +15,8 @@ decay to 0, batch 128), several seeds, test accuracy on the 10,000 test images a
   lose, or the trained layer has learned nothing;
 - recipe options on the ttn (`--rows` opts in): ttn+bn (batch norm after FC1, `compress`'s norm="batch"),
   ttn+drop (dropout 0.2 after the ReLU), ttn+wd (`weight_decay` on the generated weight), ttn+bn+corelr (batch
-  norm and the cores at learning rate 3e-3); dense+aug, tt+aug, ttn+aug train on augmented batches
-  (`augment_images()`: random shifts of up to 2 pixels, horizontal flips);
+  norm and the cores at learning rate 3e-3; tt+bn+corelr the same on tt); dense+aug, tt+aug, ttn+aug train on
+  augmented batches (`augment_images()`: random shifts of up to 2 pixels, horizontal flips);
 - what the nonlinearity does (`--rows` opts in): ttn-identity is the same tree as ttn with activation="identity"
   (a linear tree tensor network, the same parameters); ttn-5000, tt-5000, ttn-identity-5000 and the -20000 rows
   are FC1 at ~5,000x and ~20,000x, as `compress(..., ratio=)` picks them;
@@ -74,6 +74,7 @@ ROWS = {
     "ttn+drop": dict(spec=dict(arch="ttn", ratio=RATIO), dropout=0.2),
     "ttn+wd": dict(spec=dict(arch="ttn", ratio=RATIO), weight_decay=1e-4),
     "ttn+bn+corelr": dict(spec=dict(arch="ttn", ratio=RATIO, norm="batch"), train=dict(core_lr=3e-3)),
+    "tt+bn+corelr": dict(spec=dict(arch="tt", ratio=RATIO, norm="batch"), train=dict(core_lr=3e-3)),
     # augmented batches (shifts of up to 2 pixels, horizontal flips), on every model
     "dense+aug": dict(train=dict(augment=augment_images())),
     "tt+aug": dict(spec=dict(arch="tt", ratio=RATIO), train=dict(augment=augment_images())),
