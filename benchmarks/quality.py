@@ -49,6 +49,7 @@ from tqdm import tqdm
 import adntn_compiler as adntn
 from adntn_compiler.cli import at_least, positive
 from adntn_compiler.errors import ConfigError
+from adntn_compiler.settings import cache_dir
 from adntn_compiler.training.data import augment_signals
 from adntn_compiler.training.sensitivity import init_from_data
 from adntn_compiler.training.train import SCHEDULES, Ensemble, distill, train_classifier
@@ -219,9 +220,7 @@ def teacher_logits(data, seed: int, epochs: int, lr: float, schedule: str, sampl
 
 def teacher_file(seed: int, epochs: int, lr: float, schedule: str, samples: int, aug: bool = False,
                  model: bool = False) -> Path:
-    import os
-
-    cache = Path(os.environ.get("ADNTN_CACHE", Path.home() / ".cache" / "adntn")) / "quality-teachers"
+    cache = cache_dir() / "quality-teachers"
     name = f"mnist1d-{samples}-{schedule}-{epochs}ep-lr{lr:g}-seed{seed}"
     return cache / (name + ("-aug" if aug else "") + (".safetensors" if model or aug else ".npy"))
 
