@@ -172,8 +172,12 @@ def test_compress_adds_batch_norm_and_dropout_after_the_layer():
     layer, bn, drop = model[0]
     assert isinstance(layer, ADNTNLinear) and isinstance(bn, nn.BatchNorm1d) and bn.num_features == 128
     assert isinstance(drop, nn.Dropout) and drop.p == 0.25
+    # the norm carries W's scale: the generator's own scalar is frozen (Adam would move it on noise alone)
+    assert not layer.cores["scale"].requires_grad and all(v.requires_grad for k, v in layer.cores.items() if k != "scale")
+    scale, core = layer.cores["scale"].item(), layer.cores["root"].detach().clone()
     x, y = torch.randn(256, 64), torch.randint(0, 4, (256,))
     train_classifier(model, x, y, epochs=1, batch_size=64)
+    assert layer.cores["scale"].item() == scale and not torch.equal(layer.cores["root"], core)
     assert bn.num_batches_tracked.item() == 4 and not torch.equal(bn.running_mean, torch.zeros(128))
     with torch.no_grad():  # eval: the layer, then the batch norm's running statistics; dropout is off
         assert torch.allclose(model[0](x), bn(layer(x)), atol=1e-6)
