@@ -17,7 +17,9 @@ compressed rows start from the trained dense model of the seed (the teacher) wit
 +fitrelu); --fit init leaves the cores at their init, the other layers trained (rows +fitinit). --teacher-seeds
 0 1 2: the +aug+kd rows learn from the mean logits of those seeds' dense models (rows (ens012)). --archs
 ttn-identity (opt in): the ttn's tree with activation="identity", a linear tree tensor network of the same
-parameters, with +kd and +fit rows as the ttn's: the nonlinearity's ablation.
+parameters, with +kd and +fit rows as the ttn's: the nonlinearity's ablation. --archs tt-legs (opt in): tt on
+the ttn's own legs at the ttn's rank, with +kd and +fit rows: the tree against a chain at its budget (at 2,000x
+8,465 parameters against the ttn's 8,273, where the ratio search's tt has 6,785; at 20,000x 1,537 against 832).
 
     python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--archs ttn tt] [--targets 2000] [--kd | --no-kd]
                                  [--out benchmarks/results/quality.json] [--merge other.json ...]
@@ -57,8 +59,8 @@ from adntn_compiler.training.train import SCHEDULES, Ensemble, distill, train_cl
 RATIOS = (2000, 20000)
 ADNTN_ARCHS = ("ttn", "attn", "mera")
 BASELINES = ("tt", "lowrank", "narrow")
-KD_ARCHS = ("ttn", "attn", "mera", "tt", "ttn-identity")  # rows also trained by distillation
-ARCHS_OPT_IN = ("brickwall", "ttn-identity")
+KD_ARCHS = ("ttn", "attn", "mera", "tt", "ttn-identity", "tt-legs")  # rows also trained by distillation
+ARCHS_OPT_IN = ("brickwall", "ttn-identity", "tt-legs")
 # brickwall is left out: one epoch of it at 2,000x takes ~100x ttn's (its many small gates are many small torch
 # ops per step); benchmarks/quality.py --archs brickwall --targets 2000 runs it anyway
 # compress(ratio=) now picks interleaved legs for attn at 2,000x; that layer took over 35 min without finishing 12
@@ -71,7 +73,12 @@ FIXED = {"attn": dict(layout="binary"), "ttn-identity": LINEAR_TWIN}
 
 def layer_spec(arch: str, target: int, **kw) -> dict:
     """compress's spec of an arch row's 4096x4096 layer; FIXED may pin options, or map a row's arch to its
-    generator's (ttn-identity -> ttn)."""
+    generator's (ttn-identity -> ttn). tt-legs is tt on the legs and at the rank of the ttn at that target: a chain
+    where the ttn has a tree, at the ttn's budget (the ratio search gives tt fewer parameters: 6,785 against the
+    ttn's 8,273 at 2,000x; on the ttn's 8 legs at rank 12 it has 8,465)."""
+    if arch == "tt-legs":
+        cfg = adntn.config_for_ratio((4096, 4096), "ttn", target)
+        return {"arch": "tt", "layout": cfg["layout"], "legs": cfg["legs"], "rank": cfg["rank"], **kw}
     return {"arch": arch, "ratio": target, **kw, **FIXED.get(arch, {})}
 
 
@@ -178,7 +185,7 @@ def pairs_table(runs: list[dict]) -> str:
     lines = ["| row a | row b | seeds | a - b (points) | a above b | paired t-test p |", "|---|---|---|---|---|---|"]
     for a in acc:
         if a.startswith("ttn") and not a.startswith(("ttn-identity", "ttn-frozen", "ttn-binary", "ttn-5legs")):
-            for b in ("tt" + a[3:], "ttn-identity" + a[3:]):
+            for b in ("tt" + a[3:], "tt-legs" + a[3:], "ttn-identity" + a[3:]):
                 if (d := paired(acc[a], acc.get(b, {}))) is not None:
                     lines.append(f"| {a} | {b} | {d['seeds']} | {100 * d['diff']:+.2f} ± {100 * d['sem']:.2f} | "
                                  f"{d['above']} of {d['seeds']} | {d['p']:.3f} |")
@@ -277,7 +284,8 @@ def rows_to_run(quick: bool, targets=RATIOS, archs=None, sanity: bool | None = N
                 continue
             try:
                 spec = layer_spec(arch, target)
-                adntn.config_for_ratio((4096, 4096), spec.pop("arch"), spec.pop("ratio"), **spec)
+                if "ratio" in spec:
+                    adntn.config_for_ratio((4096, 4096), spec.pop("arch"), spec.pop("ratio"), **spec)
             except ConfigError:
                 rows.append(dict(task="mnist1d", arch=arch, target=target, unreachable=True))
                 continue
