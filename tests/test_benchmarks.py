@@ -112,6 +112,22 @@ def test_quality_pairs_table_pairs_the_tree_with_tt_and_its_twin_by_seed():
     assert lines[1][3].startswith("-0.67") and lines[1][4] == "0 of 3"
     assert 0.05 < float(lines[0][5].rstrip(" |")) < 0.2  # t = 1.0 / 0.408 on 3 degrees of freedom: p = 0.092
     assert pairs_table(runs[:4]) == ""  # one row alone: nothing to pair
+    runs += [dict(row="tt-legs-20000+bn", seed=seed, accuracy=0.9) for seed in range(2)]
+    assert [line.split(" | ")[1] for line in pairs_table(runs).splitlines() if line.startswith("| ttn")] == [
+        "tt-20000+bn", "tt-legs-20000+bn", "ttn-identity-20000+bn"]
+
+
+def test_quality_tt_legs_is_tt_on_the_ttns_legs_at_its_rank():
+    """The tt-legs row: a chain with the tree's legs and bond rank, at the ttn's budget (2 % more parameters at
+    2,000x), where the ratio search gives tt 18 % fewer."""
+    q = runpy.run_path(str(BENCH / "quality.py"), run_name="quality")
+    models = {arch: q["build"](dict(task="mnist1d", arch=arch, target=2000), 0)[2] for arch in ("ttn", "tt", "tt-legs")}
+    gens = {arch: m.gen for arch, m in models.items()}
+    assert gens["tt-legs"].arch == "tt" and gens["tt-legs"].legs.dims == gens["ttn"].legs.dims
+    assert gens["tt-legs"].config["rank"] == gens["ttn"].config["rank"]
+    assert [g.num_params for g in gens.values()] == [8273, 6785, 8465]
+    assert [q["label"](r) for r in q["rows_to_run"](False, (2000,), ["tt-legs"]) if r["arch"] == "tt-legs"] == [
+        "tt-legs", "tt-legs+kd"]
 
 
 def test_quality_merged_runs_of_other_epochs_keep_them_in_their_label(tmp_path):
