@@ -380,12 +380,14 @@ def plot_curves(ax, rows: list[dict], name: str) -> None:
 
 def schedule_study(summary: list[dict]) -> dict[tuple[str, int], list[dict]]:
     """The mnist1d rows trained at several epoch counts (the @N rows beside the recipe's), by label without @N and
-    the teacher's epochs (tN), and target ratio; each list ordered by epochs."""
+    the teacher's epochs (tN), and target ratio; each list ordered by epochs. A row run only at another epoch count
+    (@N, e.g. an ablation of the 24-epoch recipe) is kept too, as one point."""
     groups: dict[tuple[str, int], list[dict]] = {}
     for s in summary:
         if s["task"] == "mnist1d" and s.get("curve"):
             groups.setdefault((re.sub(r"\(t\d+\)|@\d+", "", s["arch"]), s["target"]), []).append(s)
-    return {k: sorted(rs, key=lambda s: s["epochs"]) for k, rs in groups.items() if len({s["epochs"] for s in rs}) > 1}
+    return {k: sorted(rs, key=lambda s: s["epochs"]) for k, rs in groups.items()
+            if len({s["epochs"] for s in rs}) > 1 or any("@" in s["arch"] for s in rs)}
 
 
 def plot(summary: list[dict], path: Path) -> None:
