@@ -140,6 +140,13 @@ def test_quality_merged_runs_of_other_epochs_keep_them_in_their_label(tmp_path):
     done = load_runs([tmp_path / "b.json", tmp_path / "a.json", tmp_path / "absent.json"], 12)
     assert sorted(done) == ["mnist1d/ttn-identity+fit+aug+kd/2000/0", "mnist1d/ttn-identity+fit+aug+kd@24/2000/0"]
     assert list(load_runs([tmp_path / "a.json"], 24)) == ["mnist1d/ttn-identity+fit+aug+kd/2000/0"]
+    q = runpy.run_path(str(BENCH / "quality.py"), run_name="quality")  # the plot's schedule panel keeps the @24 row
+    runs = [dict(r, params=1, layer_params=1, ratio=2028.0, test_accuracy=[0.9] * len(r["losses"]), accuracy=0.9,
+                 epoch_s=1.0)
+            for r in done.values()]
+    assert [[s["epochs"] for s in rs] for rs in q["schedule_study"](q["summarize"](runs)).values()] == [[12, 24]]
+    assert [[s["arch"] for s in rs] for rs in q["schedule_study"](q["summarize"](runs[1:])).values()] == [
+        ["ttn-identity+fit+aug+kd@24"]]
 
 
 @pytest.mark.slow
