@@ -78,7 +78,7 @@ def layer_spec(arch: str, target: int, **kw) -> dict:
     ttn's 8,273 at 2,000x; on the ttn's 8 legs at rank 12 it has 8,465)."""
     if arch == "tt-legs":
         cfg = adntn.config_for_ratio((4096, 4096), "ttn", target)
-        return {"arch": "tt", "layout": cfg["layout"], "legs": cfg["legs"], "rank": cfg["rank"], **kw}
+        return {"arch": "tt", **{k: cfg[k] for k in ("layout", "legs", "rank") if k in cfg}, **kw}
     return {"arch": arch, "ratio": target, **kw, **FIXED.get(arch, {})}
 
 
