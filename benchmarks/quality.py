@@ -225,9 +225,14 @@ def teacher_logits(data, seed: int, epochs: int, lr: float, schedule: str, sampl
     return save_teacher(model, data, f)
 
 
+def teachers_dir() -> Path:
+    """Where every quality benchmark caches its dense teachers (under adntn's cache folder)."""
+    return cache_dir() / "quality-teachers"
+
+
 def teacher_file(seed: int, epochs: int, lr: float, schedule: str, samples: int, aug: bool = False,
                  model: bool = False) -> Path:
-    cache = cache_dir() / "quality-teachers"
+    cache = teachers_dir()
     name = f"mnist1d-{samples}-{schedule}-{epochs}ep-lr{lr:g}-seed{seed}"
     return cache / (name + ("-aug" if aug else "") + (".safetensors" if model or aug else ".npy"))
 

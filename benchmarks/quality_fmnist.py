@@ -48,10 +48,10 @@ from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from quality import FIT_SIGNALS, LINEAR_TWIN, accuracy, count, pairs_table, save_teacher_model  # noqa: E402  (shared)
+import quality  # noqa: E402  (shared with the mnist1d benchmark)
+from quality import FIT_SIGNALS, LINEAR_TWIN, accuracy, count, pairs_table, save_teacher_model  # noqa: E402
 
 import adntn_compiler as adntn  # noqa: E402
-from adntn_compiler.settings import cache_dir  # noqa: E402
 from adntn_compiler.training.data import augment_images  # noqa: E402
 from adntn_compiler.training.sensitivity import init_from_data  # noqa: E402
 from adntn_compiler.training.train import distill, train_classifier  # noqa: E402
@@ -127,7 +127,7 @@ def teacher(seed: int, data, epochs: int) -> nn.Module:
     so that parallel runs and reruns train it once."""
     from safetensors.torch import load_file
 
-    f = cache_dir() / "quality-teachers" / f"fmnist-{len(data[0])}-{len(data[2])}-{epochs}ep-seed{seed}.safetensors"
+    f = quality.teachers_dir() / f"fmnist-{len(data[0])}-{len(data[2])}-{epochs}ep-seed{seed}.safetensors"
     model = build("dense", seed)
     if f.exists():
         model.load_state_dict(load_file(f))
