@@ -48,8 +48,7 @@ from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import quality  # noqa: E402  (shared with the mnist1d benchmark)
-from quality import FIT_SIGNALS, LINEAR_TWIN, accuracy, count, pairs_table, save_teacher_model  # noqa: E402
+from quality import FIT_SIGNALS, LINEAR_TWIN, accuracy, count, pairs_table, save_teacher_model, teachers_dir  # noqa: E402
 
 import adntn_compiler as adntn  # noqa: E402
 from adntn_compiler.training.data import augment_images  # noqa: E402
@@ -127,7 +126,7 @@ def teacher(seed: int, data, epochs: int) -> nn.Module:
     so that parallel runs and reruns train it once."""
     from safetensors.torch import load_file
 
-    f = quality.teachers_dir() / f"fmnist-{len(data[0])}-{len(data[2])}-{epochs}ep-seed{seed}.safetensors"
+    f = teachers_dir() / f"fmnist-{len(data[0])}-{len(data[2])}-{epochs}ep-seed{seed}.safetensors"
     model = build("dense", seed)
     if f.exists():
         model.load_state_dict(load_file(f))
