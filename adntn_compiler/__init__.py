@@ -13,7 +13,7 @@ from . import ir
 from .errors import AdntnError, ConfigError, MemoryEstimateError, SerializationError, ShapeError, VerifyError
 from .generators import ARCHS, Generator, attn, brickwall, cp, dense, lowrank, make, mera, tt, ttn, tucker
 from .generators.search import config_for_ratio
-from .generators.trace import materialize, trace
+from .generators.trace import activation_usage, materialize, trace
 from .plan import Plan, plan
 from .runtime.artifact import Executable, load
 from .settings import VERSION
@@ -46,7 +46,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ARCHS", "AdntnError", "ConfigError", "Executable", "Generator", "MemoryEstimateError", "Plan", "Records",
-    "SerializationError", "ShapeError", "Target", "VerifyError", "attn", "brickwall", "capture", "compile",
-    "config_for_ratio", "cp", "dense", "ir", "load", "lowrank", "make", "materialize", "mera", "plan", "targets",
-    "trace", "tt", "ttn", "tucker", "tune", *sorted(_LAZY),
+    "SerializationError", "ShapeError", "Target", "VerifyError", "activation_usage", "attn", "brickwall", "capture",
+    "compile", "config_for_ratio", "cp", "dense", "ir", "load", "lowrank", "make", "materialize", "mera", "plan",
+    "targets", "trace", "tt", "ttn", "tucker", "tune", *sorted(_LAZY),
 ]

@@ -31,7 +31,8 @@ the ttn's own legs at the ttn's rank, with +kd and +fit rows: the tree against a
 Runs of different rows can go to separate files in parallel processes and be merged afterwards.
 
 Results are appended to the JSON as each run finishes (a rerun skips what is there), then the table and
-the plot (PNG: accuracy against compression ratio per architecture) are written.
+the plot (PNG: accuracy against compression ratio per architecture) are written. Each run of a generated layer
+also records `activations`: `adntn.activation_usage` of the trained layer (how far each activation bends).
 """
 from __future__ import annotations
 
@@ -614,7 +615,8 @@ def main(argv=None):
                 ratio = 4096 * 4096 / layer_params if row["arch"] == "narrow" else 1.0
             res.update(untrained_layer=a.untrained_layer or None, accuracy=acc, epoch_s=epoch_s, losses=losses,
                        test_accuracy=curve, schedule=a.schedule, params=count(model, trainable=True),
-                       layer_params=layer_params, ratio=ratio, config=gen.config if gen else None, fit_error=fit_error)
+                       layer_params=layer_params, ratio=ratio, config=gen.config if gen else None, fit_error=fit_error,
+                       activations=adntn.activation_usage(layer.sync_generator()) if gen else None)
         done[key(row, seed)] = res
         save()
     summary = sorted(summarize(list(done.values())), key=lambda s: (s["task"], s["arch"], s["target"]))

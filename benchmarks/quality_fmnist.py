@@ -30,6 +30,7 @@ decay to 0, batch 128), several seeds, test accuracy on the 10,000 test images a
 
 Runs are appended to the JSON as each finishes (a rerun skips what is there; parts run in parallel processes
 merge with --merge), then the markdown table is printed and the plot (accuracy per row, and per epoch) written.
+Each run of a generated FC1 also records `activations`: `adntn.activation_usage` of the trained layer.
 """
 from __future__ import annotations
 
@@ -160,7 +161,7 @@ def run(row: str, seed: int, data, epochs: int, progress: bool) -> dict:
                 epoch_s=statistics.median(res.epoch_s), train_s=time.perf_counter() - t,
                 params=count(model, trainable=True), layer_params=gen.num_params if gen else layer.weight.numel(),
                 ratio=gen.compression_ratio if gen else 1.0, config=gen.config if gen else None,
-                fit_error=fit_error)
+                fit_error=fit_error, activations=adntn.activation_usage(layer.sync_generator()) if gen else None)
 
 
 def summarize(runs: list[dict], order) -> list[dict]:

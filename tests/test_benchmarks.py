@@ -24,6 +24,9 @@ def test_quality_quick(tmp_path, monkeypatch, capsys):
     runs = json.loads(out.read_text())["runs"]
     ttn = next(r for r in runs if r["arch"] == "ttn")
     assert ttn["ratio"] >= 2000 and ttn["accuracy"] > 0.15 and ttn["losses"][0] < 2.3  # trained, off chance
+    assert [a["fn"] for a in ttn["activations"]] == ["tanh"] * len(ttn["activations"]) and ttn["activations"]
+    assert all(0 < a["nonlinear"] < 1 for a in ttn["activations"])  # the trained tree's tanh, how far it bends
+    assert next(r for r in runs if r["arch"] == "dense")["activations"] is None
     kd = next(r for r in runs if r.get("kd"))
     assert kd["arch"] == "ttn" and kd["accuracy"] > 0.15 and kd["test_accuracy"][-1] == kd["accuracy"]
 
@@ -177,6 +180,9 @@ def test_quality_fmnist_quick(tmp_path, monkeypatch):
     assert (tmp_path / "q.png").stat().st_size > 0
     runs = json.loads(out.read_text())["runs"]
     assert len(runs) == 9 and all(len(r["test_accuracy"]) == 1 for r in runs)
+    by_row = {r["row"]: r for r in runs}
+    assert [a["path"] for a in by_row["ttn"]["activations"]] == ["ttn.level1.node0", "ttn.level1.node1"]
+    assert by_row["tt"]["activations"] == [] and by_row["dense"]["activations"] is None
     again = main(["--epochs", "1", "--seeds", "0", "--json", str(out), "--rows", "ttn+bn", "ttn-identity"])
     assert len(json.loads(out.read_text())["runs"]) == 11 and len(again) == 11  # the 9 runs were not trained again
     linear = {s["row"]: s for s in again}["ttn-identity"]  # the nonlinearity's ablation: the same tree, linear

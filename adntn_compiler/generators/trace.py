@@ -79,3 +79,32 @@ def materialize(gen: Generator) -> np.ndarray:
 
     check_fits(trace(gen, "weight", structure_only=True), 8, f"materializing {gen!r}")
     return run(weight_program(gen, gen.cores))[0]
+
+
+def activation_usage(gen: Generator) -> list[dict]:
+    """How much each activation of the weight program bends its input, at the generator's current cores: one row
+    per activation node (path, fn, elements, rms of its input, the fraction of inputs beyond +-1, and `nonlinear`:
+    the part of the output's spread that no affine function of the input explains, |f(z) - a z - c| / |f(z) - mean|,
+    0 for a function in its linear range). A trained tree whose activations read ~0 is a linear tree in effect."""
+    from ..backends.reference import IMPL_NUMPY
+    from ..ir.graph import Op
+    from ..ir.interpret import interpret
+    from ..memory import check_fits
+
+    g = weight_program(gen, gen.cores)
+    check_fits(g, 8, f"activation usage of {gen!r}")
+    rows: list[dict] = []
+
+    def record(n, z):
+        out = IMPL_NUMPY[Op.MAP](n, z)
+        zc, fc = (z - z.mean()).ravel(), (out - out.mean()).ravel()
+        a = float(zc @ fc / (zc @ zc)) if zc.any() else 0.0
+        spread = float(np.linalg.norm(fc))
+        rows.append(dict(path=n.path, fn=n.attrs.fn, elements=int(z.size), rms=float(np.sqrt(np.mean(z * z))),
+                         saturated=float(np.mean(np.abs(z) > 1)),
+                         nonlinear=float(np.linalg.norm(fc - a * zc)) / spread if spread else 0.0))
+        return out
+
+    interpret(g, [], {**IMPL_NUMPY, Op.MAP: record}, lambda n, x: x,
+              lambda n: np.asarray(g.tensors[n.attrs.name], np.float64), "reference")
+    return rows

@@ -59,3 +59,23 @@ def test_float32_gradients_follow_float64_after_sgd_steps(arch):
     gen = make(arch, (256, 512), rank=3, seed=0)
     g32, g64 = _grads(gen, torch.float32), _grads(gen, torch.float64)
     assert float((g32 - g64).norm() / g64.norm()) < 1e-3
+
+
+def test_activation_usage_measures_how_far_each_activation_bends():
+    from adntn_compiler.generators.trace import activation_usage
+
+    g = make("ttn", (256, 196), rank=3, legs=4, seed=1)
+    rows = activation_usage(g)
+    assert [r["path"] for r in rows] == ["ttn.level1.node0", "ttn.level1.node1"]
+    c = g.cores
+    z = np.einsum("ar,bs,rst->abt", c["leaf0"], c["leaf1"], c["l1n0"])  # node 0's pre-activation, by hand
+    assert rows[0]["elements"] == z.size and np.isclose(rows[0]["rms"], np.sqrt(np.mean(z ** 2)))
+    assert np.isclose(rows[0]["saturated"], np.mean(np.abs(z) > 1))
+    assert all(0.1 < r["nonlinear"] < 0.7 for r in rows), rows  # the init puts tanh in its bent range
+    inner = [k for k in c if k.startswith("l1")]
+    g.set_cores({k: v * 1e-3 if k in inner else v for k, v in c.items()})
+    assert all(r["nonlinear"] < 1e-4 for r in activation_usage(g))  # tanh(z) ~ z: a linear tree in effect
+    g.set_cores({k: v * 1e4 if k in inner else v for k, v in g.cores.items()})  # 10x the init: tanh ~ sign
+    assert all(r["saturated"] > 0.7 and r["nonlinear"] > 0.6 for r in activation_usage(g))
+    assert activation_usage(make("ttn", (256, 196), rank=3, legs=4, activation="identity")) == []
+    assert activation_usage(make("tt", (256, 196), rank=3)) == []
