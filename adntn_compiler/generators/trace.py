@@ -72,11 +72,18 @@ def trace(gen: Generator, program: Literal["layer", "weight"] = "layer", batch_s
     raise ConfigError(f"unknown program {program!r}; use 'layer' or 'weight'")
 
 
+def _check_generator(gen, what: str) -> None:
+    if not isinstance(gen, Generator):
+        hint = "; for a trained layer pass layer.sync_generator()" if hasattr(gen, "sync_generator") else ""
+        raise ConfigError(f"{what} takes a generator (adntn.ttn(...), ...), got {type(gen).__name__}{hint}")
+
+
 def materialize(gen: Generator) -> np.ndarray:
     """The generated weight (float64 numpy, the target shape), via the reference interpreter."""
     from ..backends.reference import run
     from ..memory import check_fits
 
+    _check_generator(gen, "materialize")
     check_fits(trace(gen, "weight", structure_only=True), 8, f"materializing {gen!r}")
     return run(weight_program(gen, gen.cores))[0]
 
@@ -91,6 +98,7 @@ def activation_usage(gen: Generator) -> list[dict]:
     from ..ir.interpret import interpret
     from ..memory import check_fits
 
+    _check_generator(gen, "activation_usage")
     g = weight_program(gen, gen.cores)
     check_fits(g, 8, f"activation usage of {gen!r}")
     rows: list[dict] = []

@@ -79,3 +79,9 @@ def test_activation_usage_measures_how_far_each_activation_bends():
     assert all(r["saturated"] > 0.7 and r["nonlinear"] > 0.6 for r in activation_usage(g))
     assert activation_usage(make("ttn", (256, 196), rank=3, legs=4, activation="identity")) == []
     assert activation_usage(make("tt", (256, 196), rank=3)) == []
+    from adntn_compiler.errors import ConfigError
+    from adntn_compiler.generators.trace import materialize
+
+    for f in (activation_usage, materialize):  # a layer is not a generator: say how to get its generator
+        with pytest.raises(ConfigError, match="takes a generator.*got ADNTNLinear; for a trained layer pass"):
+            f(ADNTNLinear(g))
